@@ -1,0 +1,266 @@
+"""What LayerCam, LayerRelevanceCam and LayerShallowCam share.
+
+One base class owns the Captum plumbing (argument formats, the layer or list of
+layers, input checks, the passes through the engine); the three methods differ
+only in how they turn a layer's activation, gradient and relevance into a map,
+which are the small functions at the end of this module.
+"""
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Literal, Optional, Sequence, Tuple, Union
+
+import torch
+from captum.attr import GradientAttribution, LayerAttribution
+from torch import Tensor, nn
+
+from captum_shallowcam._captum_compat import TargetType
+from captum_shallowcam._validation import check_finite, target_indices
+from captum_shallowcam.attr._engine import LayerCapture, _Engine
+from captum_shallowcam.attr.rules import RuleMap, validate_rules
+
+InitialRelevance = Literal["contrastive", "target", "clrp"]
+ChannelWeights = Literal["signed", "positive"]
+LayerOrLayers = Union[nn.Module, Sequence[nn.Module]]
+
+#: Relative tolerance of the relevance conservation check (see ``check_conservation``).
+CONSERVATION_TOLERANCE = 0.05
+
+
+@dataclass
+class CamPasses:
+    """Per layer (in the order given): activation A, gradient G, relevance R."""
+
+    captures: List[LayerCapture]
+    targets: Tensor
+    activations: List[Tensor]
+    gradients: List[Optional[Tensor]] = field(default_factory=list)
+    relevances: List[Optional[Tensor]] = field(default_factory=list)
+    deltas: List[Optional[Tensor]] = field(default_factory=list)
+
+
+class _LayerCamBase(LayerAttribution, GradientAttribution):
+    """Shared constructor and passes of the CAM methods in this package."""
+
+    _needs_model = False
+
+    def __init__(
+        self,
+        forward_func: Callable,
+        layer: LayerOrLayers,
+        device_ids: Optional[List[int]] = None,
+    ) -> None:
+        self._layers, self._is_layer_list = _format_layers(layer)
+        LayerAttribution.__init__(self, forward_func, self._layers[0], device_ids)
+        GradientAttribution.__init__(self, forward_func)
+        if self._needs_model and not isinstance(forward_func, nn.Module):
+            raise TypeError(
+                f"{type(self).__name__} propagates relevance through the model's "
+                "modules, so forward_func must be the torch.nn.Module itself (not a "
+                "function wrapping it)."
+            )
+        if isinstance(forward_func, nn.Module):
+            modules = {id(m) for m in forward_func.modules()}
+            for module in self._layers:
+                if id(module) not in modules:
+                    raise ValueError(
+                        f"The layer {type(module).__name__} is not a submodule of the "
+                        "model passed as forward_func; pass a module of that model "
+                        "(e.g. model.layer1)."
+                    )
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return True
+
+    def _format_result(self, maps: List[Tensor]) -> Union[Tensor, List[Tensor]]:
+        return maps if self._is_layer_list else maps[0]
+
+    def _passes(
+        self,
+        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        target: TargetType,
+        additional_forward_args: Any,
+        attribute_to_layer_input: bool,
+        gradients: bool,
+        relevance: Optional["_RelevanceRequest"] = None,
+    ) -> CamPasses:
+        inputs = _check_inputs(inputs, relevance is not None)
+        engine = _Engine(
+            self.forward_func,
+            self._layers,
+            relevance.rules if relevance is not None else None,
+            attribute_to_layer_input,
+            use_relevance=relevance is not None,
+        )
+        with engine.hooked():
+            output = engine.forward(inputs, additional_forward_args)
+            targets = target_indices(target, output)
+            passes = CamPasses(
+                captures=engine.captures,
+                targets=targets,
+                activations=[c.activation for c in engine.captures],
+            )
+            if gradients:
+                scores = output.gather(1, targets[:, None])
+                passes.gradients = engine.gradients(scores, retain_graph=relevance is not None)
+            if relevance is not None:
+                relevance.run(engine, output, passes)
+        return passes
+
+
+@dataclass
+class _RelevanceRequest:
+    """Which relevance the method needs, and how to get it."""
+
+    rules: Optional[RuleMap]
+    initial_relevance: InitialRelevance = "contrastive"
+    adjacent: bool = False
+    check_conservation: bool = True
+
+    def run(self, engine: _Engine, output: Tensor, passes: CamPasses) -> None:
+        captures = engine.captures
+        num_classes = output.shape[1]
+        one_hot = torch.nn.functional.one_hot(passes.targets, num_classes).to(output.dtype)
+        if self.initial_relevance == "clrp":
+            dual = (1 - one_hot) / max(num_classes - 1, 1)
+            from_target = engine.relevance(output, one_hot, captures, retain_graph=True)
+            from_dual = engine.relevance(output, dual, captures, retain_graph=self.adjacent)
+            relevances = [torch.relu(r - d) for r, d in zip(from_target, from_dual)]
+            initial = one_hot
+        else:
+            if self.initial_relevance == "contrastive":
+                initial = one_hot - (1 - one_hot) / num_classes
+            elif self.initial_relevance == "target":
+                initial = one_hot
+            else:
+                raise ValueError(
+                    f"initial_relevance must be 'contrastive', 'target' or 'clrp', got "
+                    f"{self.initial_relevance!r}."
+                )
+            # The graph is kept so that a failed conservation check can be
+            # explained by a second, recording pass.
+            relevances = engine.relevance(output, initial, captures, retain_graph=True)
+        if self.initial_relevance == "clrp":
+            passes.deltas = [None] * len(relevances)
+        else:
+            passes.deltas = [initial.sum(1) - r.flatten(1).sum(1) for r in relevances]
+            if self.check_conservation:
+                _warn_if_not_conserved(engine, output, initial, passes.deltas, captures)
+        if self.adjacent:
+            relevances = self._adjacent_relevances(engine, passes, relevances)
+        passes.relevances = list(relevances)
+
+    def _adjacent_relevances(
+        self, engine: _Engine, passes: CamPasses, relevances: List[Tensor]
+    ) -> List[Tensor]:
+        """V2: one LRP step from the LayerCAM evidence of the next layer up."""
+        order = sorted(range(len(engine.captures)), key=lambda i: engine.captures[i].order)
+        out = list(relevances)
+        for lower, upper in zip(order[:-1], order[1:]):
+            evidence = torch.relu(passes.gradients[upper]) * passes.activations[upper]
+            (out[lower],) = engine.relevance(
+                engine.captures[upper].tensor,
+                evidence,
+                [engine.captures[lower]],
+                retain_graph=True,
+            )
+        return out
+
+
+def _warn_if_not_conserved(
+    engine: _Engine,
+    output: Tensor,
+    initial: Tensor,
+    deltas: List[Tensor],
+    captures: List[LayerCapture],
+) -> None:
+    scale = initial.abs().sum(1)
+    for capture, delta in zip(captures, deltas):
+        error = float((delta.abs() / scale).max())
+        if error > CONSERVATION_TOLERANCE:
+            if not engine.propagation.recording:
+                engine.propagation.recording = True
+                engine.relevance(output, initial, captures, retain_graph=True)
+            worst = engine.propagation.worst_module
+            local = engine.propagation.worst_local_violation
+            where = (
+                f" The largest violation inside one operation was {local:.3g} at "
+                f"'{worst}'."
+                if worst is not None and local > CONSERVATION_TOLERANCE
+                else " No single rule-carrying operation broke it, so it happened in an "
+                "operation the engine does not see (a functional operation on a "
+                "tensor in the graph, or a layer inside a branch that not all "
+                "relevance passes through)."
+            )
+            warnings.warn(
+                f"Relevance is not conserved at layer '{capture.name}': its total "
+                f"differs from the output relevance by {error:.3g} of the output's "
+                f"absolute relevance (tolerance {CONSERVATION_TOLERANCE}).{where} Pass "
+                "check_conservation=False to silence this for layers inside a branch.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+
+def _format_layers(layer: LayerOrLayers) -> Tuple[List[nn.Module], bool]:
+    if isinstance(layer, nn.Module):
+        return [layer], False
+    if isinstance(layer, (list, tuple)) and layer and all(
+        isinstance(m, nn.Module) for m in layer
+    ):
+        if len({id(m) for m in layer}) != len(layer):
+            raise ValueError("The list of layers holds the same module twice.")
+        return list(layer), True
+    raise TypeError(
+        "layer must be a torch.nn.Module of the model or a non-empty list of them, "
+        f"got {type(layer).__name__}."
+    )
+
+
+def _check_inputs(
+    inputs: Union[Tensor, Tuple[Tensor, ...]], relevance: bool
+) -> Union[Tensor, Tuple[Tensor, ...]]:
+    tensors = inputs if isinstance(inputs, tuple) else (inputs,)
+    for tensor in tensors:
+        if not isinstance(tensor, Tensor):
+            raise TypeError(
+                f"inputs must be a tensor or a tuple of tensors, got {type(tensor).__name__}."
+            )
+        if relevance and tensor.dtype in (torch.float16, torch.bfloat16):
+            raise TypeError(
+                f"inputs have dtype {tensor.dtype}: relevance propagation divides by "
+                "small activations and is not reliable in half precision. Convert the "
+                "model and inputs with .float() (or .double())."
+            )
+        check_finite(tensor, "Inputs")
+    return inputs
+
+
+# ------------------------------------------------------------ the map formulas
+def spatial_mask(activation: Tensor, gradient: Tensor) -> Tensor:
+    r"""LayerCAM's spatially weighted feature maps :math:`S_k = \mathrm{ReLU}(G_k) A_k`."""
+    return torch.relu(gradient) * activation
+
+
+def inter_layer_weights(relevance: Tensor, channel_weights: ChannelWeights) -> Tensor:
+    r"""Channel weights :math:`\alpha_k = \sum_{ij} R_k(i,j)` (N x K x 1 x 1)."""
+    weights = relevance.sum(dim=(2, 3), keepdim=True)
+    if channel_weights == "positive":
+        return torch.relu(weights)
+    if channel_weights != "signed":
+        raise ValueError(
+            f"channel_weights must be 'signed' or 'positive', got {channel_weights!r}."
+        )
+    return weights
+
+
+def channel_sum(maps: Tensor, relu: bool) -> Tensor:
+    summed = maps.sum(dim=1, keepdim=True)
+    return torch.relu(summed) if relu else summed
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {options}; got {value!r}.")

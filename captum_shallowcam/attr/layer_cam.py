@@ -1,0 +1,113 @@
+"""LayerCAM (Jiang et al., IEEE TIP 2021) as a Captum layer attribution."""
+
+from typing import Any, Callable, List, Literal, Optional, Tuple, Union
+
+import torch
+from captum.log import log_usage
+from torch import Tensor
+
+from captum_shallowcam._captum_compat import TargetType
+from captum_shallowcam.attr._base import (
+    LayerOrLayers,
+    _LayerCamBase,
+    channel_sum,
+    spatial_mask,
+)
+
+
+class LayerCam(_LayerCamBase):
+    r"""
+    LayerCAM weights every position of every channel of a layer's activation by
+    the positive part of the gradient there, then sums over channels:
+
+    .. math::
+        L^c = \mathrm{ReLU}\Big(\sum_k \mathrm{ReLU}(G^c_k) \odot A_k\Big),
+        \qquad G^c = \frac{\partial y^c}{\partial A}
+
+    Unlike Grad-CAM, whose channel weights are spatial averages of the gradient,
+    the per-position weights keep fine detail at shallow layers. Details in
+    Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for
+    Localization", IEEE TIP 2021, https://doi.org/10.1109/TIP.2021.3089943
+
+    The map has the layer's spatial size (N x 1 x h x w); use
+    :meth:`captum.attr.LayerAttribution.interpolate` to bring it to the input's.
+    The gradient backward stops at the layer and fills no parameter ``.grad``.
+    """
+
+    def __init__(
+        self,
+        forward_func: Callable,
+        layer: LayerOrLayers,
+        device_ids: Optional[List[int]] = None,
+    ) -> None:
+        r"""
+        Args:
+
+            forward_func (Callable): The forward function of the model or any
+                        modification of it.
+            layer (torch.nn.Module or list[torch.nn.Module]): Layer (or layers)
+                        for which attributions are computed. Each must produce a
+                        4-D feature map and be called once per forward pass. With a
+                        list, all maps come from one forward and one backward pass,
+                        and ``attribute`` returns a list.
+            device_ids (list[int]): Kept for compatibility with Captum's layer
+                        methods; DataParallel models are not supported (pass
+                        ``model.module``).
+        """
+        super().__init__(forward_func, layer, device_ids)
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False,
+        relu_attributions: bool = True,
+        scaling: Literal["none", "tanh"] = "none",
+    ) -> Union[Tensor, List[Tensor]]:
+        r"""
+        Args:
+
+            inputs (Tensor or tuple[Tensor, ...]): Input for which the maps are
+                        computed, N examples along dimension 0.
+            target (int, list, Tensor, or None, optional): The class to explain,
+                        one int for all examples or one per example (list or 1-D
+                        tensor). None explains the predicted class.
+                        Default: None
+            additional_forward_args (Any, optional): Further arguments passed to
+                        ``forward_func`` after the inputs. Default: None
+            attribute_to_layer_input (bool, optional): Explain the layer's input
+                        instead of its output. Default: False
+            relu_attributions (bool, optional): Apply LayerCAM's final ReLU.
+                        Default: True
+            scaling (str, optional): ``"tanh"`` applies LayerCAM's scaling for
+                        fusing shallow maps, :math:`\tanh(2 L / \max L)` per
+                        example. Default: ``"none"``
+
+        Returns:
+            *Tensor* or *list[Tensor]* of **attributions**:
+            - **attributions**: N x 1 x h x w maps at the layer's resolution, one
+              per layer when ``layer`` is a list.
+
+        Examples::
+
+            >>> net = torchvision.models.resnet18().eval()
+            >>> layer_cam = LayerCam(net, net.layer1)
+            >>> x = torch.randn(2, 3, 224, 224)
+            >>> maps = layer_cam.attribute(x, target=3)           # 2 x 1 x 56 x 56
+            >>> upsampled = LayerAttribution.interpolate(maps, (224, 224), "bilinear")
+        """
+        if scaling not in ("none", "tanh"):
+            raise ValueError(f"scaling must be 'none' or 'tanh', got {scaling!r}.")
+        passes = self._passes(
+            inputs, target, additional_forward_args, attribute_to_layer_input, gradients=True
+        )
+        maps = []
+        for activation, gradient in zip(passes.activations, passes.gradients):
+            cam = channel_sum(spatial_mask(activation, gradient), relu_attributions)
+            if scaling == "tanh":
+                peak = cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+                cam = torch.tanh(2 * cam / peak)
+            maps.append(cam)
+        return self._format_result(maps)

@@ -1,0 +1,144 @@
+"""Relevance-CAM (Lee et al., CVPR 2021) as a Captum layer attribution."""
+
+from typing import Any, Callable, List, Optional, Tuple, Union
+
+from captum.log import log_usage
+from torch import Tensor, nn
+
+from captum_shallowcam._captum_compat import TargetType
+from captum_shallowcam.attr._base import (
+    ChannelWeights,
+    InitialRelevance,
+    LayerOrLayers,
+    _LayerCamBase,
+    _RelevanceRequest,
+    channel_sum,
+    check_choice,
+    inter_layer_weights,
+)
+from captum_shallowcam.attr.rules import RuleMap, validate_rules
+
+
+class LayerRelevanceCam(_LayerCamBase):
+    r"""
+    Relevance-CAM weights each channel of a layer's activation by the LRP
+    relevance that channel receives from the layers above:
+
+    .. math::
+        \alpha_k = \sum_{ij} R_k(i,j), \qquad
+        L^c = \mathrm{ReLU}\Big(\sum_k \alpha_k A_k\Big)
+
+    where :math:`R` is propagated from the logits down to the layer, starting
+    from the contrastive relevance :math:`+1` for class :math:`c` and
+    :math:`-1/C` for the other classes. Lee et al., "Relevance-CAM: Your Model
+    Already Knows Where to Look", CVPR 2021, https://arxiv.org/abs/2104.00279
+
+    Relevance is propagated with Captum's LRP rules (see
+    :mod:`captum_shallowcam.rules`) through the model as it is: BatchNorm is folded
+    into the preceding conv and residual additions split relevance between
+    their branches for the duration of the call; the model is not modified.
+    """
+
+    _needs_model = True
+
+    def __init__(
+        self,
+        forward_func: nn.Module,
+        layer: LayerOrLayers,
+        device_ids: Optional[List[int]] = None,
+        rules: Optional[RuleMap] = None,
+    ) -> None:
+        r"""
+        Args:
+
+            forward_func (torch.nn.Module): The model.
+            layer (torch.nn.Module or list[torch.nn.Module]): Layer (or layers)
+                        for which attributions are computed; with a list, all maps
+                        share one forward and one relevance backward pass.
+            device_ids (list[int]): Kept for compatibility with Captum's layer
+                        methods; DataParallel models are not supported.
+            rules (dict, optional): LRP rules for conv and linear operations,
+                        keyed by module type, module, or module name, valued by
+                        Captum ``PropagationRule`` instances; Captum's
+                        ``module.rule`` attribute is honoured too. Default:
+                        :class:`~captum_shallowcam.rules.ZPlusRule` everywhere.
+        """
+        super().__init__(forward_func, layer, device_ids)
+        self.rules = validate_rules(rules)
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False,
+        relu_attributions: bool = True,
+        initial_relevance: InitialRelevance = "contrastive",
+        channel_weights: ChannelWeights = "signed",
+        return_convergence_delta: bool = False,
+        check_conservation: bool = True,
+    ) -> Union[Tensor, List[Tensor], Tuple[Union[Tensor, List[Tensor]], Any]]:
+        r"""
+        Args:
+
+            inputs (Tensor or tuple[Tensor, ...]): Input for which the maps are
+                        computed, N examples along dimension 0.
+            target (int, list, Tensor, or None, optional): The class to explain,
+                        one for all examples or one per example. None explains the
+                        predicted class. Default: None
+            additional_forward_args (Any, optional): Further arguments passed to
+                        the model after the inputs. Default: None
+            attribute_to_layer_input (bool, optional): Explain the layer's input
+                        instead of its output. Default: False
+            relu_attributions (bool, optional): Apply the final ReLU.
+                        Default: True
+            initial_relevance (str, optional): Relevance put on the logits:
+                        ``"contrastive"`` (+1 for the target, -1/C for the others),
+                        ``"target"`` (one-hot), or ``"clrp"``
+                        (:math:`\max(0, R_{target} - R_{dual})` at the layer, the
+                        dual spreading 1 over the other classes).
+                        Default: ``"contrastive"``
+            channel_weights (str, optional): ``"signed"`` keeps the sign of
+                        :math:`\alpha` as Relevance-CAM does; ``"positive"`` uses
+                        :math:`\mathrm{ReLU}(\alpha)`. Default: ``"signed"``
+            return_convergence_delta (bool, optional): Also return, per layer, the
+                        output relevance minus the relevance summed at the layer
+                        (N values; None with ``"clrp"``). Default: False
+            check_conservation (bool, optional): Warn, naming the operation, when
+                        that difference exceeds 5% of the output's absolute
+                        relevance. Turn off for layers inside a branch.
+                        Default: True
+
+        Returns:
+            *Tensor* or *list[Tensor]* of **attributions** (N x 1 x h x w per
+            layer), and with ``return_convergence_delta`` a 2-tuple of the
+            attributions and the **delta** (a tensor, or a list per layer).
+
+        Examples::
+
+            >>> net = torchvision.models.vgg16().eval()
+            >>> relevance_cam = LayerRelevanceCam(net, net.features[16])
+            >>> maps = relevance_cam.attribute(torch.randn(1, 3, 224, 224), target=3)
+        """
+        check_choice("initial_relevance", initial_relevance, ("contrastive", "target", "clrp"))
+        check_choice("channel_weights", channel_weights, ("signed", "positive"))
+        request = _RelevanceRequest(
+            self.rules, initial_relevance, check_conservation=check_conservation
+        )
+        passes = self._passes(
+            inputs,
+            target,
+            additional_forward_args,
+            attribute_to_layer_input,
+            gradients=False,
+            relevance=request,
+        )
+        maps = [
+            channel_sum(inter_layer_weights(r, channel_weights) * a, relu_attributions)
+            for a, r in zip(passes.activations, passes.relevances)
+        ]
+        result = self._format_result(maps)
+        if return_convergence_delta:
+            return result, self._format_result(passes.deltas)
+        return result

@@ -1,0 +1,184 @@
+"""Shallow-layer CAM from spatial weights and inter-layer relevance (CHENG Yan et al.)."""
+
+from typing import Any, List, Literal, Optional, Tuple, Union
+
+import torch
+from captum.log import log_usage
+from torch import Tensor, nn
+
+from captum_shallowcam._captum_compat import TargetType
+from captum_shallowcam.attr._base import (
+    ChannelWeights,
+    InitialRelevance,
+    LayerOrLayers,
+    _LayerCamBase,
+    _RelevanceRequest,
+    channel_sum,
+    check_choice,
+    inter_layer_weights,
+    spatial_mask,
+)
+from captum_shallowcam.attr.rules import RuleMap, validate_rules
+
+Variant = Literal["v1", "v2", "v3"]
+
+
+class LayerShallowCam(_LayerCamBase):
+    r"""
+    Class activation maps for shallow layers that combine LayerCAM's spatially
+    weighted feature maps (the *mask*) with channel weights obtained by
+    layer-wise relevance propagation (the *inter-layer relevance weights*):
+
+    .. math::
+        S_k = \mathrm{ReLU}(G^c_k) \odot A_k, \qquad
+        \alpha_k = \sum_{ij} R_k(i,j), \qquad
+        L^c = \mathrm{ReLU}\Big(\sum_k \alpha_k S_k\Big)
+
+    with :math:`G^c = \partial y^c / \partial A` and :math:`R` the LRP relevance
+    at the layer. With equal positive :math:`\alpha` this is LayerCAM; the
+    relevance re-weights its channels, suppressing those that relevance marks as
+    unrelated to (or against) the class.
+
+    Method of CHENG Yan et al., "Study on Interpretable Shallow Class Activation
+    Mapping Algorithm Based on Spatial Weights and Inter-Layer Relevance",
+    Computer Science 52(6A), 2025, https://doi.org/10.11896/jsjkx.240500140 .
+    Only the abstract is public; three readings are offered (``variant``):
+
+    * ``"v1"``: :math:`R` propagated from the logits (Relevance-CAM's weights);
+    * ``"v2"``: :math:`R` from a single LRP step from the next layer's LayerCAM
+      evidence :math:`E^{l+1} = \mathrm{ReLU}(G^{l+1}) \odot A^{l+1}` down to this
+      layer; "next layer" is the next layer of the ``layer`` list in forward
+      order, and the deepest layer of the list falls back to v1;
+    * ``"v3"``: a 2-D mask :math:`M = \sum_k S_k` scaled to [0, 1],
+      :math:`L^c = \mathrm{ReLU}(M \odot \sum_k \alpha_k A_k)`.
+
+    Cost: one forward pass, one gradient and one relevance backward pass, each
+    stopping at the (lowest) layer, shared by all layers of a list.
+    """
+
+    _needs_model = True
+
+    def __init__(
+        self,
+        forward_func: nn.Module,
+        layer: LayerOrLayers,
+        device_ids: Optional[List[int]] = None,
+        rules: Optional[RuleMap] = None,
+    ) -> None:
+        r"""
+        Args:
+
+            forward_func (torch.nn.Module): The model.
+            layer (torch.nn.Module or list[torch.nn.Module]): Layer (or layers)
+                        for which attributions are computed. Each must produce a
+                        4-D feature map and be called once per forward pass. With a
+                        list, ``attribute`` returns a list of maps computed in one
+                        forward pass and shared backward passes.
+            device_ids (list[int]): Kept for compatibility with Captum's layer
+                        methods; DataParallel models are not supported.
+            rules (dict, optional): LRP rules for conv and linear operations,
+                        keyed by module type, module, or module name, valued by
+                        Captum ``PropagationRule`` instances; Captum's
+                        ``module.rule`` attribute is honoured too. Default:
+                        :class:`~captum_shallowcam.rules.ZPlusRule` everywhere.
+        """
+        super().__init__(forward_func, layer, device_ids)
+        self.rules = validate_rules(rules)
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        attribute_to_layer_input: bool = False,
+        relu_attributions: bool = True,
+        variant: Variant = "v1",
+        initial_relevance: InitialRelevance = "contrastive",
+        channel_weights: ChannelWeights = "signed",
+        return_convergence_delta: bool = False,
+        check_conservation: bool = True,
+    ) -> Union[Tensor, List[Tensor], Tuple[Union[Tensor, List[Tensor]], Any]]:
+        r"""
+        Args:
+
+            inputs (Tensor or tuple[Tensor, ...]): Input for which the maps are
+                        computed, N examples along dimension 0.
+            target (int, list, Tensor, or None, optional): The class to explain,
+                        one for all examples or one per example (list or 1-D
+                        tensor). None explains the predicted class. Default: None
+            additional_forward_args (Any, optional): Further arguments passed to
+                        the model after the inputs. Default: None
+            attribute_to_layer_input (bool, optional): Explain the layer's input
+                        instead of its output. Default: False
+            relu_attributions (bool, optional): Apply the final ReLU.
+                        Default: True
+            variant (str, optional): ``"v1"``, ``"v2"`` or ``"v3"`` (see the class
+                        description). Default: ``"v1"``
+            initial_relevance (str, optional): Relevance put on the logits:
+                        ``"contrastive"`` (+1 for the target, -1/C for the others),
+                        ``"target"`` (one-hot) or ``"clrp"``
+                        (:math:`\max(0, R_{target} - R_{dual})` at the layer).
+                        Default: ``"contrastive"``
+            channel_weights (str, optional): ``"signed"`` keeps the sign of
+                        :math:`\alpha`; ``"positive"`` uses
+                        :math:`\mathrm{ReLU}(\alpha)`. Default: ``"signed"``
+            return_convergence_delta (bool, optional): Also return, per layer, the
+                        output relevance minus the relevance summed at the layer
+                        (N values; None with ``"clrp"``). Default: False
+            check_conservation (bool, optional): Warn, naming the operation, when
+                        that difference exceeds 5% of the output's absolute
+                        relevance. Turn off for layers inside a branch.
+                        Default: True
+
+        Returns:
+            *Tensor* or *list[Tensor]* of **attributions** (N x 1 x h x w per
+            layer), and with ``return_convergence_delta`` a 2-tuple of the
+            attributions and the **delta** (a tensor, or a list per layer).
+
+        Examples::
+
+            >>> net = torchvision.models.resnet50().eval()
+            >>> shallow_cam = LayerShallowCam(net, [net.layer1, net.layer2])
+            >>> x = torch.randn(2, 3, 224, 224)
+            >>> maps = shallow_cam.attribute(x, target=[3, 7])   # [2x1x56x56, 2x1x28x28]
+            >>> up = LayerAttribution.interpolate(maps[0], (224, 224), "bilinear")
+        """
+        check_choice("variant", variant, ("v1", "v2", "v3"))
+        check_choice("initial_relevance", initial_relevance, ("contrastive", "target", "clrp"))
+        check_choice("channel_weights", channel_weights, ("signed", "positive"))
+        request = _RelevanceRequest(
+            self.rules,
+            initial_relevance,
+            adjacent=variant == "v2",
+            check_conservation=check_conservation,
+        )
+        passes = self._passes(
+            inputs,
+            target,
+            additional_forward_args,
+            attribute_to_layer_input,
+            gradients=True,
+            relevance=request,
+        )
+        maps = []
+        for a, g, r in zip(passes.activations, passes.gradients, passes.relevances):
+            mask = spatial_mask(a, g)
+            weights = inter_layer_weights(r, channel_weights)
+            if variant == "v3":
+                mask_2d = _unit_range(mask.sum(dim=1, keepdim=True))
+                maps.append(channel_sum(mask_2d * weights * a, relu_attributions))
+            else:
+                maps.append(channel_sum(weights * mask, relu_attributions))
+        result = self._format_result(maps)
+        if return_convergence_delta:
+            return result, self._format_result(passes.deltas)
+        return result
+
+
+def _unit_range(maps: Tensor) -> Tensor:
+    """Scales each example's map to [0, 1]."""
+    flat = maps.flatten(1)
+    low = flat.amin(1).view(-1, 1, 1, 1)
+    high = flat.amax(1).view(-1, 1, 1, 1)
+    return (maps - low) / (high - low).clamp_min(torch.finfo(maps.dtype).tiny)
