@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from captum_shallowcam._captum_compat import TargetType
 from captum_shallowcam._validation import check_finite, target_indices
 from captum_shallowcam.attr._engine import LayerCapture, _Engine
-from captum_shallowcam.attr.rules import RuleMap, validate_rules
+from captum_shallowcam.attr.rules import RuleMap
 
 InitialRelevance = Literal["contrastive", "target", "clrp"]
 ChannelWeights = Literal["signed", "positive"]

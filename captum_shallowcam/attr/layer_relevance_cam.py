@@ -1,6 +1,6 @@
 """Relevance-CAM (Lee et al., CVPR 2021) as a Captum layer attribution."""
 
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 from captum.log import log_usage
 from torch import Tensor, nn

@@ -1,0 +1,197 @@
+"""Command line: ``python -m captum_shallowcam {demo,explain,benchmark}``.
+
+Thin by design: it parses arguments and calls the public API
+(:mod:`captum_shallowcam.models`, the attribution classes,
+:mod:`captum_shallowcam.metrics`, :mod:`captum_shallowcam.evaluation`).
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+
+from captum_shallowcam.evaluation import (
+    evaluate,
+    image_batches,
+    make_explainer,
+    markdown_table,
+    overall_plot,
+    summary_rows,
+)
+from captum_shallowcam.images import LabelledImage, read_image_folder, sample_images
+from captum_shallowcam.metrics import deletion_insertion
+from captum_shallowcam.models import available_models, load_model
+from captum_shallowcam.visualization import layer_map_figure
+
+PROTOCOL = "substrate: zeros in normalised input space (mean colour); insertion from Gaussian blur (kernel 11, sigma 5); score: softmax probability of the target"
+
+
+def _select_layers(loaded, names: Optional[str]):
+    if not names:
+        return dict(loaded.layers)
+    chosen = {}
+    modules = dict(loaded.model.named_modules())
+    for name in names.split(","):
+        name = name.strip()
+        if name in loaded.layers:
+            chosen[name] = loaded.layers[name]
+        elif name in modules:
+            chosen[name] = modules[name]
+        else:
+            raise SystemExit(
+                f"Unknown layer '{name}'. Default layers: {', '.join(loaded.layers)}; "
+                "or give a module path such as '_blocks.3'."
+            )
+    return chosen
+
+
+def _explain_and_score(loaded, items: Sequence[LabelledImage], layers, methods, step, out):
+    inputs = torch.stack([loaded.preprocess(item.load()) for item in items])
+    with torch.no_grad():
+        predicted = loaded.model(inputs).argmax(1)
+    targets = torch.tensor(
+        [p if item.target is None else item.target for item, p in zip(items, predicted.tolist())]
+    )
+    maps = {m: make_explainer(loaded.model, list(layers.values()), m)(inputs, targets) for m in methods}
+    names = list(layers)
+    labels = [
+        f"{item.name}\n→ {loaded.categories[t] if loaded.categories else t}"
+        for item, t in zip(items, targets.tolist())
+    ]
+    fig = layer_map_figure(loaded.unnormalize(inputs), maps, names, row_labels=labels)
+    fig.savefig(out, dpi=110)
+    print(f"figure: {out}")
+    print(f"\ndeletion/insertion, step {step} ({PROTOCOL})")
+    print(f"{'image':<18}{'method':<16}" + "".join(f"{n:>10}" for n in names) + "   (overall)")
+    for method, per_layer in maps.items():
+        overall = [
+            deletion_insertion(loaded.model, inputs, m, target=targets, step=step).overall
+            for m in per_layer
+        ]
+        for i, item in enumerate(items):
+            print(f"{item.name:<18}{method:<16}" + "".join(f"{o[i]:>10.2f}" for o in overall))
+
+
+def demo(args: argparse.Namespace) -> None:
+    start = time.time()
+    loaded = load_model("efficientnet-lite0")
+    layers = dict(loaded.layers)
+    print(f"EfficientNet-Lite0 (ImageNet weights), layers: {', '.join(layers)}")
+    _explain_and_score(loaded, sample_images(), layers, ["layercam", "shallowcam"], args.step, args.out)
+    print(f"\ndone in {time.time() - start:.0f} s")
+
+
+def explain(args: argparse.Namespace) -> None:
+    loaded = load_model(args.model)
+    layers = _select_layers(loaded, args.layer)
+    item = LabelledImage(Path(args.image), args.target, Path(args.image).stem)
+    _explain_and_score(loaded, [item], layers, args.method.split(","), args.step, args.out)
+
+
+def benchmark(args: argparse.Namespace) -> None:
+    loaded = load_model(args.model)
+    layers = _select_layers(loaded, args.layers)
+    items = read_image_folder(args.images, args.labels)
+    if args.classes:
+        keep = _parse_ranges(args.classes)
+        items = [item for item in items if item.target in keep]
+    items = items[args.start :]
+    if args.limit:
+        items = items[: args.limit]
+    if not items:
+        raise SystemExit("No images left to evaluate.")
+    methods = args.methods.split(",")
+    settings = {
+        "model": args.model,
+        "images": str(args.images),
+        "n_images": len(items),
+        "start": args.start,
+        "classes": args.classes,
+        "protocol": PROTOCOL,
+    }
+    from tqdm import tqdm
+
+    with tqdm(total=len(items) * len(methods) * len(layers), unit="map", file=sys.stderr) as bar:
+        result = evaluate(
+            loaded.model,
+            image_batches(items, loaded.preprocess, loaded.model, args.batch_size),
+            layers,
+            methods,
+            step=args.step,
+            max_examples_per_batch=args.max_examples_per_batch,
+            settings=settings,
+            progress=bar.update,
+        )
+    baseline = "layercam" if "layercam" in methods else methods[0]
+    table = markdown_table(summary_rows(result, baseline), baseline)
+    header = (
+        f"{args.model}, {len(items)} images from {args.images}, step {args.step}; {PROTOCOL}"
+    )
+    print(f"\n{header}\n\n{table}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result.to_dict(), indent=1))
+    out.with_suffix(".md").write_text(f"{header}\n\n{table}\n")
+    overall_plot(result, title=header).savefig(out.with_suffix(".png"), dpi=110)
+    print(f"\nper-image results: {out}; table: {out.with_suffix('.md')}; plot: {out.with_suffix('.png')}")
+
+
+def _parse_ranges(text: str) -> set:
+    keep = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        keep.update(range(int(low), int(high or low) + 1))
+    return keep
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m captum_shallowcam", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="LayerCam vs LayerShallowCam on the bundled photos")
+    p.add_argument("--out", default="shallowcam_demo.png", help="figure path (PNG)")
+    p.add_argument("--step", type=int, default=7168, help="deletion/insertion step (pixels)")
+    p.set_defaults(func=demo)
+
+    p = sub.add_parser("explain", help="explain your own image")
+    p.add_argument("image")
+    p.add_argument("--model", default="efficientnet-lite0", choices=available_models())
+    p.add_argument("--layer", default=None, help="comma-separated layer names (default: all default layers)")
+    p.add_argument("--method", default="layercam,shallowcam", help="comma-separated methods")
+    p.add_argument("--target", type=int, default=None, help="class index (default: predicted)")
+    p.add_argument("--step", type=int, default=7168)
+    p.add_argument("--out", default="explanation.png")
+    p.set_defaults(func=explain)
+
+    p = sub.add_parser("benchmark", help="deletion/insertion per layer and method")
+    p.add_argument("--images", required=True, help="folder with labels.csv, or CUB-200-2011 root")
+    p.add_argument("--labels", default=None, help="labels CSV (default: IMAGES/labels.csv)")
+    p.add_argument("--model", default="efficientnet-lite0", choices=available_models())
+    p.add_argument("--layers", default=None, help="comma-separated layer names")
+    p.add_argument(
+        "--methods",
+        default="layercam,shallowcam-v1,shallowcam-v2,shallowcam-v3,relevancecam,gradcam",
+    )
+    p.add_argument("--step", type=int, default=224)
+    p.add_argument("--start", type=int, default=0, help="skip the first N images")
+    p.add_argument("--limit", type=int, default=None, help="use N images (after --start)")
+    p.add_argument("--classes", default=None, help="class index ranges to keep, e.g. 7-24,80-100")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-examples-per-batch", type=int, default=None)
+    p.add_argument("--out", default="results.json")
+    p.set_defaults(func=benchmark)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    torch.set_grad_enabled(True)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""The paper's experiment: deletion/insertion per layer and method, paired.
+
+:func:`evaluate` computes, for every image, method and layer, the deletion AUC,
+insertion AUC and overall score (:func:`captum_shallowcam.metrics.deletion_insertion`);
+:func:`paired_difference` compares two methods on the same images with a
+bootstrap interval; :func:`markdown_table` and :func:`overall_plot` report them.
+The command line (``python -m captum_shallowcam benchmark``) only calls these.
+
+Methods are named by strings: ``layercam``, ``gradcam`` (Captum's
+``LayerGradCam`` with ``relu_attributions=True``), ``relevancecam``,
+``shallowcam`` (the defaults), ``shallowcam-v1`` / ``-v2`` / ``-v3``, optionally
+followed by options: ``+positive`` / ``+signed`` (channel weights), ``+target``
+/ ``+contrastive`` / ``+clrp`` (initial relevance), e.g. ``shallowcam-v2+positive``.
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from captum.attr import LayerGradCam
+from torch import Tensor, nn
+
+from captum_shallowcam.attr import LayerCam, LayerRelevanceCam, LayerShallowCam
+from captum_shallowcam.metrics import deletion_insertion
+
+Explainer = Callable[[Tensor, Tensor], List[Tensor]]
+
+_OPTIONS = {
+    "positive": ("channel_weights", "positive"),
+    "signed": ("channel_weights", "signed"),
+    "target": ("initial_relevance", "target"),
+    "contrastive": ("initial_relevance", "contrastive"),
+    "clrp": ("initial_relevance", "clrp"),
+}
+METHOD_NAMES = (
+    "layercam",
+    "gradcam",
+    "relevancecam",
+    "shallowcam",
+    "shallowcam-v1",
+    "shallowcam-v2",
+    "shallowcam-v3",
+)
+
+
+def make_explainer(model: nn.Module, layers: Sequence[nn.Module], method: str) -> Explainer:
+    """An explainer ``(inputs, targets) -> [map per layer]`` for a method name."""
+    base, *options = method.split("+")
+    kwargs = {}
+    for option in options:
+        if option not in _OPTIONS:
+            raise ValueError(
+                f"Unknown option '+{option}' in method '{method}'; options are "
+                + ", ".join(f"+{o}" for o in _OPTIONS)
+                + "."
+            )
+        key, value = _OPTIONS[option]
+        kwargs[key] = value
+    if base not in METHOD_NAMES:
+        raise ValueError(f"Unknown method '{base}'; choose from {', '.join(METHOD_NAMES)}.")
+    if options and not base.startswith(("shallowcam", "relevancecam")):
+        raise ValueError(f"Method '{base}' takes no options (got '{method}').")
+    layers = list(layers)
+    if base == "layercam":
+        explainer = LayerCam(model, layers)
+        return lambda x, t: explainer.attribute(x, target=t)
+    if base == "gradcam":
+        per_layer = [LayerGradCam(model, layer) for layer in layers]
+        return lambda x, t: [g.attribute(x, target=t, relu_attributions=True) for g in per_layer]
+    if base == "relevancecam":
+        relevance_cam = LayerRelevanceCam(model, layers)
+        return lambda x, t: relevance_cam.attribute(x, target=t, **kwargs)
+    shallow_cam = LayerShallowCam(model, layers)
+    if base != "shallowcam":
+        kwargs["variant"] = base.split("-")[1]
+    return lambda x, t: shallow_cam.attribute(x, target=t, **kwargs)
+
+
+@dataclass
+class EvaluationResult:
+    """Per-image scores: ``scores[method][layer][kind]`` with kind in
+    ``deletion``, ``insertion``, ``overall`` (lists aligned with ``images``)."""
+
+    settings: Dict[str, object]
+    images: List[str] = field(default_factory=list)
+    targets: List[int] = field(default_factory=list)
+    scores: Dict[str, Dict[str, Dict[str, List[float]]]] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, object]:
+        return {
+            "settings": self.settings,
+            "images": self.images,
+            "targets": self.targets,
+            "scores": self.scores,
+        }
+
+
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Tuple[List[str], Tensor, Tensor]],
+    layers: Dict[str, nn.Module],
+    methods: Sequence[str],
+    step: int = 224,
+    max_examples_per_batch: Optional[int] = None,
+    settings: Optional[Dict[str, object]] = None,
+    progress: Optional[Callable[[int], None]] = None,
+) -> EvaluationResult:
+    """Deletion/insertion of every method at every layer, image by image.
+
+    Args:
+        model (nn.Module): The classifier (eval mode).
+        batches (iterable): ``(names, inputs, targets)`` triples, inputs
+                    normalised for the model.
+        layers (dict[str, nn.Module]): Layers to explain, name -> module.
+        methods (list[str]): Method names (see the module docstring).
+        step (int, optional): Pixels per deletion/insertion step. Default: 224
+        max_examples_per_batch (int, optional): Passed to the metric.
+        settings (dict, optional): Recorded with the result.
+        progress (callable, optional): Called with the number of
+                    (image, method, layer) evaluations just finished.
+
+    Returns:
+        EvaluationResult
+    """
+    names = list(layers)
+    explainers = {m: make_explainer(model, list(layers.values()), m) for m in methods}
+    result = EvaluationResult(settings=dict(settings or {}, step=step, layers=names))
+    for method in methods:
+        result.scores[method] = {
+            layer: {"deletion": [], "insertion": [], "overall": []} for layer in names
+        }
+    for image_names, inputs, targets in batches:
+        result.images.extend(image_names)
+        result.targets.extend(int(t) for t in targets)
+        for method, explain in explainers.items():
+            maps = explain(inputs, targets)
+            for layer, layer_map in zip(names, maps):
+                scores = deletion_insertion(
+                    model,
+                    inputs,
+                    layer_map.detach(),
+                    target=targets,
+                    step=step,
+                    max_examples_per_batch=max_examples_per_batch,
+                )
+                entry = result.scores[method][layer]
+                entry["deletion"].extend(scores.deletion_auc.tolist())
+                entry["insertion"].extend(scores.insertion_auc.tolist())
+                entry["overall"].extend(scores.overall.tolist())
+                if progress is not None:
+                    progress(len(image_names))
+    return result
+
+
+def paired_difference(
+    values: Sequence[float],
+    baseline: Sequence[float],
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Tuple[float, float, float, float]:
+    """Mean paired difference ``values - baseline`` with a bootstrap interval.
+
+    Returns:
+        (mean, standard error, lower, upper): the interval is the percentile
+        bootstrap interval of the mean over ``resamples`` resamples of images.
+    """
+    diff = np.asarray(values, dtype=float) - np.asarray(baseline, dtype=float)
+    if diff.size == 0:
+        raise ValueError("No paired values to compare.")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    se = diff.std(ddof=1) / math.sqrt(diff.size) if diff.size > 1 else float("nan")
+    return float(diff.mean()), float(se), float(low), float(high)
+
+
+def summary_rows(
+    result: EvaluationResult, baseline: str = "layercam", subset: Optional[Sequence[int]] = None
+) -> List[Dict[str, object]]:
+    """One row per (layer, method): means and the paired difference to ``baseline``."""
+    rows = []
+    index = list(range(len(result.images))) if subset is None else list(subset)
+    layers = result.settings["layers"]
+    for layer in layers:  # type: ignore[union-attr]
+        for method, per_layer in result.scores.items():
+            entry = {k: np.asarray(v)[index] for k, v in per_layer[layer].items()}
+            row: Dict[str, object] = {
+                "layer": layer,
+                "method": method,
+                "n": len(index),
+                "deletion": float(entry["deletion"].mean()),
+                "insertion": float(entry["insertion"].mean()),
+                "overall": float(entry["overall"].mean()),
+            }
+            if baseline in result.scores and method != baseline:
+                base = np.asarray(result.scores[baseline][layer]["overall"])[index]
+                mean, se, low, high = paired_difference(entry["overall"], base)
+                row.update(diff=mean, diff_se=se, diff_low=low, diff_high=high)
+            rows.append(row)
+    return rows
+
+
+def markdown_table(rows: List[Dict[str, object]], baseline: str = "layercam") -> str:
+    """The summary as a markdown table."""
+    lines = [
+        f"| layer | method | n | deletion AUC ↓ | insertion AUC ↑ | overall ↑ | "
+        f"Δ overall vs {baseline} [95% CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        diff = (
+            f"{r['diff']:+.2f} [{r['diff_low']:+.2f}, {r['diff_high']:+.2f}]"
+            if "diff" in r
+            else "—"
+        )
+        lines.append(
+            f"| {r['layer']} | {r['method']} | {r['n']} | {r['deletion']:.4f} | "
+            f"{r['insertion']:.4f} | {r['overall']:.2f} | {diff} |"
+        )
+    return "\n".join(lines)
+
+
+def overall_plot(result: EvaluationResult, title: str = ""):  # noqa: ANN201
+    """Mean overall score per layer and method (error bars: standard error)."""
+    from matplotlib.figure import Figure
+
+    layers = list(result.settings["layers"])  # type: ignore[arg-type]
+    fig = Figure(figsize=(1.2 * len(layers) + 3, 4))
+    ax = fig.subplots()
+    x = np.arange(len(layers))
+    for k, (method, per_layer) in enumerate(result.scores.items()):
+        values = [np.asarray(per_layer[layer]["overall"]) for layer in layers]
+        means = [v.mean() for v in values]
+        errors = [v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0 for v in values]
+        offset = (k - (len(result.scores) - 1) / 2) * 0.06
+        ax.errorbar(x + offset, means, yerr=errors, marker="o", capsize=3, label=method)
+    ax.set_xticks(x, layers)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("overall = 100 (insertion AUC − deletion AUC)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def image_batches(
+    items: Sequence, preprocess: Callable, model: nn.Module, batch_size: int
+) -> Iterable[Tuple[List[str], Tensor, Tensor]]:
+    """Loads :class:`~captum_shallowcam.images.LabelledImage` items in batches;
+    unlabelled images are explained for their predicted class."""
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        inputs = torch.stack([preprocess(item.load()) for item in chunk])
+        targets = [item.target for item in chunk]
+        if any(t is None for t in targets):
+            with torch.no_grad():
+                predicted = model(inputs).argmax(1)
+            targets = [p if t is None else t for t, p in zip(targets, predicted.tolist())]
+        yield [item.name for item in chunk], inputs, torch.tensor(targets)
