@@ -54,8 +54,10 @@ def layer_map_figure(
         label = row_labels[i] if row_labels is not None else str(i)
         for m, method in enumerate(methods):
             row = i * len(methods) + m
+            # Captum normalises the attribution even to show the image alone.
+            blank = np.ones(original.shape[:2] + (1,))
             viz.visualize_image_attr(
-                None, original, method="original_image", plt_fig_axis=(fig, axes[row, 0]),
+                blank, original, method="original_image", plt_fig_axis=(fig, axes[row, 0]),
                 use_pyplot=False,
             )
             axes[row, 0].set_ylabel(f"{label}\n{method}", fontsize=7)
@@ -70,7 +72,7 @@ def layer_map_figure(
                 if float(np.abs(attr).max()) == 0.0:
                     # Captum cannot normalise an all-zero map; show the image.
                     viz.visualize_image_attr(
-                        None, original, method="original_image",
+                        blank, original, method="original_image",
                         plt_fig_axis=(fig, ax), use_pyplot=False,
                     )
                 else:

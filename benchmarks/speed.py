@@ -1,0 +1,107 @@
+"""Speed of LayerShallowCam against LayerCam and the naive Captum composition.
+
+All timings in one process, on the same inputs (batch 8, 224 x 224), median of
+``--repeats`` interleaved runs after one warm-up. Printed as ratios:
+
+* LayerShallowCam / LayerCam at the same layer, shallow and deep (goal <= 2.0);
+* LayerShallowCam at all default layers in one call / one LayerCam call at the
+  shallowest layer (goal <= 3.0);
+* LayerShallowCam / (Captum LayerLRP + Captum LayerGradCam, separate calls) at
+  the same layer (goal < 1).
+
+Usage::
+
+    python benchmarks/speed.py --model vgg16 --model efficientnet-lite0
+"""
+
+import argparse
+import os
+import statistics
+import time
+import warnings
+from functools import partial
+from typing import Callable, Dict, List
+
+import torch
+from captum.attr import LayerGradCam, LayerLRP
+
+from captum_shallowcam import LayerCam, LayerShallowCam
+from captum_shallowcam.models import load_model
+
+
+def _median_times(functions: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
+    for f in functions.values():  # warm-up
+        f()
+    times: Dict[str, List[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, f in functions.items():
+            start = time.perf_counter()
+            f()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _naive(model, layer, x, target) -> Callable[[], object]:
+    lrp, grad_cam = LayerLRP(model, layer), LayerGradCam(model, layer)
+
+    def run():
+        lrp.attribute(x, target=target)
+        grad_cam.attribute(x, target=target)
+
+    return run
+
+
+def run(model_name: str, batch: int, repeats: int) -> None:
+    torch.manual_seed(0)
+    loaded = load_model(model_name, pretrained=model_name == "efficientnet-lite0")
+    model, layers = loaded.model, loaded.layers
+    names = list(layers)
+    shallow, deep = names[0], names[-1]
+    x = torch.randn(batch, 3, 224, 224)
+    target = 1
+    functions: Dict[str, Callable[[], object]] = {}
+    for name in (shallow, deep):
+        layer_cam, shallow_cam = LayerCam(model, layers[name]), LayerShallowCam(model, layers[name])
+        functions[f"layercam@{name}"] = partial(layer_cam.attribute, x, target=target)
+        functions[f"shallowcam@{name}"] = partial(shallow_cam.attribute, x, target=target)
+    every = LayerShallowCam(model, list(layers.values()))
+    functions["shallowcam@all"] = lambda: every.attribute(x, target=target)
+    naive_error = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _naive(model, layers[shallow], x[:1], target)()
+        functions[f"naive@{shallow}"] = _naive(model, layers[shallow], x, target)
+    except Exception as error:  # noqa: BLE001 - reported, not hidden
+        naive_error = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = _median_times(functions, repeats)
+    print(f"\n## {model_name} (batch {batch}, 224x224, median of {repeats}, "
+          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f})")
+    for name, seconds in t.items():
+        print(f"  {name:<24} {seconds:8.3f} s")
+    for name in (shallow, deep):
+        ratio = t[f"shallowcam@{name}"] / t[f"layercam@{name}"]
+        print(f"  ShallowCam / LayerCam at {name:<10} {ratio:5.2f}x  (goal <= 2.0)")
+    ratio = t["shallowcam@all"] / t[f"layercam@{shallow}"]
+    print(f"  ShallowCam at all {len(names)} layers / LayerCam at {shallow}: {ratio:5.2f}x  (goal <= 3.0)")
+    if naive_error is None:
+        ratio = t[f"shallowcam@{shallow}"] / t[f"naive@{shallow}"]
+        print(f"  ShallowCam / (Captum LayerLRP + LayerGradCam) at {shallow}: {ratio:5.2f}x  (goal < 1)")
+    else:
+        print(f"  naive Captum composition not possible on this model: {naive_error}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", choices=["vgg16", "efficientnet-lite0", "resnet50", "vgg16_bn"])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    for name in args.model or ["vgg16", "efficientnet-lite0"]:
+        run(name, args.batch, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
