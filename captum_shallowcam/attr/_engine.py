@@ -20,11 +20,12 @@ their branches. Module hooks only track which module an operation runs in
 Everything is removed when the pass ends, also when it raises.
 """
 
+import functools
 import inspect
 import threading
 import weakref
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,6 @@ from captum_shallowcam.attr.rules import (
 
 GRADIENT = "gradient"
 RELEVANCE = "relevance"
-_EPS = 1e-9
 
 
 # --------------------------------------------------------------------------- gates
@@ -102,8 +102,16 @@ class _PassThroughGate(_Gate):
         return (relevance.reshape(self.inputs[0].shape),)
 
 
-def _stabilize(z: Tensor, epsilon: float) -> Tensor:
+def _stabilize(z: Tensor, epsilon: Union[float, Tensor]) -> Tensor:
+    """``z`` pushed away from 0 by ``epsilon`` (the LRP epsilon stabiliser)."""
     return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+
+
+def _relative_epsilon(z: Tensor, epsilon: float = 1e-6) -> Tensor:
+    """``epsilon`` times the largest ``|z|`` of each example, so that a rule
+    behaves the same whatever the activations' scale."""
+    scale = z.detach().abs().flatten(1).amax(1).clamp_min(torch.finfo(z.dtype).tiny)
+    return epsilon * scale.view((-1,) + (1,) * (z.dim() - 1))
 
 
 class _ProportionalGate(_Gate):
@@ -118,7 +126,7 @@ class _ProportionalGate(_Gate):
         with torch.enable_grad():
             x = self.inputs[0].detach().requires_grad_(True)
             z = self.operation(x)
-            (grad,) = torch.autograd.grad(z, x, relevance / _stabilize(z, _EPS))
+            (grad,) = torch.autograd.grad(z, x, relevance / _stabilize(z, _relative_epsilon(z)))
         return (self.inputs[0] * grad,)
 
 
@@ -346,10 +354,24 @@ def _handle_pad(engine: "_Engine", func, args, kwargs):
     return output
 
 
+@functools.cache
+def _inplace_parameter(func: Callable) -> Optional[inspect.Signature]:
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+    return signature if "inplace" in signature.parameters else None
+
+
 def _handle_pass_through(engine: "_Engine", func, args, kwargs):
     x = args[0] if args else kwargs["input"]
-    if kwargs.get("inplace"):
-        kwargs = dict(kwargs, inplace=False)
+    signature = _inplace_parameter(func)
+    if signature is not None:
+        # Run in-place activations out of place: an in-place update would put
+        # the activation's own backward (a mask) into the relevance path.
+        bound = signature.bind(*args, **kwargs)
+        bound.arguments["inplace"] = False
+        args, kwargs = bound.args, bound.kwargs
     output = _OUT_OF_PLACE.get(func, func)(*args, **kwargs)
     if not (_graph_tensor(output) and _graph_tensor(x)):
         return output
@@ -381,7 +403,7 @@ def _handle_add(engine: "_Engine", func, args, kwargs):
     ):
         return func(*args, **kwargs)
     a, b = args
-    output = torch.add(a, b) if plain is not func else func(a, b)
+    output = plain(a, b)
     _, name = engine.current_module()
     return _AddGate(engine.propagation, f"{name} (add)", (a, b)).apply(output, (a, b))
 

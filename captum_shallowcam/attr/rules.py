@@ -74,8 +74,10 @@ class ZPlusRule(PropagationRule):
     wrong and this one is not.
 
     Args:
-        epsilon (float, optional): Added to the denominator to avoid division by
-                    zero. Default: 1e-9
+        epsilon (float, optional): Stabiliser relative to the scale of the
+                    layer: :math:`\epsilon \cdot \max_j z^+_j` (per example) is
+                    added to the denominator, so the rule behaves the same for
+                    activations of any magnitude. Default: 1e-9
     """
 
     def __init__(self, epsilon: float = 1e-9) -> None:
@@ -96,7 +98,6 @@ class ZPlusRule(PropagationRule):
         None)`` onto ``inputs``."""
         positive_weight, negative_weight = weight.clamp(min=0), weight.clamp(max=0)
         has_negative_inputs = bool((inputs < 0).any())
-        eps = self.STABILITY_FACTOR
         with torch.enable_grad():
             if has_negative_inputs:
                 sources = (
@@ -113,6 +114,7 @@ class ZPlusRule(PropagationRule):
                 return z
 
             z_pos = contributions(positive_weight, negative_weight)
+            eps = self.STABILITY_FACTOR * _per_example_max(z_pos)
             dead = (z_pos <= eps) & (relevance != 0)
             outputs, ratios = [z_pos], [relevance / (z_pos + eps)]
             flat_relevance = None
@@ -120,14 +122,14 @@ class ZPlusRule(PropagationRule):
                 # No positive contribution: redistribute by the negative ones, or,
                 # where the inputs in the window are all zero, by w^2 (flat rule).
                 z_neg = contributions(negative_weight, positive_weight)
-                flat = dead & (z_neg >= -eps)
+                flat = dead & (z_neg >= -self.STABILITY_FACTOR * _per_example_max(-z_neg))
                 ratios[0] = torch.where(dead, 0.0, ratios[0])
                 outputs.append(z_neg)
                 ratios.append(torch.where(dead & ~flat, relevance / (z_neg - eps), 0.0))
                 if bool(flat.any()):
                     ones = torch.ones_like(inputs).requires_grad_(True)
                     z_flat = operation(ones, weight * weight, None)
-                    flat_ratio = torch.where(flat, relevance / (z_flat + eps), 0.0)
+                    flat_ratio = torch.where(flat, relevance / z_flat.clamp_min(1e-30), 0.0)
                     (flat_relevance,) = torch.autograd.grad(z_flat, ones, flat_ratio)
             grads = torch.autograd.grad(outputs, sources, ratios)
         result = sources[0].detach() * grads[0]
@@ -136,6 +138,12 @@ class ZPlusRule(PropagationRule):
         if flat_relevance is not None:
             result += flat_relevance
         return result
+
+
+def _per_example_max(z: Tensor) -> Tensor:
+    """max over all but the first dimension, shaped to broadcast against z."""
+    peak = z.detach().flatten(1).amax(1).clamp_min(torch.finfo(z.dtype).tiny)
+    return peak.view((-1,) + (1,) * (z.dim() - 1))
 
 
 def _default_rule(module: Optional[nn.Module]) -> PropagationRule:
