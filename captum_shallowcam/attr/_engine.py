@@ -1,6 +1,6 @@
 """The relevance engine: one forward pass, gradient and relevance backward passes.
 
-How it works. During the forward pass a :class:`torch.overrides.TorchFunctionMode`
+How it works (the gates themselves are in :mod:`._gates`). During the forward pass a :class:`torch.overrides.TorchFunctionMode`
 sees every torch operation the model runs, including those written as plain
 Python (``out += identity``, ``x = x + inputs``, ``F.adaptive_avg_pool2d``). Each
 operation that needs an LRP rule gets a *gate*: a custom autograd function whose
@@ -20,17 +20,13 @@ their branches. Module hooks only track which module an operation runs in
 Everything is removed when the pass ends, also when it raises.
 """
 
-import functools
-import inspect
 import threading
 import weakref
-from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager, nullcontext
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
 from captum_shallowcam._captum_compat import (
     EpsilonRule,
@@ -38,421 +34,17 @@ from captum_shallowcam._captum_compat import (
     PropagationRule,
     _run_forward,
 )
-from captum_shallowcam.attr.rules import (
-    SUPPORTED_MODULES,
-    RuleMap,
-    ZPlusRule,
-    resolve_rule,
-    rule_for_weighted_op,
+from captum_shallowcam.attr._gates import (
+    GRADIENT,
+    RELEVANCE,
+    _graph_tensor,
+    _PassThroughGate,
+    _Propagation,
+    _ProportionalGate,
+    _RelevanceMode,
+    _WeightedGate,
 )
-
-GRADIENT = "gradient"
-RELEVANCE = "relevance"
-
-
-# --------------------------------------------------------------------------- gates
-class _GateFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, gate: "_Gate", output: Tensor, *inputs: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.gate = gate
-        ctx.n_inputs = len(inputs)
-        # An alias (not a copy): the value is the operation's output.
-        return output.detach()
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
-        gate: _Gate = ctx.gate
-        if gate.propagation.mode == GRADIENT:
-            return (None, grad) + (None,) * ctx.n_inputs
-        return (None, None) + tuple(gate.backward_relevance(grad))
-
-
-class _Gate:
-    """Base of the rule-aware gates: holds the operation's inputs by value."""
-
-    def __init__(self, propagation: "_Propagation", name: str, inputs: Sequence[Tensor]):
-        self.propagation = propagation
-        self.name = name
-        self.inputs = tuple(x.detach() for x in inputs)
-        self._versions = tuple(x._version for x in inputs)
-
-    def apply(self, output: Tensor, graph_inputs: Sequence[Tensor]) -> Tensor:
-        return _GateFunction.apply(self, output, *graph_inputs)
-
-    def backward_relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
-        if tuple(x._version for x in self.inputs) != self._versions:
-            raise RuntimeError(
-                f"The input of {self.name} was modified in place after it was used; "
-                "relevance cannot be propagated through it. Replace the in-place "
-                "operation in the model by its out-of-place form."
-            )
-        relevances = self.relevance(relevance)
-        if self.propagation.recording:
-            self.propagation.record(self.name, relevance, relevances)
-        return relevances
-
-    def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
-        raise NotImplementedError
-
-
-class _PassThroughGate(_Gate):
-    """Element-wise activations, dropout: relevance passes unchanged."""
-
-    def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
-        return (relevance.reshape(self.inputs[0].shape),)
-
-
-def _stabilize(z: Tensor, epsilon: Union[float, Tensor]) -> Tensor:
-    """``z`` pushed away from 0 by ``epsilon`` (the LRP epsilon stabiliser)."""
-    return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
-
-
-def _relative_epsilon(z: Tensor, epsilon: float = 1e-6) -> Tensor:
-    """``epsilon`` times the largest ``|z|`` of each example, so that a rule
-    behaves the same whatever the activations' scale."""
-    scale = z.detach().abs().flatten(1).amax(1).clamp_min(torch.finfo(z.dtype).tiny)
-    return epsilon * scale.view((-1,) + (1,) * (z.dim() - 1))
-
-
-class _ProportionalGate(_Gate):
-    """A linear operation without weights (average pooling, mean, sum): the z-rule
-    :math:`R_i = a_i \\partial z / \\partial a_i \\cdot R / z`."""
-
-    def __init__(self, propagation, name, inputs, operation: Callable[[Tensor], Tensor]):
-        super().__init__(propagation, name, inputs)
-        self.operation = operation
-
-    def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
-        with torch.enable_grad():
-            x = self.inputs[0].detach().requires_grad_(True)
-            z = self.operation(x)
-            (grad,) = torch.autograd.grad(z, x, relevance / _stabilize(z, _relative_epsilon(z)))
-        return (self.inputs[0] * grad,)
-
-
-class _WeightedGate(_Gate):
-    """A conv or linear operation ``operation(x, weight, bias)`` with an LRP rule."""
-
-    def __init__(
-        self,
-        propagation,
-        name,
-        inputs,
-        operation: Callable[[Tensor, Tensor, Optional[Tensor]], Tensor],
-        weight: Tensor,
-        bias: Optional[Tensor],
-        rule: PropagationRule,
-    ):
-        super().__init__(propagation, name, inputs)
-        self.operation = operation
-        self.weight = weight.detach()
-        self.bias = None if bias is None else bias.detach()
-        self.rule = rule
-
-    def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
-        x = self.inputs[0]
-        rule = self.rule
-        if isinstance(rule, IdentityRule):
-            return (relevance.reshape(x.shape),)
-        if isinstance(rule, ZPlusRule):
-            return (rule.relevance(self.operation, x, self.weight, relevance),)
-        # Any other Captum rule: let it manipulate a copy of the weights.
-        params = _WeightCopy(self.weight, self.bias)
-        rule._manipulate_weights(params, (x,), None)
-        with torch.enable_grad():
-            xg = x.clone().requires_grad_(True)
-            z = self.operation(xg, params.weight, params.bias)
-            ratio = relevance / _stabilize(z, rule.STABILITY_FACTOR)
-            (grad,) = torch.autograd.grad(z, xg, ratio)
-        return (x * grad,)
-
-
-class _WeightCopy:
-    """Stands in for a module when a Captum rule manipulates weights."""
-
-    def __init__(self, weight: Tensor, bias: Optional[Tensor]):
-        self.weight = weight.clone()
-        if bias is not None:
-            self.bias = bias.clone()
-        else:
-            self.bias = None
-
-
-class _AddGate(_Gate):
-    """``a + b`` of two tensors in the graph (residual connections).
-
-    Relevance is split in proportion to each branch's contribution,
-    :math:`R_a = |a| / (|a| + |b|) \\cdot R`, which conserves relevance exactly and
-    cannot explode when the branches cancel."""
-
-    def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
-        a, b = self.inputs
-        abs_a, abs_b = a.abs(), b.abs()
-        total = abs_a + abs_b
-        share_a = torch.where(total > 0, abs_a / total.clamp_min(1e-30), 0.5)
-        relevance_a = relevance * share_a
-        relevance_b = relevance - relevance_a
-        return (relevance_a.sum_to_size(a.shape), relevance_b.sum_to_size(b.shape))
-
-
-class _GatingMulGate(_Gate):
-    """``signal * gate`` with a broadcast gate (squeeze-excitation, attention
-    masks): all relevance goes to the signal, as in LRP for gated units."""
-
-    def __init__(self, propagation, name, inputs, signal_index: int):
-        super().__init__(propagation, name, inputs)
-        self.signal_index = signal_index
-
-    def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
-        out = [torch.zeros_like(x) for x in self.inputs]
-        out[self.signal_index] = relevance.sum_to_size(self.inputs[self.signal_index].shape)
-        return tuple(out)
-
-
-# --------------------------------------------------------------- the propagation
-class _Propagation:
-    """State shared by the gates of one explanation call."""
-
-    def __init__(self) -> None:
-        self.mode = GRADIENT
-        # Per-operation conservation is only measured when asked (it costs two
-        # reductions per operation), i.e. to explain a failed total check.
-        self.recording = False
-        self.worst_local_violation = 0.0
-        self.worst_module: Optional[str] = None
-
-    def record(self, name: str, relevance_out: Tensor, relevance_in: Sequence[Tensor]) -> None:
-        total_out = relevance_out.detach().flatten(1).sum(1)
-        total_in = sum(r.detach().flatten(1).sum(1) for r in relevance_in)
-        scale = relevance_out.detach().flatten(1).abs().sum(1) + 1e-12
-        violation = float(((total_in - total_out).abs() / scale).max())
-        if violation > self.worst_local_violation:
-            self.worst_local_violation = violation
-            self.worst_module = name
-
-
-_BATCH_NORM_SIGNATURE = inspect.signature(F.batch_norm)
-_PAD_SIGNATURE = inspect.signature(F.pad)
-
-
-def _conv_like(func: Callable, args: tuple, kwargs: dict):
-    """Splits a conv/linear call into (x, weight, bias, operation(x, w, b))."""
-    bound = list(args)
-    kwargs = dict(kwargs)
-    x = bound[0] if bound else kwargs.pop("input")
-    weight = bound[1] if len(bound) > 1 else kwargs.pop("weight")
-    if len(bound) > 2:
-        bias = bound[2]
-        rest = bound[3:]
-    else:
-        bias = kwargs.pop("bias", None)
-        rest = []
-
-    def operation(x_: Tensor, w_: Tensor, b_: Optional[Tensor]) -> Tensor:
-        return func(x_, w_, b_, *rest, **kwargs)
-
-    return x, weight, bias, operation
-
-
-class _RelevanceMode(TorchFunctionMode):
-    """Puts a gate on every operation that needs an LRP rule."""
-
-    def __init__(self, engine: "_Engine") -> None:
-        super().__init__()
-        self.engine = engine
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        kwargs = kwargs or {}
-        handler = _HANDLERS.get(func)
-        if handler is None or self.engine.suspended:
-            return func(*args, **kwargs)
-        return handler(self.engine, func, args, kwargs)
-
-
-def _graph_tensor(x: Any) -> bool:
-    return isinstance(x, Tensor) and x.requires_grad
-
-
-def _handle_weighted(engine: "_Engine", func, args, kwargs):
-    x, weight, bias, operation = _conv_like(func, args, kwargs)
-    output = func(*args, **kwargs)
-    if not _graph_tensor(output):
-        return output
-    padded = engine.padded_outputs.get(id(x))
-    if padded is not None and padded[0] is x:
-        # Zero padding just before the conv ("same" padding written as a
-        # module): fold it into the operation, so no rule sees padded positions.
-        _, x, pad = padded
-        operation = _compose(operation, pad)
-    module, name = engine.current_module()
-    rule = rule_for_weighted_op(module, name, engine.rules)
-    gate = _WeightedGate(engine.propagation, name, (x,), operation, weight, bias, rule)
-    gated = gate.apply(output, (x,))
-    engine.weighted_outputs[id(gated)] = (gated, gate, x)
-    return gated
-
-
-def _handle_batch_norm(engine: "_Engine", func, args, kwargs):
-    output = func(*args, **kwargs)
-    bound = _BATCH_NORM_SIGNATURE.bind(*args, **kwargs)
-    bound.apply_defaults()
-    p = bound.arguments
-    x = p["input"]
-    if not _graph_tensor(output):
-        return output
-    _, name = engine.current_module()
-    producer = engine.weighted_outputs.get(id(x))
-    if producer is None or producer[0] is not x:
-        # Standalone BatchNorm: an affine map per channel; pass relevance through.
-        return _PassThroughGate(engine.propagation, name, (x,)).apply(output, (x,))
-    conv_gate: _WeightedGate = producer[1]
-    graph_input: Tensor = producer[2]
-    # Fold: y = scale * (conv(x, W) + b - mean) + shift.
-    if p["training"] or p["running_mean"] is None:
-        dims = [0] + list(range(2, x.dim()))
-        mean = x.detach().mean(dims)
-        var = x.detach().var(dims, unbiased=False)
-    else:
-        mean, var = p["running_mean"].detach(), p["running_var"].detach()
-    scale = torch.rsqrt(var + p["eps"])
-    if p["weight"] is not None:
-        scale = scale * p["weight"].detach()
-    shift = -mean * scale
-    if p["bias"] is not None:
-        shift = shift + p["bias"].detach()
-    weight = conv_gate.weight * scale.reshape((-1,) + (1,) * (conv_gate.weight.dim() - 1))
-    bias = shift if conv_gate.bias is None else conv_gate.bias * scale + shift
-    folded = _WeightedGate(
-        engine.propagation,
-        f"{conv_gate.name} + {name}",
-        conv_gate.inputs,
-        conv_gate.operation,
-        weight,
-        bias,
-        conv_gate.rule,
-    )
-    folded._versions = conv_gate._versions
-    return folded.apply(output, (graph_input,))
-
-
-def _compose(operation, pad):
-    def padded_operation(x_: Tensor, w_: Tensor, b_: Optional[Tensor]) -> Tensor:
-        return operation(pad(x_), w_, b_)
-
-    return padded_operation
-
-
-def _handle_pad(engine: "_Engine", func, args, kwargs):
-    output = func(*args, **kwargs)
-    bound = _PAD_SIGNATURE.bind(*args, **kwargs)
-    bound.apply_defaults()
-    p = bound.arguments
-    x = p["input"]
-    if _graph_tensor(output) and p["mode"] == "constant" and not p["value"]:
-        rest = {k: v for k, v in p.items() if k != "input"}
-        engine.padded_outputs[id(output)] = (output, x, lambda x_: func(x_, **rest))
-    return output
-
-
-@functools.cache
-def _inplace_parameter(func: Callable) -> Optional[inspect.Signature]:
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):
-        return None
-    return signature if "inplace" in signature.parameters else None
-
-
-def _handle_pass_through(engine: "_Engine", func, args, kwargs):
-    x = args[0] if args else kwargs["input"]
-    signature = _inplace_parameter(func)
-    if signature is not None:
-        # Run in-place activations out of place: an in-place update would put
-        # the activation's own backward (a mask) into the relevance path.
-        bound = signature.bind(*args, **kwargs)
-        bound.arguments["inplace"] = False
-        args, kwargs = bound.args, bound.kwargs
-    output = _OUT_OF_PLACE.get(func, func)(*args, **kwargs)
-    if not (_graph_tensor(output) and _graph_tensor(x)):
-        return output
-    _, name = engine.current_module()
-    return _PassThroughGate(engine.propagation, name, (x,)).apply(output, (x,))
-
-
-def _handle_proportional(engine: "_Engine", func, args, kwargs):
-    x = args[0] if args else kwargs["input"]
-    output = func(*args, **kwargs)
-    if not (_graph_tensor(output) and _graph_tensor(x)) or not x.is_floating_point():
-        return output
-    rest, kw = args[1:], kwargs
-
-    def operation(x_: Tensor) -> Tensor:
-        return func(x_, *rest, **kw)
-
-    _, name = engine.current_module()
-    gate = _ProportionalGate(engine.propagation, name, (x,), operation)
-    return gate.apply(output, (x,))
-
-
-def _handle_add(engine: "_Engine", func, args, kwargs):
-    plain = _OUT_OF_PLACE.get(func, func)
-    if (
-        len(args) != 2
-        or kwargs
-        or not (_graph_tensor(args[0]) and _graph_tensor(args[1]))
-    ):
-        return func(*args, **kwargs)
-    a, b = args
-    output = plain(a, b)
-    _, name = engine.current_module()
-    return _AddGate(engine.propagation, f"{name} (add)", (a, b)).apply(output, (a, b))
-
-
-def _handle_mul(engine: "_Engine", func, args, kwargs):
-    if len(args) != 2 or kwargs or not (_graph_tensor(args[0]) and _graph_tensor(args[1])):
-        return func(*args, **kwargs)
-    a, b = args
-    if a.shape == b.shape:
-        return func(a, b)
-    output = func(a, b)
-    signal = 0 if a.shape == output.shape else 1 if b.shape == output.shape else None
-    if signal is None:
-        return output
-    _, name = engine.current_module()
-    gate = _GatingMulGate(engine.propagation, f"{name} (gating)", (a, b), signal)
-    return gate.apply(output, (a, b))
-
-
-_OUT_OF_PLACE: Dict[Callable, Callable] = {
-    torch.relu_: torch.relu,
-    Tensor.relu_: torch.relu,
-    F.relu_: torch.relu,
-    Tensor.add_: torch.add,
-    Tensor.__iadd__: torch.add,
-}
-
-_HANDLERS: Dict[Callable, Callable] = {}
-for _f in (torch.conv1d, torch.conv2d, torch.conv3d, F.linear):
-    _HANDLERS[_f] = _handle_weighted
-_HANDLERS[F.batch_norm] = _handle_batch_norm
-_HANDLERS[F.pad] = _handle_pad
-for _f in (
-    F.relu, F.relu_, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_,
-    F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardswish,
-    F.hardsigmoid, F.sigmoid, torch.sigmoid, Tensor.sigmoid, F.tanh, torch.tanh,
-    Tensor.tanh, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
-):  # fmt: skip
-    _HANDLERS[_f] = _handle_pass_through
-for _f in (
-    F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, torch.mean, Tensor.mean,
-    torch.sum, Tensor.sum,
-):  # fmt: skip
-    _HANDLERS[_f] = _handle_proportional
-for _f in (torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__, Tensor.add_, Tensor.__iadd__):
-    _HANDLERS[_f] = _handle_add
-for _f in (torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__):
-    _HANDLERS[_f] = _handle_mul
+from captum_shallowcam.attr.rules import SUPPORTED_MODULES, RuleMap, resolve_rule
 
 
 def _is_unknown_leaf(module: nn.Module) -> bool:
@@ -699,13 +291,15 @@ class _Engine:
     # ----------------------------------------------------------------- passes
     def forward(self, inputs: Tensor, additional_forward_args: Any) -> Tensor:
         """Runs the forward pass with hooks and (for relevance) gates."""
-        x = inputs.detach().requires_grad_(True)
-        with torch.enable_grad():
-            if self.use_relevance:
-                with _RelevanceMode(self):
-                    output = _run_forward(self.forward_func, x, None, additional_forward_args)
-            else:
-                output = _run_forward(self.forward_func, x, None, additional_forward_args)
+        # A detached copy that requires grad: the graph exists even with frozen
+        # parameters or under an outer no_grad, and the user's tensor is untouched.
+        if isinstance(inputs, tuple):
+            x = tuple(t.detach().requires_grad_(t.is_floating_point()) for t in inputs)
+        else:
+            x = inputs.detach().requires_grad_(True)
+        gates = _RelevanceMode(self) if self.use_relevance else nullcontext()
+        with torch.enable_grad(), gates:
+            output = _run_forward(self.forward_func, x, None, additional_forward_args)
         for capture in self.captures:
             if capture.calls == 0:
                 raise ValueError(
