@@ -1,0 +1,290 @@
+"""Explicit reference implementations for the layer-method tests.
+
+Everything here is written with plain tensor operations (convolutions, transposed
+convolutions, pooling with indices), independently of the package's relevance
+engine, so that the tests compare the package against a second computation
+rather than against itself.
+
+LRP conventions (those documented in ``/work/shared/DESIGN.md``):
+
+* conv / linear, z+ rule for non-negative inputs:
+  ``R_i = x_i * sum_j w+_ij R_j / (sum_i' x_i' w+_i'j + 1e-9)`` (bias ignored);
+* max-pool: winner-take-all (the relevance goes to the arg-max of the window);
+* average pools: proportional, ``R_i = x_i * dz/dx_i * R / z``;
+* ReLU, dropout, flatten: relevance passes unchanged.
+"""
+
+from __future__ import annotations
+
+import unittest
+
+import torch
+import torch.nn.functional as F
+from captum.testing.helpers.basic import assertTensorAlmostEqual
+from torch import Tensor, nn
+
+EPS = 1e-9
+
+#: Tolerance, relative to the largest expected value, of comparisons with the
+#: explicit LRP reference. The stabilisers of LRP rules (the package may use up
+#: to 1e-6 of a layer's largest |z|; the reference uses 1e-9) shift the relevance
+#: of weak channels by far less than this, while a wrong rule changes a map by
+#: O(1) of its maximum.
+REL_RTOL = 1e-3
+#: Tolerance of convergence deltas (sum of initial relevance minus relevance at
+#: the layer) that must be 0: float32 rounding and stabilisers only.
+DELTA_ATOL = 1e-5
+_TEST_CASE = unittest.TestCase()  # assertTensorAlmostEqual wants a TestCase
+
+
+def one_hot(target: Tensor, num_classes: int) -> Tensor:
+    return F.one_hot(target, num_classes).to(torch.float32)
+
+
+def initial_relevance(kind: str, target: Tensor, num_classes: int) -> Tensor:
+    """The relevance put on the logits: ``"target"`` or ``"contrastive"``."""
+    e = one_hot(target, num_classes)
+    if kind == "target":
+        return e
+    if kind == "contrastive":
+        return e - (1 - e) / num_classes
+    raise ValueError(kind)
+
+
+def zplus_linear(x: Tensor, weight: Tensor, relevance: Tensor) -> Tensor:
+    """z+ rule through ``x @ weight.T`` for non-negative ``x`` (N x I)."""
+    assert bool((x >= 0).all()), "the explicit z+ reference assumes x >= 0"
+    w_pos = weight.clamp(min=0)
+    z = x @ w_pos.T
+    live = relevance != 0
+    assert bool((z[live] > 0).all()), "an output with relevance has no positive input"
+    return x * ((relevance / (z + EPS)) @ w_pos)
+
+
+def zplus_conv2d(
+    x: Tensor, weight: Tensor, relevance: Tensor, stride: int = 1, padding: int = 0
+) -> Tensor:
+    """z+ rule through ``conv2d(x, weight)`` for non-negative ``x`` (N x C x H x W).
+
+    The backward of a convolution is the transposed convolution with the same
+    weight; ``output_padding`` restores the input size for strided convs.
+    """
+    assert bool((x >= 0).all()), "the explicit z+ reference assumes x >= 0"
+    w_pos = weight.clamp(min=0)
+    z = F.conv2d(x, w_pos, stride=stride, padding=padding)
+    live = relevance != 0
+    assert bool((z[live] > 0).all()), "an output with relevance has no positive input"
+    s = relevance / (z + EPS)
+    back = F.conv_transpose2d(s, w_pos, stride=stride, padding=padding)
+    # Pad at the bottom/right when the strided conv dropped the last rows/cols.
+    dh, dw = x.shape[2] - back.shape[2], x.shape[3] - back.shape[3]
+    back = F.pad(back, (0, dw, 0, dh))
+    return x * back
+
+
+def epsilon_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    relevance: Tensor,
+    epsilon: float = 1e-9,
+    padding: int = 0,
+) -> Tensor:
+    """Epsilon rule through ``conv2d(x, weight, bias)``: all weights, bias kept,
+    ``R_i = x_i * sum_j w_ij R_j / (z_j + eps * sign(z_j))``."""
+    z = F.conv2d(x, weight, bias, padding=padding)
+    z = z + epsilon * torch.where(z >= 0, 1.0, -1.0)
+    back = F.conv_transpose2d(relevance / z, weight, padding=padding)
+    return x * back
+
+
+def max_pool_wta(x: Tensor, relevance: Tensor, kernel_size: int, stride: int) -> Tensor:
+    """Winner-take-all through ``max_pool2d``: relevance to the arg-max."""
+    _, indices = F.max_pool2d(x, kernel_size, stride, return_indices=True)
+    out = torch.zeros_like(x).flatten(2)
+    out.scatter_add_(2, indices.flatten(2), relevance.flatten(2))
+    return out.view_as(x)
+
+
+def global_avg_pool_prop(x: Tensor, relevance: Tensor) -> Tensor:
+    """Proportional rule through the global average pool (N x C x H x W -> N x C):
+    ``R_ij = x_ij / sum(x) * R`` (the 1/(H*W) cancels)."""
+    hw = x.shape[2] * x.shape[3]
+    z = x.mean(dim=(2, 3), keepdim=True)
+    z = z + EPS * torch.where(z >= 0, 1.0, -1.0)
+    return x / hw * relevance[:, :, None, None] / z
+
+
+def layer_cam_map(activation: Tensor, gradient: Tensor) -> Tensor:
+    """ReLU(sum_k ReLU(G_k) A_k), N x 1 x h x w."""
+    return torch.relu((torch.relu(gradient) * activation).sum(1, keepdim=True))
+
+
+def relevance_cam_map(
+    activation: Tensor, relevance: Tensor, relu: bool = True
+) -> Tensor:
+    """sum_k alpha_k A_k with alpha_k = sum_ij R_k(i, j) (ReLU'd when ``relu``)."""
+    alpha = relevance.sum(dim=(2, 3), keepdim=True)
+    out = (alpha * activation).sum(1, keepdim=True)
+    return torch.relu(out) if relu else out
+
+
+def shallow_cam_v1_map(
+    activation: Tensor, gradient: Tensor, relevance: Tensor, relu: bool = True
+) -> Tensor:
+    alpha = relevance.sum(dim=(2, 3), keepdim=True)
+    out = (alpha * torch.relu(gradient) * activation).sum(1, keepdim=True)
+    return torch.relu(out) if relu else out
+
+
+def unit_range(m: Tensor) -> Tensor:
+    flat = m.flatten(1)
+    low = flat.min(1).values.view(-1, 1, 1, 1)
+    high = flat.max(1).values.view(-1, 1, 1, 1)
+    return (m - low) / (high - low)
+
+
+def shallow_cam_v3_map(
+    activation: Tensor, gradient: Tensor, relevance: Tensor, relu: bool = True
+) -> Tensor:
+    mask = unit_range((torch.relu(gradient) * activation).sum(1, keepdim=True))
+    alpha = relevance.sum(dim=(2, 3), keepdim=True)
+    out = mask * (alpha * activation).sum(1, keepdim=True)
+    return torch.relu(out) if relu else out
+
+
+def hooked_layer_cam(
+    model: nn.Module, layer: nn.Module, x: Tensor, target: int | list[int]
+) -> Tensor:
+    """LayerCAM the plain way: a forward hook keeps the layer's output, and
+    ``torch.autograd.grad`` takes the gradient of the target logits there."""
+    kept: list[Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: kept.append(out))
+    try:
+        with torch.enable_grad():
+            logits = model(x)
+            t = torch.as_tensor(target).expand(x.shape[0])
+            score = logits.gather(1, t[:, None]).sum()
+            (grad,) = torch.autograd.grad(score, kept[0])
+    finally:
+        handle.remove()
+    return layer_cam_map(kept[0].detach(), grad)
+
+
+def model_fingerprint(model: nn.Module) -> dict:
+    """What must be unchanged after an explanation call."""
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "dict_keys": {name: sorted(m.__dict__) for name, m in model.named_modules()},
+        "training": {name: m.training for name, m in model.named_modules()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+    }
+
+
+def hook_counts(model: nn.Module) -> dict:
+    return {
+        name: (
+            len(m._forward_hooks),
+            len(m._forward_pre_hooks),
+            len(m._backward_hooks),
+            len(m._backward_pre_hooks),
+        )
+        for name, m in model.named_modules()
+    }
+
+
+# ------------------------------------------------------------------ small models
+class SmallVgg(nn.Module):
+    """conv-relu-maxpool-conv-relu-adaptiveavgpool-flatten-linear, no bias."""
+
+    def __init__(self, num_classes: int = 5, bias: bool = False) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1, bias=bias),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 6, 3, padding=1, bias=bias),
+            nn.ReLU(),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(6, num_classes, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.flatten(self.avgpool(self.features(x))))
+
+
+class SmallVggBN(nn.Module):
+    """SmallVgg with BatchNorm after each conv (and conv biases)."""
+
+    def __init__(self, num_classes: int = 5) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 6, 3, padding=1),
+            nn.BatchNorm2d(6),
+            nn.ReLU(inplace=True),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def small_vgg_relevance(
+    model: SmallVgg, x: Tensor, r_logits: Tensor
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """Explicit forward and z+ LRP backward through :class:`SmallVgg`, from the
+    relevance ``r_logits`` (N x C) put on the logits.
+
+    Returns, per layer name (``"features.1"``, ``"features.2"``, ``"features.4"``),
+    the pair (activation, relevance at the layer's output).
+    """
+    f = model.features
+    w1, w2, wfc = f[0].weight.detach(), f[3].weight.detach(), model.fc.weight.detach()
+    a1 = torch.relu(F.conv2d(x, w1, padding=1))  # features.1 (ReLU) output
+    p1 = F.max_pool2d(a1, 2)  # features.2 (MaxPool) output
+    a2 = torch.relu(F.conv2d(p1, w2, padding=1))  # features.4 (ReLU) output
+    pooled = a2.mean(dim=(2, 3))
+    r_pooled = zplus_linear(pooled, wfc, r_logits)  # fc
+    r_a2 = global_avg_pool_prop(a2, r_pooled)  # avgpool (flatten: identity)
+    r_p1 = zplus_conv2d(p1, w2, r_a2, padding=1)  # relu (identity), conv 2
+    r_a1 = max_pool_wta(a1, r_p1, 2, 2)  # max-pool: winner-take-all
+    return {
+        "features.1": (a1, r_a1),
+        "features.2": (p1, r_p1),
+        "features.4": (a2, r_a2),
+    }
+
+
+def small_vgg_gradient(
+    model: SmallVgg, x: Tensor, target: Tensor, layer: str
+) -> Tensor:
+    """d y_target / d A at ``layer`` of the explicit forward of :class:`SmallVgg`
+    (autograd on the test's own functional forward, not the package's)."""
+    f = model.features
+    w1, w2, wfc = f[0].weight.detach(), f[3].weight.detach(), model.fc.weight.detach()
+    with torch.enable_grad():
+        a1 = torch.relu(F.conv2d(x, w1, padding=1)).requires_grad_(True)
+        p1 = F.max_pool2d(a1, 2)
+        p1.retain_grad()
+        a2 = torch.relu(F.conv2d(p1, w2, padding=1))
+        a2.retain_grad()
+        logits = a2.mean(dim=(2, 3)) @ wfc.T
+        logits.gather(1, target[:, None]).sum().backward()
+    grads = {"features.1": a1.grad, "features.2": p1.grad, "features.4": a2.grad}
+    return grads[layer]
+
+
+def assert_close(
+    actual: Tensor, expected: Tensor, rtol: float = 1e-5, atol: float = 1e-7
+):
+    """Captum's assertTensorAlmostEqual (max mode) with a tolerance relative to the
+    largest expected value."""
+    expected = torch.as_tensor(expected, dtype=actual.dtype)
+    delta = atol + rtol * float(expected.abs().max()) if expected.numel() else atol
+    assertTensorAlmostEqual(_TEST_CASE, actual, expected, delta=delta, mode="max")
