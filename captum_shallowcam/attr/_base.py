@@ -93,7 +93,9 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
             attribute_to_layer_input,
             use_relevance=relevance is not None,
         )
-        with engine.hooked():
+        # Grad mode on for the whole call: Captum's NoiseTunnel and users may
+        # call under torch.no_grad().
+        with engine.hooked(), torch.enable_grad():
             output = engine.forward(inputs, additional_forward_args)
             targets = target_indices(target, output)
             passes = CamPasses(

@@ -73,10 +73,16 @@ class _Gate:
 
 
 class _PassThroughGate(_Gate):
-    """Element-wise activations, dropout: relevance passes unchanged."""
+    """Element-wise activations, dropout, scaling by a constant: relevance passes
+    unchanged (the z-rule of an element-wise map)."""
 
     def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
-        return (relevance.reshape(self.inputs[0].shape),)
+        shape = self.inputs[0].shape
+        if relevance.shape == shape:
+            return (relevance,)
+        if relevance.numel() == self.inputs[0].numel():  # a reshaping module
+            return (relevance.reshape(shape),)
+        return (relevance.sum_to_size(shape),)  # broadcast by a constant factor
 
 
 def _stabilize(z: Tensor, epsilon: Union[float, Tensor]) -> Tensor:
@@ -386,9 +392,13 @@ def _handle_add(engine: "_Engine", func, args, kwargs):
 
 
 def _handle_mul(engine: "_Engine", func, args, kwargs):
-    if len(args) != 2 or kwargs or not (_graph_tensor(args[0]) and _graph_tensor(args[1])):
+    if len(args) != 2 or kwargs:
         return func(*args, **kwargs)
     a, b = args
+    if _graph_tensor(a) != _graph_tensor(b):
+        return _handle_constant_scaling(engine, func, args, kwargs)
+    if not _graph_tensor(a):
+        return func(a, b)
     if a.shape == b.shape:
         return func(a, b)
     output = func(a, b)
@@ -398,6 +408,18 @@ def _handle_mul(engine: "_Engine", func, args, kwargs):
     _, name = engine.current_module()
     gate = _GatingMulGate(engine.propagation, f"{name} (gating)", (a, b), signal)
     return gate.apply(output, (a, b))
+
+
+def _handle_constant_scaling(engine: "_Engine", func, args, kwargs):
+    """``x * c`` or ``x / c`` with a constant ``c``: relevance passes unchanged."""
+    output = func(*args, **kwargs)
+    if len(args) != 2 or kwargs or not _graph_tensor(output):
+        return output
+    x = args[0] if _graph_tensor(args[0]) else args[1]
+    if func in _DIVISIONS and x is not args[0]:
+        return output  # c / x is not a scaling of x
+    _, name = engine.current_module()
+    return _PassThroughGate(engine.propagation, f"{name} (scaling)", (x,)).apply(output, (x,))
 
 
 _OUT_OF_PLACE: Dict[Callable, Callable] = {
@@ -430,5 +452,8 @@ for _f in (torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__, Tensor.add_, 
     _HANDLERS[_f] = _handle_add
 for _f in (torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__):
     _HANDLERS[_f] = _handle_mul
+_DIVISIONS = (torch.div, Tensor.div, Tensor.__truediv__)
+for _f in _DIVISIONS:
+    _HANDLERS[_f] = _handle_constant_scaling
 
 
