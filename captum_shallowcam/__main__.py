@@ -15,10 +15,12 @@ from typing import List, Optional, Sequence
 import torch
 
 from captum_shallowcam.evaluation import (
+    EvaluationResult,
     evaluate,
     image_batches,
     make_explainer,
     markdown_table,
+    merge_results,
     overall_plot,
     summary_rows,
 )
@@ -126,18 +128,37 @@ def benchmark(args: argparse.Namespace) -> None:
             settings=settings,
             progress=bar.update,
         )
+    _write_report(result, Path(args.out))
+
+
+def _write_report(result: EvaluationResult, out: Path) -> None:
+    """Prints the table; writes JSON (per image), markdown and the plot."""
+    s = result.settings
+    methods = list(result.scores)
     baseline = "layercam" if "layercam" in methods else methods[0]
     table = markdown_table(summary_rows(result, baseline), baseline)
     header = (
-        f"{args.model}, {len(items)} images from {args.images}, step {args.step}; {PROTOCOL}"
+        f"{s['model']}, {len(result.images)} images from {s['images']}, step {s['step']}; "
+        f"{s['protocol']}"
     )
     print(f"\n{header}\n\n{table}")
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result.to_dict(), indent=1))
     out.with_suffix(".md").write_text(f"{header}\n\n{table}\n")
     overall_plot(result, title=header).savefig(out.with_suffix(".png"), dpi=110)
     print(f"\nper-image results: {out}; table: {out.with_suffix('.md')}; plot: {out.with_suffix('.png')}")
+
+
+def report(args: argparse.Namespace) -> None:
+    results = [EvaluationResult.from_dict(json.loads(Path(p).read_text())) for p in args.results]
+    merged = merge_results(results)
+    if args.classes:
+        keep = _parse_ranges(args.classes)
+        merged = merged.subset([i for i, t in enumerate(merged.targets) if t in keep])
+        merged.settings["classes"] = args.classes
+    if not merged.images:
+        raise SystemExit("No images left to report.")
+    _write_report(merged, Path(args.out))
 
 
 def _parse_ranges(text: str) -> set:
@@ -184,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-examples-per-batch", type=int, default=None)
     p.add_argument("--out", default="results.json")
     p.set_defaults(func=benchmark)
+
+    p = sub.add_parser("report", help="merge benchmark results and report them again")
+    p.add_argument("results", nargs="+", help="JSON files written by benchmark")
+    p.add_argument("--classes", default=None, help="keep these class index ranges only")
+    p.add_argument("--out", default="report.json")
+    p.set_defaults(func=report)
     return parser
 
 

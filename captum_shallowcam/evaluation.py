@@ -96,6 +96,74 @@ class EvaluationResult:
             "scores": self.scores,
         }
 
+    @classmethod
+    def from_dict(cls, data: Dict[str, object]) -> "EvaluationResult":
+        return cls(
+            settings=dict(data["settings"]),  # type: ignore[arg-type]
+            images=list(data["images"]),  # type: ignore[arg-type]
+            targets=list(data["targets"]),  # type: ignore[arg-type]
+            scores=dict(data["scores"]),  # type: ignore[arg-type]
+        )
+
+    def subset(self, keep: Sequence[int]) -> "EvaluationResult":
+        """The same result restricted to the images at positions ``keep``."""
+        scores = {
+            method: {
+                layer: {kind: [values[i] for i in keep] for kind, values in entry.items()}
+                for layer, entry in per_layer.items()
+            }
+            for method, per_layer in self.scores.items()
+        }
+        return EvaluationResult(
+            dict(self.settings, n_images=len(keep)),
+            [self.images[i] for i in keep],
+            [self.targets[i] for i in keep],
+            scores,
+        )
+
+
+def merge_results(results: Sequence[EvaluationResult]) -> EvaluationResult:
+    """Joins results by image: runs on other images add rows, runs of other
+    methods on the same images add methods. Settings that differ (the step, the
+    layers) are refused; a method is kept only if it has every image."""
+    if not results:
+        raise ValueError("Nothing to merge.")
+    first = results[0].settings
+    for result in results[1:]:
+        for key in ("step", "layers", "model", "protocol"):
+            if result.settings.get(key) != first.get(key):
+                raise ValueError(
+                    f"Cannot merge results with different {key}: "
+                    f"{first.get(key)!r} vs {result.settings.get(key)!r}."
+                )
+    images: Dict[str, int] = {}
+    per_image: Dict[str, Dict[str, Dict[str, Dict[str, float]]]] = {}
+    for result in results:
+        for i, (name, target) in enumerate(zip(result.images, result.targets)):
+            images.setdefault(name, target)
+            for method, per_layer in result.scores.items():
+                per_image.setdefault(method, {}).setdefault(name, {}).update(
+                    {layer: {k: v[i] for k, v in e.items()} for layer, e in per_layer.items()}
+                )
+    names = list(images)
+    layers = list(first["layers"])  # type: ignore[call-overload]
+    merged = EvaluationResult(
+        dict(first, n_images=len(names), merged_from=len(results)),
+        names,
+        [images[n] for n in names],
+    )
+    for method, by_image in per_image.items():
+        if set(by_image) != set(names):
+            continue
+        merged.scores[method] = {
+            layer: {
+                kind: [by_image[n][layer][kind] for n in names]
+                for kind in ("deletion", "insertion", "overall")
+            }
+            for layer in layers
+        }
+    return merged
+
 
 def evaluate(
     model: nn.Module,

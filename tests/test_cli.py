@@ -12,6 +12,7 @@ from captum_shallowcam.evaluation import (
     EvaluationResult,
     make_explainer,
     markdown_table,
+    merge_results,
     paired_difference,
     summary_rows,
 )
@@ -171,3 +172,34 @@ def test_explain_command_writes_figure(tmp_path, capsys):
 def test_explain_command_names_unknown_layer(tmp_path):
     with pytest.raises(SystemExit, match="Unknown layer 'stage9'"):
         main(["explain", str(sample_images()[0].path), "--layer", "stage9"])
+
+
+def _result(images, methods, offset=0.0, step=100):
+    n = len(images)
+    scores = {
+        m: {"a": {"deletion": [0.1] * n, "insertion": [0.5 + offset] * n, "overall": [40.0 + 100 * offset] * n}}
+        for m in methods
+    }
+    settings = {"layers": ["a"], "step": step, "model": "m", "protocol": "p", "images": "d"}
+    return EvaluationResult(settings, list(images), list(range(n)), scores)
+
+
+def test_merge_joins_images_and_methods_and_refuses_other_settings(tmp_path, capsys):
+    dev = _result(["x", "y"], ["layercam", "shallowcam"])
+    extra_methods = _result(["x", "y"], ["gradcam"], offset=-0.1)
+    more_images = _result(["z"], ["layercam", "shallowcam", "gradcam"])
+    merged = merge_results([dev, extra_methods, more_images])
+    assert merged.images == ["x", "y", "z"]
+    assert set(merged.scores) == {"layercam", "shallowcam", "gradcam"}
+    assert merged.scores["gradcam"]["a"]["overall"] == pytest.approx([30.0, 30.0, 40.0])
+    partial = merge_results([dev, more_images, _result(["w"], ["layercam"])])
+    assert set(partial.scores) == {"layercam"}  # the others miss image w
+    with pytest.raises(ValueError, match="different step"):
+        merge_results([dev, _result(["z"], ["layercam"], step=7)])
+    paths = []
+    for i, r in enumerate((dev, extra_methods)):
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps(r.to_dict()))
+    main(["report", *map(str, paths), "--classes", "1", "--out", str(tmp_path / "rep.json")])
+    assert json.loads((tmp_path / "rep.json").read_text())["images"] == ["y"]
+    assert "| a | gradcam | 1 |" in capsys.readouterr().out
