@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from captum_shallowcam._captum_compat import TargetType
 from captum_shallowcam._validation import check_finite, target_indices
 from captum_shallowcam.attr._engine import LayerCapture, _Engine
-from captum_shallowcam.attr.rules import RuleMap
+from captum_shallowcam.attr.rules import RuleMap, validate_rules
 
 InitialRelevance = Literal["contrastive", "target", "clrp"]
 ChannelWeights = Literal["signed", "positive"]
@@ -50,6 +50,21 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
         layer: LayerOrLayers,
         device_ids: Optional[List[int]] = None,
     ) -> None:
+        r"""
+        Args:
+
+            forward_func (Callable): The forward function of the model or any
+                        modification of it (the ``torch.nn.Module`` itself for the
+                        methods that propagate relevance).
+            layer (torch.nn.Module or list[torch.nn.Module]): Layer (or layers)
+                        for which attributions are computed. Each must produce a
+                        4-D feature map and be called once per forward pass. With a
+                        list, all maps come from one forward pass and shared
+                        backward passes, and ``attribute`` returns a list.
+            device_ids (list[int]): Kept for compatibility with Captum's layer
+                        methods; DataParallel models are not supported (pass
+                        ``model.module``).
+        """
         self._layers, self._is_layer_list = _format_layers(layer)
         LayerAttribution.__init__(self, forward_func, self._layers[0], device_ids)
         GradientAttribution.__init__(self, forward_func)
@@ -109,6 +124,66 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
             if relevance is not None:
                 relevance.run(engine, output, passes)
         return passes
+
+
+class _RelevanceCamBase(_LayerCamBase):
+    """Shared constructor and passes of the methods that propagate relevance."""
+
+    _needs_model = True
+
+    def __init__(
+        self,
+        forward_func: nn.Module,
+        layer: LayerOrLayers,
+        device_ids: Optional[List[int]] = None,
+        rules: Optional[RuleMap] = None,
+    ) -> None:
+        r"""
+        Args:
+
+            forward_func (torch.nn.Module): The model.
+            layer (torch.nn.Module or list[torch.nn.Module]): Layer (or layers)
+                        for which attributions are computed. Each must produce a
+                        4-D feature map and be called once per forward pass. With a
+                        list, all maps come from one forward pass and shared
+                        backward passes, and ``attribute`` returns a list.
+            device_ids (list[int]): Kept for compatibility with Captum's layer
+                        methods; DataParallel models are not supported.
+            rules (dict, optional): LRP rules for conv and linear operations,
+                        keyed by module type, module, or module name, valued by
+                        Captum ``PropagationRule`` instances; Captum's
+                        ``module.rule`` attribute is honoured too. Default:
+                        :class:`~captum_shallowcam.rules.ZPlusRule` everywhere.
+        """
+        super().__init__(forward_func, layer, device_ids)
+        self.rules = validate_rules(rules)
+
+    def _relevance_passes(
+        self,
+        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        target: TargetType,
+        additional_forward_args: Any,
+        attribute_to_layer_input: bool,
+        initial_relevance: str,
+        channel_weights: str,
+        check_conservation: bool,
+        gradients: bool,
+        adjacent: bool = False,
+    ) -> CamPasses:
+        check_choice("initial_relevance", initial_relevance, ("contrastive", "target", "clrp"))
+        check_choice("channel_weights", channel_weights, ("signed", "positive"))
+        request = _RelevanceRequest(
+            self.rules, initial_relevance, adjacent, check_conservation  # type: ignore[arg-type]
+        )
+        return self._passes(
+            inputs, target, additional_forward_args, attribute_to_layer_input, gradients, request
+        )
+
+    def _result(self, maps: List[Tensor], passes: CamPasses, return_convergence_delta: bool):
+        result = self._format_result(maps)
+        if return_convergence_delta:
+            return result, self._format_result(passes.deltas)  # type: ignore[arg-type]
+        return result
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """LayerCAM (Jiang et al., IEEE TIP 2021) as a Captum layer attribution."""
 
-from typing import Any, Callable, List, Literal, Optional, Tuple, Union
+from typing import Any, List, Literal, Tuple, Union
 
 import torch
 from captum.log import log_usage
@@ -8,7 +8,6 @@ from torch import Tensor
 
 from captum_shallowcam._captum_compat import TargetType
 from captum_shallowcam.attr._base import (
-    LayerOrLayers,
     _LayerCamBase,
     channel_sum,
     spatial_mask,
@@ -33,28 +32,6 @@ class LayerCam(_LayerCamBase):
     :meth:`captum.attr.LayerAttribution.interpolate` to bring it to the input's.
     The gradient backward stops at the layer and fills no parameter ``.grad``.
     """
-
-    def __init__(
-        self,
-        forward_func: Callable,
-        layer: LayerOrLayers,
-        device_ids: Optional[List[int]] = None,
-    ) -> None:
-        r"""
-        Args:
-
-            forward_func (Callable): The forward function of the model or any
-                        modification of it.
-            layer (torch.nn.Module or list[torch.nn.Module]): Layer (or layers)
-                        for which attributions are computed. Each must produce a
-                        4-D feature map and be called once per forward pass. With a
-                        list, all maps come from one forward and one backward pass,
-                        and ``attribute`` returns a list.
-            device_ids (list[int]): Kept for compatibility with Captum's layer
-                        methods; DataParallel models are not supported (pass
-                        ``model.module``).
-        """
-        super().__init__(forward_func, layer, device_ids)
 
     @log_usage()
     def attribute(

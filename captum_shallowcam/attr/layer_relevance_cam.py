@@ -1,25 +1,21 @@
 """Relevance-CAM (Lee et al., CVPR 2021) as a Captum layer attribution."""
 
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Tuple, Union
 
 from captum.log import log_usage
-from torch import Tensor, nn
+from torch import Tensor
 
 from captum_shallowcam._captum_compat import TargetType
 from captum_shallowcam.attr._base import (
     ChannelWeights,
     InitialRelevance,
-    LayerOrLayers,
-    _LayerCamBase,
-    _RelevanceRequest,
+    _RelevanceCamBase,
     channel_sum,
-    check_choice,
     inter_layer_weights,
 )
-from captum_shallowcam.attr.rules import RuleMap, validate_rules
 
 
-class LayerRelevanceCam(_LayerCamBase):
+class LayerRelevanceCam(_RelevanceCamBase):
     r"""
     Relevance-CAM weights each channel of a layer's activation by the LRP
     relevance that channel receives from the layers above:
@@ -38,33 +34,6 @@ class LayerRelevanceCam(_LayerCamBase):
     into the preceding conv and residual additions split relevance between
     their branches for the duration of the call; the model is not modified.
     """
-
-    _needs_model = True
-
-    def __init__(
-        self,
-        forward_func: nn.Module,
-        layer: LayerOrLayers,
-        device_ids: Optional[List[int]] = None,
-        rules: Optional[RuleMap] = None,
-    ) -> None:
-        r"""
-        Args:
-
-            forward_func (torch.nn.Module): The model.
-            layer (torch.nn.Module or list[torch.nn.Module]): Layer (or layers)
-                        for which attributions are computed; with a list, all maps
-                        share one forward and one relevance backward pass.
-            device_ids (list[int]): Kept for compatibility with Captum's layer
-                        methods; DataParallel models are not supported.
-            rules (dict, optional): LRP rules for conv and linear operations,
-                        keyed by module type, module, or module name, valued by
-                        Captum ``PropagationRule`` instances; Captum's
-                        ``module.rule`` attribute is honoured too. Default:
-                        :class:`~captum_shallowcam.rules.ZPlusRule` everywhere.
-        """
-        super().__init__(forward_func, layer, device_ids)
-        self.rules = validate_rules(rules)
 
     @log_usage()
     def attribute(
@@ -121,24 +90,18 @@ class LayerRelevanceCam(_LayerCamBase):
             >>> relevance_cam = LayerRelevanceCam(net, net.features[16])
             >>> maps = relevance_cam.attribute(torch.randn(1, 3, 224, 224), target=3)
         """
-        check_choice("initial_relevance", initial_relevance, ("contrastive", "target", "clrp"))
-        check_choice("channel_weights", channel_weights, ("signed", "positive"))
-        request = _RelevanceRequest(
-            self.rules, initial_relevance, check_conservation=check_conservation
-        )
-        passes = self._passes(
+        passes = self._relevance_passes(
             inputs,
             target,
             additional_forward_args,
             attribute_to_layer_input,
+            initial_relevance,
+            channel_weights,
+            check_conservation,
             gradients=False,
-            relevance=request,
         )
         maps = [
             channel_sum(inter_layer_weights(r, channel_weights) * a, relu_attributions)
             for a, r in zip(passes.activations, passes.relevances)
         ]
-        result = self._format_result(maps)
-        if return_convergence_delta:
-            return result, self._format_result(passes.deltas)
-        return result
+        return self._result(maps, passes, return_convergence_delta)

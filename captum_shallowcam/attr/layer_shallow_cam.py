@@ -1,29 +1,26 @@
 """Shallow-layer CAM from spatial weights and inter-layer relevance (CHENG Yan et al.)."""
 
-from typing import Any, List, Literal, Optional, Tuple, Union
+from typing import Any, List, Literal, Tuple, Union
 
 import torch
 from captum.log import log_usage
-from torch import Tensor, nn
+from torch import Tensor
 
 from captum_shallowcam._captum_compat import TargetType
 from captum_shallowcam.attr._base import (
     ChannelWeights,
     InitialRelevance,
-    LayerOrLayers,
-    _LayerCamBase,
-    _RelevanceRequest,
+    _RelevanceCamBase,
     channel_sum,
     check_choice,
     inter_layer_weights,
     spatial_mask,
 )
-from captum_shallowcam.attr.rules import RuleMap, validate_rules
 
 Variant = Literal["v1", "v2", "v3"]
 
 
-class LayerShallowCam(_LayerCamBase):
+class LayerShallowCam(_RelevanceCamBase):
     r"""
     Class activation maps for shallow layers that combine LayerCAM's spatially
     weighted feature maps (the *mask*) with channel weights obtained by
@@ -55,35 +52,6 @@ class LayerShallowCam(_LayerCamBase):
     Cost: one forward pass, one gradient and one relevance backward pass, each
     stopping at the (lowest) layer, shared by all layers of a list.
     """
-
-    _needs_model = True
-
-    def __init__(
-        self,
-        forward_func: nn.Module,
-        layer: LayerOrLayers,
-        device_ids: Optional[List[int]] = None,
-        rules: Optional[RuleMap] = None,
-    ) -> None:
-        r"""
-        Args:
-
-            forward_func (torch.nn.Module): The model.
-            layer (torch.nn.Module or list[torch.nn.Module]): Layer (or layers)
-                        for which attributions are computed. Each must produce a
-                        4-D feature map and be called once per forward pass. With a
-                        list, ``attribute`` returns a list of maps computed in one
-                        forward pass and shared backward passes.
-            device_ids (list[int]): Kept for compatibility with Captum's layer
-                        methods; DataParallel models are not supported.
-            rules (dict, optional): LRP rules for conv and linear operations,
-                        keyed by module type, module, or module name, valued by
-                        Captum ``PropagationRule`` instances; Captum's
-                        ``module.rule`` attribute is honoured too. Default:
-                        :class:`~captum_shallowcam.rules.ZPlusRule` everywhere.
-        """
-        super().__init__(forward_func, layer, device_ids)
-        self.rules = validate_rules(rules)
 
     @log_usage()
     def attribute(
@@ -145,21 +113,16 @@ class LayerShallowCam(_LayerCamBase):
             >>> up = LayerAttribution.interpolate(maps[0], (224, 224), "bilinear")
         """
         check_choice("variant", variant, ("v1", "v2", "v3"))
-        check_choice("initial_relevance", initial_relevance, ("contrastive", "target", "clrp"))
-        check_choice("channel_weights", channel_weights, ("signed", "positive"))
-        request = _RelevanceRequest(
-            self.rules,
-            initial_relevance,
-            adjacent=variant == "v2",
-            check_conservation=check_conservation,
-        )
-        passes = self._passes(
+        passes = self._relevance_passes(
             inputs,
             target,
             additional_forward_args,
             attribute_to_layer_input,
+            initial_relevance,
+            channel_weights,
+            check_conservation,
             gradients=True,
-            relevance=request,
+            adjacent=variant == "v2",
         )
         maps = []
         for a, g, r in zip(passes.activations, passes.gradients, passes.relevances):
@@ -170,10 +133,7 @@ class LayerShallowCam(_LayerCamBase):
                 maps.append(channel_sum(mask_2d * weights * a, relu_attributions))
             else:
                 maps.append(channel_sum(weights * mask, relu_attributions))
-        result = self._format_result(maps)
-        if return_convergence_delta:
-            return result, self._format_result(passes.deltas)
-        return result
+        return self._result(maps, passes, return_convergence_delta)
 
 
 def _unit_range(maps: Tensor) -> Tensor:
