@@ -68,8 +68,13 @@ def layer_map_figure(
                     layer_map[i : i + 1], (height, width), "bilinear"
                 )[0]
                 attr = to_hwc(upsampled)
+                peak = float(np.abs(attr).max())
                 ax = axes[row, j + 1]
-                if float(np.abs(attr).max()) == 0.0:
+                if peak > 0:
+                    # Maps can be tiny (relevance sums to 1/C); Captum warns when
+                    # normalising by near-zero values, so hand it [0, 1] maps.
+                    attr = attr / peak
+                if peak == 0.0:
                     # Captum cannot normalise an all-zero map; show the image.
                     viz.visualize_image_attr(
                         blank, original, method="original_image",
