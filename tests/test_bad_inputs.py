@@ -1,0 +1,730 @@
+"""Bad inputs to the three methods and the metric, and what each gets.
+
+``ROWS`` is the table of ``docs/robustness.rst``: every row is tested here,
+and :func:`test_docs_table_matches_rows` checks that the docs show exactly
+these rows, so the page stays true. Print the table in reStructuredText with
+``python tests/test_bad_inputs.py``.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+import numpy as np
+import pytest
+import torch
+from captum.testing.helpers.basic_models import BasicModel_ConvNet
+from torch import Tensor, nn
+
+from captum_shallowcam import LayerCam, LayerRelevanceCam, LayerShallowCam
+from captum_shallowcam.metrics import deletion_insertion
+from captum_shallowcam.rules import GammaRule
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "robustness.rst"
+METHODS = ("LayerCam", "LayerRelevanceCam", "LayerShallowCam")
+RELEVANCE_METHODS = ("LayerRelevanceCam", "LayerShallowCam")
+CLASSES = {"LayerCam": LayerCam, "LayerRelevanceCam": LayerRelevanceCam}
+CLASSES["LayerShallowCam"] = LayerShallowCam
+
+
+# ---------------------------------------------------------------------- models
+class Net(nn.Module):
+    """Five classes; ``act`` is one ReLU used twice; ``unused`` is never called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.act = nn.ReLU()
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.unused = nn.Conv2d(4, 4, 1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.act(self.bn(self.conv1(x)))
+        x = self.act(self.conv2(x))
+        return self.fc(torch.flatten(self.gap(x), 1))
+
+
+class ThreeDOutput(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)[:, None, :]
+
+
+def net() -> Net:
+    torch.manual_seed(0)
+    return Net().eval()
+
+
+def images(n: int = 2, size: int = 8) -> Tensor:
+    torch.manual_seed(1)
+    return torch.randn(n, 3, size, size)
+
+
+def with_value(x: Tensor, value: float) -> Tensor:
+    x = x.clone()
+    x.view(-1)[x.numel() // 2 + 3] = value  # one entry of the second example
+    return x
+
+
+# --------------------------------------------------------------- the call makers
+Construct = Callable[[], Any]
+Call = Callable[[Any], Any]
+
+
+def method_case(
+    build: Callable[[str], Tuple[nn.Module, Any, Dict[str, Any]]],
+    inputs: Callable[[], Any] = images,
+    **attribute_kwargs: Any,
+) -> Callable[[str], Tuple[Construct, Call]]:
+    """A bad call of a method: ``build(api)`` gives (forward_func, layer,
+    constructor kwargs); ``attribute`` gets ``inputs()`` and the kwargs."""
+
+    def make(api: str) -> Tuple[Construct, Call]:
+        def construct():
+            model, layer, kwargs = build(api)
+            return CLASSES[api](model, layer, **kwargs)
+
+        def call(method):
+            return method.attribute(inputs(), **attribute_kwargs)
+
+        return construct, call
+
+    return make
+
+
+def plain(api: str):
+    model = net()
+    return model, model.conv2, {}
+
+
+def layer(pick: Callable[[Net], Any]):
+    def build(api: str):
+        model = net()
+        return model, pick(model), {}
+
+    return build
+
+
+def wrapped(api: str):
+    model = net()
+    return (lambda x: model(x)), model.conv2, {}
+
+
+def data_parallel(api: str):
+    model = net()
+    return nn.DataParallel(model), model.conv2, {}
+
+
+def three_d_output(api: str):
+    model = net()
+    return ThreeDOutput(model), model.conv2, {}
+
+
+def softmax_model(api: str, **kwargs: Any):
+    torch.manual_seed(0)
+    model = BasicModel_ConvNet().eval()  # Captum's test model ends in nn.Softmax
+    return model, model.conv2, kwargs
+
+
+def softmax_images() -> Tensor:
+    torch.manual_seed(1)
+    return torch.randn(2, 1, 10, 10)
+
+
+def with_rules(rules: Any):
+    def build(api: str):
+        model = net()
+        return model, model.conv2, {"rules": rules}
+
+    return build
+
+
+def metric_case(**overrides: Any) -> Callable[[str], Tuple[Construct, Call]]:
+    """A bad call of ``deletion_insertion``: a valid call with ``overrides``."""
+
+    def make(api: str) -> Tuple[Construct, Call]:
+        def construct():
+            torch.manual_seed(2)
+            kwargs = {
+                "forward_func": net(),
+                "inputs": torch.randn(2, 3, 16, 16),
+                "attributions": torch.rand(2, 1, 4, 4),
+                "step": 64,
+            }
+            for key, value in overrides.items():
+                kwargs[key] = value(kwargs) if callable(value) else value
+            return kwargs
+
+        return construct, lambda kwargs: deletion_insertion(**kwargs)
+
+    return make
+
+
+# ------------------------------------------------------------------------ rows
+@dataclass(frozen=True)
+class Row:
+    api: str  # method or metric
+    bad_input: str  # what is wrong (reStructuredText)
+    raised_at: str  # "construction" or "call"
+    exception: type
+    message: Tuple[str, ...]  # fragments of the message, in order
+    make: Callable[[str], Tuple[Construct, Call]]
+
+    @property
+    def id(self) -> str:
+        return f"{self.api}: {self.bad_input}"
+
+    def cells(self) -> Tuple[str, str, str, str, str]:
+        return (
+            f"``{self.api}``",
+            self.bad_input,
+            self.raised_at,
+            f"``{self.exception.__name__}``",
+            " … ".join(f"``{fragment}``" for fragment in self.message),
+        )
+
+
+def for_methods(apis, bad_input, raised_at, exception, message, make) -> List[Row]:
+    if isinstance(message, str):
+        message = (message,)
+    return [Row(api, bad_input, raised_at, exception, message, make) for api in apis]
+
+
+ROWS: List[Row] = [
+    # ---- the three methods
+    *for_methods(
+        METHODS,
+        "layer not in the model",
+        "construction",
+        ValueError,
+        "is not a submodule of the model passed as forward_func",
+        method_case(lambda api: (net(), nn.Conv2d(4, 4, 1), {})),
+    ),
+    *for_methods(
+        METHODS,
+        "layer output not 4-D (the ``nn.Linear`` head)",
+        "call",
+        ValueError,
+        "has shape (2, 5); CAM methods need a 4-D feature map",
+        method_case(layer(lambda m: m.fc)),
+    ),
+    *for_methods(
+        METHODS,
+        "layer called twice in one forward pass (a shared ``nn.ReLU``)",
+        "call",
+        ValueError,
+        "Layer 'act' is called 2 times in one forward pass",
+        method_case(layer(lambda m: m.act)),
+    ),
+    *for_methods(
+        METHODS,
+        "layer never called in the forward pass",
+        "call",
+        ValueError,
+        "Layer 'unused' was not called during the forward pass",
+        method_case(layer(lambda m: m.unused)),
+    ),
+    *for_methods(
+        METHODS,
+        "empty list of layers",
+        "construction",
+        TypeError,
+        "non-empty list of them",
+        method_case(lambda api: (net(), [], {})),
+    ),
+    *for_methods(
+        METHODS,
+        "the same layer twice in the list",
+        "construction",
+        ValueError,
+        "The list of layers holds the same module twice",
+        method_case(layer(lambda m: [m.conv2, m.conv2])),
+    ),
+    *for_methods(
+        METHODS,
+        "``target=5`` for a model with 5 classes",
+        "call",
+        ValueError,
+        "target 5 is out of range: the model has 5 classes",
+        method_case(plain, target=5),
+    ),
+    *for_methods(
+        METHODS,
+        "``target=-1``",
+        "call",
+        ValueError,
+        "target -1 is out of range",
+        method_case(plain, target=-1),
+    ),
+    *for_methods(
+        METHODS,
+        "target list of 3 entries for 2 examples",
+        "call",
+        ValueError,
+        "target has 3 entries but the inputs hold 2 examples",
+        method_case(plain, target=[0, 1, 2]),
+    ),
+    *for_methods(
+        METHODS,
+        "float target ``1.0``",
+        "call",
+        TypeError,
+        "target must be None, an int, a list of ints or a tensor, got float",
+        method_case(plain, target=1.0),
+    ),
+    *for_methods(
+        METHODS,
+        "2-D target tensor",
+        "call",
+        ValueError,
+        "target must be an integer tensor with 0 or 1 dimensions",
+        method_case(plain, target=torch.tensor([[0], [1]])),
+    ),
+    *for_methods(
+        METHODS,
+        "NaN in the input",
+        "call",
+        ValueError,
+        "Inputs contain NaN or inf values",
+        method_case(plain, inputs=lambda: with_value(images(), float("nan"))),
+    ),
+    *for_methods(
+        METHODS,
+        "inf in the input",
+        "call",
+        ValueError,
+        "Inputs contain NaN or inf values",
+        method_case(plain, inputs=lambda: with_value(images(), float("-inf"))),
+    ),
+    *for_methods(
+        METHODS,
+        "input a NumPy array",
+        "call",
+        TypeError,
+        "inputs must be a tensor or a tuple of tensors, got ndarray",
+        method_case(plain, inputs=lambda: np.zeros((2, 3, 8, 8), np.float32)),
+    ),
+    *for_methods(
+        METHODS,
+        "integer (``torch.long``) input",
+        "call",
+        RuntimeError,
+        "only Tensors of floating point dtype can require gradients",
+        method_case(plain, inputs=lambda: images().long()),
+    ),
+    *for_methods(
+        METHODS,
+        "model output N x 1 x C (not class scores N x C)",
+        "call",
+        ValueError,
+        "these methods need class scores of shape (N, C)",
+        method_case(three_d_output),
+    ),
+    *for_methods(
+        METHODS,
+        "model wrapped in ``nn.DataParallel``",
+        "call",
+        TypeError,
+        "DataParallel models are not supported",
+        method_case(data_parallel),
+    ),
+    *for_methods(
+        ["LayerCam"],
+        '``scaling="log"``',
+        "call",
+        ValueError,
+        "scaling must be 'none' or 'tanh', got 'log'",
+        method_case(plain, scaling="log"),
+    ),
+    # ---- the relevance methods
+    *for_methods(
+        RELEVANCE_METHODS,
+        "float16 input (and model)",
+        "call",
+        TypeError,
+        (
+            "inputs have dtype torch.float16",
+            "Convert the model and inputs with .float()",
+        ),
+        method_case(
+            lambda api: (lambda m: (m, m.conv2, {}))(net().half()),
+            inputs=lambda: images().half(),
+        ),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        "bfloat16 input (and model)",
+        "call",
+        TypeError,
+        (
+            "inputs have dtype torch.bfloat16",
+            "Convert the model and inputs with .float()",
+        ),
+        method_case(
+            lambda api: (lambda m: (m, m.conv2, {}))(net().bfloat16()),
+            inputs=lambda: images().bfloat16(),
+        ),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        "forward_func not an ``nn.Module`` (a function wrapping the model)",
+        "construction",
+        TypeError,
+        "forward_func must be the torch.nn.Module itself",
+        method_case(wrapped),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        "unknown leaf module without a rule (``nn.Softmax`` in Captum's "
+        "``BasicModel_ConvNet``)",
+        "call",
+        TypeError,
+        (
+            "Module 'softmax' (Softmax) has no LRP rule",
+            "rules={Softmax: IdentityRule()}",
+        ),
+        method_case(softmax_model, inputs=softmax_images, target=0),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        "a weight rule (``GammaRule``) for an unknown leaf module",
+        "call",
+        TypeError,
+        "only IdentityRule or EpsilonRule can be applied to it as a whole",
+        method_case(
+            lambda api: softmax_model(api, rules={nn.Softmax: GammaRule()}),
+            inputs=softmax_images,
+            target=0,
+        ),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        "``rules`` not a mapping",
+        "construction",
+        TypeError,
+        "rules must be a mapping from module types, modules or module names",
+        method_case(with_rules([GammaRule()])),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        "a rule that is not a Captum ``PropagationRule``",
+        "construction",
+        TypeError,
+        "rules must be instances of captum's PropagationRule",
+        method_case(with_rules({nn.Conv2d: "epsilon"})),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        '``initial_relevance="logit"``',
+        "call",
+        ValueError,
+        "initial_relevance must be one of 'contrastive', 'target', 'clrp'; got 'logit'",
+        method_case(plain, initial_relevance="logit"),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        '``channel_weights="abs"``',
+        "call",
+        ValueError,
+        "channel_weights must be one of 'signed', 'positive'; got 'abs'",
+        method_case(plain, channel_weights="abs"),
+    ),
+    *for_methods(
+        ["LayerShallowCam"],
+        '``variant="v4"``',
+        "call",
+        ValueError,
+        "variant must be one of 'v1', 'v2', 'v3'; got 'v4'",
+        method_case(plain, variant="v4"),
+    ),
+    # ---- the metric
+    *for_methods(
+        ["deletion_insertion"],
+        "attributions for 3 examples, inputs 2",
+        "call",
+        ValueError,
+        "attributions of shape (3, 1, 4, 4) do not match inputs of shape (2, 3, 16, 16)",
+        metric_case(attributions=torch.rand(3, 1, 4, 4)),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "2-channel layer attributions",
+        "call",
+        ValueError,
+        "Sum or average multi-channel layer maps over channels",
+        metric_case(attributions=torch.rand(2, 2, 4, 4)),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "N x H x W attributions of the wrong size",
+        "call",
+        ValueError,
+        "an N x H x W map must be (2, 16, 16)",
+        metric_case(attributions=torch.rand(2, 8, 8)),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "``step=0``",
+        "call",
+        ValueError,
+        "step must be > 0",
+        metric_case(step=0),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "``step=-3``",
+        "call",
+        ValueError,
+        "step must be > 0 (a positive number of pixels per step), got -3",
+        metric_case(step=-3),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "``step=2.5``",
+        "call",
+        TypeError,
+        "step must be an int",
+        metric_case(step=2.5),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "``max_examples_per_batch=0``",
+        "call",
+        ValueError,
+        "max_examples_per_batch must be > 0",
+        metric_case(max_examples_per_batch=0),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "NaN in the attributions",
+        "call",
+        ValueError,
+        "attributions contain non-finite values (NaN or inf)",
+        metric_case(
+            attributions=lambda kw: with_value(kw["attributions"], float("nan"))
+        ),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "inf in the attributions",
+        "call",
+        ValueError,
+        "attributions contain non-finite values (NaN or inf)",
+        metric_case(
+            attributions=lambda kw: with_value(kw["attributions"], float("inf"))
+        ),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "NaN in the input",
+        "call",
+        ValueError,
+        "inputs contain non-finite values (NaN or inf)",
+        metric_case(inputs=lambda kw: with_value(kw["inputs"], float("nan"))),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "``target=5`` for a model with 5 classes",
+        "call",
+        ValueError,
+        "target out of range: forward_func returns 5 classes, so targets must be in "
+        "[0, 4], got [5]",
+        metric_case(target=5),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "``target=[0, -1]``",
+        "call",
+        ValueError,
+        "target out of range",
+        metric_case(target=[0, -1]),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "target list of 3 entries for 2 examples",
+        "call",
+        ValueError,
+        "target list has 3 entries but inputs have 2 examples",
+        metric_case(target=[0, 1, 2]),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "float target tensor",
+        "call",
+        TypeError,
+        "target must be an integer tensor of class indices",
+        metric_case(target=torch.tensor([0.0, 1.0])),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "3-D input (one image without the batch dimension)",
+        "call",
+        ValueError,
+        "inputs must be a 4-D tensor N x C x H x W",
+        metric_case(inputs=lambda kw: kw["inputs"][0]),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "empty batch",
+        "call",
+        ValueError,
+        "inputs must not be empty",
+        metric_case(
+            inputs=lambda kw: kw["inputs"][:0],
+            attributions=lambda kw: kw["attributions"][:0],
+        ),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "5 x 5 images with the default (blurred) insertion substrate",
+        "call",
+        ValueError,
+        "needs images of at least 6 x 6 pixels",
+        metric_case(inputs=torch.randn(2, 3, 5, 5), step=5),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "deletion substrate that does not broadcast to the inputs",
+        "call",
+        ValueError,
+        "does not broadcast to the inputs shape",
+        metric_case(deletion_substrate=torch.zeros(2, 16)),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "forward_func returning N x 1 x C",
+        "call",
+        ValueError,
+        "forward_func must return a 2-D tensor B x K",
+        metric_case(forward_func=lambda kw: ThreeDOutput(kw["forward_func"])),
+    ),
+]
+
+
+# ----------------------------------------------------------------------- tests
+def _fragments_pattern(fragments: Tuple[str, ...]) -> str:
+    return ".*".join(re.escape(f) for f in fragments)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
+def test_bad_input(row: Row) -> None:
+    construct, call = row.make(row.api)
+    pattern = _fragments_pattern(row.message)
+    if row.raised_at == "construction":
+        with pytest.raises(row.exception, match=pattern) as info:
+            construct()
+    else:
+        target = construct()  # must not raise: the problem is found at the call
+        with pytest.raises(row.exception, match=pattern) as info:
+            call(target)
+    assert type(info.value) is row.exception  # not a subclass
+
+
+def test_rows_are_unique_and_cover_the_brief() -> None:
+    keys = [(row.api, row.bad_input) for row in ROWS]
+    assert len(keys) == len(set(keys))
+    for api in METHODS:
+        wanted = [
+            "layer not in the model",
+            "layer output not 4-D",
+            "layer called twice",
+            "target=5",
+            "target list of 3 entries",
+            "NaN in the input",
+            "inf in the input",
+        ]
+        if api != "LayerCam":
+            wanted += [
+                "float16 input",
+                "unknown leaf module",
+                "initial_relevance",
+                "channel_weights",
+                "forward_func not an ``nn.Module``",
+            ]
+        if api == "LayerShallowCam":
+            wanted.append("variant")
+        have = [row.bad_input for row in ROWS if row.api == api]
+        for item in wanted:
+            assert any(item in bad for bad in have), (api, item)
+    metric = [row.bad_input for row in ROWS if row.api == "deletion_insertion"]
+    for item in (
+        "attributions for 3",
+        "step=0",
+        "step=-3",
+        "NaN in the att",
+        "target=5",
+    ):
+        assert any(item in bad for bad in metric), item
+
+
+def parse_list_table(text: str) -> List[Tuple[str, ...]]:
+    """The data rows (header excluded) of the first ``list-table`` in ``text``."""
+    lines = text.splitlines()
+    start = next(
+        i for i, line in enumerate(lines) if line.startswith(".. list-table::")
+    )
+    rows: List[List[str]] = []
+    for line in lines[start + 1 :]:
+        if line and not line.startswith(" "):
+            break  # the end of the directive
+        stripped = line.strip()
+        if stripped.startswith("* - "):
+            rows.append([stripped[4:]])
+        elif stripped.startswith("- ") and rows:
+            rows[-1].append(stripped[2:])
+        elif stripped and rows and not stripped.startswith(":"):
+            rows[-1][-1] += " " + stripped  # a cell continued on the next line
+    return [tuple(row) for row in rows[1:]]
+
+
+def render_table() -> str:
+    header = ("Method", "Bad input", "Raised at", "Exception", "Message contains")
+    out = [
+        ".. list-table:: Bad inputs and what they get",
+        "   :header-rows: 1",
+        "   :widths: 14 34 10 10 32",
+        "",
+    ]
+    for cells in [header] + [row.cells() for row in ROWS]:
+        out.append(f"   * - {cells[0]}")
+        out.extend(f"     - {cell}" for cell in cells[1:])
+    return "\n".join(out) + "\n"
+
+
+def test_docs_table_matches_rows() -> None:
+    doc_rows = parse_list_table(DOCS.read_text(encoding="utf-8"))
+    data_rows = [row.cells() for row in ROWS]
+    missing = [r for r in data_rows if r not in doc_rows]
+    extra = [r for r in doc_rows if r not in data_rows]
+    assert not missing, f"rows tested but not in {DOCS.name}: {missing}"
+    assert not extra, f"rows in {DOCS.name} that no test checks: {extra}"
+    assert len(doc_rows) == len(data_rows)
+
+
+def test_parse_list_table_reads_rendered_rows() -> None:
+    assert parse_list_table(render_table()) == [row.cells() for row in ROWS]
+
+
+@pytest.mark.parametrize("api", METHODS)
+def test_empty_batch(api: str) -> None:
+    """An empty batch gives empty maps (as LayerCam does) or a ValueError that
+    says so; not an internal error from inside the package."""
+    model = net()
+    method = CLASSES[api](model, model.conv2)
+    try:
+        maps = method.attribute(images()[:0])
+    except ValueError:
+        return
+    assert maps.shape == (0, 1, 8, 8)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(render_table())
