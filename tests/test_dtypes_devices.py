@@ -209,6 +209,17 @@ def test_layer_cam_half_inputs_to_a_float_model_fail_in_torch() -> None:
 
 
 # ------------------------------------------------------------------------ device
+@pytest.fixture
+def no_tf32():
+    """GPU results are compared with the CPU's: compute in true float32."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.usefixtures("no_tf32")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cls,kwargs", CONFIGS, ids=CONFIG_IDS)
 def test_outputs_are_on_the_inputs_device(device, cls, kwargs) -> None:
@@ -235,6 +246,7 @@ def test_outputs_are_on_the_inputs_device(device, cls, kwargs) -> None:
             assert delta.device.type == torch.device(device).type
 
 
+@pytest.mark.usefixtures("no_tf32")
 @pytest.mark.parametrize("device", DEVICES)
 def test_metric_outputs_are_on_the_inputs_device(device) -> None:
     model = small_net().to(device)
