@@ -310,6 +310,11 @@ def _check_inputs(
                 "small activations and is not reliable in half precision. Convert the "
                 "model and inputs with .float() (or .double())."
             )
+        if tensor.dim() == 0 or tensor.shape[0] == 0:
+            raise ValueError(
+                f"inputs of shape {tuple(tensor.shape)} hold no examples; pass a batch "
+                "with at least one example along dimension 0."
+            )
         check_finite(tensor, "Inputs")
     return inputs
 

@@ -109,8 +109,17 @@ class _ProportionalGate(_Gate):
         with torch.enable_grad():
             x = self.inputs[0].detach().requires_grad_(True)
             z = self.operation(x)
-            (grad,) = torch.autograd.grad(z, x, relevance / _stabilize(z, _relative_epsilon(z)))
-        return (self.inputs[0] * grad,)
+            dead = z == 0
+            ratio = torch.where(dead, 0.0, relevance / _stabilize(z, _relative_epsilon(z)))
+            (grad,) = torch.autograd.grad(z, x, ratio)
+            relevance_in = x.detach() * grad
+            if bool((dead & (relevance != 0)).any()):
+                # All inputs zero: spread the relevance evenly over them.
+                ones = torch.ones_like(x).requires_grad_(True)
+                z_ones = self.operation(ones)
+                flat = torch.where(dead, relevance / z_ones.clamp_min(1e-30), 0.0)
+                relevance_in = relevance_in + torch.autograd.grad(z_ones, ones, flat)[0]
+        return (relevance_in,)
 
 
 class _WeightedGate(_Gate):

@@ -115,15 +115,16 @@ class ZPlusRule(PropagationRule):
 
             z_pos = contributions(positive_weight, negative_weight)
             eps = self.STABILITY_FACTOR * _per_example_max(z_pos)
-            dead = (z_pos <= eps) & (relevance != 0)
-            outputs, ratios = [z_pos], [relevance / (z_pos + eps)]
+            dead = z_pos <= eps
+            outputs = [z_pos]
+            ratios = [torch.where(dead, 0.0, relevance / (z_pos + eps))]
             flat_relevance = None
+            dead = dead & (relevance != 0)
             if bool(dead.any()):
                 # No positive contribution: redistribute by the negative ones, or,
                 # where the inputs in the window are all zero, by w^2 (flat rule).
                 z_neg = contributions(negative_weight, positive_weight)
                 flat = dead & (z_neg >= -self.STABILITY_FACTOR * _per_example_max(-z_neg))
-                ratios[0] = torch.where(dead, 0.0, ratios[0])
                 outputs.append(z_neg)
                 ratios.append(torch.where(dead & ~flat, relevance / (z_neg - eps), 0.0))
                 if bool(flat.any()):

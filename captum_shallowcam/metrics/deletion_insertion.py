@@ -251,8 +251,12 @@ def deletion_insertion(
             additional_forward_args
         )
         _check_additional_forward_args(additional_forward_args, n)
-        del_sub = _make_substrate(deletion_substrate, inputs, "deletion_substrate")
-        ins_sub = _make_substrate(insertion_substrate, inputs, "insertion_substrate")
+        del_sub = _make_substrate(
+            deletion_substrate, inputs, "deletion_substrate", max_examples_per_batch
+        )
+        ins_sub = _make_substrate(
+            insertion_substrate, inputs, "insertion_substrate", max_examples_per_batch
+        )
 
         # rank[i, p] = position of pixel p of example i in the (stable,
         # descending) ordering; point k perturbs the pixels with rank < k*step.
@@ -581,11 +585,16 @@ def _check_additional_forward_args(
             )
 
 
-def _make_substrate(substrate: SubstrateType, inputs: Tensor, name: str) -> Tensor:
-    r"""Returns the substrate expanded (without copy) to the shape of inputs."""
+def _make_substrate(
+    substrate: SubstrateType, inputs: Tensor, name: str, chunk: int
+) -> Tensor:
+    r"""Returns the substrate expanded (without copy) to the shape of inputs.
+
+    The default blur is computed ``chunk`` images at a time, so that its
+    temporary buffers do not grow with the number of images."""
     if substrate is None:
         if name == "deletion_substrate":
-            return torch.zeros_like(inputs)
+            return inputs.new_zeros(()).expand(inputs.shape)
         from torchvision.transforms.functional import gaussian_blur
 
         if min(inputs.shape[-2:]) <= _BLUR_KERNEL_SIZE // 2:
@@ -597,7 +606,12 @@ def _make_substrate(substrate: SubstrateType, inputs: Tensor, name: str) -> Tens
                 "insertion_substrate tensor or callable for such small images."
             )
 
-        return gaussian_blur(inputs, kernel_size=_BLUR_KERNEL_SIZE, sigma=_BLUR_SIGMA)
+        blurred = torch.empty_like(inputs)
+        for lo in range(0, inputs.shape[0], chunk):
+            blurred[lo : lo + chunk] = gaussian_blur(
+                inputs[lo : lo + chunk], kernel_size=_BLUR_KERNEL_SIZE, sigma=_BLUR_SIGMA
+            )
+        return blurred
     if callable(substrate) and not isinstance(substrate, Tensor):
         value = substrate(inputs)
     else:
