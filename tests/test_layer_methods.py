@@ -174,9 +174,10 @@ def test_tiny_net_maps_match_plain_tensor_computation(tiny, seed, kind, c):
     )
     ref.assert_close(rcam, ref.relevance_cam_map(a, r, relu=False), rtol=ref.REL_RTOL)
     shallow = LayerShallowCam(tiny, tiny.relu)
-    v1 = shallow.attribute(x, target=c, initial_relevance=kind, relu_attributions=False)
+    signed = {"initial_relevance": kind, "channel_weights": "signed"}
+    v1 = shallow.attribute(x, target=c, relu_attributions=False, **signed)
     ref.assert_close(v1, ref.shallow_cam_v1_map(a, g, r, relu=False), rtol=ref.REL_RTOL)
-    v3 = shallow.attribute(x, target=c, variant="v3", initial_relevance=kind)
+    v3 = shallow.attribute(x, target=c, variant="v3", **signed)
     ref.assert_close(v3, ref.shallow_cam_v3_map(a, g, r), rtol=ref.REL_RTOL)
 
 

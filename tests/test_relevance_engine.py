@@ -101,21 +101,24 @@ def test_shallow_cam_equals_explicit_relevance_and_gradient(
     g = ref.small_vgg_gradient(small_vgg, x_small, target, layer_name)
     cam = LayerShallowCam(small_vgg, _layer(small_vgg, layer_name))
     ref.assert_close(
-        cam.attribute(x_small, target=2, relu_attributions=False),
+        cam.attribute(x_small, target=2, relu_attributions=False, channel_weights="signed"),
         ref.shallow_cam_v1_map(a, g, r, relu=False),
         rtol=ref.REL_RTOL,
     )
     ref.assert_close(
-        cam.attribute(x_small, target=2, variant="v3"),
+        cam.attribute(x_small, target=2, variant="v3", channel_weights="signed"),
         ref.shallow_cam_v3_map(a, g, r),
         rtol=ref.REL_RTOL,
     )
     positive = r.sum(dim=(2, 3), keepdim=True).clamp(min=0)
+    expected_positive = torch.relu((positive * torch.relu(g) * a).sum(1, keepdim=True))
     ref.assert_close(
         cam.attribute(x_small, target=2, channel_weights="positive"),
-        torch.relu((positive * torch.relu(g) * a).sum(1, keepdim=True)),
+        expected_positive,
         rtol=ref.REL_RTOL,
     )
+    # The default (chosen by the benchmark) is the positive channel weights.
+    ref.assert_close(cam.attribute(x_small, target=2), expected_positive, rtol=ref.REL_RTOL)
     ref.assert_close(
         LayerCam(small_vgg, _layer(small_vgg, layer_name)).attribute(x_small, target=2),
         ref.layer_cam_map(a, g),

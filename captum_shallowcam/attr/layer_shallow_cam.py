@@ -29,10 +29,10 @@ class LayerShallowCam(_RelevanceCamBase):
     .. math::
         S_k = \mathrm{ReLU}(G^c_k) \odot A_k, \qquad
         \alpha_k = \sum_{ij} R_k(i,j), \qquad
-        L^c = \mathrm{ReLU}\Big(\sum_k \alpha_k S_k\Big)
+        L^c = \mathrm{ReLU}\Big(\sum_k \mathrm{ReLU}(\alpha_k) S_k\Big)
 
     with :math:`G^c = \partial y^c / \partial A` and :math:`R` the LRP relevance
-    at the layer. With equal positive :math:`\alpha` this is LayerCAM; the
+    at the layer (``channel_weights="signed"`` uses :math:`\alpha_k` itself). With equal positive :math:`\alpha` this is LayerCAM; the
     relevance re-weights its channels, suppressing those that relevance marks as
     unrelated to (or against) the class.
 
@@ -63,7 +63,7 @@ class LayerShallowCam(_RelevanceCamBase):
         relu_attributions: bool = True,
         variant: Variant = "v1",
         initial_relevance: InitialRelevance = "contrastive",
-        channel_weights: ChannelWeights = "signed",
+        channel_weights: ChannelWeights = "positive",
         return_convergence_delta: bool = False,
         check_conservation: bool = True,
     ) -> Union[Tensor, List[Tensor], Tuple[Union[Tensor, List[Tensor]], Any]]:
@@ -88,9 +88,11 @@ class LayerShallowCam(_RelevanceCamBase):
                         ``"target"`` (one-hot) or ``"clrp"``
                         (:math:`\max(0, R_{target} - R_{dual})` at the layer).
                         Default: ``"contrastive"``
-            channel_weights (str, optional): ``"signed"`` keeps the sign of
-                        :math:`\alpha`; ``"positive"`` uses
-                        :math:`\mathrm{ReLU}(\alpha)`. Default: ``"signed"``
+            channel_weights (str, optional): ``"positive"`` uses
+                        :math:`\mathrm{ReLU}(\alpha)`; ``"signed"`` keeps the sign
+                        of :math:`\alpha` (channels with negative relevance then
+                        subtract their mask). Default: ``"positive"``, chosen by
+                        the benchmark (see the docs' results page).
             return_convergence_delta (bool, optional): Also return, per layer, the
                         output relevance minus the relevance summed at the layer
                         (N values; None with ``"clrp"``). Default: False
