@@ -461,7 +461,9 @@ def test_maps_shape_finite_nonnegative_and_batch_independent(case, data) -> None
         )
         for name, cam, one in zip(names, maps, single):
             scale = max(float(cam[i].abs().max()), float(one.abs().max()))
-            atol = 1e-5 * scale if scale > 0 else 1e-12
+            # Relative to the map's peak, with a floor for maps that are zero up
+            # to float32 rounding (a ReLU of terms that cancel: peaks ~1e-11 seen).
+            atol = max(1e-5 * scale, 1e-9)
             diff = float((cam[i : i + 1] - one).abs().max())
             assert diff <= atol, (
                 f"{name}: example {i} of the batch differs from the same example "

@@ -100,25 +100,35 @@ def test_shallow_cam_equals_explicit_relevance_and_gradient(
     a, r = ref.small_vgg_relevance(small_vgg, x_small, r_logits)[layer_name]
     g = ref.small_vgg_gradient(small_vgg, x_small, target, layer_name)
     cam = LayerShallowCam(small_vgg, _layer(small_vgg, layer_name))
+    contrastive = {"initial_relevance": "contrastive"}
     ref.assert_close(
-        cam.attribute(x_small, target=2, relu_attributions=False, channel_weights="signed"),
+        cam.attribute(
+            x_small, target=2, relu_attributions=False, channel_weights="signed", **contrastive
+        ),
         ref.shallow_cam_v1_map(a, g, r, relu=False),
         rtol=ref.REL_RTOL,
     )
     ref.assert_close(
-        cam.attribute(x_small, target=2, variant="v3", channel_weights="signed"),
+        cam.attribute(x_small, target=2, variant="v3", channel_weights="signed", **contrastive),
         ref.shallow_cam_v3_map(a, g, r),
         rtol=ref.REL_RTOL,
     )
     positive = r.sum(dim=(2, 3), keepdim=True).clamp(min=0)
     expected_positive = torch.relu((positive * torch.relu(g) * a).sum(1, keepdim=True))
     ref.assert_close(
-        cam.attribute(x_small, target=2, channel_weights="positive"),
+        cam.attribute(x_small, target=2, channel_weights="positive", **contrastive),
         expected_positive,
         rtol=ref.REL_RTOL,
     )
-    # The default (chosen by the benchmark) is the positive channel weights.
-    ref.assert_close(cam.attribute(x_small, target=2), expected_positive, rtol=ref.REL_RTOL)
+    # The defaults (chosen by the benchmark): v1, CLRP relevance, positive weights.
+    ref.assert_close(
+        cam.attribute(x_small, target=2),
+        cam.attribute(
+            x_small, target=2, variant="v1", initial_relevance="clrp", channel_weights="positive"
+        ),
+        rtol=0,
+        atol=0,
+    )
     ref.assert_close(
         LayerCam(small_vgg, _layer(small_vgg, layer_name)).attribute(x_small, target=2),
         ref.layer_cam_map(a, g),

@@ -199,31 +199,22 @@ class _RelevanceRequest:
         captures = engine.captures
         num_classes = output.shape[1]
         one_hot = torch.nn.functional.one_hot(passes.targets, num_classes).to(output.dtype)
-        if self.initial_relevance == "clrp":
-            dual = (1 - one_hot) / max(num_classes - 1, 1)
-            from_target = engine.relevance(output, one_hot, captures, retain_graph=True)
-            from_dual = engine.relevance(output, dual, captures, retain_graph=self.adjacent)
-            relevances = [torch.relu(r - d) for r, d in zip(from_target, from_dual)]
+        if self.initial_relevance == "contrastive":
+            initial = one_hot - (1 - one_hot) / num_classes
+        elif self.initial_relevance == "target":
             initial = one_hot
         else:
-            if self.initial_relevance == "contrastive":
-                initial = one_hot - (1 - one_hot) / num_classes
-            elif self.initial_relevance == "target":
-                initial = one_hot
-            else:
-                raise ValueError(
-                    f"initial_relevance must be 'contrastive', 'target' or 'clrp', got "
-                    f"{self.initial_relevance!r}."
-                )
-            # The graph is kept so that a failed conservation check can be
-            # explained by a second, recording pass.
-            relevances = engine.relevance(output, initial, captures, retain_graph=True)
+            # CLRP: max(0, R(target) - R(dual)). Every rule is linear in the
+            # relevance, so R(target) - R(dual) = R(target - dual): one pass.
+            initial = one_hot - (1 - one_hot) / max(num_classes - 1, 1)
+        # The graph is kept so that a failed conservation check can be
+        # explained by a second, recording pass.
+        relevances = engine.relevance(output, initial, captures, retain_graph=True)
+        passes.deltas = [initial.sum(1) - r.flatten(1).sum(1) for r in relevances]
+        if self.check_conservation:
+            _warn_if_not_conserved(engine, output, initial, passes.deltas, captures)
         if self.initial_relevance == "clrp":
-            passes.deltas = [None] * len(relevances)
-        else:
-            passes.deltas = [initial.sum(1) - r.flatten(1).sum(1) for r in relevances]
-            if self.check_conservation:
-                _warn_if_not_conserved(engine, output, initial, passes.deltas, captures)
+            relevances = [torch.relu(r) for r in relevances]
         if self.adjacent:
             relevances = self._adjacent_relevances(engine, passes, relevances)
         passes.relevances = list(relevances)

@@ -66,14 +66,16 @@ class LayerRelevanceCam(_RelevanceCamBase):
                         ``"contrastive"`` (+1 for the target, -1/C for the others),
                         ``"target"`` (one-hot), or ``"clrp"``
                         (:math:`\max(0, R_{target} - R_{dual})` at the layer, the
-                        dual spreading 1 over the other classes).
+                        dual spreading 1 over the other classes; one pass, since
+                        the rules are linear in the relevance).
                         Default: ``"contrastive"``
             channel_weights (str, optional): ``"signed"`` keeps the sign of
                         :math:`\alpha` as Relevance-CAM does; ``"positive"`` uses
                         :math:`\mathrm{ReLU}(\alpha)`. Default: ``"signed"``
             return_convergence_delta (bool, optional): Also return, per layer, the
                         output relevance minus the relevance summed at the layer
-                        (N values; None with ``"clrp"``). Default: False
+                        (N values; with ``"clrp"``, before its final ReLU).
+                        Default: False
             check_conservation (bool, optional): Warn, naming the operation, when
                         that difference exceeds 5% of the output's absolute
                         relevance. Turn off for layers inside a branch.

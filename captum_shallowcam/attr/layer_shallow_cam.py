@@ -41,7 +41,8 @@ class LayerShallowCam(_RelevanceCamBase):
     Computer Science 52(6A), 2025, https://doi.org/10.11896/jsjkx.240500140 .
     Only the abstract is public; three readings are offered (``variant``):
 
-    * ``"v1"``: :math:`R` propagated from the logits (Relevance-CAM's weights);
+    * ``"v1"``: :math:`R` propagated from the logits (Relevance-CAM's weights;
+      by default CLRP's non-negative relevance);
     * ``"v2"``: :math:`R` from a single LRP step from the next layer's LayerCAM
       evidence :math:`E^{l+1} = \mathrm{ReLU}(G^{l+1}) \odot A^{l+1}` down to this
       layer; "next layer" is the next layer of the ``layer`` list in forward
@@ -62,7 +63,7 @@ class LayerShallowCam(_RelevanceCamBase):
         attribute_to_layer_input: bool = False,
         relu_attributions: bool = True,
         variant: Variant = "v1",
-        initial_relevance: InitialRelevance = "contrastive",
+        initial_relevance: InitialRelevance = "clrp",
         channel_weights: ChannelWeights = "positive",
         return_convergence_delta: bool = False,
         check_conservation: bool = True,
@@ -84,10 +85,13 @@ class LayerShallowCam(_RelevanceCamBase):
             variant (str, optional): ``"v1"``, ``"v2"`` or ``"v3"`` (see the class
                         description). Default: ``"v1"``
             initial_relevance (str, optional): Relevance put on the logits:
-                        ``"contrastive"`` (+1 for the target, -1/C for the others),
-                        ``"target"`` (one-hot) or ``"clrp"``
-                        (:math:`\max(0, R_{target} - R_{dual})` at the layer).
-                        Default: ``"contrastive"``
+                        ``"clrp"`` (contrastive LRP,
+                        :math:`\max(0, R_{target} - R_{dual})` at the layer, the
+                        dual spreading 1 over the other classes; one pass, since
+                        the rules are linear in the relevance),
+                        ``"contrastive"`` (+1 for the target, -1/C for the others)
+                        or ``"target"`` (one-hot). Default: ``"clrp"``, chosen by
+                        the benchmark (see the docs' results page).
             channel_weights (str, optional): ``"positive"`` uses
                         :math:`\mathrm{ReLU}(\alpha)`; ``"signed"`` keeps the sign
                         of :math:`\alpha` (channels with negative relevance then
@@ -95,7 +99,7 @@ class LayerShallowCam(_RelevanceCamBase):
                         the benchmark (see the docs' results page).
             return_convergence_delta (bool, optional): Also return, per layer, the
                         output relevance minus the relevance summed at the layer
-                        (N values; None with ``"clrp"``). Default: False
+                        (N values; with ``"clrp"`` the difference before the final ReLU). Default: False
             check_conservation (bool, optional): Warn, naming the operation, when
                         that difference exceeds 5% of the output's absolute
                         relevance. Turn off for layers inside a branch.
