@@ -37,6 +37,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", required=True)
     parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument(
+        "--initial-relevance", default="contrastive", choices=["contrastive", "target", "clrp"]
+    )
     args = parser.parse_args()
     loaded = load_model("efficientnet-lite0")
     items = read_image_folder(args.images)[: args.limit]
@@ -49,10 +52,10 @@ def main() -> None:
     # is not exposed, so recompute here from the same passes.
     relevance_cam = LayerRelevanceCam(loaded.model, layers)
     passes = relevance_cam._relevance_passes(
-        x, targets, None, False, "contrastive", "positive", False, gradients=True
+        x, targets, None, False, args.initial_relevance, "positive", False, gradients=True
     )
     layer_cam_maps = LayerCam(loaded.model, layers).attribute(x, target=targets)
-    print(f"{len(items)} images, EfficientNet-Lite0, contrastive relevance, z+ rules")
+    print(f"{len(items)} images, EfficientNet-Lite0, {args.initial_relevance} relevance, z+ rules")
     print(
         f"{'layer':<8}{'K':>6}{'alpha<=0':>10}{'eff. ch. LayerCam':>19}"
         f"{'eff. ch. v1+pos':>17}{'corr':>7}{'LayerCam mass in top10%':>25}"

@@ -98,8 +98,13 @@ class ZPlusRule(PropagationRule):
         None)`` onto ``inputs``."""
         positive_weight, negative_weight = weight.clamp(min=0), weight.clamp(max=0)
         has_negative_inputs = bool((inputs < 0).any())
+        if inputs.dim() == 4 and weight.dim() == 4:
+            # Convolutions (depthwise above all) run faster channels-last on CPU.
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+            relevance = relevance.contiguous(memory_format=torch.channels_last)
         with torch.enable_grad():
             if has_negative_inputs:
+                # (a w)^+ = a^+ w^+ + a^- w^-
                 sources = (
                     inputs.clamp(min=0).requires_grad_(True),
                     inputs.clamp(max=0).requires_grad_(True),
@@ -114,15 +119,21 @@ class ZPlusRule(PropagationRule):
                 return z
 
             z_pos = contributions(positive_weight, negative_weight)
-            eps = self.STABILITY_FACTOR * _per_example_max(z_pos)
-            dead = z_pos <= eps
+            # > 0 always: a zero output with zero relevance must give 0, not 0/0.
+            eps = (self.STABILITY_FACTOR * _per_example_max(z_pos)).clamp_min(
+                torch.finfo(z_pos.dtype).tiny
+            )
+            # Few passes over the (often wide) output: this is the hot loop.
+            ratios = [relevance / z_pos.clamp_min(eps)]
             outputs = [z_pos]
-            ratios = [torch.where(dead, 0.0, relevance / (z_pos + eps))]
             flat_relevance = None
-            dead = dead & (relevance != 0)
+            dead = z_pos <= eps
+            if bool(dead.any()):
+                dead &= relevance != 0
             if bool(dead.any()):
                 # No positive contribution: redistribute by the negative ones, or,
                 # where the inputs in the window are all zero, by w^2 (flat rule).
+                ratios[0] = torch.where(dead, 0.0, ratios[0])
                 z_neg = contributions(negative_weight, positive_weight)
                 flat = dead & (z_neg >= -self.STABILITY_FACTOR * _per_example_max(-z_neg))
                 outputs.append(z_neg)
