@@ -123,6 +123,18 @@ def main() -> None:
     overall_plot(forty, title=f"{len(forty.images)} images, every method").savefig(
         static / "results_all_methods.png", dpi=100
     )
+    fine_section = ""
+    if (RUNS / "step1792.json").exists():
+        fine = load("step1792")
+        fine_section = f"""
+At a finer step
+---------------
+
+The same comparison at step {fine.settings['step']} (224 x 8, {224 * 224 // fine.settings['step']} steps,
+{224 * 224 // fine.settings['step'] + 1} points per curve) on the first {len(fine.images)} images, to check
+that the coarse step does not decide the outcome:
+
+{rst_table(heads_held, diff_rows(fine, [DEFAULT]))}"""
     page = f"""Results
 =======
 
@@ -169,6 +181,7 @@ Held out (the {len(held_out.images)} images not used to choose the default):
 .. image:: _static/results_overall.png
    :alt: mean overall score per layer, LayerCam and LayerShallowCam, 100 images
 
+{fine_section}
 Every method, first 40 images
 -----------------------------
 
