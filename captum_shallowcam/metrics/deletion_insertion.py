@@ -251,23 +251,32 @@ def deletion_insertion(
             additional_forward_args
         )
         _check_additional_forward_args(additional_forward_args, n)
-        del_sub = _make_substrate(
-            deletion_substrate, inputs, "deletion_substrate", max_examples_per_batch
-        )
-        ins_sub = _make_substrate(
-            insertion_substrate, inputs, "insertion_substrate", max_examples_per_batch
-        )
+        del_sub = _make_substrate(deletion_substrate, inputs, "deletion_substrate")
+        if insertion_substrate is None:
+            _check_blur_size(inputs)
+            ins_sub = None  # blurred example by example, as the chunks need them
+        else:
+            ins_sub = _make_substrate(insertion_substrate, inputs, "insertion_substrate")
+        # Per-example state (pixel ranks, blurred start), built when an
+        # example's first chunk needs it and dropped after its last, so memory
+        # is bounded by max_examples_per_batch, not by N.
+        states: dict[int, tuple[Tensor, Tensor]] = {}
 
-        # rank[i, p] = position of pixel p of example i in the (stable,
-        # descending) ordering; point k perturbs the pixels with rank < k*step.
-        order = torch.argsort(pixel_attr, dim=1, descending=True, stable=True)
-        rank = torch.empty_like(order)
-        rank.scatter_(
-            1,
-            order,
-            torch.arange(n_pixels, device=order.device).expand(n, n_pixels),
-        )
-        del order, pixel_attr
+        def example_state(example: int) -> tuple[Tensor, Tensor]:
+            if example not in states:
+                # rank[p] = position of pixel p in the (stable, descending)
+                # ordering; point k perturbs the pixels with rank < k*step.
+                order = torch.argsort(
+                    pixel_attr[example], descending=True, stable=True
+                )
+                rank = torch.empty_like(order)
+                rank[order] = torch.arange(n_pixels, device=order.device)
+                one = inputs[example : example + 1]
+                start = (
+                    _blur(one) if ins_sub is None else ins_sub[example : example + 1]
+                )
+                states[example] = (rank, start)
+            return states[example]
 
         n_points = math.ceil(n_pixels / step) + 1
         counts = torch.clamp(
@@ -305,9 +314,9 @@ def deletion_insertion(
         curves[0, :, 0] = clean_scores
         curves[1, :, -1] = clean_scores
 
-        starts = (inputs, ins_sub)
-        ends = (del_sub, inputs)
         for chunk in _chunks(n, n_points, max_examples_per_batch):
+            for done in [e for e in states if e < chunk[0][0]]:
+                del states[done]
             size = sum(hi - lo for _, _, lo, hi in chunk)
             batch = torch.empty(
                 (size, channels, height, width),
@@ -316,11 +325,18 @@ def deletion_insertion(
             )
             row = 0
             for example, curve, lo, hi in chunk:
-                mask = rank[example] < counts[lo:hi, None]
+                rank, blurred = example_state(example)
+                original = inputs[example : example + 1]
+                start, end = (
+                    (original, del_sub[example : example + 1])
+                    if curve == 0
+                    else (blurred, original)
+                )
+                mask = rank < counts[lo:hi, None]
                 torch.where(
                     mask.view(hi - lo, 1, height, width),
-                    ends[curve][example : example + 1],
-                    starts[curve][example : example + 1],
+                    end,
+                    start,
                     out=batch[row : row + hi - lo],
                 )
                 row += hi - lo
@@ -585,33 +601,28 @@ def _check_additional_forward_args(
             )
 
 
-def _make_substrate(
-    substrate: SubstrateType, inputs: Tensor, name: str, chunk: int
-) -> Tensor:
-    r"""Returns the substrate expanded (without copy) to the shape of inputs.
+def _check_blur_size(inputs: Tensor) -> None:
+    if min(inputs.shape[-2:]) <= _BLUR_KERNEL_SIZE // 2:
+        raise ValueError(
+            f"the default insertion_substrate (Gaussian blur, kernel size "
+            f"{_BLUR_KERNEL_SIZE}) needs images of at least "
+            f"{_BLUR_KERNEL_SIZE // 2 + 1} x {_BLUR_KERNEL_SIZE // 2 + 1} "
+            f"pixels, got {tuple(inputs.shape[-2:])}. Pass an "
+            "insertion_substrate tensor or callable for such small images."
+        )
 
-    The default blur is computed ``chunk`` images at a time, so that its
-    temporary buffers do not grow with the number of images."""
-    if substrate is None:
-        if name == "deletion_substrate":
-            return inputs.new_zeros(()).expand(inputs.shape)
-        from torchvision.transforms.functional import gaussian_blur
 
-        if min(inputs.shape[-2:]) <= _BLUR_KERNEL_SIZE // 2:
-            raise ValueError(
-                f"the default insertion_substrate (Gaussian blur, kernel size "
-                f"{_BLUR_KERNEL_SIZE}) needs images of at least "
-                f"{_BLUR_KERNEL_SIZE // 2 + 1} x {_BLUR_KERNEL_SIZE // 2 + 1} "
-                f"pixels, got {tuple(inputs.shape[-2:])}. Pass an "
-                "insertion_substrate tensor or callable for such small images."
-            )
+def _blur(images: Tensor) -> Tensor:
+    """The default insertion start: RISE's Gaussian blur (kernel 11, sigma 5)."""
+    from torchvision.transforms.functional import gaussian_blur
 
-        blurred = torch.empty_like(inputs)
-        for lo in range(0, inputs.shape[0], chunk):
-            blurred[lo : lo + chunk] = gaussian_blur(
-                inputs[lo : lo + chunk], kernel_size=_BLUR_KERNEL_SIZE, sigma=_BLUR_SIGMA
-            )
-        return blurred
+    return gaussian_blur(images, kernel_size=_BLUR_KERNEL_SIZE, sigma=_BLUR_SIGMA)
+
+
+def _make_substrate(substrate: SubstrateType, inputs: Tensor, name: str) -> Tensor:
+    r"""Returns the substrate expanded (without copy) to the shape of inputs."""
+    if substrate is None:  # the deletion default; the blur is made per example
+        return inputs.new_zeros(()).expand(inputs.shape)
     if callable(substrate) and not isinstance(substrate, Tensor):
         value = substrate(inputs)
     else:
