@@ -52,12 +52,7 @@ def _select_layers(loaded, names: Optional[str]):
 
 
 def _explain_and_score(loaded, items: Sequence[LabelledImage], layers, methods, step, out):
-    inputs = torch.stack([loaded.preprocess(item.load()) for item in items])
-    with torch.no_grad():
-        predicted = loaded.model(inputs).argmax(1)
-    targets = torch.tensor(
-        [p if item.target is None else item.target for item, p in zip(items, predicted.tolist())]
-    )
+    _, inputs, targets = next(image_batches(items, loaded.preprocess, loaded.model, len(items)))
     maps = {m: make_explainer(loaded.model, list(layers.values()), m)(inputs, targets) for m in methods}
     names = list(layers)
     labels = [

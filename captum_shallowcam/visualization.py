@@ -70,10 +70,6 @@ def layer_map_figure(
                 attr = to_hwc(upsampled)
                 peak = float(np.abs(attr).max())
                 ax = axes[row, j + 1]
-                if peak > 0:
-                    # Maps can be tiny (relevance sums to 1/C); Captum warns when
-                    # normalising by near-zero values, so hand it [0, 1] maps.
-                    attr = attr / peak
                 if peak == 0.0:
                     # Captum cannot normalise an all-zero map; show the image.
                     viz.visualize_image_attr(
@@ -81,8 +77,10 @@ def layer_map_figure(
                         plt_fig_axis=(fig, ax), use_pyplot=False,
                     )
                 else:
+                    # Maps can be tiny (relevance sums to 1/C); Captum warns when
+                    # normalising by near-zero values, so hand it [0, 1] maps.
                     viz.visualize_image_attr(
-                        attr, original, method="blended_heat_map", sign="positive",
+                        attr / peak, original, method="blended_heat_map", sign="positive",
                         plt_fig_axis=(fig, ax), use_pyplot=False, alpha_overlay=0.55,
                     )
                 if row == 0:

@@ -31,7 +31,6 @@ CONSERVATION_TOLERANCE = 0.05
 class CamPasses:
     """Per layer (in the order given): activation A, gradient G, relevance R."""
 
-    captures: List[LayerCapture]
     targets: Tensor
     activations: List[Tensor]
     gradients: List[Optional[Tensor]] = field(default_factory=list)
@@ -114,7 +113,6 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
             output = engine.forward(inputs, additional_forward_args)
             targets = target_indices(target, output)
             passes = CamPasses(
-                captures=engine.captures,
                 targets=targets,
                 activations=[c.activation for c in engine.captures],
             )

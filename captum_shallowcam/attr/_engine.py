@@ -153,7 +153,6 @@ class _Engine:
         self.captures = [LayerCapture(layer, self.names.get(layer, type(layer).__name__)) for layer in self.layers]
         self.handles: List[Any] = []
         self.captured = 0
-        self.output: Optional[Tensor] = None
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -319,7 +318,6 @@ class _Engine:
                     f"{tuple(capture.tensor.shape)}; CAM methods need a 4-D feature map "
                     "(N x K x h x w). Choose a convolutional or pooling layer."
                 )
-        self.output = output
         return output
 
     def gradients(self, scores: Tensor, retain_graph: bool) -> List[Tensor]:
