@@ -91,6 +91,8 @@ def explain(args: argparse.Namespace) -> None:
 
 def benchmark(args: argparse.Namespace) -> None:
     loaded = load_model(args.model)
+    if args.channels_last:
+        loaded.model.to(memory_format=torch.channels_last)
     layers = _select_layers(loaded, args.layers)
     items = read_image_folder(args.images, args.labels)
     if args.classes:
@@ -109,6 +111,7 @@ def benchmark(args: argparse.Namespace) -> None:
         "start": args.start,
         "classes": args.classes,
         "protocol": PROTOCOL,
+        "channels_last": args.channels_last,
     }
     from tqdm import tqdm
 
@@ -198,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default=None, help="class index ranges to keep, e.g. 7-24,80-100")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-examples-per-batch", type=int, default=None)
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="run the model in channels-last memory format (about 1.5x faster on CPU for "
+        "EfficientNet-Lite0; scores equal up to float rounding)",
+    )
     p.add_argument("--out", default="results.json")
     p.set_defaults(func=benchmark)
 

@@ -203,3 +203,21 @@ def test_merge_joins_images_and_methods_and_refuses_other_settings(tmp_path, cap
     main(["report", *map(str, paths), "--classes", "1", "--out", str(tmp_path / "rep.json")])
     assert json.loads((tmp_path / "rep.json").read_text())["images"] == ["y"]
     assert "| a | gradcam | 1 |" in capsys.readouterr().out
+
+
+def test_benchmark_channels_last_gives_the_same_scores(tmp_path):
+    folder = _cub_folder(tmp_path / "cub")
+    scores = {}
+    for flag in ([], ["--channels-last"]):
+        out = tmp_path / f"out{len(flag)}" / "results.json"
+        main(
+            [
+                "benchmark", "--images", str(folder), "--layers", "stage7",
+                "--methods", "shallowcam", "--step", "25088", "--out", str(out), *flag,
+            ]
+        )  # fmt: skip
+        result = json.loads(out.read_text())
+        assert result["settings"]["channels_last"] is bool(flag)
+        scores[bool(flag)] = result["scores"]["shallowcam"]["stage7"]
+    for kind in ("deletion", "insertion", "overall"):
+        assert scores[True][kind] == pytest.approx(scores[False][kind], abs=1e-3)
