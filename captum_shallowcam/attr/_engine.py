@@ -146,7 +146,7 @@ class _Engine:
         self.whole_module_inputs: Dict[int, tuple] = {}
         # id of a zero-padded tensor -> (padded, unpadded, pad), to fold the pad
         # into the conv that follows.
-        self.padded_outputs: Dict[int, Tuple[Tensor, Tensor, Callable]] = {}
+        self.padded_outputs: Dict[int, Tuple[Tensor, Tensor, Callable, Tuple[int, ...]]] = {}
         self.names: Dict[nn.Module, str] = {}
         if self.model is not None:
             self.names = {m: n or type(m).__name__ for n, m in self.model.named_modules()}

@@ -93,7 +93,9 @@ def _stabilize(z: Tensor, epsilon: Union[float, Tensor]) -> Tensor:
 def _relative_epsilon(z: Tensor, epsilon: float = 1e-6) -> Tensor:
     """``epsilon`` times the largest ``|z|`` of each example, so that a rule
     behaves the same whatever the activations' scale."""
-    scale = z.detach().abs().flatten(1).amax(1).clamp_min(torch.finfo(z.dtype).tiny)
+    dims = tuple(range(1, z.dim()))
+    z = z.detach()
+    scale = torch.maximum(z.amax(dims), -z.amin(dims)).clamp_min(torch.finfo(z.dtype).tiny)
     return epsilon * scale.view((-1,) + (1,) * (z.dim() - 1))
 
 
@@ -274,8 +276,8 @@ def _handle_weighted(engine: "_Engine", func, args, kwargs):
     if padded is not None and padded[0] is x:
         # Zero padding just before the conv ("same" padding written as a
         # module): fold it into the operation, so no rule sees padded positions.
-        _, x, pad = padded
-        operation = _compose(operation, pad)
+        _, x, pad, amounts = padded
+        operation = _conv2d_padded(func, args, kwargs, amounts) or _compose(operation, pad)
     module, name = engine.current_module()
     rule = rule_for_weighted_op(module, name, engine.rules)
     gate = _WeightedGate(engine.propagation, name, (x,), operation, weight, bias, rule)
@@ -327,6 +329,27 @@ def _handle_batch_norm(engine: "_Engine", func, args, kwargs):
     return folded.apply(output, (graph_input,))
 
 
+_CONV2D_PARAMETERS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+
+
+def _conv2d_padded(func, args, kwargs, amounts) -> Optional[Callable]:
+    """The conv with a symmetric zero padding moved into its own ``padding``
+    argument (no padded copy of the input in the relevance pass), or None."""
+    if func is not torch.conv2d or len(amounts) != 4:
+        return None
+    left, right, top, bottom = amounts
+    params = dict(zip(_CONV2D_PARAMETERS, args), **kwargs)
+    if left != right or top != bottom or params.get("padding", 0) not in (0, (0, 0), [0, 0]):
+        return None
+    stride, dilation = params.get("stride", 1), params.get("dilation", 1)
+    groups = params.get("groups", 1)
+
+    def operation(x_: Tensor, w_: Tensor, b_: Optional[Tensor]) -> Tensor:
+        return torch.conv2d(x_, w_, b_, stride, (top, left), dilation, groups)
+
+    return operation
+
+
 def _compose(operation, pad):
     def padded_operation(x_: Tensor, w_: Tensor, b_: Optional[Tensor]) -> Tensor:
         return operation(pad(x_), w_, b_)
@@ -342,7 +365,12 @@ def _handle_pad(engine: "_Engine", func, args, kwargs):
     x = p["input"]
     if _graph_tensor(output) and p["mode"] == "constant" and not p["value"]:
         rest = {k: v for k, v in p.items() if k != "input"}
-        engine.padded_outputs[id(output)] = (output, x, lambda x_: func(x_, **rest))
+        engine.padded_outputs[id(output)] = (
+            output,
+            x,
+            lambda x_: func(x_, **rest),
+            tuple(p["pad"]),
+        )
     return output
 
 

@@ -96,8 +96,12 @@ class ZPlusRule(PropagationRule):
     ) -> Tensor:
         """Redistributes ``relevance`` at the output of ``operation(inputs, weight,
         None)`` onto ``inputs``."""
-        positive_weight, negative_weight = weight.clamp(min=0), weight.clamp(max=0)
-        has_negative_inputs = bool((inputs < 0).any())
+        positive_weight = weight.clamp(min=0)
+        # One reduction, no mask: the check runs on every (often wide) input.
+        has_negative_inputs = inputs.numel() > 0 and bool(inputs.amin() < 0)
+        # W^- is only needed for negative inputs and the fall-back (a copy of a
+        # large linear layer's weights costs as much as the operation).
+        negative_weight = weight.clamp(max=0) if has_negative_inputs else None
         if inputs.dim() == 4 and weight.dim() == 4:
             # Convolutions (depthwise above all) run faster channels-last on CPU.
             inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -112,7 +116,7 @@ class ZPlusRule(PropagationRule):
             else:
                 sources = (inputs.detach().requires_grad_(True),)
 
-            def contributions(w_pos: Tensor, w_neg: Tensor) -> Tensor:
+            def contributions(w_pos: Tensor, w_neg: Optional[Tensor]) -> Tensor:
                 z = operation(sources[0], w_pos, None)
                 if has_negative_inputs:
                     z = z + operation(sources[1], w_neg, None)
@@ -134,6 +138,8 @@ class ZPlusRule(PropagationRule):
                 # No positive contribution: redistribute by the negative ones, or,
                 # where the inputs in the window are all zero, by w^2 (flat rule).
                 ratios[0] = torch.where(dead, 0.0, ratios[0])
+                if negative_weight is None:
+                    negative_weight = weight.clamp(max=0)
                 z_neg = contributions(negative_weight, positive_weight)
                 flat = dead & (z_neg >= -self.STABILITY_FACTOR * _per_example_max(-z_neg))
                 outputs.append(z_neg)
@@ -154,7 +160,8 @@ class ZPlusRule(PropagationRule):
 
 def _per_example_max(z: Tensor) -> Tensor:
     """max over all but the first dimension, shaped to broadcast against z."""
-    peak = z.detach().flatten(1).amax(1).clamp_min(torch.finfo(z.dtype).tiny)
+    # amax over dims, not flatten(1): a channels-last z would be copied.
+    peak = z.detach().amax(tuple(range(1, z.dim()))).clamp_min(torch.finfo(z.dtype).tiny)
     return peak.view((-1,) + (1,) * (z.dim() - 1))
 
 
