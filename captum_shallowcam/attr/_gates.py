@@ -33,12 +33,18 @@ class _GateFunction(torch.autograd.Function):
     def forward(ctx, gate: "_Gate", output: Tensor, *inputs: Tensor) -> Tensor:  # type: ignore[override]
         ctx.gate = gate
         ctx.n_inputs = len(inputs)
+        # A gate cut out of the relevance path (a conv whose BatchNorm was
+        # folded into a gate of its own) gets no gradient; it must see None,
+        # not zeros, or it would run its rule on a tensor of zeros.
+        ctx.set_materialize_grads(False)
         # An alias (not a copy): the value is the operation's output.
         return output.detach()
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
         gate: _Gate = ctx.gate
+        if grad is None:
+            return (None,) * (2 + ctx.n_inputs)
         if gate.propagation.mode == GRADIENT:
             return (None, grad) + (None,) * ctx.n_inputs
         return (None, None) + tuple(gate.backward_relevance(grad))
