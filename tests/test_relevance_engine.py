@@ -566,6 +566,35 @@ def test_zero_padding_module_is_folded_into_the_following_conv():
             ref.assert_close(actual, expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("amounts", [(1, 1, 1, 1), (0, 1, 0, 1), (2, 1, 0, 1)])
+def test_zero_padding_fold_equals_explicit_zplus_on_the_padded_input(amounts):
+    """Symmetric pads become the conv's own padding, asymmetric ones are applied
+    inside the rule; both must equal z+ on the explicitly padded input, cropped
+    (the padded positions are zeros and get no relevance)."""
+    torch.manual_seed(41)
+    conv1, conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 6, 3, stride=2, bias=False)
+    fc = nn.Linear(6, 3, bias=False)
+    model = nn.Sequential(
+        conv1, nn.ReLU(), nn.ZeroPad2d(amounts), conv2, nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), fc,
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 3, 9, 9)
+    target = torch.tensor([2, 0])
+    with torch.no_grad():
+        a1 = torch.relu(conv1(x))
+        padded = F.pad(a1, amounts)
+        a2 = torch.relu(F.conv2d(padded, conv2.weight, stride=2))
+        r_y = ref.initial_relevance("contrastive", target, 3)
+        r_pooled = ref.zplus_linear(a2.mean((2, 3)), fc.weight, r_y)
+        r_a2 = ref.global_avg_pool_prop(a2, r_pooled)
+        r_padded = ref.zplus_conv2d(padded, conv2.weight, r_a2, stride=2)
+        left, _, top, _ = amounts
+        r_a1 = r_padded[:, :, top : top + 9, left : left + 9]
+    maps = LayerRelevanceCam(model, model[1]).attribute(x, target=target, relu_attributions=False)
+    assert float(maps.abs().max()) > 0
+    ref.assert_close(maps, ref.relevance_cam_map(a1, r_a1, relu=False), rtol=ref.REL_RTOL)
+
+
 class ScaledNet(nn.Module):
     """conv - relu - (times a constant) - conv - relu - mean - linear."""
 
