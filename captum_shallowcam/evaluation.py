@@ -297,7 +297,7 @@ def overall_plot(result: EvaluationResult, title: str = ""):  # noqa: ANN201
     from matplotlib.figure import Figure
 
     layers = list(result.settings["layers"])  # type: ignore[arg-type]
-    fig = Figure(figsize=(1.2 * len(layers) + 3, 4))
+    fig = Figure(figsize=(1.2 * len(layers) + 6, 4))
     ax = fig.subplots()
     x = np.arange(len(layers))
     for k, (method, per_layer) in enumerate(result.scores.items()):
@@ -311,7 +311,8 @@ def overall_plot(result: EvaluationResult, title: str = ""):  # noqa: ANN201
     ax.set_ylabel("overall = 100 (insertion AUC − deletion AUC)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # Outside the axes: with several methods a legend inside hides points.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
