@@ -21,7 +21,7 @@ pooling is winner-take-all, average pooling and means are proportional,
 element-wise activations (ReLU, ReLU6, ...) and dropout pass relevance unchanged.
 """
 
-from typing import Callable, Dict, Mapping, Optional, Type, Union
+from typing import Callable, Dict, Mapping, Optional, Tuple, Type, Union
 
 import torch
 from torch import Tensor, nn
@@ -123,25 +123,29 @@ class ZPlusRule(PropagationRule):
                 return z
 
             z_pos = contributions(positive_weight, negative_weight)
+            tiny = torch.finfo(z_pos.dtype).tiny
+            lowest, highest = _per_example_extremes(z_pos.detach())
             # > 0 always: a zero output with zero relevance must give 0, not 0/0.
-            eps = (self.STABILITY_FACTOR * _per_example_max(z_pos)).clamp_min(
-                torch.finfo(z_pos.dtype).tiny
-            )
-            # Few passes over the (often wide) output: this is the hot loop.
-            ratios = [relevance / z_pos.clamp_min(eps)]
+            eps = (self.STABILITY_FACTOR * highest.clamp_min(tiny)).clamp_min(tiny)
+            any_dead = bool((lowest <= eps).any())
+            # Few passes over the (often wide) output: this is the hot loop. z+
+            # is clamped in place: its backward (a conv's) does not read it, and
+            # the positions at eps after the clamp are exactly those <= eps before.
+            ratios = [relevance / z_pos.detach().clamp_min_(eps)]
             outputs = [z_pos]
             flat_relevance = None
-            dead = z_pos <= eps
-            if bool(dead.any()):
+            dead = z_pos.detach() <= eps if any_dead else None
+            if dead is not None:
                 dead &= relevance != 0
-            if bool(dead.any()):
+            if dead is not None and bool(dead.any()):
                 # No positive contribution: redistribute by the negative ones, or,
                 # where the inputs in the window are all zero, by w^2 (flat rule).
                 ratios[0] = torch.where(dead, 0.0, ratios[0])
                 if negative_weight is None:
                     negative_weight = weight.clamp(max=0)
                 z_neg = contributions(negative_weight, positive_weight)
-                flat = dead & (z_neg >= -self.STABILITY_FACTOR * _per_example_max(-z_neg))
+                lowest_neg, _ = _per_example_extremes(z_neg.detach())
+                flat = dead & (z_neg >= self.STABILITY_FACTOR * lowest_neg.clamp_max(-tiny))
                 outputs.append(z_neg)
                 ratios.append(torch.where(dead & ~flat, relevance / (z_neg - eps), 0.0))
                 if bool(flat.any()):
@@ -158,11 +162,16 @@ class ZPlusRule(PropagationRule):
         return result
 
 
-def _per_example_max(z: Tensor) -> Tensor:
-    """max over all but the first dimension, shaped to broadcast against z."""
-    # amax over dims, not flatten(1): a channels-last z would be copied.
-    peak = z.detach().amax(tuple(range(1, z.dim()))).clamp_min(torch.finfo(z.dtype).tiny)
-    return peak.view((-1,) + (1,) * (z.dim() - 1))
+def _per_example_extremes(z: Tensor) -> Tuple[Tensor, Tensor]:
+    """min and max over all but the first dimension, in one pass, shaped to
+    broadcast against z."""
+    if z.dim() > 2 and not z.is_contiguous():
+        # A channels-last tensor is contiguous with the channels moved last:
+        # viewed so, it needs no copy.
+        z = z.movedim(1, -1)
+    lowest, highest = torch.aminmax(z.reshape(z.shape[0], -1), dim=1)
+    shape = (-1,) + (1,) * (z.dim() - 1)
+    return lowest.view(shape), highest.view(shape)
 
 
 def _default_rule(module: Optional[nn.Module]) -> PropagationRule:
