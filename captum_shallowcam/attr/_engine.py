@@ -144,8 +144,8 @@ class _Engine:
         # folding a BatchNorm that follows it.
         self.weighted_outputs: Dict[int, Tuple[Tensor, _WeightedGate, Tensor]] = {}
         self.whole_module_inputs: Dict[int, tuple] = {}
-        # id of a zero-padded tensor -> (padded, unpadded, pad), to fold the pad
-        # into the conv that follows.
+        # id of a zero-padded tensor -> (padded, unpadded, pad, pad amounts), to
+        # fold the pad into the conv that follows.
         self.padded_outputs: Dict[int, Tuple[Tensor, Tensor, Callable, Tuple[int, ...]]] = {}
         self.names: Dict[nn.Module, str] = {}
         if self.model is not None:

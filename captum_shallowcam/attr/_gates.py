@@ -18,7 +18,11 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from captum_shallowcam._captum_compat import IdentityRule, PropagationRule
-from captum_shallowcam.attr.rules import ZPlusRule, rule_for_weighted_op
+from captum_shallowcam.attr.rules import (
+    ZPlusRule,
+    per_example_extremes,
+    rule_for_weighted_op,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from captum_shallowcam.attr._engine import _Engine
@@ -99,10 +103,8 @@ def _stabilize(z: Tensor, epsilon: Union[float, Tensor]) -> Tensor:
 def _relative_epsilon(z: Tensor, epsilon: float = 1e-6) -> Tensor:
     """``epsilon`` times the largest ``|z|`` of each example, so that a rule
     behaves the same whatever the activations' scale."""
-    dims = tuple(range(1, z.dim()))
-    z = z.detach()
-    scale = torch.maximum(z.amax(dims), -z.amin(dims)).clamp_min(torch.finfo(z.dtype).tiny)
-    return epsilon * scale.view((-1,) + (1,) * (z.dim() - 1))
+    lowest, highest = per_example_extremes(z.detach())
+    return epsilon * torch.maximum(highest, -lowest).clamp_min(torch.finfo(z.dtype).tiny)
 
 
 class _ProportionalGate(_Gate):

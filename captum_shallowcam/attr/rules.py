@@ -124,7 +124,7 @@ class ZPlusRule(PropagationRule):
 
             z_pos = contributions(positive_weight, negative_weight)
             tiny = torch.finfo(z_pos.dtype).tiny
-            lowest, highest = _per_example_extremes(z_pos.detach())
+            lowest, highest = per_example_extremes(z_pos.detach())
             # > 0 always: a zero output with zero relevance must give 0, not 0/0.
             eps = (self.STABILITY_FACTOR * highest.clamp_min(tiny)).clamp_min(tiny)
             any_dead = bool((lowest <= eps).any())
@@ -134,9 +134,7 @@ class ZPlusRule(PropagationRule):
             ratios = [relevance / z_pos.detach().clamp_min_(eps)]
             outputs = [z_pos]
             flat_relevance = None
-            dead = z_pos.detach() <= eps if any_dead else None
-            if dead is not None:
-                dead &= relevance != 0
+            dead = (z_pos.detach() <= eps) & (relevance != 0) if any_dead else None
             if dead is not None and bool(dead.any()):
                 # No positive contribution: redistribute by the negative ones, or,
                 # where the inputs in the window are all zero, by w^2 (flat rule).
@@ -144,7 +142,7 @@ class ZPlusRule(PropagationRule):
                 if negative_weight is None:
                     negative_weight = weight.clamp(max=0)
                 z_neg = contributions(negative_weight, positive_weight)
-                lowest_neg, _ = _per_example_extremes(z_neg.detach())
+                lowest_neg, _ = per_example_extremes(z_neg.detach())
                 flat = dead & (z_neg >= self.STABILITY_FACTOR * lowest_neg.clamp_max(-tiny))
                 outputs.append(z_neg)
                 ratios.append(torch.where(dead & ~flat, relevance / (z_neg - eps), 0.0))
@@ -162,7 +160,7 @@ class ZPlusRule(PropagationRule):
         return result
 
 
-def _per_example_extremes(z: Tensor) -> Tuple[Tensor, Tensor]:
+def per_example_extremes(z: Tensor) -> Tuple[Tensor, Tensor]:
     """min and max over all but the first dimension, in one pass, shaped to
     broadcast against z."""
     if z.dim() > 2 and not z.is_contiguous():
