@@ -144,9 +144,9 @@ class _Engine:
         # folding a BatchNorm that follows it.
         self.weighted_outputs: Dict[int, Tuple[Tensor, _WeightedGate, Tensor]] = {}
         self.whole_module_inputs: Dict[int, tuple] = {}
-        # id of a zero-padded tensor -> (padded, unpadded, pad, pad amounts), to
-        # fold the pad into the conv that follows.
-        self.padded_outputs: Dict[int, Tuple[Tensor, Tensor, Callable, Tuple[int, ...]]] = {}
+        # id of a zero-padded tensor -> (padded, unpadded, pad amounts), to fold
+        # the pad into the conv that follows.
+        self.padded_outputs: Dict[int, Tuple[Tensor, Tensor, Tuple[int, ...]]] = {}
         self.names: Dict[nn.Module, str] = {}
         if self.model is not None:
             self.names = {m: n or type(m).__name__ for n, m in self.model.named_modules()}

@@ -284,8 +284,8 @@ def _handle_weighted(engine: "_Engine", func, args, kwargs):
     if padded is not None and padded[0] is x:
         # Zero padding just before the conv ("same" padding written as a
         # module): fold it into the operation, so no rule sees padded positions.
-        _, x, pad, amounts = padded
-        operation = _conv2d_padded(func, args, kwargs, amounts) or _compose(operation, pad)
+        _, x, amounts = padded
+        operation = _conv2d_padded(func, args, kwargs, amounts) or _compose(operation, amounts)
     module, name = engine.current_module()
     rule = rule_for_weighted_op(module, name, engine.rules)
     gate = _WeightedGate(engine.propagation, name, (x,), operation, weight, bias, rule)
@@ -358,9 +358,11 @@ def _conv2d_padded(func, args, kwargs, amounts) -> Optional[Callable]:
     return operation
 
 
-def _compose(operation, pad):
+def _compose(operation, amounts):
+    """The operation on its input zero-padded by ``amounts`` (``F.pad`` order)."""
+
     def padded_operation(x_: Tensor, w_: Tensor, b_: Optional[Tensor]) -> Tensor:
-        return operation(pad(x_), w_, b_)
+        return operation(F.pad(x_, amounts), w_, b_)
 
     return padded_operation
 
@@ -372,13 +374,7 @@ def _handle_pad(engine: "_Engine", func, args, kwargs):
     p = bound.arguments
     x = p["input"]
     if _graph_tensor(output) and p["mode"] == "constant" and not p["value"]:
-        rest = {k: v for k, v in p.items() if k != "input"}
-        engine.padded_outputs[id(output)] = (
-            output,
-            x,
-            lambda x_: func(x_, **rest),
-            tuple(p["pad"]),
-        )
+        engine.padded_outputs[id(output)] = (output, x, tuple(p["pad"]))
     return output
 
 
