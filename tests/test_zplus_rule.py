@@ -1,0 +1,152 @@
+"""ZPlusRule against an explicit, per-contribution reference.
+
+The reference forms every contribution :math:`a_i w_{ij}` of a convolution
+(with ``unfold``) and applies the rule's definition literally, including the
+two fall-backs: outputs with no positive contribution take the negative ones,
+outputs whose window holds only zeros take :math:`w_{ij}^2` (the flat rule).
+The cases are built so that both fall-backs occur; each test asserts that they
+did, so a test cannot pass by never reaching the branch it is about.
+"""
+
+from typing import Tuple
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from captum_shallowcam import ZPlusRule
+
+EPSILON = 1e-9
+
+
+def explicit_zplus(
+    x: Tensor,
+    weight: Tensor,
+    relevance: Tensor,
+    stride: int = 1,
+    padding: int = 0,
+    groups: int = 1,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Relevance on ``x`` for ``conv2d(x, weight, None, stride, padding, 1, groups)``,
+    and the masks of the outputs that took the negative and the flat fall-back."""
+    n, c, h, w = x.shape
+    c_out, c_group, kh, kw = weight.shape
+    x, weight, relevance = x.double(), weight.double(), relevance.double()
+    cols = F.unfold(x, (kh, kw), padding=padding, stride=stride)
+    real = F.unfold(torch.ones_like(x), (kh, kw), padding=padding, stride=stride)
+    length = cols.shape[-1]
+    cols = cols.view(n, groups, 1, c_group * kh * kw, length)
+    real = real.view(n, groups, 1, c_group * kh * kw, length)
+    w_g = weight.reshape(groups, c_out // groups, c_group * kh * kw)[None, :, :, :, None]
+    contributions = cols * w_g  # N, G, out/G, in/G*k*k, L
+    positive, negative = contributions.clamp(min=0), contributions.clamp(max=0)
+    z_pos, z_neg = positive.sum(3), negative.sum(3)
+    r = relevance.reshape(n, groups, c_out // groups, length)
+    tiny = torch.finfo(torch.float32).tiny
+    per_example = (1, 2, 3)
+    eps = (EPSILON * z_pos.amax(per_example, keepdim=True).clamp_min(tiny)).clamp_min(tiny)
+    dead = (z_pos <= eps) & (r != 0)
+    lowest_neg = z_neg.amin(per_example, keepdim=True).clamp_max(-tiny)
+    flat = dead & (z_neg >= EPSILON * lowest_neg)
+    by_negative = dead & ~flat
+    square = w_g**2 * real
+    share = torch.where(
+        (~dead)[:, :, :, None],
+        positive / z_pos.clamp_min(eps)[:, :, :, None],
+        torch.where(
+            flat[:, :, :, None],
+            square / square.sum(3, keepdim=True).clamp_min(1e-30),
+            negative / (z_neg - eps)[:, :, :, None],
+        ),
+    )
+    r_cols = (share * r[:, :, :, None]).sum(2).reshape(n, c * kh * kw, length)
+    r_in = F.fold(r_cols, (h, w), (kh, kw), padding=padding, stride=stride)
+    return r_in.float(), by_negative, flat
+
+
+def _conv(stride: int, padding: int, groups: int):
+    def operation(x_: Tensor, w_: Tensor, b_):  # noqa: ANN001
+        return F.conv2d(x_, w_, b_, stride, padding, 1, groups)
+
+    return operation
+
+
+def _assert_rule_matches(x, weight, stride, padding, groups, seed) -> Tuple[Tensor, Tensor]:
+    torch.manual_seed(seed)
+    out_shape = F.conv2d(x, weight, None, stride, padding, 1, groups).shape
+    relevance = torch.randn(out_shape)
+    expected, by_negative, flat = explicit_zplus(x, weight, relevance, stride, padding, groups)
+    actual = ZPlusRule().relevance(_conv(stride, padding, groups), x, weight, relevance)
+    assert actual.shape == x.shape
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+    # Conservation: every output's relevance lands somewhere.
+    torch.testing.assert_close(
+        actual.flatten(1).sum(1), relevance.flatten(1).sum(1), rtol=1e-4, atol=1e-4
+    )
+    return by_negative, flat
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("stride, padding", [(1, 1), (2, 1), (2, 0)])
+def test_depthwise_with_dead_channels_and_zero_windows(stride, padding, channels_last):
+    """Non-negative inputs (after a ReLU) with zero windows, and a depthwise
+    kernel with no positive weight (a BatchNorm with a negative scale folded in)."""
+    torch.manual_seed(3)
+    x = torch.relu(torch.randn(2, 6, 9, 9) - 0.8)  # mostly zeros: empty windows
+    x[:, :, :3, :3] = 0.0
+    weight = torch.randn(6, 1, 3, 3)
+    weight[1] = -weight[1].abs()  # a dead channel: the negative fall-back
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    by_negative, flat = _assert_rule_matches(x, weight, stride, padding, 6, seed=4)
+    assert bool(by_negative.any()) and bool(flat.any())
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_signed_inputs_with_no_positive_contribution(channels_last):
+    """Signed inputs (a linear bottleneck) through a 1x1 conv with two input
+    channels: about a quarter of the outputs have no positive contribution, and
+    positions where the input is zero are flat."""
+    torch.manual_seed(5)
+    x = torch.randn(3, 2, 6, 6)
+    x[:, :, 0, :] = 0.0
+    weight = torch.randn(5, 2, 1, 1)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    by_negative, flat = _assert_rule_matches(x, weight, 1, 0, 1, seed=6)
+    assert bool(by_negative.any()) and bool(flat.any())
+
+
+def test_signed_inputs_dense_conv_without_fallback():
+    """The common case: signed inputs, every output has positive contributions."""
+    torch.manual_seed(7)
+    x = torch.randn(2, 8, 7, 7)
+    weight = torch.randn(4, 8, 3, 3)
+    by_negative, flat = _assert_rule_matches(x, weight, 1, 1, 1, seed=8)
+    assert not bool(by_negative.any()) and not bool(flat.any())
+
+
+def test_linear_with_signed_inputs():
+    """F.linear is a 1x1 convolution on N x I x 1 x 1."""
+    torch.manual_seed(9)
+    x = torch.randn(4, 3)
+    x[0] = 0.0
+    weight = torch.randn(6, 3)
+    relevance = torch.randn(4, 6)
+    expected, by_negative, flat = explicit_zplus(x[:, :, None, None], weight[:, :, None, None], relevance[:, :, None, None])
+    actual = ZPlusRule().relevance(lambda x_, w_, b_: F.linear(x_, w_, b_), x, weight, relevance)
+    assert bool(by_negative.any()) and bool(flat.any())
+    torch.testing.assert_close(actual, expected.view(4, 3), rtol=1e-4, atol=1e-6)
+
+
+def test_rule_leaves_its_arguments_unchanged():
+    torch.manual_seed(10)
+    x = torch.relu(torch.randn(2, 4, 6, 6))
+    weight = torch.randn(4, 1, 3, 3)
+    weight[0] = -weight[0].abs()
+    relevance = torch.randn(2, 4, 6, 6)
+    saved = [t.clone() for t in (x, weight, relevance)]
+    ZPlusRule().relevance(_conv(1, 1, 4), x, weight, relevance)
+    for before, after in zip(saved, (x, weight, relevance)):
+        assert torch.equal(before, after)
