@@ -38,14 +38,18 @@ def explicit_zplus(
     length = cols.shape[-1]
     cols = cols.view(n, groups, 1, c_group * kh * kw, length)
     real = real.view(n, groups, 1, c_group * kh * kw, length)
-    w_g = weight.reshape(groups, c_out // groups, c_group * kh * kw)[None, :, :, :, None]
+    w_g = weight.reshape(groups, c_out // groups, c_group * kh * kw)[
+        None, :, :, :, None
+    ]
     contributions = cols * w_g  # N, G, out/G, in/G*k*k, L
     positive, negative = contributions.clamp(min=0), contributions.clamp(max=0)
     z_pos, z_neg = positive.sum(3), negative.sum(3)
     r = relevance.reshape(n, groups, c_out // groups, length)
     tiny = torch.finfo(torch.float32).tiny
     per_example = (1, 2, 3)
-    eps = (EPSILON * z_pos.amax(per_example, keepdim=True).clamp_min(tiny)).clamp_min(tiny)
+    eps = (EPSILON * z_pos.amax(per_example, keepdim=True).clamp_min(tiny)).clamp_min(
+        tiny
+    )
     dead = (z_pos <= eps) & (r != 0)
     lowest_neg = z_neg.amin(per_example, keepdim=True).clamp_max(-tiny)
     flat = dead & (z_neg >= EPSILON * lowest_neg)
@@ -72,14 +76,20 @@ def _conv(stride: int, padding: int, groups: int):
     return operation
 
 
-def _assert_rule_matches(x, weight, stride, padding, groups, seed) -> Tuple[Tensor, Tensor]:
+def _assert_rule_matches(
+    x, weight, stride, padding, groups, seed
+) -> Tuple[Tensor, Tensor]:
     torch.manual_seed(seed)
     out_shape = F.conv2d(x, weight, None, stride, padding, 1, groups).shape
     relevance = torch.randn(out_shape)
-    expected, by_negative, flat = explicit_zplus(x, weight, relevance, stride, padding, groups)
+    expected, by_negative, flat = explicit_zplus(
+        x, weight, relevance, stride, padding, groups
+    )
     actual = ZPlusRule().relevance(_conv(stride, padding, groups), x, weight, relevance)
     assert actual.shape == x.shape
-    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+    torch.testing.assert_close(
+        actual, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max())
+    )
     # Conservation: every output's relevance lands somewhere.
     torch.testing.assert_close(
         actual.flatten(1).sum(1), relevance.flatten(1).sum(1), rtol=1e-4, atol=1e-4
@@ -134,8 +144,12 @@ def test_linear_with_signed_inputs():
     x[0] = 0.0
     weight = torch.randn(6, 3)
     relevance = torch.randn(4, 6)
-    expected, by_negative, flat = explicit_zplus(x[:, :, None, None], weight[:, :, None, None], relevance[:, :, None, None])
-    actual = ZPlusRule().relevance(lambda x_, w_, b_: F.linear(x_, w_, b_), x, weight, relevance)
+    expected, by_negative, flat = explicit_zplus(
+        x[:, :, None, None], weight[:, :, None, None], relevance[:, :, None, None]
+    )
+    actual = ZPlusRule().relevance(
+        lambda x_, w_, b_: F.linear(x_, w_, b_), x, weight, relevance
+    )
     assert bool(by_negative.any()) and bool(flat.any())
     torch.testing.assert_close(actual, expected.view(4, 3), rtol=1e-4, atol=1e-6)
 
