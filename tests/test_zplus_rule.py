@@ -8,7 +8,7 @@ The cases are built so that both fall-backs occur; each test asserts that they
 did, so a test cannot pass by never reaching the branch it is about.
 """
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import pytest
 import torch
@@ -27,14 +27,17 @@ def explicit_zplus(
     stride: int = 1,
     padding: int = 0,
     groups: int = 1,
+    real: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Relevance on ``x`` for ``conv2d(x, weight, None, stride, padding, 1, groups)``,
-    and the masks of the outputs that took the negative and the flat fall-back."""
+    and the masks of the outputs that took the negative and the flat fall-back.
+    ``real`` marks the inputs that are not padding (default: all)."""
     n, c, h, w = x.shape
     c_out, c_group, kh, kw = weight.shape
     x, weight, relevance = x.double(), weight.double(), relevance.double()
     cols = F.unfold(x, (kh, kw), padding=padding, stride=stride)
-    real = F.unfold(torch.ones_like(x), (kh, kw), padding=padding, stride=stride)
+    real = torch.ones_like(x) if real is None else real.double().expand_as(x)
+    real = F.unfold(real, (kh, kw), padding=padding, stride=stride)
     length = cols.shape[-1]
     cols = cols.view(n, groups, 1, c_group * kh * kw, length)
     real = real.view(n, groups, 1, c_group * kh * kw, length)
@@ -51,8 +54,7 @@ def explicit_zplus(
         tiny
     )
     dead = (z_pos <= eps) & (r != 0)
-    lowest_neg = z_neg.amin(per_example, keepdim=True).clamp_max(-tiny)
-    flat = dead & (z_neg >= EPSILON * lowest_neg)
+    flat = dead & (z_neg >= -eps)
     by_negative = dead & ~flat
     square = w_g**2 * real
     share = torch.where(
@@ -164,3 +166,56 @@ def test_rule_leaves_its_arguments_unchanged():
     ZPlusRule().relevance(_conv(1, 1, 4), x, weight, relevance)
     for before, after in zip(saved, (x, weight, relevance)):
         assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("pad", [(0, 1, 0, 1), (2, 1, 1, 0)])
+def test_pad_argument_equals_the_rule_on_the_padded_input_cropped(pad):
+    """``pad=`` runs the operation on the zero-padded input once; padded positions
+    are not inputs, so the flat rule must give them nothing (``real`` in the
+    reference) and the result has the unpadded shape."""
+    torch.manual_seed(11)
+    x = torch.relu(torch.randn(2, 4, 8, 8) - 0.7)
+    x[:, :, -3:, :] = 0.0  # empty windows at the padded border: flat outputs
+    weight = torch.randn(4, 1, 3, 3)
+    weight[2] = -weight[2].abs()
+    padded = F.pad(x, pad)
+    out_shape = F.conv2d(padded, weight, None, 2, 0, 1, 4).shape
+    relevance = torch.randn(out_shape)
+    real = F.pad(torch.ones(1, 4, 8, 8), pad)
+    expected, by_negative, flat = explicit_zplus(padded, weight, relevance, 2, 0, 4, real)
+    assert bool(by_negative.any()) and bool(flat.any())
+    left, _, top, _ = pad
+    expected_unpadded = expected[:, :, top : top + 8, left : left + 8]
+    # Nothing was lost on the padding.
+    torch.testing.assert_close(expected_unpadded.sum(), expected.sum())
+    actual = ZPlusRule().relevance(_conv(2, 0, 4), x, weight, relevance, pad=pad)
+    assert actual.shape == x.shape
+    torch.testing.assert_close(actual, expected_unpadded, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(actual.sum(), relevance.sum(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_few_dead_pixels_of_a_pointwise_conv_take_the_sparse_fallback(groups, monkeypatch):
+    """A 1x1 conv with a handful of dead outputs (signed inputs, a linear
+    bottleneck) handles them pixel by pixel; the result must equal the
+    reference, and the pixel-by-pixel path must be the one taken."""
+    from captum_shallowcam.attr import rules
+
+    calls = []
+    original = rules._pointwise_fallback
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003
+        calls.append(args[6][0].numel())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rules, "_pointwise_fallback", spy)
+    torch.manual_seed(12)
+    x = torch.randn(2, 32, 16, 16)
+    weight = torch.randn(6, 32 // groups, 1, 1)
+    # Pixel (0, 3, 4): every contribution to output channel 0 is <= 0.
+    w0 = weight[0, :, 0, 0]
+    x[0, : 32 // groups, 3, 4] = -torch.sign(w0) * x[0, : 32 // groups, 3, 4].abs()
+    x[1, :, 5, 6] = 0.0  # an all-zero pixel: flat for every output channel
+    by_negative, flat = _assert_rule_matches(x, weight, 1, 0, groups, seed=13)
+    assert bool(by_negative.any()) and bool(flat.any())
+    assert calls and calls[0] >= 2

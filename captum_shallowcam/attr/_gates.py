@@ -20,6 +20,7 @@ from torch.overrides import TorchFunctionMode
 from captum_shallowcam._captum_compat import IdentityRule, PropagationRule
 from captum_shallowcam.attr.rules import (
     ZPlusRule,
+    _crop,
     per_example_extremes,
     rule_for_weighted_op,
 )
@@ -144,20 +145,27 @@ class _WeightedGate(_Gate):
         weight: Tensor,
         bias: Optional[Tensor],
         rule: PropagationRule,
+        pad: Optional[Tuple[int, ...]] = None,
     ):
         super().__init__(propagation, name, inputs)
         self.operation = operation
         self.weight = weight.detach()
         self.bias = None if bias is None else bias.detach()
         self.rule = rule
+        # Zero padding (F.pad amounts) applied to the input before the operation.
+        self.pad = pad
 
     def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
         x = self.inputs[0]
         rule = self.rule
-        if isinstance(rule, IdentityRule):
+        if isinstance(rule, IdentityRule) and self.pad is None:
             return (relevance.reshape(x.shape),)
         if isinstance(rule, ZPlusRule):
-            return (rule.relevance(self.operation, x, self.weight, relevance),)
+            return (rule.relevance(self.operation, x, self.weight, relevance, pad=self.pad),)
+        if self.pad is not None:
+            x = F.pad(x, self.pad)
+        if isinstance(rule, IdentityRule):
+            return (_crop(relevance.reshape(x.shape), self.pad),)
         # Any other Captum rule: let it manipulate a copy of the weights.
         params = _WeightCopy(self.weight, self.bias)
         rule._manipulate_weights(params, (x,), None)
@@ -166,7 +174,8 @@ class _WeightedGate(_Gate):
             z = self.operation(xg, params.weight, params.bias)
             ratio = relevance / _stabilize(z, rule.STABILITY_FACTOR)
             (grad,) = torch.autograd.grad(z, xg, ratio)
-        return (x * grad,)
+        result = x * grad
+        return (result if self.pad is None else _crop(result, self.pad),)
 
 
 class _WeightCopy:
@@ -277,6 +286,7 @@ def _graph_tensor(x: Any) -> bool:
 
 def _handle_weighted(engine: "_Engine", func, args, kwargs):
     x, weight, bias, operation = _conv_like(func, args, kwargs)
+    pad: Optional[Tuple[int, ...]] = None
     output = func(*args, **kwargs)
     if not _graph_tensor(output):
         return output
@@ -285,10 +295,14 @@ def _handle_weighted(engine: "_Engine", func, args, kwargs):
         # Zero padding just before the conv ("same" padding written as a
         # module): fold it into the operation, so no rule sees padded positions.
         _, x, amounts = padded
-        operation = _conv2d_padded(func, args, kwargs, amounts) or _compose(operation, amounts)
+        symmetric = _conv2d_padded(func, args, kwargs, amounts)
+        if symmetric is not None:
+            operation, pad = symmetric, None
+        else:
+            pad = amounts  # applied once per rule call, on the unpadded input
     module, name = engine.current_module()
     rule = rule_for_weighted_op(module, name, engine.rules)
-    gate = _WeightedGate(engine.propagation, name, (x,), operation, weight, bias, rule)
+    gate = _WeightedGate(engine.propagation, name, (x,), operation, weight, bias, rule, pad)
     gated = gate.apply(output, (x,))
     engine.weighted_outputs[id(gated)] = (gated, gate, x)
     return gated
@@ -332,6 +346,7 @@ def _handle_batch_norm(engine: "_Engine", func, args, kwargs):
         weight,
         bias,
         conv_gate.rule,
+        conv_gate.pad,
     )
     folded._versions = conv_gate._versions
     return folded.apply(output, (graph_input,))
@@ -356,15 +371,6 @@ def _conv2d_padded(func, args, kwargs, amounts) -> Optional[Callable]:
         return torch.conv2d(x_, w_, b_, stride, (top, left), dilation, groups)
 
     return operation
-
-
-def _compose(operation, amounts):
-    """The operation on its input zero-padded by ``amounts`` (``F.pad`` order)."""
-
-    def padded_operation(x_: Tensor, w_: Tensor, b_: Optional[Tensor]) -> Tensor:
-        return operation(F.pad(x_, amounts), w_, b_)
-
-    return padded_operation
 
 
 def _handle_pad(engine: "_Engine", func, args, kwargs):

@@ -21,9 +21,10 @@ pooling is winner-take-all, average pooling and means are proportional,
 element-wise activations (ReLU, ReLU6, ...) and dropout pass relevance unchanged.
 """
 
-from typing import Callable, Dict, Mapping, Optional, Tuple, Type, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_shallowcam._captum_compat import (
@@ -93,83 +94,255 @@ class ZPlusRule(PropagationRule):
         inputs: Tensor,
         weight: Tensor,
         relevance: Tensor,
+        pad: Optional[Sequence[int]] = None,
     ) -> Tensor:
         """Redistributes ``relevance`` at the output of ``operation(inputs, weight,
-        None)`` onto ``inputs``."""
-        positive_weight = weight.clamp(min=0)
+        None)`` onto ``inputs``.
+
+        ``operation`` is a convolution (any ``groups``) or a linear map. With
+        ``pad`` (amounts in :func:`torch.nn.functional.pad` order), it runs on
+        ``inputs`` zero-padded by ``pad``; the padded positions get no
+        relevance and the result has the shape of ``inputs``.
+        """
+        # This is the hot loop of the relevance pass, and on CPU a fresh large
+        # tensor costs more than the arithmetic on it (page faults), so the work
+        # is done in place on tensors this function owns wherever it can be.
         # One reduction, no mask: the check runs on every (often wide) input.
-        has_negative_inputs = inputs.numel() > 0 and bool(inputs.amin() < 0)
-        # W^- is only needed for negative inputs and the fall-back (a copy of a
-        # large linear layer's weights costs as much as the operation).
-        negative_weight = weight.clamp(max=0) if has_negative_inputs else None
-        if inputs.dim() == 4 and weight.dim() == 4:
+        signed = inputs.numel() > 0 and bool(inputs.amin() < 0)
+        unpadded_shape = inputs.shape
+        image_like = inputs.dim() == 4 and weight.dim() == 4
+        if image_like:
             # Convolutions (depthwise above all) run faster channels-last on CPU.
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-            relevance = relevance.contiguous(memory_format=torch.channels_last)
+            inputs = _channels_last(inputs, pad)
+            if relevance.is_contiguous() and relevance.shape[1] > 1:
+                relevance = relevance.contiguous(memory_format=torch.channels_last)
+        elif pad is not None:
+            inputs = F.pad(inputs, tuple(pad))
+        groups = inputs.shape[1] // weight.shape[1]
+        positive_weight = weight.clamp(min=0)
+        # W^- only for signed inputs and the fall-back (a copy of a large linear
+        # layer's weights costs as much as the operation).
+        negative_weight = weight.clamp(max=0) if signed else None
+        # (a w)^+ = a^+ w^+ + a^- w^-: for signed inputs one operation on
+        # [a^+, a^-] (stacked in each group) with [w^+, w^-], not two.
+        source = (_split_signs(inputs, groups) if signed else inputs.detach())
+        source.requires_grad_(True)
+
+        def stacked(first: Tensor, second: Optional[Tensor]) -> Tensor:
+            return torch.cat((first, second), dim=1) if signed else first
+
         with torch.enable_grad():
-            if has_negative_inputs:
-                # (a w)^+ = a^+ w^+ + a^- w^-
-                sources = (
-                    inputs.clamp(min=0).requires_grad_(True),
-                    inputs.clamp(max=0).requires_grad_(True),
-                )
-            else:
-                sources = (inputs.detach().requires_grad_(True),)
-
-            def contributions(w_pos: Tensor, w_neg: Optional[Tensor]) -> Tensor:
-                z = operation(sources[0], w_pos, None)
-                if has_negative_inputs:
-                    z = z + operation(sources[1], w_neg, None)
-                return z
-
-            z_pos = contributions(positive_weight, negative_weight)
-            tiny = torch.finfo(z_pos.dtype).tiny
-            lowest, highest = per_example_extremes(z_pos.detach())
+            z_pos = operation(source, stacked(positive_weight, negative_weight), None)
+            z = z_pos.detach()  # the same storage, worked on in place
+            tiny = torch.finfo(z.dtype).tiny
+            lowest, highest = per_example_extremes(z)
             # > 0 always: a zero output with zero relevance must give 0, not 0/0.
             eps = (self.STABILITY_FACTOR * highest.clamp_min(tiny)).clamp_min(tiny)
-            any_dead = bool((lowest <= eps).any())
-            # Few passes over the (often wide) output: this is the hot loop. z+
-            # is clamped in place: its backward (a conv's) does not read it, and
-            # the positions at eps after the clamp are exactly those <= eps before.
-            ratios = [relevance / z_pos.detach().clamp_min_(eps)]
-            outputs = [z_pos]
-            flat_relevance = None
-            dead = (z_pos.detach() <= eps) & (relevance != 0) if any_dead else None
-            if dead is not None and bool(dead.any()):
+            dead = None
+            if bool((lowest <= eps).any()):
+                dead = (z <= eps).logical_and_(relevance != 0)
+                if not bool(dead.any()):
+                    dead = None
+            # z+ becomes the ratio R / z+ in place: the backward of the
+            # operation reads neither its output nor the ratio's old value.
+            ratio = torch.div(relevance, z.clamp_min_(eps), out=z)
+            outputs, grad_inputs, ratios = [z_pos], [source], [ratio]
+            sparse_fallback = None
+            if dead is not None:
                 # No positive contribution: redistribute by the negative ones, or,
-                # where the inputs in the window are all zero, by w^2 (flat rule).
-                ratios[0] = torch.where(dead, 0.0, ratios[0])
+                # with no contribution of either sign (all inputs in the window
+                # zero), by w^2 (flat rule).
+                ratio.masked_fill_(dead, 0.0)
                 if negative_weight is None:
                     negative_weight = weight.clamp(max=0)
-                z_neg = contributions(negative_weight, positive_weight)
-                lowest_neg, _ = per_example_extremes(z_neg.detach())
-                flat = dead & (z_neg >= self.STABILITY_FACTOR * lowest_neg.clamp_max(-tiny))
-                outputs.append(z_neg)
-                ratios.append(torch.where(dead & ~flat, relevance / (z_neg - eps), 0.0))
-                if bool(flat.any()):
-                    ones = torch.ones_like(inputs).requires_grad_(True)
-                    z_flat = operation(ones, weight * weight, None)
-                    flat_ratio = torch.where(flat, relevance / z_flat.clamp_min(1e-30), 0.0)
-                    (flat_relevance,) = torch.autograd.grad(z_flat, ones, flat_ratio)
-            grads = torch.autograd.grad(outputs, sources, ratios)
-        result = sources[0].detach() * grads[0]
-        if has_negative_inputs:
-            result += sources[1].detach() * grads[1]
-        if flat_relevance is not None:
-            result += flat_relevance
+                pixels = _few_dead_pixels(dead, inputs, weight, z_pos)
+                if pixels is not None:
+                    sparse_fallback = pixels
+                else:
+                    outputs, grad_inputs, ratios = self._fallback(
+                        operation, source, inputs, weight, relevance, eps, dead,
+                        stacked(negative_weight, positive_weight),
+                        unpadded_shape, pad, outputs, grad_inputs, ratios,
+                    )  # fmt: skip
+            grads = torch.autograd.grad(outputs, grad_inputs, ratios)
+        # The gradients are fresh tensors of this call: multiplied in place.
+        result = grads[0].mul_(source.detach())
+        if signed:
+            result = _merge_signs(result, groups)
+        if len(grads) > 1:
+            result += grads[1]
+        if sparse_fallback is not None:
+            _pointwise_fallback(
+                result, inputs, weight, relevance, eps, dead, sparse_fallback, groups
+            )
+        if pad is not None:
+            result = _crop(result, pad)
         return result
 
+    def _fallback(
+        self, operation, source, inputs, weight, relevance, eps, dead,
+        negative_weight, unpadded_shape, pad, outputs, grad_inputs, ratios,
+    ):  # fmt: skip
+        """The dense fall-back: the negative contributions and the flat rule
+        for every output, as more terms of the one backward pass."""
+        z_neg = operation(source, negative_weight, None)
+        zn = z_neg.detach()
+        flat = dead & (zn >= -eps)
+        not_by_negative = dead.logical_not_().logical_or_(flat)
+        ratio_neg = torch.div(relevance, zn.sub_(eps), out=zn)
+        outputs.append(z_neg)
+        ratios.append(ratio_neg.masked_fill_(not_by_negative, 0.0))
+        if bool(flat.any()):
+            square = weight * weight
+            # sum_i w_ij^2 over the window's real inputs depends on neither the
+            # example nor the input values: one example of ones.
+            ones = torch.ones(
+                (1,) + tuple(unpadded_shape[1:]), dtype=zn.dtype, device=zn.device
+            )
+            if pad is not None:
+                ones = F.pad(ones, tuple(pad))
+            z_flat = operation(ones, square, None)
+            flat_ratio = relevance / z_flat.clamp_min_(1e-30)
+            # The backward of a linear operation does not depend on the input's
+            # value: taken at (an alias of) the input itself.
+            alias = inputs.detach().requires_grad_(True)
+            outputs.append(operation(alias, square, None))
+            grad_inputs.append(alias)
+            ratios.append(flat_ratio.masked_fill_(flat.logical_not_(), 0.0))
+        return outputs, grad_inputs, ratios
 
-def per_example_extremes(z: Tensor) -> Tuple[Tensor, Tensor]:
-    """min and max over all but the first dimension, in one pass, shaped to
-    broadcast against z."""
+
+def _channels_last(x: Tensor, pad: Optional[Sequence[int]]) -> Tensor:
+    """``x`` channels-last, zero-padded by ``pad`` if given, in one copy at most."""
+    if pad is None:
+        return x.contiguous(memory_format=torch.channels_last)
+    if len(pad) > 4:  # padding of the channels or the batch: not worth a fast path
+        return F.pad(x, tuple(pad)).contiguous(memory_format=torch.channels_last)
+    left, right, top, bottom = (tuple(pad) + (0, 0))[:4]
+    n, c, h, w = x.shape
+    out = torch.empty(
+        (n, c, h + top + bottom, w + left + right),
+        dtype=x.dtype,
+        device=x.device,
+        memory_format=torch.channels_last,
+    ).zero_()
+    out[:, :, top : top + h, left : left + w] = x
+    return out
+
+
+def _split_signs(x: Tensor, groups: int) -> Tensor:
+    """[x^+, x^-] stacked along the channels of each of the ``groups`` groups."""
+    n, c = x.shape[:2]
+    rest = tuple(x.shape[2:])
+    memory_format = torch.channels_last if x.dim() == 4 else torch.contiguous_format
+    out = torch.empty(
+        (n, 2 * c) + rest, dtype=x.dtype, device=x.device, memory_format=memory_format
+    )
+    per_group = c // groups
+    halves = out.view((n, groups, 2 * per_group) + rest)
+    x_groups = x.detach().view((n, groups, per_group) + rest)
+    torch.clamp(x_groups, min=0, out=halves[:, :, :per_group])
+    torch.clamp(x_groups, max=0, out=halves[:, :, per_group:])
+    return out
+
+
+def _merge_signs(relevance: Tensor, groups: int) -> Tensor:
+    """The relevance of [x^+, x^-] (see :func:`_split_signs`) summed onto x."""
+    n, c2 = relevance.shape[:2]
+    rest = tuple(relevance.shape[2:])
+    per_group = c2 // (2 * groups)
+    memory_format = torch.channels_last if relevance.dim() == 4 else torch.contiguous_format
+    out = torch.empty(
+        (n, c2 // 2) + rest, dtype=relevance.dtype, device=relevance.device,
+        memory_format=memory_format,
+    )  # fmt: skip
+    halves = relevance.view((n, groups, 2 * per_group) + rest)
+    torch.add(
+        halves[:, :, :per_group],
+        halves[:, :, per_group:],
+        out=out.view((n, groups, per_group) + rest),
+    )
+    return out
+
+
+def _few_dead_pixels(
+    dead: Tensor, inputs: Tensor, weight: Tensor, z: Tensor
+) -> Optional[Tuple[Tensor, ...]]:
+    """For a pointwise operation (a linear map, a 1x1 conv with stride 1 and no
+    padding), the positions (example, pixel) with a dead output, when there are
+    few enough to handle them one by one; else None."""
+    pointwise = all(k == 1 for k in weight.shape[2:]) and z.shape[2:] == inputs.shape[2:]
+    if not pointwise:
+        return None
+    pixels = dead.any(1)
+    count = int(pixels.sum())
+    # Per dead pixel, all its contributions (out x in per group): cheap while
+    # that is well below one pass over the output.
+    if count * weight.shape[0] * weight.shape[1] > z.numel() // 8:
+        return None
+    return pixels.nonzero(as_tuple=True)
+
+
+def _pointwise_fallback(
+    result: Tensor,
+    inputs: Tensor,
+    weight: Tensor,
+    relevance: Tensor,
+    eps: Tensor,
+    dead: Tensor,
+    pixels: Tuple[Tensor, ...],
+    groups: int,
+) -> None:
+    """The fall-back (negative contributions, else flat) at a few pixels of a
+    pointwise operation, from their contributions written out; added to
+    ``result`` in place."""
+    c_out, per_group = weight.shape[:2]
+    count = pixels[0].numel()
+
+    def at_pixels(t: Tensor) -> Tensor:  # (count, channels)
+        return t.movedim(1, -1)[pixels] if t.dim() > 2 else t[pixels]
+
+    a = at_pixels(inputs).view(count, groups, 1, per_group)
+    w = weight.reshape(groups, c_out // groups, per_group)
+    negative = (a * w).clamp_(max=0)  # count x groups x out/group x in/group
+    z_neg = negative.sum(-1).view(count, c_out)
+    eps_at = eps.reshape(-1)[pixels[0]].unsqueeze(1)
+    dead_at, r_at = at_pixels(dead), at_pixels(relevance)
+    flat = dead_at & (z_neg >= -eps_at)
+    s_neg = torch.where(dead_at & ~flat, r_at / (z_neg - eps_at), 0.0)
+    r_in = (negative * s_neg.view(count, groups, -1, 1)).sum(2)
+    square = w * w
+    share = square / square.sum(-1, keepdim=True).clamp_min(1e-30)
+    r_in += (share * torch.where(flat, r_at, 0.0).view(count, groups, -1, 1)).sum(2)
+    target = result.movedim(1, -1) if result.dim() > 2 else result
+    target.index_put_(pixels, r_in.view(count, -1), accumulate=True)
+
+
+def _crop(x: Tensor, pad: Sequence[int]) -> Tensor:
+    """The inverse of ``F.pad(x, pad)`` for non-negative ``pad``, as a view."""
+    for i in range(len(pad) // 2):
+        dim = x.dim() - 1 - i
+        before, after = pad[2 * i], pad[2 * i + 1]
+        x = x.narrow(dim, before, x.shape[dim] - before - after)
+    return x
+
+
+def per_example_extremes(
+    z: Tensor, lowest: bool = True, highest: bool = True
+) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """min and max over all but the first dimension, shaped to broadcast
+    against z (two reductions: on CPU ``torch.aminmax`` over a dimension is
+    several times slower than ``amin`` and ``amax`` together)."""
     if z.dim() > 2 and not z.is_contiguous():
         # A channels-last tensor is contiguous with the channels moved last:
         # viewed so, it needs no copy.
         z = z.movedim(1, -1)
-    lowest, highest = torch.aminmax(z.reshape(z.shape[0], -1), dim=1)
+    flat = z.reshape(z.shape[0], -1)
     shape = (-1,) + (1,) * (z.dim() - 1)
-    return lowest.view(shape), highest.view(shape)
+    return (
+        flat.amin(1).view(shape) if lowest else None,
+        flat.amax(1).view(shape) if highest else None,
+    )
 
 
 def _default_rule(module: Optional[nn.Module]) -> PropagationRule:
