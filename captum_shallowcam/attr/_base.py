@@ -116,11 +116,19 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
                 targets=targets,
                 activations=[c.activation for c in engine.captures],
             )
-            if gradients:
-                scores = output.gather(1, targets[:, None])
-                passes.gradients = engine.gradients(scores, retain_graph=relevance is not None)
+            # The last pass frees the graph as it goes, which makes it markedly
+            # faster on CPU (memory is reused instead of freshly mapped); the
+            # gradient pass is the one that can go last, unless V2 needs the
+            # gradients to start its relevance passes.
+            gradients_first = relevance is None or relevance.adjacent
+            if gradients and gradients_first:
+                passes.gradients = engine.gradients(
+                    _scores(output, targets), retain_graph=relevance is not None
+                )
             if relevance is not None:
                 relevance.run(engine, output, passes)
+            if gradients and not gradients_first:
+                passes.gradients = engine.gradients(_scores(output, targets), retain_graph=False)
         return passes
 
 
@@ -267,6 +275,10 @@ def _warn_if_not_conserved(
                 RuntimeWarning,
                 stacklevel=4,
             )
+
+
+def _scores(output: Tensor, targets: Tensor) -> Tensor:
+    return output.gather(1, targets[:, None])
 
 
 def _format_layers(layer: LayerOrLayers) -> Tuple[List[nn.Module], bool]:
