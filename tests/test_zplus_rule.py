@@ -202,13 +202,13 @@ def test_few_dead_pixels_of_a_pointwise_conv_take_the_sparse_fallback(groups, mo
     from captum_shallowcam.attr import rules
 
     calls = []
-    original = rules._pointwise_fallback
+    original = rules._FewDeadPixels.add_relevance
 
-    def spy(*args, **kwargs):  # noqa: ANN002, ANN003
-        calls.append(args[6][0].numel())
-        return original(*args, **kwargs)
+    def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        calls.append(self.pixels[0].numel())
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(rules, "_pointwise_fallback", spy)
+    monkeypatch.setattr(rules._FewDeadPixels, "add_relevance", spy)
     torch.manual_seed(12)
     x = torch.randn(2, 32, 16, 16)
     weight = torch.randn(6, 32 // groups, 1, 1)

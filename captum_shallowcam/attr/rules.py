@@ -138,32 +138,34 @@ class ZPlusRule(PropagationRule):
             lowest, highest = per_example_extremes(z)
             # > 0 always: a zero output with zero relevance must give 0, not 0/0.
             eps = (self.STABILITY_FACTOR * highest.clamp_min(tiny)).clamp_min(tiny)
-            dead = None
+            # Outputs with no positive contribution take a fall-back: written
+            # out pixel by pixel when they are few and the operation is
+            # pointwise, else as more terms of the one backward pass.
+            few = dead = None
             if bool((lowest <= eps).any()):
                 dead = (z <= eps).logical_and_(relevance != 0)
                 if not bool(dead.any()):
                     dead = None
+                else:
+                    few = _FewDeadPixels.find(dead, eps, relevance, inputs, weight)
             # z+ becomes the ratio R / z+ in place: the backward of the
             # operation reads neither its output nor the ratio's old value.
             ratio = torch.div(relevance, z.clamp_min_(eps), out=z)
             outputs, grad_inputs, ratios = [z_pos], [source], [ratio]
-            sparse_fallback = None
-            if dead is not None:
+            if few is not None:
+                few.zero_ratio(ratio)
+            elif dead is not None:
                 # No positive contribution: redistribute by the negative ones, or,
                 # with no contribution of either sign (all inputs in the window
                 # zero), by w^2 (flat rule).
                 ratio.masked_fill_(dead, 0.0)
                 if negative_weight is None:
                     negative_weight = weight.clamp(max=0)
-                pixels = _few_dead_pixels(dead, inputs, weight, z_pos)
-                if pixels is not None:
-                    sparse_fallback = pixels
-                else:
-                    outputs, grad_inputs, ratios = self._fallback(
-                        operation, source, inputs, weight, relevance, eps, dead,
-                        stacked(negative_weight, positive_weight),
-                        unpadded_shape, pad, outputs, grad_inputs, ratios,
-                    )  # fmt: skip
+                outputs, grad_inputs, ratios = self._fallback(
+                    operation, source, inputs, weight, relevance, eps, dead,
+                    stacked(negative_weight, positive_weight),
+                    unpadded_shape, pad, outputs, grad_inputs, ratios,
+                )  # fmt: skip
             grads = torch.autograd.grad(outputs, grad_inputs, ratios)
         # The gradients are fresh tensors of this call: multiplied in place.
         result = grads[0].mul_(source.detach())
@@ -171,10 +173,8 @@ class ZPlusRule(PropagationRule):
             result = _merge_signs(result, groups)
         if len(grads) > 1:
             result += grads[1]
-        if sparse_fallback is not None:
-            _pointwise_fallback(
-                result, inputs, weight, relevance, eps, dead, sparse_fallback, groups
-            )
+        if few is not None:
+            few.add_relevance(result, inputs, weight, groups)
         if pad is not None:
             result = _crop(result, pad)
         return result
@@ -265,57 +265,66 @@ def _merge_signs(relevance: Tensor, groups: int) -> Tensor:
     return out
 
 
-def _few_dead_pixels(
-    dead: Tensor, inputs: Tensor, weight: Tensor, z: Tensor
-) -> Optional[Tuple[Tensor, ...]]:
-    """For a pointwise operation (a linear map, a 1x1 conv with stride 1 and no
-    padding), the positions (example, pixel) with a dead output, when there are
-    few enough to handle them one by one; else None."""
-    pointwise = all(k == 1 for k in weight.shape[2:]) and z.shape[2:] == inputs.shape[2:]
-    if not pointwise:
-        return None
-    pixels = dead.any(1)
-    count = int(pixels.sum())
-    # Per dead pixel, all its contributions (out x in per group): cheap while
-    # that is well below one pass over the output.
-    if count * weight.shape[0] * weight.shape[1] > z.numel() // 8:
-        return None
-    return pixels.nonzero(as_tuple=True)
+def _at_pixels(t: Tensor, pixels: Tuple[Tensor, ...]) -> Tensor:
+    """The channel vectors of ``t`` at ``pixels`` (count x channels), a copy."""
+    return t.movedim(1, -1)[pixels]
 
 
-def _pointwise_fallback(
-    result: Tensor,
-    inputs: Tensor,
-    weight: Tensor,
-    relevance: Tensor,
-    eps: Tensor,
-    dead: Tensor,
-    pixels: Tuple[Tensor, ...],
-    groups: int,
-) -> None:
-    """The fall-back (negative contributions, else flat) at a few pixels of a
-    pointwise operation, from their contributions written out; added to
-    ``result`` in place."""
-    c_out, per_group = weight.shape[:2]
-    count = pixels[0].numel()
+class _FewDeadPixels:
+    """The dead outputs of a pointwise convolution (1x1, stride 1, no padding)
+    when they sit at few pixels: their fall-back is
+    computed from their contributions written out, not by whole-tensor passes
+    (a linear bottleneck's 1x1 conv has a handful among millions of outputs)."""
 
-    def at_pixels(t: Tensor) -> Tensor:  # (count, channels)
-        return t.movedim(1, -1)[pixels] if t.dim() > 2 else t[pixels]
+    def __init__(self, pixels, dead, relevance, eps) -> None:  # noqa: ANN001
+        self.pixels = pixels  # indices (example, position...) of the pixels
+        self.dead = dead  # count x out: dead outputs with relevance
+        self.relevance = relevance  # count x out
+        self.eps = eps  # count x 1
 
-    a = at_pixels(inputs).view(count, groups, 1, per_group)
-    w = weight.reshape(groups, c_out // groups, per_group)
-    negative = (a * w).clamp_(max=0)  # count x groups x out/group x in/group
-    z_neg = negative.sum(-1).view(count, c_out)
-    eps_at = eps.reshape(-1)[pixels[0]].unsqueeze(1)
-    dead_at, r_at = at_pixels(dead), at_pixels(relevance)
-    flat = dead_at & (z_neg >= -eps_at)
-    s_neg = torch.where(dead_at & ~flat, r_at / (z_neg - eps_at), 0.0)
-    r_in = (negative * s_neg.view(count, groups, -1, 1)).sum(2)
-    square = w * w
-    share = square / square.sum(-1, keepdim=True).clamp_min(1e-30)
-    r_in += (share * torch.where(flat, r_at, 0.0).view(count, groups, -1, 1)).sum(2)
-    target = result.movedim(1, -1) if result.dim() > 2 else result
-    target.index_put_(pixels, r_in.view(count, -1), accumulate=True)
+    @classmethod
+    def find(
+        cls, dead: Tensor, eps: Tensor, relevance: Tensor, inputs: Tensor, weight: Tensor
+    ) -> Optional["_FewDeadPixels"]:
+        """The pixels of the ``dead`` outputs, or None when the operation is not
+        a pointwise convolution or they are too many."""
+        pointwise = dead.dim() > 2 and all(k == 1 for k in weight.shape[2:])
+        if not (pointwise and dead.shape[2:] == inputs.shape[2:]):
+            return None
+        candidates = dead.any(1)  # over the channels: contiguous for channels-last
+        count = int(candidates.sum())
+        # All contributions of a pixel are out x in-per-group numbers: cheap while
+        # that stays well below one pass over the output.
+        if count * weight.shape[0] * weight.shape[1] > dead.numel() // 8:
+            return None
+        pixels = candidates.nonzero(as_tuple=True)
+        eps_at = eps.reshape(-1)[pixels[0]].unsqueeze(1)
+        return cls(pixels, _at_pixels(dead, pixels), _at_pixels(relevance, pixels), eps_at)
+
+    def zero_ratio(self, ratio: Tensor) -> None:
+        """Sets R / z+ to 0 at the dead outputs, in place."""
+        at = _at_pixels(ratio, self.pixels).masked_fill_(self.dead, 0.0)
+        ratio.movedim(1, -1).index_put_(self.pixels, at)
+
+    def add_relevance(
+        self, result: Tensor, inputs: Tensor, weight: Tensor, groups: int
+    ) -> None:
+        """Adds the fall-back's relevance (negative contributions, else flat)
+        of the dead outputs to ``result`` (shaped as ``inputs``), in place."""
+        c_out, per_group = weight.shape[:2]
+        count = self.pixels[0].numel()
+        a = _at_pixels(inputs, self.pixels).view(count, groups, 1, per_group)
+        w = weight.reshape(groups, c_out // groups, per_group)
+        negative = (a * w).clamp_(max=0)  # count x groups x out/group x in/group
+        z_neg = negative.sum(-1).view(count, c_out)
+        flat = self.dead & (z_neg >= -self.eps)
+        s_neg = torch.where(self.dead & ~flat, self.relevance / (z_neg - self.eps), 0.0)
+        r_in = (negative * s_neg.view(count, groups, -1, 1)).sum(2)
+        square = w * w
+        share = square / square.sum(-1, keepdim=True).clamp_min(1e-30)
+        r_flat = torch.where(flat, self.relevance, 0.0).view(count, groups, -1, 1)
+        r_in += (share * r_flat).sum(2)
+        result.movedim(1, -1).index_put_(self.pixels, r_in.view(count, -1), accumulate=True)
 
 
 def _crop(x: Tensor, pad: Sequence[int]) -> Tensor:
