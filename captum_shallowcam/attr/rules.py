@@ -21,7 +21,7 @@ pooling is winner-take-all, average pooling and means are proportional,
 element-wise activations (ReLU, ReLU6, ...) and dropout pass relevance unchanged.
 """
 
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -62,12 +62,13 @@ class ZPlusRule(PropagationRule):
         R_i = \sum_j \frac{(a_i w_{ij})^+}{\sum_{i'} (a_{i'} w_{i'j})^+ + \epsilon}
         R_j
 
-    The bias is ignored. Where an output has no positive contribution at all
-    (a depthwise channel whose kernel, after BatchNorm folding with a negative
-    scale, is all negative), its relevance is redistributed by the negative
-    contributions instead, and where all inputs in its window are zero (the
-    output is its bias alone) by :math:`w_{ij}^2` (the flat rule), so relevance is
-    conserved. For non-negative inputs (after ReLU) this is exactly Captum's
+    The bias is ignored. Where an output has no positive contribution
+    (:math:`z^+_j \le \epsilon \max z^+`; a depthwise channel whose kernel,
+    after BatchNorm folding with a negative scale, is all negative), its
+    relevance is redistributed by the negative contributions instead, and where
+    it has none of either sign either (all inputs in its window are zero: the
+    output is its bias alone) by :math:`w_{ij}^2` (the flat rule), so relevance
+    is conserved. For non-negative inputs (after ReLU) this is exactly Captum's
     ``Alpha1_Beta0_Rule(set_bias_to_zero=True)`` (Montavon et al., "Explaining
     nonlinear classification decisions with deep Taylor decomposition", 2017,
     https://doi.org/10.1016/j.patcog.2016.11.008); for inputs that can be negative
@@ -125,7 +126,7 @@ class ZPlusRule(PropagationRule):
         negative_weight = weight.clamp(max=0) if signed else None
         # (a w)^+ = a^+ w^+ + a^- w^-: for signed inputs one operation on
         # [a^+, a^-] (stacked in each group) with [w^+, w^-], not two.
-        source = (_split_signs(inputs, groups) if signed else inputs.detach())
+        source = _split_signs(inputs, groups) if signed else inputs.detach()
         source.requires_grad_(True)
 
         def stacked(first: Tensor, second: Optional[Tensor]) -> Tensor:
@@ -151,27 +152,26 @@ class ZPlusRule(PropagationRule):
             # z+ becomes the ratio R / z+ in place: the backward of the
             # operation reads neither its output nor the ratio's old value.
             ratio = torch.div(relevance, z.clamp_min_(eps), out=z)
-            outputs, grad_inputs, ratios = [z_pos], [source], [ratio]
+            outputs, ratios, flat_input = [z_pos], [ratio], None
             if few is not None:
                 few.zero_ratio(ratio)
             elif dead is not None:
-                # No positive contribution: redistribute by the negative ones, or,
-                # with no contribution of either sign (all inputs in the window
-                # zero), by w^2 (flat rule).
                 ratio.masked_fill_(dead, 0.0)
                 if negative_weight is None:
                     negative_weight = weight.clamp(max=0)
-                outputs, grad_inputs, ratios = self._fallback(
-                    operation, source, inputs, weight, relevance, eps, dead,
-                    stacked(negative_weight, positive_weight),
-                    unpadded_shape, pad, outputs, grad_inputs, ratios,
+                more_outputs, more_ratios, flat_input = _dense_fallback(
+                    operation, source, stacked(negative_weight, positive_weight),
+                    inputs, weight, relevance, eps, dead, unpadded_shape, pad,
                 )  # fmt: skip
+                outputs += more_outputs
+                ratios += more_ratios
+            grad_inputs = [source] if flat_input is None else [source, flat_input]
             grads = torch.autograd.grad(outputs, grad_inputs, ratios)
         # The gradients are fresh tensors of this call: multiplied in place.
         result = grads[0].mul_(source.detach())
         if signed:
             result = _merge_signs(result, groups)
-        if len(grads) > 1:
+        if flat_input is not None:
             result += grads[1]
         if few is not None:
             few.add_relevance(result, inputs, weight, groups)
@@ -179,37 +179,51 @@ class ZPlusRule(PropagationRule):
             result = _crop(result, pad)
         return result
 
-    def _fallback(
-        self, operation, source, inputs, weight, relevance, eps, dead,
-        negative_weight, unpadded_shape, pad, outputs, grad_inputs, ratios,
-    ):  # fmt: skip
-        """The dense fall-back: the negative contributions and the flat rule
-        for every output, as more terms of the one backward pass."""
-        z_neg = operation(source, negative_weight, None)
-        zn = z_neg.detach()
-        flat = dead & (zn >= -eps)
-        not_by_negative = dead.logical_not_().logical_or_(flat)
-        ratio_neg = torch.div(relevance, zn.sub_(eps), out=zn)
-        outputs.append(z_neg)
-        ratios.append(ratio_neg.masked_fill_(not_by_negative, 0.0))
-        if bool(flat.any()):
-            square = weight * weight
-            # sum_i w_ij^2 over the window's real inputs depends on neither the
-            # example nor the input values: one example of ones.
-            ones = torch.ones(
-                (1,) + tuple(unpadded_shape[1:]), dtype=zn.dtype, device=zn.device
-            )
-            if pad is not None:
-                ones = F.pad(ones, tuple(pad))
-            z_flat = operation(ones, square, None)
-            flat_ratio = relevance / z_flat.clamp_min_(1e-30)
-            # The backward of a linear operation does not depend on the input's
-            # value: taken at (an alias of) the input itself.
-            alias = inputs.detach().requires_grad_(True)
-            outputs.append(operation(alias, square, None))
-            grad_inputs.append(alias)
-            ratios.append(flat_ratio.masked_fill_(flat.logical_not_(), 0.0))
-        return outputs, grad_inputs, ratios
+
+def _dense_fallback(
+    operation: Callable[[Tensor, Tensor, Optional[Tensor]], Tensor],
+    source: Tensor,
+    negative_weight: Tensor,
+    inputs: Tensor,
+    weight: Tensor,
+    relevance: Tensor,
+    eps: Tensor,
+    dead: Tensor,
+    unpadded_shape: torch.Size,
+    pad: Optional[Sequence[int]],
+) -> Tuple[List[Tensor], List[Tensor], Optional[Tensor]]:
+    """The fall-back of the ``dead`` outputs (no positive contribution) as more
+    terms of the rule's one backward pass: outputs and their ratios, and the
+    input of the flat term (whose relevance is not multiplied by the input).
+
+    Dead outputs are redistributed by their negative contributions, or, with no
+    contribution of either sign (all inputs in the window zero), by w^2 (flat).
+    ``negative_weight`` is what ``source`` needs for (a w)^- (see
+    :func:`_split_signs`); ``dead`` is consumed.
+    """
+    z_neg = operation(source, negative_weight, None)
+    zn = z_neg.detach()
+    flat = dead & (zn >= -eps)
+    not_by_negative = dead.logical_not_().logical_or_(flat)
+    ratio_neg = torch.div(relevance, zn.sub_(eps), out=zn)
+    outputs, ratios = [z_neg], [ratio_neg.masked_fill_(not_by_negative, 0.0)]
+    if not bool(flat.any()):
+        return outputs, ratios, None
+    square = weight * weight
+    # sum_i w_ij^2 over the window's real inputs depends on neither the example
+    # nor the input values: one example of ones.
+    ones = torch.ones(
+        (1,) + tuple(unpadded_shape[1:]), dtype=zn.dtype, device=zn.device
+    )
+    if pad is not None:
+        ones = F.pad(ones, tuple(pad))
+    flat_ratio = relevance / operation(ones, square, None).clamp_min_(1e-30)
+    # The backward of a linear operation does not depend on the input's value:
+    # taken at (an alias of) the input itself.
+    alias = inputs.detach().requires_grad_(True)
+    outputs.append(operation(alias, square, None))
+    ratios.append(flat_ratio.masked_fill_(flat.logical_not_(), 0.0))
+    return outputs, ratios, alias
 
 
 def _channels_last(x: Tensor, pad: Optional[Sequence[int]]) -> Tensor:
@@ -251,7 +265,9 @@ def _merge_signs(relevance: Tensor, groups: int) -> Tensor:
     n, c2 = relevance.shape[:2]
     rest = tuple(relevance.shape[2:])
     per_group = c2 // (2 * groups)
-    memory_format = torch.channels_last if relevance.dim() == 4 else torch.contiguous_format
+    memory_format = (
+        torch.channels_last if relevance.dim() == 4 else torch.contiguous_format
+    )
     out = torch.empty(
         (n, c2 // 2) + rest, dtype=relevance.dtype, device=relevance.device,
         memory_format=memory_format,
@@ -284,7 +300,12 @@ class _FewDeadPixels:
 
     @classmethod
     def find(
-        cls, dead: Tensor, eps: Tensor, relevance: Tensor, inputs: Tensor, weight: Tensor
+        cls,
+        dead: Tensor,
+        eps: Tensor,
+        relevance: Tensor,
+        inputs: Tensor,
+        weight: Tensor,
     ) -> Optional["_FewDeadPixels"]:
         """The pixels of the ``dead`` outputs, or None when the operation is not
         a pointwise convolution or they are too many."""
@@ -299,7 +320,9 @@ class _FewDeadPixels:
             return None
         pixels = candidates.nonzero(as_tuple=True)
         eps_at = eps.reshape(-1)[pixels[0]].unsqueeze(1)
-        return cls(pixels, _at_pixels(dead, pixels), _at_pixels(relevance, pixels), eps_at)
+        return cls(
+            pixels, _at_pixels(dead, pixels), _at_pixels(relevance, pixels), eps_at
+        )
 
     def zero_ratio(self, ratio: Tensor) -> None:
         """Sets R / z+ to 0 at the dead outputs, in place."""
@@ -324,7 +347,9 @@ class _FewDeadPixels:
         share = square / square.sum(-1, keepdim=True).clamp_min(1e-30)
         r_flat = torch.where(flat, self.relevance, 0.0).view(count, groups, -1, 1)
         r_in += (share * r_flat).sum(2)
-        result.movedim(1, -1).index_put_(self.pixels, r_in.view(count, -1), accumulate=True)
+        result.movedim(1, -1).index_put_(
+            self.pixels, r_in.view(count, -1), accumulate=True
+        )
 
 
 def _crop(x: Tensor, pad: Sequence[int]) -> Tensor:
