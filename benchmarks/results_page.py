@@ -375,11 +375,28 @@ What the numbers say
 Speed
 -----
 
-``python benchmarks/speed.py`` (batch 8, 224 x 224, median of interleaved runs
-after a warm-up, one process; this 2-core CPU):
+``python benchmarks/speed.py`` (batch 8, 224 x 224, one process; each round runs
+every function once after a warm-up, ratios are the median of the per-round
+ratios; this 2-core CPU, whose load from other machines moves single timings by
+10-40%):
 
 .. literalinclude:: ../benchmarks/results/speed.txt
    :language: text
+
+Where the time goes. LayerCam is one forward and one gradient pass.
+LayerShallowCam adds the relevance pass, in which every conv above the layer
+runs its z+ rule: a forward and a backward of the conv with :math:`w^+` (for
+signed inputs one conv on :math:`[a^+, a^-]` with :math:`[w^+, w^-]`), a few
+element-wise passes, and, for outputs with no positive contribution, more terms
+(negative contributions, the flat rule). On vgg16 (dense convs, bound by
+arithmetic) the relevance pass costs about as much as LayerCam's forward and
+backward together, so the ratio sits at its floor of about 2. On
+EfficientNet-Lite0 (depthwise convs, bound by memory traffic) BatchNorm-folded
+depthwise convs after ReLU6 have 3-44% of their outputs without a positive
+contribution, which the fall-back terms cost, and every element-wise pass over
+a 112 x 112 x 96 map counts; the ratio is about 3. On CPU a fresh tensor above
+32 MiB is mapped from the operating system page by page on every allocation
+(glibc), so the rule works in place on the tensors it owns.
 """
     (ROOT / "docs" / "results.rst").write_text(page)
     readme = ROOT / "README.md"

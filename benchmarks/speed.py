@@ -1,7 +1,8 @@
 """Speed of LayerShallowCam against LayerCam and the naive Captum composition.
 
-All timings in one process, on the same inputs (batch 8, 224 x 224), median of
-``--repeats`` interleaved runs after one warm-up. Printed as ratios:
+All timings in one process, on the same inputs (batch 8, 224 x 224), in
+``--repeats`` rounds after one warm-up; each round runs every function once.
+Printed as ratios, the median of the per-round ratios (with their range):
 
 * LayerShallowCam / LayerCam at the same layer, shallow and deep (goal <= 2.0);
 * LayerShallowCam at all default layers in one call / one LayerCam call at the
@@ -29,7 +30,9 @@ from captum_shallowcam import LayerCam, LayerShallowCam
 from captum_shallowcam.models import load_model
 
 
-def _median_times(functions: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
+def _interleaved_times(
+    functions: Dict[str, Callable[[], object]], repeats: int
+) -> Dict[str, List[float]]:
     for f in functions.values():  # warm-up
         f()
     times: Dict[str, List[float]] = {name: [] for name in functions}
@@ -38,7 +41,14 @@ def _median_times(functions: Dict[str, Callable[[], object]], repeats: int) -> D
             start = time.perf_counter()
             f()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def _ratio(times: Dict[str, List[float]], a: str, b: str) -> str:
+    """Median of the per-round ratios a/b (each round runs both back to back,
+    so a slow drift of the machine's load cancels), with their range."""
+    ratios = sorted(x / y for x, y in zip(times[a], times[b]))
+    return f"{statistics.median(ratios):5.2f}x  (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
 def _naive(model, layer, x, target) -> Callable[[], object]:
@@ -76,19 +86,19 @@ def run(model_name: str, batch: int, repeats: int) -> None:
         naive_error = f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t = _median_times(functions, repeats)
-    print(f"\n## {model_name} (batch {batch}, 224x224, median of {repeats}, "
+        t = _interleaved_times(functions, repeats)
+    print(f"\n## {model_name} (batch {batch}, 224x224, median of {repeats} rounds, "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f})")
     for name, seconds in t.items():
-        print(f"  {name:<24} {seconds:8.3f} s")
+        print(f"  {name:<24} {statistics.median(seconds):8.3f} s")
     for name in (shallow, deep):
-        ratio = t[f"shallowcam@{name}"] / t[f"layercam@{name}"]
-        print(f"  ShallowCam / LayerCam at {name:<10} {ratio:5.2f}x  (goal <= 2.0)")
-    ratio = t["shallowcam@all"] / t[f"layercam@{shallow}"]
-    print(f"  ShallowCam at all {len(names)} layers / LayerCam at {shallow}: {ratio:5.2f}x  (goal <= 3.0)")
+        ratio = _ratio(t, f"shallowcam@{name}", f"layercam@{name}")
+        print(f"  ShallowCam / LayerCam at {name:<10} {ratio}  goal <= 2.0")
+    ratio = _ratio(t, "shallowcam@all", f"layercam@{shallow}")
+    print(f"  ShallowCam at all {len(names)} layers / LayerCam at {shallow}: {ratio}  goal <= 3.0")
     if naive_error is None:
-        ratio = t[f"shallowcam@{shallow}"] / t[f"naive@{shallow}"]
-        print(f"  ShallowCam / (Captum LayerLRP + LayerGradCam) at {shallow}: {ratio:5.2f}x  (goal < 1)")
+        ratio = _ratio(t, f"shallowcam@{shallow}", f"naive@{shallow}")
+        print(f"  ShallowCam / (Captum LayerLRP + LayerGradCam) at {shallow}: {ratio}  goal < 1")
     else:
         print(f"  naive Captum composition not possible on this model: {naive_error}")
 
