@@ -595,6 +595,36 @@ def test_zero_padding_fold_equals_explicit_zplus_on_the_padded_input(amounts):
     ref.assert_close(maps, ref.relevance_cam_map(a1, r_a1, relu=False), rtol=ref.REL_RTOL)
 
 
+def test_epsilon_rule_behind_an_asymmetric_zero_pad_equals_explicit_epsilon_cropped():
+    """A rule other than z+ on a conv after an asymmetric ZeroPad2d: the gate pads
+    the input, applies the rule and crops, as explicit epsilon on the padded
+    input would."""
+    torch.manual_seed(47)
+    amounts = (0, 1, 1, 0)
+    conv1, conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 6, 3, bias=False)
+    fc = nn.Linear(6, 3, bias=False)
+    model = nn.Sequential(
+        conv1, nn.ReLU(), nn.ZeroPad2d(amounts), conv2, nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), fc,
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 3, 8, 8)
+    target = torch.tensor([1, 2])
+    with torch.no_grad():
+        a1 = torch.relu(conv1(x))
+        padded = F.pad(a1, amounts)
+        a2 = torch.relu(F.conv2d(padded, conv2.weight))
+        r_y = ref.initial_relevance("contrastive", target, 3)
+        r_pooled = ref.zplus_linear(a2.mean((2, 3)), fc.weight, r_y)
+        r_a2 = ref.global_avg_pool_prop(a2, r_pooled)
+        r_padded = ref.epsilon_conv2d(padded, conv2.weight, None, r_a2, epsilon=1e-9)
+        r_a1 = r_padded[:, :, 1:9, 0:8]
+    maps = LayerRelevanceCam(model, model[1], rules={conv2: EpsilonRule()}).attribute(
+        x, target=target, relu_attributions=False
+    )
+    assert float(maps.abs().max()) > 0
+    ref.assert_close(maps, ref.relevance_cam_map(a1, r_a1, relu=False), rtol=ref.REL_RTOL)
+
+
 class ScaledNet(nn.Module):
     """conv - relu - (times a constant) - conv - relu - mean - linear."""
 

@@ -182,7 +182,9 @@ def test_pad_argument_equals_the_rule_on_the_padded_input_cropped(pad):
     out_shape = F.conv2d(padded, weight, None, 2, 0, 1, 4).shape
     relevance = torch.randn(out_shape)
     real = F.pad(torch.ones(1, 4, 8, 8), pad)
-    expected, by_negative, flat = explicit_zplus(padded, weight, relevance, 2, 0, 4, real)
+    expected, by_negative, flat = explicit_zplus(
+        padded, weight, relevance, 2, 0, 4, real
+    )
     assert bool(by_negative.any()) and bool(flat.any())
     left, _, top, _ = (tuple(pad) + (0, 0))[:4]
     expected_unpadded = expected[:, :, top : top + 8, left : left + 8]
@@ -195,7 +197,9 @@ def test_pad_argument_equals_the_rule_on_the_padded_input_cropped(pad):
 
 
 @pytest.mark.parametrize("groups", [1, 2])
-def test_few_dead_pixels_of_a_pointwise_conv_take_the_sparse_fallback(groups, monkeypatch):
+def test_few_dead_pixels_of_a_pointwise_conv_take_the_sparse_fallback(
+    groups, monkeypatch
+):
     """A 1x1 conv with a handful of dead outputs (signed inputs, a linear
     bottleneck) handles them pixel by pixel; the result must equal the
     reference, and the pixel-by-pixel path must be the one taken."""
@@ -219,3 +223,32 @@ def test_few_dead_pixels_of_a_pointwise_conv_take_the_sparse_fallback(groups, mo
     by_negative, flat = _assert_rule_matches(x, weight, 1, 0, groups, seed=13)
     assert bool(by_negative.any()) and bool(flat.any())
     assert calls and calls[0] >= 2
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_conv1d_and_conv3d_equal_the_conv2d_rule_on_a_reshaped_input(kernel):
+    """The rule is written for any spatial rank: a conv1d (N x C x L) is a conv2d
+    on N x C x 1 x L, a conv3d with a depth-1 kernel on one slice is the same
+    conv2d. Signed inputs with a few dead outputs (and, for 1x1 kernels, the
+    pixel-by-pixel path) are included."""
+    torch.manual_seed(14)
+    x = torch.randn(2, 12, 1, 20)
+    x[1, :, :, 3] = 0.0
+    weight = torch.randn(5, 12, 1, kernel)
+    relevance = torch.randn(2, 5, 1, 20 - kernel + 1)
+    rule = ZPlusRule()
+    expected = rule.relevance(_conv(1, 0, 1), x, weight, relevance)
+    in_1d = rule.relevance(
+        lambda x_, w_, b_: F.conv1d(x_, w_, b_),
+        x[:, :, 0],
+        weight[:, :, 0],
+        relevance[:, :, 0],
+    )
+    torch.testing.assert_close(in_1d, expected[:, :, 0], rtol=1e-5, atol=1e-6)
+    in_3d = rule.relevance(
+        lambda x_, w_, b_: F.conv3d(x_, w_, b_),
+        x[:, :, None],
+        weight[:, :, None],
+        relevance[:, :, None],
+    )
+    torch.testing.assert_close(in_3d, expected[:, :, None], rtol=1e-5, atol=1e-6)
