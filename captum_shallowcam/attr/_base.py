@@ -128,6 +128,7 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
             if relevance is not None:
                 relevance.run(engine, output, passes)
             if gradients and not gradients_first:
+                engine.propagation.release()
                 passes.gradients = engine.gradients(_scores(output, targets), retain_graph=False)
         return passes
 

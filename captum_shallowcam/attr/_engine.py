@@ -299,6 +299,10 @@ class _Engine:
         gates = _RelevanceMode(self) if self.use_relevance else nullcontext()
         with torch.enable_grad(), gates:
             output = _run_forward(self.forward_func, x, None, additional_forward_args)
+        # Only needed to fold BatchNorm and padding during the forward pass; kept,
+        # they would keep activations alive that a gradient pass frees.
+        self.weighted_outputs.clear()
+        self.padded_outputs.clear()
         for capture in self.captures:
             if capture.calls == 0:
                 raise ValueError(

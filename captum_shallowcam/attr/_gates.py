@@ -10,7 +10,18 @@ folds BatchNorm and zero padding into the adjacent conv.
 
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, Union
+import weakref
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +74,7 @@ class _Gate:
         self.name = name
         self.inputs = tuple(x.detach() for x in inputs)
         self._versions = tuple(x._version for x in inputs)
+        propagation.gates.append(weakref.ref(self))
 
     def apply(self, output: Tensor, graph_inputs: Sequence[Tensor]) -> Tensor:
         return _GateFunction.apply(self, output, *graph_inputs)
@@ -231,6 +243,19 @@ class _Propagation:
         self.recording = False
         self.worst_local_violation = 0.0
         self.worst_module: Optional[str] = None
+        # Weak: the autograd graph owns the gates.
+        self.gates: List[weakref.ref[_Gate]] = []
+
+    def release(self) -> None:
+        """Drops the gates' references to the activations once no relevance pass
+        is left. The graph keeps the gates alive until the call ends, so without
+        this a gradient pass that frees the activations as it goes would free
+        nothing, and on CPU fresh memory costs more than the arithmetic on it."""
+        for ref in self.gates:
+            gate = ref()
+            if gate is not None:
+                gate.inputs = ()
+        self.gates.clear()
 
     def record(self, name: str, relevance_out: Tensor, relevance_in: Sequence[Tensor]) -> None:
         total_out = relevance_out.detach().flatten(1).sum(1)
