@@ -318,13 +318,15 @@ def _handle_weighted(engine: "_Engine", func, args, kwargs):
     padded = engine.padded_outputs.get(id(x))
     if padded is not None and padded[0] is x:
         # Zero padding just before the conv ("same" padding written as a
-        # module): fold it into the operation, so no rule sees padded positions.
+        # module): the rule sees the unpadded input, so padded positions get no
+        # relevance. Symmetric padding goes into the conv's own argument;
+        # other padding is applied by the rule, once per call.
         _, x, amounts = padded
         symmetric = _conv2d_padded(func, args, kwargs, amounts)
         if symmetric is not None:
-            operation, pad = symmetric, None
+            operation = symmetric
         else:
-            pad = amounts  # applied once per rule call, on the unpadded input
+            pad = amounts
     module, name = engine.current_module()
     rule = rule_for_weighted_op(module, name, engine.rules)
     gate = _WeightedGate(engine.propagation, name, (x,), operation, weight, bias, rule, pad)
