@@ -13,6 +13,8 @@ from typing import Optional, Tuple
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import Tensor
 
 from captum_shallowcam import ZPlusRule
@@ -252,3 +254,45 @@ def test_conv1d_and_conv3d_equal_the_conv2d_rule_on_a_reshaped_input(kernel):
         relevance[:, :, None],
     )
     torch.testing.assert_close(in_3d, expected[:, :, None], rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    batch=st.integers(1, 3),
+    groups=st.sampled_from([1, 2, "depthwise"]),
+    per_group=st.integers(1, 4),
+    out_per_group=st.integers(1, 3),
+    kernel=st.integers(1, 3),
+    stride=st.integers(1, 2),
+    padding=st.integers(0, 1),
+    size=st.integers(3, 7),
+    signed=st.booleans(),
+    sparsity=st.floats(0.0, 1.5),
+    dead_channel=st.booleans(),
+)
+def test_rule_equals_the_explicit_reference_on_random_convolutions(
+    seed, batch, groups, per_group, out_per_group, kernel, stride, padding, size,
+    signed, sparsity, dead_channel,
+):  # fmt: skip
+    """Every path of the rule (signed or not, dead outputs dense or pixel by
+    pixel, flat outputs, grouped and depthwise convs, strides, padding) against
+    the written-out contributions, on generated convolutions."""
+    if groups == "depthwise":
+        groups, out_per_group = per_group, 1
+        per_group = 1
+    channels = groups * per_group
+    if kernel > size + 2 * padding:
+        return
+    torch.manual_seed(seed)
+    x = torch.randn(batch, channels, size, size)
+    x = x - sparsity if signed else torch.relu(x - sparsity)
+    weight = torch.randn(groups * out_per_group, per_group, kernel, kernel)
+    if dead_channel:
+        weight[0] = -weight[0].abs()
+    out_shape = F.conv2d(x, weight, None, stride, padding, 1, groups).shape
+    relevance = torch.randn(out_shape)
+    expected, _, _ = explicit_zplus(x, weight, relevance, stride, padding, groups)
+    actual = ZPlusRule().relevance(_conv(stride, padding, groups), x, weight, relevance)
+    scale = float(expected.abs().max()) + 1e-12
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * scale)
