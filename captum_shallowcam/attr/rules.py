@@ -111,8 +111,7 @@ class ZPlusRule(PropagationRule):
         # One reduction, no mask: the check runs on every (often wide) input.
         signed = inputs.numel() > 0 and bool(inputs.amin() < 0)
         unpadded_shape = inputs.shape
-        image_like = inputs.dim() == 4 and weight.dim() == 4
-        if image_like:
+        if inputs.dim() == 4 and weight.dim() == 4:
             # Convolutions (depthwise above all) run faster channels-last on CPU.
             inputs = _channels_last(inputs, pad)
             if relevance.is_contiguous() and relevance.shape[1] > 1:
@@ -246,15 +245,10 @@ def _channels_last(x: Tensor, pad: Optional[Sequence[int]]) -> Tensor:
 
 def _split_signs(x: Tensor, groups: int) -> Tensor:
     """[x^+, x^-] stacked along the channels of each of the ``groups`` groups."""
-    n, c = x.shape[:2]
-    rest = tuple(x.shape[2:])
-    memory_format = torch.channels_last if x.dim() == 4 else torch.contiguous_format
-    out = torch.empty(
-        (n, 2 * c) + rest, dtype=x.dtype, device=x.device, memory_format=memory_format
-    )
-    per_group = c // groups
-    halves = out.view((n, groups, 2 * per_group) + rest)
-    x_groups = x.detach().view((n, groups, per_group) + rest)
+    out = _empty_with_channels(x, 2 * x.shape[1])
+    halves = _by_group(out, groups)
+    x_groups = _by_group(x.detach(), groups)
+    per_group = x_groups.shape[2]
     torch.clamp(x_groups, min=0, out=halves[:, :, :per_group])
     torch.clamp(x_groups, max=0, out=halves[:, :, per_group:])
     return out
@@ -262,23 +256,28 @@ def _split_signs(x: Tensor, groups: int) -> Tensor:
 
 def _merge_signs(relevance: Tensor, groups: int) -> Tensor:
     """The relevance of [x^+, x^-] (see :func:`_split_signs`) summed onto x."""
-    n, c2 = relevance.shape[:2]
-    rest = tuple(relevance.shape[2:])
-    per_group = c2 // (2 * groups)
-    memory_format = (
-        torch.channels_last if relevance.dim() == 4 else torch.contiguous_format
-    )
-    out = torch.empty(
-        (n, c2 // 2) + rest, dtype=relevance.dtype, device=relevance.device,
-        memory_format=memory_format,
-    )  # fmt: skip
-    halves = relevance.view((n, groups, 2 * per_group) + rest)
+    out = _empty_with_channels(relevance, relevance.shape[1] // 2)
+    halves = _by_group(relevance, groups)
+    per_group = halves.shape[2] // 2
     torch.add(
-        halves[:, :, :per_group],
-        halves[:, :, per_group:],
-        out=out.view((n, groups, per_group) + rest),
+        halves[:, :, :per_group], halves[:, :, per_group:], out=_by_group(out, groups)
     )
     return out
+
+
+def _empty_with_channels(like: Tensor, channels: int) -> Tensor:
+    """An empty tensor shaped as ``like`` but for its channels (dim 1),
+    channels-last when 4-D."""
+    memory_format = torch.channels_last if like.dim() == 4 else torch.contiguous_format
+    shape = (like.shape[0], channels) + tuple(like.shape[2:])
+    return torch.empty(
+        shape, dtype=like.dtype, device=like.device, memory_format=memory_format
+    )
+
+
+def _by_group(x: Tensor, groups: int) -> Tensor:
+    """A view of ``x`` (N x C x ...) as N x groups x C/groups x ..."""
+    return x.view((x.shape[0], groups, x.shape[1] // groups) + tuple(x.shape[2:]))
 
 
 def _at_pixels(t: Tensor, pixels: Tuple[Tensor, ...]) -> Tensor:
@@ -288,9 +287,9 @@ def _at_pixels(t: Tensor, pixels: Tuple[Tensor, ...]) -> Tensor:
 
 class _FewDeadPixels:
     """The dead outputs of a pointwise convolution (1x1, stride 1, no padding)
-    when they sit at few pixels: their fall-back is
-    computed from their contributions written out, not by whole-tensor passes
-    (a linear bottleneck's 1x1 conv has a handful among millions of outputs)."""
+    when they sit at few pixels: their fall-back is computed from their
+    contributions written out, not by passes over whole tensors (a linear
+    bottleneck's 1x1 conv has a handful among millions of outputs)."""
 
     def __init__(self, pixels, dead, relevance, eps) -> None:  # noqa: ANN001
         self.pixels = pixels  # indices (example, position...) of the pixels
@@ -361,9 +360,7 @@ def _crop(x: Tensor, pad: Sequence[int]) -> Tensor:
     return x
 
 
-def per_example_extremes(
-    z: Tensor, lowest: bool = True, highest: bool = True
-) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+def per_example_extremes(z: Tensor) -> Tuple[Tensor, Tensor]:
     """min and max over all but the first dimension, shaped to broadcast
     against z (two reductions: on CPU ``torch.aminmax`` over a dimension is
     several times slower than ``amin`` and ``amax`` together)."""
@@ -373,10 +370,7 @@ def per_example_extremes(
         z = z.movedim(1, -1)
     flat = z.reshape(z.shape[0], -1)
     shape = (-1,) + (1,) * (z.dim() - 1)
-    return (
-        flat.amin(1).view(shape) if lowest else None,
-        flat.amax(1).view(shape) if highest else None,
-    )
+    return flat.amin(1).view(shape), flat.amax(1).view(shape)
 
 
 def _default_rule(module: Optional[nn.Module]) -> PropagationRule:
