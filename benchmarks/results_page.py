@@ -397,6 +397,19 @@ contribution, which the fall-back terms cost, and every element-wise pass over
 a 112 x 112 x 96 map counts; the ratio is 2.5 to 3.1 (across runs at different loads). On CPU a fresh tensor above
 32 MiB is mapped from the operating system page by page on every allocation
 (glibc), so the rule works in place on the tensors it owns.
+
+Memory
+------
+
+``python benchmarks/engine_memory.py`` (each method in a fresh process; peak
+resident memory above a no-grad forward pass of the same batch):
+
+.. literalinclude:: ../benchmarks/results/engine_memory.txt
+   :language: text
+
+The relevance methods keep the forward graph for two passes and add the rule's
+working tensors (on vgg16, 64-channel 224 x 224 maps of about 100 MiB each at
+batch 8); explain fewer images per call where memory is short.
 """
     (ROOT / "docs" / "results.rst").write_text(page)
     readme = ROOT / "README.md"
