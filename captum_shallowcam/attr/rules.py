@@ -114,6 +114,8 @@ class ZPlusRule(PropagationRule):
         if inputs.dim() == 4 and weight.dim() == 4:
             # Convolutions (depthwise above all) run faster channels-last on CPU.
             inputs = _channels_last(inputs, pad)
+            # Only a channels-first relevance is copied; a view of a
+            # channels-last one (cropped by the rule above) is read as it is.
             if relevance.is_contiguous() and relevance.shape[1] > 1:
                 relevance = relevance.contiguous(memory_format=torch.channels_last)
         elif pad is not None:
