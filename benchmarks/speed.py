@@ -8,7 +8,10 @@ Printed as ratios, the median of the per-round ratios (with their range):
 * LayerShallowCam at all default layers in one call / one LayerCam call at the
   shallowest layer (goal <= 3.0);
 * LayerShallowCam / (Captum LayerLRP + Captum LayerGradCam, separate calls) at
-  the same layer (goal < 1).
+  the same layer (goal < 1);
+* for comparison, LayerShallowCam with ``ZPlusRule(conserve=False)`` (no
+  fall-back for outputs without a positive contribution) / LayerCam at the
+  shallow layer (no goal).
 
 Usage::
 
@@ -25,8 +28,9 @@ from typing import Callable, Dict, List
 
 import torch
 from captum.attr import LayerGradCam, LayerLRP
+from torch import nn
 
-from captum_shallowcam import LayerCam, LayerShallowCam
+from captum_shallowcam import LayerCam, LayerShallowCam, ZPlusRule
 from captum_shallowcam.models import load_model
 
 
@@ -76,6 +80,12 @@ def run(model_name: str, batch: int, repeats: int) -> None:
         functions[f"shallowcam@{name}"] = partial(shallow_cam.attribute, x, target=target)
     every = LayerShallowCam(model, list(layers.values()))
     functions["shallowcam@all"] = lambda: every.attribute(x, target=target)
+    # The z+ rule without its conserving fall-back, for comparison (not a goal).
+    rule = ZPlusRule(conserve=False)
+    unconserved = LayerShallowCam(model, layers[shallow], rules={nn.Conv2d: rule, nn.Linear: rule})
+    functions[f"no-conserve@{shallow}"] = partial(
+        unconserved.attribute, x, target=target, check_conservation=False
+    )
     naive_error = None
     try:
         with warnings.catch_warnings():
@@ -96,6 +106,8 @@ def run(model_name: str, batch: int, repeats: int) -> None:
         print(f"  ShallowCam / LayerCam at {name:<10} {ratio}  goal <= 2.0")
     ratio = _ratio(t, "shallowcam@all", f"layercam@{shallow}")
     print(f"  ShallowCam at all {len(names)} layers / LayerCam at {shallow}: {ratio}  goal <= 3.0")
+    ratio = _ratio(t, f"no-conserve@{shallow}", f"layercam@{shallow}")
+    print(f"  ShallowCam, ZPlusRule(conserve=False) / LayerCam at {shallow}: {ratio}  (no goal)")
     if naive_error is None:
         ratio = _ratio(t, f"shallowcam@{shallow}", f"naive@{shallow}")
         print(f"  ShallowCam / (Captum LayerLRP + LayerGradCam) at {shallow}: {ratio}  goal < 1")

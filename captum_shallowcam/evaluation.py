@@ -10,7 +10,9 @@ Methods are named by strings: ``layercam``, ``gradcam`` (Captum's
 ``LayerGradCam`` with ``relu_attributions=True``), ``relevancecam``,
 ``shallowcam`` (the defaults), ``shallowcam-v1`` / ``-v2`` / ``-v3``, optionally
 followed by options: ``+positive`` / ``+signed`` (channel weights), ``+target``
-/ ``+contrastive`` / ``+clrp`` (initial relevance), e.g. ``shallowcam-v2+positive``.
+/ ``+contrastive`` / ``+clrp`` (initial relevance), ``+no-conserve`` (the z+
+rule without its conserving fall-back, ``ZPlusRule(conserve=False)``), e.g.
+``shallowcam-v2+positive``.
 """
 
 import math
@@ -23,6 +25,7 @@ from captum.attr import LayerGradCam
 from torch import Tensor, nn
 
 from captum_shallowcam.attr import LayerCam, LayerRelevanceCam, LayerShallowCam
+from captum_shallowcam.attr.rules import ZPlusRule
 from captum_shallowcam.metrics import deletion_insertion
 
 Explainer = Callable[[Tensor, Tensor], List[Tensor]]
@@ -34,6 +37,8 @@ _OPTIONS = {
     "contrastive": ("initial_relevance", "contrastive"),
     "clrp": ("initial_relevance", "clrp"),
 }
+#: Options that choose the LRP rules (constructor arguments), not ``attribute``'s.
+_RULE_OPTIONS = ("no-conserve",)
 METHOD_NAMES = (
     "layercam",
     "gradcam",
@@ -48,12 +53,19 @@ METHOD_NAMES = (
 def make_explainer(model: nn.Module, layers: Sequence[nn.Module], method: str) -> Explainer:
     """An explainer ``(inputs, targets) -> [map per layer]`` for a method name."""
     base, *options = method.split("+")
-    kwargs = {}
+    kwargs: Dict[str, object] = {}
+    rules = None
     for option in options:
+        if option == "no-conserve":
+            # The z+ rule without its fall-back (see ZPlusRule's ``conserve``).
+            rule = ZPlusRule(conserve=False)
+            rules = {nn.Conv1d: rule, nn.Conv2d: rule, nn.Conv3d: rule, nn.Linear: rule}
+            kwargs["check_conservation"] = False
+            continue
         if option not in _OPTIONS:
             raise ValueError(
                 f"Unknown option '+{option}' in method '{method}'; options are "
-                + ", ".join(f"+{o}" for o in _OPTIONS)
+                + ", ".join(f"+{o}" for o in (*_OPTIONS, *_RULE_OPTIONS))
                 + "."
             )
         key, value = _OPTIONS[option]
@@ -70,9 +82,9 @@ def make_explainer(model: nn.Module, layers: Sequence[nn.Module], method: str) -
         per_layer = [LayerGradCam(model, layer) for layer in layers]
         return lambda x, t: [g.attribute(x, target=t, relu_attributions=True) for g in per_layer]
     if base == "relevancecam":
-        relevance_cam = LayerRelevanceCam(model, layers)
+        relevance_cam = LayerRelevanceCam(model, layers, rules=rules)
         return lambda x, t: relevance_cam.attribute(x, target=t, **kwargs)
-    shallow_cam = LayerShallowCam(model, layers)
+    shallow_cam = LayerShallowCam(model, layers, rules=rules)
     if base != "shallowcam":
         kwargs["variant"] = base.split("-")[1]
     return lambda x, t: shallow_cam.attribute(x, target=t, **kwargs)

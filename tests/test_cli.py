@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from captum_shallowcam import LayerShallowCam, ZPlusRule
 from captum_shallowcam.__main__ import main
 from captum_shallowcam.evaluation import (
     EvaluationResult,
@@ -126,6 +127,39 @@ def test_unknown_method_names_are_refused():
         make_explainer(model, [model[0]], "shallowcam-v1+sharp")
     with pytest.raises(ValueError, match="takes no options"):
         make_explainer(model, [model[0]], "layercam+positive")
+
+
+def test_no_conserve_option_drops_the_relevance_of_dead_outputs():
+    """``+no-conserve`` gives the method ZPlusRule(conserve=False) for its convs
+    and linear layers: on a net where a ReLU zeroes whole windows (dead outputs
+    in the conv above) relevance is lost, so the maps differ from the default's
+    and equal those of the method built with that rule by hand."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 4, 3, padding=1, groups=4), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3),
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        model[0].bias.fill_(-0.6)  # many zero activations after the first ReLU
+        model[2].bias.fill_(0.5)  # the depthwise conv's outputs stay alive on bias alone
+    x = torch.randn(2, 3, 8, 8)
+    target = torch.tensor([0, 2])
+    fast = make_explainer(model, [model[1]], "shallowcam+no-conserve")(x, target)[0]
+    default = make_explainer(model, [model[1]], "shallowcam")(x, target)[0]
+    rule = ZPlusRule(conserve=False)
+    by_hand = LayerShallowCam(
+        model, model[1], rules={torch.nn.Conv2d: rule, torch.nn.Linear: rule}
+    ).attribute(x, target=target, check_conservation=False)
+    torch.testing.assert_close(fast, by_hand)
+    assert not torch.allclose(fast, default)
+    _, delta = LayerShallowCam(
+        model, model[1], rules={torch.nn.Conv2d: rule, torch.nn.Linear: rule}
+    ).attribute(
+        x, target=target, check_conservation=False, return_convergence_delta=True,
+        initial_relevance="target",
+    )  # fmt: skip
+    assert float(delta.abs().max()) > 1e-3  # relevance was dropped
 
 
 def test_benchmark_command_on_cub_layout(tmp_path, capsys):

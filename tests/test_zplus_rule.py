@@ -30,10 +30,12 @@ def explicit_zplus(
     padding: int = 0,
     groups: int = 1,
     real: Optional[Tensor] = None,
+    conserve: bool = True,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Relevance on ``x`` for ``conv2d(x, weight, None, stride, padding, 1, groups)``,
     and the masks of the outputs that took the negative and the flat fall-back.
-    ``real`` marks the inputs that are not padding (default: all)."""
+    ``real`` marks the inputs that are not padding (default: all). Without
+    ``conserve`` there is no fall-back: dead outputs lose their relevance."""
     n, c, h, w = x.shape
     c_out, c_group, kh, kw = weight.shape
     x, weight, relevance = x.double(), weight.double(), relevance.double()
@@ -56,18 +58,24 @@ def explicit_zplus(
         tiny
     )
     dead = (z_pos <= eps) & (r != 0)
+    if not conserve:
+        share = torch.where(
+            dead[:, :, :, None], 0.0, positive / z_pos.clamp_min(eps)[:, :, :, None]
+        )
+        dead = torch.zeros_like(dead)  # no output takes a fall-back
     flat = dead & (z_neg >= -eps)
     by_negative = dead & ~flat
     square = w_g**2 * real
-    share = torch.where(
-        (~dead)[:, :, :, None],
-        positive / z_pos.clamp_min(eps)[:, :, :, None],
-        torch.where(
-            flat[:, :, :, None],
-            square / square.sum(3, keepdim=True).clamp_min(1e-30),
-            negative / (z_neg - eps)[:, :, :, None],
-        ),
-    )
+    if conserve:
+        share = torch.where(
+            (~dead)[:, :, :, None],
+            positive / z_pos.clamp_min(eps)[:, :, :, None],
+            torch.where(
+                flat[:, :, :, None],
+                square / square.sum(3, keepdim=True).clamp_min(1e-30),
+                negative / (z_neg - eps)[:, :, :, None],
+            ),
+        )
     r_cols = (share * r[:, :, :, None]).sum(2).reshape(n, c * kh * kw, length)
     r_in = F.fold(r_cols, (h, w), (kh, kw), padding=padding, stride=stride)
     return r_in.float(), by_negative, flat
@@ -130,6 +138,44 @@ def test_signed_inputs_with_no_positive_contribution(channels_last):
         x = x.contiguous(memory_format=torch.channels_last)
     by_negative, flat = _assert_rule_matches(x, weight, 1, 0, 1, seed=6)
     assert bool(by_negative.any()) and bool(flat.any())
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_without_conserve_dead_outputs_lose_their_relevance(signed):
+    """``conserve=False``: the outputs with no positive contribution (dead
+    depthwise channel, zero windows; or signed inputs through a 1x1 conv) give
+    none of their relevance to the inputs, as in Captum's Alpha1_Beta0_Rule;
+    every other output is redistributed as by the conserving rule."""
+    torch.manual_seed(7)
+    if signed:
+        x = torch.randn(3, 2, 6, 6)
+        x[:, :, 0, :] = 0.0
+        weight, stride, padding, groups = torch.randn(5, 2, 1, 1), 1, 0, 1
+    else:
+        x = torch.relu(torch.randn(2, 6, 9, 9) - 0.8)
+        weight, stride, padding, groups = torch.randn(6, 1, 3, 3), 2, 1, 6
+        weight[1] = -weight[1].abs()
+    operation = _conv(stride, padding, groups)
+    relevance = torch.randn(operation(x, weight, None).shape)
+    expected, _, _ = explicit_zplus(
+        x, weight, relevance, stride, padding, groups, conserve=False
+    )
+    actual = ZPlusRule(conserve=False).relevance(operation, x, weight, relevance)
+    torch.testing.assert_close(
+        actual, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max())
+    )
+    # What is lost is exactly the relevance of the dead outputs, and it is not 0.
+    conserved = ZPlusRule().relevance(operation, x, weight, relevance)
+    _, by_negative, flat = explicit_zplus(x, weight, relevance, stride, padding, groups)
+    dead = by_negative | flat
+    lost = (relevance.double().reshape(dead.shape) * dead).flatten(1).sum(1).float()
+    assert float(lost.abs().min()) > 1e-3
+    torch.testing.assert_close(
+        actual.flatten(1).sum(1), relevance.flatten(1).sum(1) - lost, rtol=1e-4, atol=1e-4
+    )
+    torch.testing.assert_close(
+        conserved.flatten(1).sum(1), relevance.flatten(1).sum(1), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_signed_inputs_dense_conv_without_fallback():
@@ -270,13 +316,15 @@ def test_conv1d_and_conv3d_equal_the_conv2d_rule_on_a_reshaped_input(kernel):
     signed=st.booleans(),
     sparsity=st.floats(0.0, 1.5),
     dead_channel=st.booleans(),
+    conserve=st.booleans(),
 )
 def test_rule_equals_the_explicit_reference_on_random_convolutions(
     seed, batch, groups, per_group, out_per_group, kernel, stride, padding, size,
-    signed, sparsity, dead_channel,
+    signed, sparsity, dead_channel, conserve,
 ):  # fmt: skip
     """Every path of the rule (signed or not, dead outputs dense or pixel by
-    pixel, flat outputs, grouped and depthwise convs, strides, padding) against
+    pixel, flat outputs, grouped and depthwise convs, strides, padding, with or
+    without ``conserve``) against
     the written-out contributions, on generated convolutions."""
     if groups == "depthwise":
         groups, out_per_group = per_group, 1
@@ -292,7 +340,10 @@ def test_rule_equals_the_explicit_reference_on_random_convolutions(
         weight[0] = -weight[0].abs()
     out_shape = F.conv2d(x, weight, None, stride, padding, 1, groups).shape
     relevance = torch.randn(out_shape)
-    expected, _, _ = explicit_zplus(x, weight, relevance, stride, padding, groups)
-    actual = ZPlusRule().relevance(_conv(stride, padding, groups), x, weight, relevance)
+    expected, _, _ = explicit_zplus(
+        x, weight, relevance, stride, padding, groups, conserve=conserve
+    )
+    rule = ZPlusRule(conserve=conserve)
+    actual = rule.relevance(_conv(stride, padding, groups), x, weight, relevance)
     scale = float(expected.abs().max()) + 1e-12
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * scale)
