@@ -7,6 +7,8 @@ with the package's own engine.
 
 from __future__ import annotations
 
+import warnings
+
 import _reference as ref
 import pytest
 import torch
@@ -941,3 +943,100 @@ def test_convergence_delta_per_layer_for_a_list(small_vgg):
         x, target=0, initial_relevance="target", return_convergence_delta=True
     )
     assert isinstance(delta, Tensor) and delta.shape == (2,)
+
+
+# ------------------------------------------------------- sigmoid gates
+class HandWrittenSwish(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(x)
+
+
+class HandWrittenGLU(nn.Module):
+    """A GLU with the gate first: sigmoid(b) * a."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = x.chunk(2, dim=1)
+        return torch.sigmoid(b) * a
+
+
+@pytest.mark.parametrize("method", [LayerRelevanceCam, LayerShallowCam])
+def test_hand_written_swish_is_a_gate_like_nn_silu(method):
+    """``x * torch.sigmoid(x)`` written in a forward gives all relevance to x, as
+    the engine does for nn.SiLU: the same weights with nn.SiLU in its place give
+    the same maps, and relevance is conserved (no warning)."""
+    model = _swish_model()
+    model[1] = HandWrittenSwish()
+    known = _swish_model()
+    known[1] = nn.SiLU()
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        maps, delta = method(model, model[0]).attribute(
+            x, target=[0, 2], initial_relevance="target", return_convergence_delta=True
+        )
+    expected = method(known, known[0]).attribute(x, target=[0, 2], initial_relevance="target")
+    ref.assert_close(maps, expected)
+    ref.assert_close(delta, torch.zeros(2), atol=ref.DELTA_ATOL)
+    assert float(maps.max()) > 0
+
+
+class DetachedGateGLU(nn.Module):
+    """The GLU with its gate cut out of the graph: a constant scaling of a."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = x.chunk(2, dim=1)
+        return torch.sigmoid(b.detach()) * a
+
+
+@pytest.mark.parametrize("method", [LayerRelevanceCam, LayerShallowCam])
+def test_glu_gives_all_relevance_to_the_signal_half(method):
+    """``sigmoid(b) * a``: the gate half b gets no relevance and the signal half a
+    all of it, so the maps equal those of the same GLU with its gate detached
+    (a constant scaling of a), and relevance is conserved."""
+    torch.manual_seed(1)
+
+    def glu_model(glu: nn.Module) -> nn.Module:
+        torch.manual_seed(1)
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), glu, nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+        ).eval()  # fmt: skip
+
+    model, detached = glu_model(HandWrittenGLU()), glu_model(DetachedGateGLU())
+    x = torch.randn(2, 3, 6, 6)
+    maps, delta = method(model, model[0]).attribute(
+        x, target=[1, 2], initial_relevance="target", return_convergence_delta=True
+    )
+    expected = method(detached, detached[0]).attribute(
+        x, target=[1, 2], initial_relevance="target"
+    )
+    ref.assert_close(maps, expected)
+    ref.assert_close(delta, torch.zeros(2), atol=ref.DELTA_ATOL)
+    assert float(maps.max()) > 0
+
+
+class SquaringNet(nn.Module):
+    """A product of two graph tensors written in the model's own forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(x)
+        h = torch.relu(self.conv2(h * h))
+        return self.fc(h.mean((2, 3)))
+
+
+def test_other_products_of_graph_tensors_are_left_to_the_conservation_check():
+    """``h * h`` has no sigmoid side: it is not taken for a gate, relevance goes
+    through its gradient, and the check warns that an operation the engine does
+    not see broke conservation."""
+    model = SquaringNet().eval()
+    with pytest.warns(RuntimeWarning, match="not conserved.*No single rule-carrying"):
+        LayerShallowCam(model, model.conv1).attribute(
+            torch.randn(2, 3, 8, 8), target=[0, 2], initial_relevance="target"
+        )

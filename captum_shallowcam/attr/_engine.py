@@ -147,6 +147,9 @@ class _Engine:
         # id of a zero-padded tensor -> (padded, unpadded, pad amounts), to fold
         # the pad into the conv that follows.
         self.padded_outputs: Dict[int, Tuple[Tensor, Tensor, Tuple[int, ...]]] = {}
+        # id of a sigmoid's output -> the output: a gate when it multiplies a
+        # tensor of its own shape (hand-written swish, GLU).
+        self.sigmoid_outputs: Dict[int, Tensor] = {}
         self.names: Dict[nn.Module, str] = {}
         if self.model is not None:
             self.names = {m: n or type(m).__name__ for n, m in self.model.named_modules()}
@@ -299,10 +302,12 @@ class _Engine:
         gates = _RelevanceMode(self) if self.use_relevance else nullcontext()
         with torch.enable_grad(), gates:
             output = _run_forward(self.forward_func, x, None, additional_forward_args)
-        # Only needed to fold BatchNorm and padding during the forward pass; kept,
+        # Only needed to fold BatchNorm and padding and to find gates during the
+        # forward pass; kept,
         # they would keep activations alive that a gradient pass frees.
         self.weighted_outputs.clear()
         self.padded_outputs.clear()
+        self.sigmoid_outputs.clear()
         for capture in self.captures:
             if capture.calls == 0:
                 raise ValueError(
@@ -368,6 +373,7 @@ class _Engine:
                 self.module_stack.clear()
                 self.weighted_outputs.clear()
                 self.padded_outputs.clear()
+                self.sigmoid_outputs.clear()
                 if buffers:
                     with torch.no_grad():
                         for buffer, saved in buffers:

@@ -220,7 +220,8 @@ class _AddGate(_Gate):
 
 class _GatingMulGate(_Gate):
     """``signal * gate`` with a broadcast gate (squeeze-excitation, attention
-    masks): all relevance goes to the signal, as in LRP for gated units."""
+    masks) or a sigmoid's output of the signal's shape (``x * sigmoid(x)``, a
+    GLU): all relevance goes to the signal, as in LRP for gated units."""
 
     def __init__(self, propagation, name, inputs, signal_index: int):
         super().__init__(propagation, name, inputs)
@@ -433,7 +434,10 @@ def _handle_pass_through(engine: "_Engine", func, args, kwargs):
     if not (_graph_tensor(output) and _graph_tensor(x)):
         return output
     _, name = engine.current_module()
-    return _PassThroughGate(engine.propagation, name, (x,)).apply(output, (x,))
+    gated = _PassThroughGate(engine.propagation, name, (x,)).apply(output, (x,))
+    if func in _SIGMOIDS:
+        engine.sigmoid_outputs[id(gated)] = gated
+    return gated
 
 
 def _handle_proportional(engine: "_Engine", func, args, kwargs):
@@ -473,12 +477,19 @@ def _handle_mul(engine: "_Engine", func, args, kwargs):
         return _handle_constant_scaling(engine, func, args, kwargs)
     if not _graph_tensor(a):
         return func(a, b)
-    if a.shape == b.shape:
-        return func(a, b)
     output = func(a, b)
-    signal = 0 if a.shape == output.shape else 1 if b.shape == output.shape else None
-    if signal is None:
-        return output
+    if a.shape == b.shape:
+        # Same shape: a gate only if exactly one side is a sigmoid's output
+        # (x * sigmoid(x), a GLU); any other product is left to the
+        # conservation check.
+        is_sigmoid = [engine.sigmoid_outputs.get(id(t)) is t for t in (a, b)]
+        if is_sigmoid.count(True) != 1:
+            return output
+        signal = is_sigmoid.index(False)
+    else:
+        signal = 0 if a.shape == output.shape else 1 if b.shape == output.shape else None
+        if signal is None:
+            return output
     _, name = engine.current_module()
     gate = _GatingMulGate(engine.propagation, f"{name} (gating)", (a, b), signal)
     return gate.apply(output, (a, b))
@@ -527,6 +538,7 @@ for _f in (torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__, Tensor.add_, 
 for _f in (torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__):
     _HANDLERS[_f] = _handle_mul
 _DIVISIONS = (torch.div, Tensor.div, Tensor.__truediv__)
+_SIGMOIDS = (F.sigmoid, torch.sigmoid, Tensor.sigmoid, F.hardsigmoid)
 for _f in _DIVISIONS:
     _HANDLERS[_f] = _handle_constant_scaling
 
