@@ -410,7 +410,8 @@ backward together, so the ratio sits at its floor of about 2. On
 EfficientNet-Lite0 (depthwise convs, bound by memory traffic) BatchNorm-folded
 depthwise convs after ReLU6 have 3-44% of their outputs without a positive
 contribution, which the fall-back terms cost, and every element-wise pass over
-a 112 x 112 x 96 map counts; the ratio is 2.5 to 3.1 (across runs at different loads). On CPU a fresh tensor above
+a 112 x 112 x 96 map counts; the ratio at ``stage1`` is 2.3 to 3.1 across
+runs at different loads (this file's run: 2.32). On CPU a fresh tensor above
 32 MiB is mapped from the operating system page by page on every allocation
 (glibc), so the rule works in place on the tensors it owns.
 
