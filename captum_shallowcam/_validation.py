@@ -3,7 +3,8 @@
 Each check raises with a message that names the problem and the fix.
 """
 
-from typing import Sequence
+from numbers import Integral
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -19,52 +20,82 @@ def check_finite(tensor: Tensor, what: str) -> None:
         )
 
 
-def target_indices(target: TargetType, output: Tensor) -> Tensor:
-    """The class index per example, as a long tensor of shape (N,).
+def format_target(target: TargetType, n: int, device: torch.device) -> Optional[Tensor]:
+    """``target`` as one class index per example (a long tensor of shape (N,)),
+    or None for "the predicted class".
 
-    ``target`` may be None (the predicted class), an int, a 0-d or 1-d tensor, or
-    a list of ints with one entry per example.
+    ``target`` may be None, an int (all examples), a 0-d or 1-d integer tensor,
+    or a list with one int per example. Tuples are refused: in Captum a tuple
+    indexes one output of more than 2 dimensions, which these methods and the
+    metric do not take.
     """
-    if output.dim() != 2:
-        raise ValueError(
-            f"The model returns a tensor of shape {tuple(output.shape)}; these methods "
-            "need class scores of shape (N, C). Wrap the model so that it returns logits."
-        )
-    n, num_classes = output.shape
     if target is None:
-        return output.detach().argmax(dim=1)
-    if isinstance(target, bool) or not isinstance(target, (int, Tensor, Sequence)):
-        raise TypeError(
-            f"target must be None, an int, a list of ints or a tensor, got "
-            f"{type(target).__name__}."
-        )
+        return None
+    if isinstance(target, Integral) and not isinstance(target, bool):
+        return torch.full((n,), int(target), dtype=torch.long, device=device)
     if isinstance(target, Tensor):
-        if target.dim() > 1 or target.is_floating_point():
-            raise ValueError(
-                f"target must be an integer tensor with 0 or 1 dimensions, got shape "
-                f"{tuple(target.shape)} and dtype {target.dtype}."
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(
+                f"target must be an integer tensor of class indices, got dtype "
+                f"{target.dtype}. Convert it with target.long()."
             )
-        indices = target.reshape(-1).to(device=output.device, dtype=torch.long)
-    elif isinstance(target, int):
-        indices = torch.tensor([target], device=output.device)
-    else:
-        if not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+        if target.dim() > 1:
+            raise ValueError(
+                f"target must be an integer tensor with 0 or 1 dimensions (one class "
+                f"index per example), got shape {tuple(target.shape)}."
+            )
+        indices = target.reshape(-1).to(device=device, dtype=torch.long)
+    elif isinstance(target, list):
+        if not all(isinstance(t, Integral) and not isinstance(t, bool) for t in target):
             raise TypeError(
                 "target lists must hold one int per example; tuple targets for "
                 "outputs with more than 2 dimensions are not supported."
             )
-        indices = torch.tensor(list(target), device=output.device, dtype=torch.long)
-    if indices.numel() == 1:
-        indices = indices.expand(n)
+        indices = torch.tensor([int(t) for t in target], dtype=torch.long, device=device)
+    else:
+        raise TypeError(
+            f"target must be None, an int, a list of ints or a tensor, got "
+            f"{type(target).__name__}."
+            + (
+                " Tuple targets (an index into outputs with more than 2 dimensions) "
+                "are not supported; pass a list for one class per example."
+                if isinstance(target, tuple)
+                else ""
+            )
+        )
+    if indices.numel() == 1 and not isinstance(target, list):
+        return indices.expand(n).clone()
     if indices.numel() != n:
         raise ValueError(
             f"target has {indices.numel()} entries but the inputs hold {n} examples; "
             "give one target per example or a single int for all."
         )
+    return indices
+
+
+def check_target_range(indices: Tensor, num_classes: int) -> None:
+    """Raises if a class index is outside ``[0, num_classes)``."""
     bad = (indices < 0) | (indices >= num_classes)
     if bool(bad.any()):
+        values = bad.nonzero()[:, 0]
+        shown = ", ".join(str(v) for v in indices[values].unique().tolist())
         raise ValueError(
-            f"target {indices[bad][0].item()} is out of range: the model has "
-            f"{num_classes} classes (valid targets 0 to {num_classes - 1})."
+            f"target {shown} is out of range: the model has {num_classes} classes "
+            f"(valid targets 0 to {num_classes - 1})."
         )
-    return indices.clone()
+
+
+def target_indices(target: TargetType, output: Tensor) -> Tensor:
+    """The class index per example of the model's ``output`` (N x C), as a long
+    tensor of shape (N,): ``target`` checked (see :func:`format_target`), or the
+    predicted class when it is None."""
+    if output.dim() != 2:
+        raise ValueError(
+            f"The model returns a tensor of shape {tuple(output.shape)}; these methods "
+            "need class scores of shape (N, C). Wrap the model so that it returns logits."
+        )
+    indices = format_target(target, output.shape[0], output.device)
+    if indices is None:
+        return output.detach().argmax(dim=1)
+    check_target_range(indices, output.shape[1])
+    return indices

@@ -290,6 +290,22 @@ ROWS: List[Row] = [
     ),
     *for_methods(
         METHODS,
+        "float target tensor",
+        "call",
+        TypeError,
+        "target must be an integer tensor of class indices",
+        method_case(plain, target=torch.tensor([0.0, 1.0])),
+    ),
+    *for_methods(
+        METHODS,
+        "tuple target ``(0, 1)``",
+        "call",
+        TypeError,
+        "Tuple targets (an index into outputs with more than 2 dimensions) are not supported",
+        method_case(plain, target=(0, 1)),
+    ),
+    *for_methods(
+        METHODS,
         "NaN in the input",
         "call",
         ValueError,
@@ -535,8 +551,7 @@ ROWS: List[Row] = [
         "``target=5`` for a model with 5 classes",
         "call",
         ValueError,
-        "target out of range: forward_func returns 5 classes, so targets must be in "
-        "[0, 4], got [5]",
+        "target 5 is out of range: the model has 5 classes (valid targets 0 to 4)",
         metric_case(target=5),
     ),
     *for_methods(
@@ -544,7 +559,7 @@ ROWS: List[Row] = [
         "``target=[0, -1]``",
         "call",
         ValueError,
-        "target out of range",
+        "target -1 is out of range",
         metric_case(target=[0, -1]),
     ),
     *for_methods(
@@ -552,7 +567,7 @@ ROWS: List[Row] = [
         "target list of 3 entries for 2 examples",
         "call",
         ValueError,
-        "target list has 3 entries but inputs have 2 examples",
+        "target has 3 entries but the inputs hold 2 examples",
         metric_case(target=[0, 1, 2]),
     ),
     *for_methods(
@@ -562,6 +577,14 @@ ROWS: List[Row] = [
         TypeError,
         "target must be an integer tensor of class indices",
         metric_case(target=torch.tensor([0.0, 1.0])),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "tuple target ``(0, 1)``",
+        "call",
+        TypeError,
+        "Tuple targets (an index into outputs with more than 2 dimensions) are not supported",
+        metric_case(target=(0, 1)),
     ),
     *for_methods(
         ["deletion_insertion"],

@@ -21,6 +21,7 @@ from captum_shallowcam._captum_compat import (
     _format_additional_forward_args,
     _run_forward,
 )
+from captum_shallowcam._validation import check_target_range, format_target
 
 __all__ = ["DeletionInsertionResult", "deletion_insertion"]
 
@@ -246,7 +247,7 @@ def deletion_insertion(
 
     with torch.no_grad():
         pixel_attr = _pixel_attributions(attributions, inputs)
-        target_tensor = _format_target(target, n, inputs.device)
+        target_tensor = format_target(target, n, inputs.device)
         additional_forward_args = _format_additional_forward_args(
             additional_forward_args
         )
@@ -305,7 +306,7 @@ def deletion_insertion(
             target_tensor = outputs.argmax(dim=1)
         else:
             target_tensor = target_tensor.to(outputs.device)
-            _check_target_range(target_tensor, outputs.shape[1])
+            check_target_range(target_tensor, outputs.shape[1])
         clean_scores = _score(score_func, outputs, target_tensor)
         del outputs
 
@@ -518,63 +519,6 @@ def _pixel_attributions(attributions: Tensor, inputs: Tensor) -> Tensor:
             "multi-channel layer maps over channels (keepdim=True) first."
         )
     return pixel.reshape(n, height * width)
-
-
-def _format_target(target: TargetType, n: int, device: torch.device) -> Tensor | None:
-    r"""Returns the targets as an N long tensor, or None."""
-    if target is None:
-        return None
-    if isinstance(target, bool):
-        raise TypeError(f"target must be an int, a list or a tensor, got {target!r}.")
-    if isinstance(target, Integral):
-        return torch.full((n,), int(target), dtype=torch.long, device=device)
-    if isinstance(target, Tensor):
-        if (
-            target.is_floating_point()
-            or target.is_complex()
-            or target.dtype == torch.bool
-        ):
-            raise TypeError(
-                f"target must be an integer tensor of class indices, got dtype "
-                f"{target.dtype}. Convert it with target.long()."
-            )
-        if target.numel() == 1 and target.dim() <= 1:
-            return target.reshape(1).expand(n).to(device=device, dtype=torch.long)
-        if target.dim() != 1 or target.numel() != n:
-            raise ValueError(
-                f"target tensor must be a scalar or have one class index per "
-                f"example (shape ({n},)), got shape {tuple(target.shape)}."
-            )
-        return target.to(device=device, dtype=torch.long)
-    if isinstance(target, list):
-        if len(target) != n:
-            raise ValueError(
-                f"target list has {len(target)} entries but inputs have {n} "
-                f"examples: pass one class index per example, or a single int "
-                f"for all of them."
-            )
-        if not all(isinstance(t, Integral) and not isinstance(t, bool) for t in target):
-            raise TypeError(
-                "target list must contain ints (one class index per example); "
-                "tuple targets for outputs with more than 2 dimensions are not "
-                "supported."
-            )
-        return torch.tensor([int(t) for t in target], dtype=torch.long, device=device)
-    raise TypeError(
-        f"target must be None, an int, a list of ints or a 1-D integer tensor, "
-        f"got {type(target).__name__}. Tuple targets for outputs with more "
-        "than 2 dimensions are not supported."
-    )
-
-
-def _check_target_range(target: Tensor, n_classes: int) -> None:
-    bad = (target < 0) | (target >= n_classes)
-    if bad.any():
-        raise ValueError(
-            f"target out of range: forward_func returns {n_classes} classes, so "
-            f"targets must be in [0, {n_classes - 1}], got "
-            f"{target[bad].unique().tolist()}."
-        )
 
 
 def _check_outputs(outputs: Any, n: int) -> None:
