@@ -244,6 +244,27 @@ def test_pad_argument_equals_the_rule_on_the_padded_input_cropped(pad):
     torch.testing.assert_close(actual.sum(), relevance.sum(), rtol=1e-4, atol=1e-4)
 
 
+def test_pad_argument_with_channel_padding():
+    """A zero pad of the channels as well (six amounts, e.g. ``F.pad`` before a
+    conv that expects more channels): the padded channels are not inputs either,
+    and the result has the unpadded shape."""
+    torch.manual_seed(12)
+    x = torch.relu(torch.randn(2, 3, 7, 7) - 0.5)
+    x[:, :, :3, :3] = 0.0  # an empty window: flat outputs
+    pad = (1, 1, 0, 1, 1, 0)  # width, height, then one channel in front
+    weight = torch.randn(5, 4, 3, 3)
+    weight[0] = -weight[0].abs()  # an output channel with no positive weight
+    padded = F.pad(x, pad)
+    relevance = torch.randn(F.conv2d(padded, weight).shape)
+    real = F.pad(torch.ones(1, 3, 7, 7), pad)
+    expected, by_negative, flat = explicit_zplus(padded, weight, relevance, 1, 0, 1, real)
+    assert bool(by_negative.any()) and bool(flat.any())
+    actual = ZPlusRule().relevance(_conv(1, 0, 1), x, weight, relevance, pad=pad)
+    assert actual.shape == x.shape
+    torch.testing.assert_close(actual, expected[:, 1:, :7, 1:8], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(actual.sum(), relevance.sum(), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("groups", [1, 2])
 def test_few_dead_pixels_of_a_pointwise_conv_take_the_sparse_fallback(
     groups, monkeypatch
