@@ -77,8 +77,7 @@ def check_target_range(indices: Tensor, num_classes: int) -> None:
     """Raises if a class index is outside ``[0, num_classes)``."""
     bad = (indices < 0) | (indices >= num_classes)
     if bool(bad.any()):
-        values = bad.nonzero()[:, 0]
-        shown = ", ".join(str(v) for v in indices[values].unique().tolist())
+        shown = ", ".join(str(v) for v in indices[bad].unique().tolist())
         raise ValueError(
             f"target {shown} is out of range: the model has {num_classes} classes "
             f"(valid targets 0 to {num_classes - 1})."

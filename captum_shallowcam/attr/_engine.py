@@ -302,9 +302,9 @@ class _Engine:
         gates = _RelevanceMode(self) if self.use_relevance else nullcontext()
         with torch.enable_grad(), gates:
             output = _run_forward(self.forward_func, x, None, additional_forward_args)
-        # Only needed to fold BatchNorm and padding and to find gates during the
-        # forward pass; kept,
-        # they would keep activations alive that a gradient pass frees.
+        # Only needed during the forward pass (to fold BatchNorm and padding, to
+        # find sigmoid gates); kept, they would keep activations alive that a
+        # gradient pass frees.
         self.weighted_outputs.clear()
         self.padded_outputs.clear()
         self.sigmoid_outputs.clear()

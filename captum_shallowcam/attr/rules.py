@@ -68,7 +68,8 @@ class ZPlusRule(PropagationRule):
     relevance is redistributed by the negative contributions instead, and where
     it has none of either sign either (all inputs in its window are zero: the
     output is its bias alone) by :math:`w_{ij}^2` (the flat rule), so relevance
-    is conserved (``conserve=False`` drops it instead, see below). For non-negative inputs (after ReLU) this is exactly Captum's
+    is conserved (``conserve=False`` drops it instead, see below). For
+    non-negative inputs (after ReLU) this is exactly Captum's
     ``Alpha1_Beta0_Rule(set_bias_to_zero=True)`` (Montavon et al., "Explaining
     nonlinear classification decisions with deep Taylor decomposition", 2017,
     https://doi.org/10.1016/j.patcog.2016.11.008); for inputs that can be negative
