@@ -37,8 +37,8 @@ _OPTIONS = {
     "contrastive": ("initial_relevance", "contrastive"),
     "clrp": ("initial_relevance", "clrp"),
 }
-#: Options that choose the LRP rules (constructor arguments), not ``attribute``'s.
-_RULE_OPTIONS = ("no-conserve",)
+#: The option that chooses the LRP rules (a constructor argument, not ``attribute``'s).
+_NO_CONSERVE = "no-conserve"
 METHOD_NAMES = (
     "layercam",
     "gradcam",
@@ -56,7 +56,7 @@ def make_explainer(model: nn.Module, layers: Sequence[nn.Module], method: str) -
     kwargs: Dict[str, object] = {}
     rules = None
     for option in options:
-        if option == "no-conserve":
+        if option == _NO_CONSERVE:
             # The z+ rule without its fall-back (see ZPlusRule's ``conserve``).
             rule = ZPlusRule(conserve=False)
             rules = {nn.Conv1d: rule, nn.Conv2d: rule, nn.Conv3d: rule, nn.Linear: rule}
@@ -65,7 +65,7 @@ def make_explainer(model: nn.Module, layers: Sequence[nn.Module], method: str) -
         if option not in _OPTIONS:
             raise ValueError(
                 f"Unknown option '+{option}' in method '{method}'; options are "
-                + ", ".join(f"+{o}" for o in (*_OPTIONS, *_RULE_OPTIONS))
+                + ", ".join(f"+{o}" for o in (*_OPTIONS, _NO_CONSERVE))
                 + "."
             )
         key, value = _OPTIONS[option]

@@ -291,6 +291,14 @@ class _Engine:
                 )
 
     # ----------------------------------------------------------------- passes
+    def _clear_forward_tables(self) -> None:
+        """Drops what is only needed during the forward pass (to fold BatchNorm
+        and padding, to find sigmoid gates); kept, it would keep activations
+        alive that a gradient pass frees."""
+        self.weighted_outputs.clear()
+        self.padded_outputs.clear()
+        self.sigmoid_outputs.clear()
+
     def forward(self, inputs: Tensor, additional_forward_args: Any) -> Tensor:
         """Runs the forward pass with hooks and (for relevance) gates."""
         # A detached copy that requires grad: the graph exists even with frozen
@@ -302,12 +310,7 @@ class _Engine:
         gates = _RelevanceMode(self) if self.use_relevance else nullcontext()
         with torch.enable_grad(), gates:
             output = _run_forward(self.forward_func, x, None, additional_forward_args)
-        # Only needed during the forward pass (to fold BatchNorm and padding, to
-        # find sigmoid gates); kept, they would keep activations alive that a
-        # gradient pass frees.
-        self.weighted_outputs.clear()
-        self.padded_outputs.clear()
-        self.sigmoid_outputs.clear()
+        self._clear_forward_tables()
         for capture in self.captures:
             if capture.calls == 0:
                 raise ValueError(
@@ -371,9 +374,7 @@ class _Engine:
                     handle.remove()
                 self.handles.clear()
                 self.module_stack.clear()
-                self.weighted_outputs.clear()
-                self.padded_outputs.clear()
-                self.sigmoid_outputs.clear()
+                self._clear_forward_tables()
                 if buffers:
                     with torch.no_grad():
                         for buffer, saved in buffers:

@@ -170,23 +170,22 @@ class _WeightedGate(_Gate):
     def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
         x = self.inputs[0]
         rule = self.rule
-        if isinstance(rule, IdentityRule) and self.pad is None:
-            return (relevance.reshape(x.shape),)
         if isinstance(rule, ZPlusRule):
             return (rule.relevance(self.operation, x, self.weight, relevance, pad=self.pad),)
         if self.pad is not None:
             x = F.pad(x, self.pad)
         if isinstance(rule, IdentityRule):
-            return (_crop(relevance.reshape(x.shape), self.pad),)
-        # Any other Captum rule: let it manipulate a copy of the weights.
-        params = _WeightCopy(self.weight, self.bias)
-        rule._manipulate_weights(params, (x,), None)
-        with torch.enable_grad():
-            xg = x.clone().requires_grad_(True)
-            z = self.operation(xg, params.weight, params.bias)
-            ratio = relevance / _stabilize(z, rule.STABILITY_FACTOR)
-            (grad,) = torch.autograd.grad(z, xg, ratio)
-        result = x * grad
+            result = relevance.reshape(x.shape)
+        else:
+            # Any other Captum rule: let it manipulate a copy of the weights.
+            params = _WeightCopy(self.weight, self.bias)
+            rule._manipulate_weights(params, (x,), None)
+            with torch.enable_grad():
+                xg = x.clone().requires_grad_(True)
+                z = self.operation(xg, params.weight, params.bias)
+                ratio = relevance / _stabilize(z, rule.STABILITY_FACTOR)
+                (grad,) = torch.autograd.grad(z, xg, ratio)
+            result = x * grad
         return (result if self.pad is None else _crop(result, self.pad),)
 
 
