@@ -36,6 +36,8 @@ TORCHVISION = {
     "vgg16_bn": (torchvision.models.vgg16_bn, "features.6", "features.43"),
     "resnet18": (torchvision.models.resnet18, "layer1", "layer4"),
     "resnet50": (torchvision.models.resnet50, "layer1", "layer4"),
+    # LayerNorm on channels-last maps, linear layers on N x H x W x C.
+    "convnext_tiny": (torchvision.models.convnext_tiny, "features.1", "features.7"),
 }
 
 

@@ -740,3 +740,90 @@ def test_identity_rule_on_softmax_head_and_unknown_leaf_message():
         model, model.relu2, rules={nn.Softmax: IdentityRule()}
     ).attribute(x, target=0)
     assert maps.shape == (1, 1, 2, 2)
+
+
+# ------------------------------------------------------------- normalisation
+class _NormNet(nn.Module):
+    def __init__(self, norm: nn.Module) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = norm
+        self.conv2 = nn.Conv2d(8, 6, 3)
+        self.fc = nn.Linear(6, 4)
+        self.frozen_shift: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv1(x)
+        # The reference: the normalisation replaced by a constant shift to the
+        # same values (a frozen element-wise map), which passes relevance on.
+        h = self.norm(h) if self.frozen_shift is None else h + self.frozen_shift
+        return self.fc(torch.relu(self.conv2(torch.relu(h))).mean((2, 3)))
+
+
+@pytest.mark.parametrize(
+    "make_norm",
+    [
+        lambda: nn.GroupNorm(2, 8),
+        lambda: nn.LayerNorm([8, 6, 6]),
+        lambda: __import__("torchvision").models.convnext.LayerNorm2d(8),
+    ],
+    ids=["GroupNorm", "LayerNorm", "LayerNorm2d (channels-last, ConvNeXt)"],
+)
+def test_normalisation_layers_pass_relevance_through(make_norm):
+    """GroupNorm and LayerNorm (no rule needed) pass relevance on element by
+    element: the maps below them equal those of the same net with the
+    normalisation frozen into a constant shift."""
+    torch.manual_seed(41)
+    model = _NormNet(make_norm()).eval()
+    with torch.no_grad():
+        model.norm.weight.uniform_(0.5, 1.5)
+        model.norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 3, 6, 6)
+    cam = LayerRelevanceCam(model, model.conv1)
+    kwargs = dict(target=[0, 3], initial_relevance="target", return_convergence_delta=True)
+    maps, delta = cam.attribute(x, **kwargs)
+    with torch.no_grad():
+        h = model.conv1(x)
+        model.frozen_shift = model.norm(h) - h
+    expected, expected_delta = cam.attribute(x, **kwargs)
+    assert float(expected.abs().max()) > 0
+    ref.assert_close(maps, expected, rtol=1e-5)
+    # Conserved up to float32 rounding, the same as the reference's (1e-5 here).
+    ref.assert_close(delta, expected_delta, atol=1e-6)
+    assert float(delta.abs().max()) < 1e-4
+
+
+class _Square(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x * x
+
+
+class _TwoUnknownLeaves(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.square = _Square()
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 3), nn.Softmax(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.square(self.conv(x)))
+
+
+def test_every_module_without_a_rule_is_named_in_one_error():
+    """A model with two unknown leaf types gets one error naming both modules
+    and a ``rules`` example covering both types; following it works, and the
+    failed call leaves no hooks behind."""
+    torch.manual_seed(42)
+    model = _TwoUnknownLeaves().eval()
+    x = torch.randn(2, 1, 10, 10)
+    with pytest.raises(TypeError) as error:
+        LayerShallowCam(model, model.conv).attribute(x, target=0)
+    message = str(error.value)
+    assert message.startswith("2 modules have no LRP rule")
+    assert "'square' (_Square, MulBackward0)" in message
+    assert "'head.2' (Softmax, SoftmaxBackward0)" in message
+    assert "rules={_Square: IdentityRule(), Softmax: IdentityRule()}" in message
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    rules = {_Square: IdentityRule(), nn.Softmax: IdentityRule()}
+    maps = LayerShallowCam(model, model.conv, rules=rules).attribute(x, target=0)
+    assert maps.shape == (2, 1, 8, 8) and bool(torch.isfinite(maps).all())

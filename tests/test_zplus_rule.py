@@ -265,6 +265,47 @@ def test_pad_argument_with_channel_padding():
     torch.testing.assert_close(actual.sum(), relevance.sum(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("conserve", [True, False])
+@pytest.mark.parametrize("signed", [False, True])
+def test_linear_on_feature_maps_equals_the_pointwise_conv_rule(signed, conserve):
+    """F.linear on N x H x W x C (ConvNeXt's MLP) or N x L x C (tokens) is a
+    1x1 conv on the features moved to dim 1; the rule must give the conv's
+    result, fall-backs included (a zero pixel: flat; a pixel whose
+    contributions to output 0 are all negative)."""
+    torch.manual_seed(21)
+    x = torch.randn(2, 5, 6, 8) if signed else torch.rand(2, 5, 6, 8)
+    weight = torch.randn(7, 8)
+    x[1, 2, 3] = 0.0
+    x[0, 4, 1] = -torch.sign(weight[0]) * x[0, 4, 1].abs()
+    if not signed:
+        weight[0] = -weight[0].abs()  # no positive contribution anywhere
+    relevance = torch.randn(2, 5, 6, 7)
+    rule = ZPlusRule(conserve=conserve)
+    as_conv = rule.relevance(
+        _conv(1, 0, 1),
+        x.permute(0, 3, 1, 2),
+        weight[:, :, None, None],
+        relevance.permute(0, 3, 1, 2),
+    ).permute(0, 2, 3, 1)
+    expected, by_negative, flat = explicit_zplus(
+        x.permute(0, 3, 1, 2),
+        weight[:, :, None, None],
+        relevance.permute(0, 3, 1, 2),
+        conserve=conserve,
+    )
+    torch.testing.assert_close(as_conv, expected.permute(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
+    if conserve:
+        assert bool(by_negative.any()) and bool(flat.any())
+
+    def linear(x_: Tensor, w_: Tensor, b_) -> Tensor:  # noqa: ANN001
+        return F.linear(x_, w_, b_)
+
+    on_maps = rule.relevance(linear, x, weight, relevance)
+    torch.testing.assert_close(on_maps, as_conv, rtol=1e-5, atol=1e-6)
+    on_tokens = rule.relevance(linear, x.flatten(1, 2), weight, relevance.flatten(1, 2))
+    torch.testing.assert_close(on_tokens, as_conv.flatten(1, 2), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("groups", [1, 2])
 def test_few_dead_pixels_of_a_pointwise_conv_take_the_sparse_fallback(
     groups, monkeypatch

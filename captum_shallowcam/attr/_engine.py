@@ -51,26 +51,45 @@ def _is_unknown_leaf(module: nn.Module) -> bool:
     return not isinstance(module, SUPPORTED_MODULES) and next(module.children(), None) is None
 
 
-def _check_handled(name: str, module: nn.Module, args: tuple, output: Any) -> None:
-    """A leaf module of unknown type is fine when its output comes from an
+def _unhandled_operation(module: nn.Module, args: tuple, output: Any) -> Optional[str]:
+    """The operation (autograd node name) behind the output of a leaf module of
+    unknown type, or None when the engine handles it: its output comes from an
     operation the engine gates, or is its input (or a reshaped view of it)."""
     if not isinstance(output, Tensor) or not output.requires_grad:
-        return
+        return None
     x = args[0] if args else None
     if isinstance(x, Tensor) and (
         output is x or (output.data_ptr() == x.data_ptr() and output.numel() == x.numel())
     ):
-        return
+        return None
     if output.grad_fn is not None and type(output.grad_fn).__name__ == "_GateFunctionBackward":
-        return
-    kind = type(module).__name__
-    raise TypeError(
-        f"Module '{name}' ({kind}) has no LRP rule: its output comes from an "
-        "operation the relevance engine cannot propagate through "
-        f"({type(output.grad_fn).__name__ if output.grad_fn else 'unknown'}). Give it "
-        f"a rule when constructing the method, e.g. rules={{{kind}: IdentityRule()}} "
-        f"for an element-wise or shape-only module or rules={{{kind}: EpsilonRule()}} "
-        "for a linear one (or set module.rule as in captum.attr.LRP)."
+        return None
+    return type(output.grad_fn).__name__ if output.grad_fn else "unknown"
+
+
+def _no_rule_error(unhandled: Sequence[Tuple[str, str, str]]) -> TypeError:
+    """One error for every leaf module (name, type, operation) with no rule, so
+    that a model needs one fix, not one per module."""
+    kinds = list(dict.fromkeys(kind for _, kind, _ in unhandled))
+    example = ", ".join(f"{kind}: IdentityRule()" for kind in kinds)
+    if len(unhandled) == 1:
+        name, kind, operation = unhandled[0]
+        return TypeError(
+            f"Module '{name}' ({kind}) has no LRP rule: its output comes from an "
+            "operation the relevance engine cannot propagate through "
+            f"({operation}). Give it a rule when constructing the method, e.g. "
+            f"rules={{{example}}} for an element-wise or shape-only module or "
+            f"rules={{{kind}: EpsilonRule()}} for a linear one (or set module.rule "
+            "as in captum.attr.LRP)."
+        )
+    shown = ", ".join(f"'{name}' ({kind}, {op})" for name, kind, op in unhandled[:5])
+    more = f" and {len(unhandled) - 5} more" if len(unhandled) > 5 else ""
+    return TypeError(
+        f"{len(unhandled)} modules have no LRP rule: their outputs come from "
+        "operations the relevance engine cannot propagate through: "
+        f"{shown}{more}. Give their types rules when constructing the method, "
+        f"e.g. rules={{{example}}} for element-wise or shape-only modules, "
+        "EpsilonRule() for linear ones (or set module.rule as in captum.attr.LRP)."
     )
 
 
@@ -150,6 +169,9 @@ class _Engine:
         # id of a sigmoid's output -> the output: a gate when it multiplies a
         # tensor of its own shape (hand-written swish, GLU).
         self.sigmoid_outputs: Dict[int, Tensor] = {}
+        # Leaf modules of unknown type with no rule (name, type, operation),
+        # reported together after the forward pass.
+        self.unhandled: List[Tuple[str, str, str]] = []
         self.names: Dict[nn.Module, str] = {}
         if self.model is not None:
             self.names = {m: n or type(m).__name__ for n, m in self.model.named_modules()}
@@ -221,7 +243,9 @@ class _Engine:
             _, name = self.module_stack.pop()
             if whole_rule is None:
                 if unknown_leaf:
-                    _check_handled(name, module, args, output)
+                    operation = _unhandled_operation(module, args, output)
+                    if operation is not None:
+                        self.unhandled.append((name, type(module).__name__, operation))
                 return None
             self.suspend_depth -= 1
             inputs = self.whole_module_inputs.pop(id(module))
@@ -311,6 +335,8 @@ class _Engine:
         with torch.enable_grad(), gates:
             output = _run_forward(self.forward_func, x, None, additional_forward_args)
         self._clear_forward_tables()
+        if self.unhandled:
+            raise _no_rule_error(self.unhandled)
         for capture in self.captures:
             if capture.calls == 0:
                 raise ValueError(

@@ -524,6 +524,7 @@ for _f in (
     F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardswish,
     F.hardsigmoid, F.sigmoid, torch.sigmoid, Tensor.sigmoid, F.tanh, torch.tanh,
     Tensor.tanh, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+    F.layer_norm, F.group_norm,
 ):  # fmt: skip
     _HANDLERS[_f] = _handle_pass_through
 for _f in (

@@ -115,6 +115,18 @@ class ZPlusRule(PropagationRule):
         ``inputs`` zero-padded by ``pad``; the padded positions get no
         relevance and the result has the shape of ``inputs``.
         """
+        if weight.dim() == 2 and inputs.dim() > 2:
+            return self._linear_on_last_dim(operation, inputs, weight, relevance, pad)
+        return self._relevance_channels_at_dim_1(operation, inputs, weight, relevance, pad)
+
+    def _relevance_channels_at_dim_1(
+        self,
+        operation: Callable[[Tensor, Tensor, Optional[Tensor]], Tensor],
+        inputs: Tensor,
+        weight: Tensor,
+        relevance: Tensor,
+        pad: Optional[Sequence[int]] = None,
+    ) -> Tensor:
         # This is the hot loop of the relevance pass, and on CPU a fresh large
         # tensor costs more than the arithmetic on it (page faults), so the work
         # is done in place on tensors this function owns wherever it can be.
@@ -193,6 +205,27 @@ class ZPlusRule(PropagationRule):
         if pad is not None:
             result = _crop(result, pad)
         return result
+
+    def _linear_on_last_dim(
+        self,
+        operation: Callable[[Tensor, Tensor, Optional[Tensor]], Tensor],
+        inputs: Tensor,
+        weight: Tensor,
+        relevance: Tensor,
+        pad: Optional[Sequence[int]],
+    ) -> Tensor:
+        """A linear map on N x ... x features (ConvNeXt's MLP on channels-last
+        maps, a token MLP) is a 1x1 convolution: the rule runs on the features
+        moved to dim 1, where it expects the channels."""
+
+        def on_dim_1(x_: Tensor, w_: Tensor, b_: Optional[Tensor]) -> Tensor:
+            return operation(x_.movedim(1, -1), w_, b_).movedim(-1, 1)
+
+        padded = inputs if pad is None else F.pad(inputs, tuple(pad))
+        result = self._relevance_channels_at_dim_1(
+            on_dim_1, padded.movedim(-1, 1), weight, relevance.movedim(-1, 1)
+        ).movedim(1, -1)
+        return result if pad is None else _crop(result, pad)
 
 
 def _dense_fallback(
@@ -400,6 +433,8 @@ SUPPORTED_MODULES = (
     nn.Conv3d,
     nn.Linear,
     nn.modules.batchnorm._BatchNorm,
+    nn.LayerNorm,
+    nn.GroupNorm,
     nn.modules.pooling._MaxPoolNd,
     nn.modules.pooling._AvgPoolNd,
     nn.modules.pooling._AdaptiveAvgPoolNd,
