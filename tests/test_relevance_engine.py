@@ -827,3 +827,49 @@ def test_every_module_without_a_rule_is_named_in_one_error():
     rules = {_Square: IdentityRule(), nn.Softmax: IdentityRule()}
     maps = LayerShallowCam(model, model.conv, rules=rules).attribute(x, target=0)
     assert maps.shape == (2, 1, 8, 8) and bool(torch.isfinite(maps).all())
+
+
+class _SpaceToDepth(nn.Module):
+    """Each 2 x 2 block of pixels to 4 channels, written with reshape and
+    permute (as einops' Rearrange or a window partition is): a copy, not a view."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _space_to_depth(x)
+
+
+def _space_to_depth(x: Tensor) -> Tensor:
+    n, c, h, w = x.shape
+    blocks = x.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    return blocks.reshape(n, c * 4, h // 2, w // 2)
+
+
+class _SpaceToDepthNet(nn.Module):
+    def __init__(self, as_module: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.to_depth = _SpaceToDepth() if as_module else None
+        self.conv2 = nn.Conv2d(16, 5, 3)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.relu(self.conv1(x))
+        h = self.to_depth(h) if self.to_depth is not None else _space_to_depth(h)
+        return self.fc(torch.relu(self.conv2(h)).mean((2, 3)))
+
+
+def test_a_module_that_only_rearranges_needs_no_rule():
+    """A leaf module whose output is its input reshaped and permuted passes
+    relevance back by its ordinary backward, as the same operations written in
+    the parent's forward do: the maps below it are equal, with no rule given."""
+    torch.manual_seed(43)
+    inline = _SpaceToDepthNet(as_module=False).eval()
+    module = _SpaceToDepthNet(as_module=True).eval()
+    module.load_state_dict(inline.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    kwargs = dict(target=[0, 2], initial_relevance="target", return_convergence_delta=True)
+    expected, expected_delta = LayerRelevanceCam(inline, inline.relu).attribute(x, **kwargs)
+    maps, delta = LayerRelevanceCam(module, module.relu).attribute(x, **kwargs)
+    assert float(expected.abs().max()) > 0
+    ref.assert_close(maps, expected, rtol=1e-5)
+    ref.assert_close(delta, expected_delta, atol=1e-7)

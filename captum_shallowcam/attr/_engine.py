@@ -51,15 +51,45 @@ def _is_unknown_leaf(module: nn.Module) -> bool:
     return not isinstance(module, SUPPORTED_MODULES) and next(module.children(), None) is None
 
 
+#: Autograd nodes of operations that only move elements (no arithmetic, none
+#: dropped or repeated): their backward moves relevance back where it came from.
+_REARRANGING = frozenset(
+    {
+        "AliasBackward0", "CloneBackward0", "PermuteBackward0", "PixelShuffleBackward0",
+        "PixelUnshuffleBackward0", "ReshapeAliasBackward0", "SqueezeBackward0",
+        "SqueezeBackward1", "SqueezeBackward2", "TransposeBackward0",
+        "TransposeBackward1", "UnsafeViewBackward0", "UnsqueezeBackward0",
+        "ViewBackward0",
+    }
+)  # fmt: skip
+
+
+def _rearranges(output: Tensor, x: Tensor) -> bool:
+    """Whether ``output`` is ``x`` rearranged: only element-moving operations
+    (reshape, permute, ...) lie between them in the autograd graph."""
+    node = output.grad_fn
+    while node is not None and type(node).__name__ in _REARRANGING:
+        inputs = [n for n, _ in node.next_functions if n is not None]
+        if len(inputs) != 1:
+            return False
+        node = inputs[0]
+        if node is x.grad_fn or getattr(node, "variable", None) is x:
+            return True
+    return False
+
+
 def _unhandled_operation(module: nn.Module, args: tuple, output: Any) -> Optional[str]:
     """The operation (autograd node name) behind the output of a leaf module of
     unknown type, or None when the engine handles it: its output comes from an
-    operation the engine gates, or is its input (or a reshaped view of it)."""
+    operation the engine gates, or is its input rearranged (a view, a reshape,
+    a permutation: einops' ``Rearrange``, a window partition)."""
     if not isinstance(output, Tensor) or not output.requires_grad:
         return None
     x = args[0] if args else None
     if isinstance(x, Tensor) and (
-        output is x or (output.data_ptr() == x.data_ptr() and output.numel() == x.numel())
+        output is x
+        or (output.data_ptr() == x.data_ptr() and output.numel() == x.numel())
+        or (x.requires_grad and output.numel() == x.numel() and _rearranges(output, x))
     ):
         return None
     if output.grad_fn is not None and type(output.grad_fn).__name__ == "_GateFunctionBackward":
@@ -78,7 +108,7 @@ def _no_rule_error(unhandled: Sequence[Tuple[str, str, str]]) -> TypeError:
             f"Module '{name}' ({kind}) has no LRP rule: its output comes from an "
             "operation the relevance engine cannot propagate through "
             f"({operation}). Give it a rule when constructing the method, e.g. "
-            f"rules={{{example}}} for an element-wise or shape-only module or "
+            f"rules={{{example}}} for an element-wise module or "
             f"rules={{{kind}: EpsilonRule()}} for a linear one (or set module.rule "
             "as in captum.attr.LRP)."
         )
@@ -88,7 +118,7 @@ def _no_rule_error(unhandled: Sequence[Tuple[str, str, str]]) -> TypeError:
         f"{len(unhandled)} modules have no LRP rule: their outputs come from "
         "operations the relevance engine cannot propagate through: "
         f"{shown}{more}. Give their types rules when constructing the method, "
-        f"e.g. rules={{{example}}} for element-wise or shape-only modules, "
+        f"e.g. rules={{{example}}} for element-wise modules, "
         "EpsilonRule() for linear ones (or set module.rule as in captum.attr.LRP)."
     )
 
