@@ -839,7 +839,9 @@ class _SpaceToDepth(nn.Module):
 
 def _space_to_depth(x: Tensor) -> Tensor:
     n, c, h, w = x.shape
-    blocks = x.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    # Channels ordered (row in block, column in block, channel), so that an
+    # output channel holds several input channels' pixels.
+    blocks = x.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 3, 5, 1, 2, 4)
     return blocks.reshape(n, c * 4, h // 2, w // 2)
 
 
@@ -873,3 +875,19 @@ def test_a_module_that_only_rearranges_needs_no_rule():
     assert float(expected.abs().max()) > 0
     ref.assert_close(maps, expected, rtol=1e-5)
     ref.assert_close(delta, expected_delta, atol=1e-7)
+
+
+def test_identity_rule_on_a_rearranging_module_follows_the_rearrangement():
+    """IdentityRule given to a module that permutes its input sends each
+    output's relevance back to the input it came from (not to the input at the
+    same flat index)."""
+    torch.manual_seed(44)
+    inline = _SpaceToDepthNet(as_module=False).eval()
+    module = _SpaceToDepthNet(as_module=True).eval()
+    module.load_state_dict(inline.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    expected = LayerRelevanceCam(inline, inline.relu).attribute(x, target=[0, 2])
+    maps = LayerRelevanceCam(
+        module, module.relu, rules={_SpaceToDepth: IdentityRule()}
+    ).attribute(x, target=[0, 2])
+    ref.assert_close(maps, expected, rtol=1e-5)
