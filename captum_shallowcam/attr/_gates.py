@@ -30,6 +30,7 @@ from torch.overrides import TorchFunctionMode
 
 from captum_shallowcam._captum_compat import IdentityRule, PropagationRule
 from captum_shallowcam.attr.rules import (
+    WeightedOperation,
     ZPlusRule,
     _crop,
     per_example_extremes,
@@ -153,7 +154,7 @@ class _WeightedGate(_Gate):
         propagation,
         name,
         inputs,
-        operation: Callable[[Tensor, Tensor, Optional[Tensor]], Tensor],
+        operation: WeightedOperation,
         weight: Tensor,
         bias: Optional[Tensor],
         rule: PropagationRule,

@@ -49,6 +49,8 @@ __all__ = [
 
 RuleKey = Union[Type[nn.Module], nn.Module, str]
 RuleMap = Mapping[RuleKey, PropagationRule]
+#: ``operation(inputs, weight, bias)``: a convolution or a linear map.
+WeightedOperation = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
 
 
 class ZPlusRule(PropagationRule):
@@ -101,7 +103,7 @@ class ZPlusRule(PropagationRule):
 
     def relevance(
         self,
-        operation: Callable[[Tensor, Tensor, Optional[Tensor]], Tensor],
+        operation: WeightedOperation,
         inputs: Tensor,
         weight: Tensor,
         relevance: Tensor,
@@ -121,7 +123,7 @@ class ZPlusRule(PropagationRule):
 
     def _relevance_channels_at_dim_1(
         self,
-        operation: Callable[[Tensor, Tensor, Optional[Tensor]], Tensor],
+        operation: WeightedOperation,
         inputs: Tensor,
         weight: Tensor,
         relevance: Tensor,
@@ -208,7 +210,7 @@ class ZPlusRule(PropagationRule):
 
     def _linear_on_last_dim(
         self,
-        operation: Callable[[Tensor, Tensor, Optional[Tensor]], Tensor],
+        operation: WeightedOperation,
         inputs: Tensor,
         weight: Tensor,
         relevance: Tensor,
@@ -229,7 +231,7 @@ class ZPlusRule(PropagationRule):
 
 
 def _dense_fallback(
-    operation: Callable[[Tensor, Tensor, Optional[Tensor]], Tensor],
+    operation: WeightedOperation,
     source: Tensor,
     negative_weight: Tensor,
     inputs: Tensor,
