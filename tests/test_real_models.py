@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from captum.attr import LayerAttribution, NoiseTunnel
-from captum.metrics import sensitivity_max
+from captum.metrics import infidelity, sensitivity_max
 from captum.testing.helpers.basic_models import BasicModel_ConvNet
 from torch import Tensor, nn
 
@@ -201,11 +201,12 @@ def test_noise_tunnel_smoothgrad(method):
 
 
 @pytest.mark.parametrize("method", [LayerCam, LayerShallowCam])
-def test_captum_sensitivity_max_with_a_tuple_wrapper(method):
+def test_captum_sensitivity_max_and_infidelity(method):
     """captum.metrics.sensitivity_max reads the explanation as a tuple (Captum's
     LayerGradCam needs the same one-line wrapper). Without perturbation the
     maps of the expanded batch (targets repeated per sample) are the maps of
-    the original one: sensitivity 0; with noise it is positive and finite."""
+    the original one: sensitivity 0; with noise it is positive and finite.
+    infidelity runs on the map brought to the input's shape."""
     model = _torchvision("resnet18")
     cam = method(model, model.layer2)
 
@@ -222,6 +223,16 @@ def test_captum_sensitivity_max_with_a_tuple_wrapper(method):
     ref.assert_close(unperturbed, torch.zeros(2), atol=2e-5)
     noisy = sensitivity_max(explain, x, n_perturb_samples=3, target=target)
     assert noisy.shape == (2,) and bool((noisy > 0).all()) and bool(noisy.isfinite().all())
+    # infidelity wants the input's shape: the map upsampled, over every channel.
+    maps = cam.attribute(x, target=target)
+    at_input = LayerAttribution.interpolate(maps, x.shape[-2:], "bilinear").expand_as(x)
+
+    def perturb(inputs):  # noqa: ANN001
+        noise = 0.1 * torch.randn_like(inputs)
+        return noise, inputs - noise
+
+    score = infidelity(model, perturb, x, at_input, n_perturb_samples=3, target=target)
+    assert score.shape == (2,) and bool(score.isfinite().all())
 
 
 def test_interpolate_to_input_size():
