@@ -793,6 +793,30 @@ def test_normalisation_layers_pass_relevance_through(make_norm):
     assert float(delta.abs().max()) < 1e-4
 
 
+def test_a_rule_given_to_a_normalisation_layer_is_used():
+    """The pass-through is a default: a user's EpsilonRule on LayerNorm applies
+    the z-rule to the module as a whole (and, with a large epsilon, absorbs
+    relevance); a weight rule is refused as for an unknown module."""
+    torch.manual_seed(45)
+    model = _NormNet(nn.LayerNorm([8, 6, 6])).eval()
+    x = torch.randn(2, 3, 6, 6)
+    kwargs = dict(
+        target=[0, 3],
+        initial_relevance="target",
+        return_convergence_delta=True,
+        check_conservation=False,
+    )
+    _, passed = LayerRelevanceCam(model, model.conv1).attribute(x, **kwargs)
+    absorbing = {nn.LayerNorm: EpsilonRule(epsilon=1e3)}
+    _, absorbed = LayerRelevanceCam(model, model.conv1, rules=absorbing).attribute(x, **kwargs)
+    assert float(passed.abs().max()) < 1e-4
+    assert bool((absorbed.abs() > 0.5).all())
+    with pytest.raises(TypeError, match=r"'norm' \(LayerNorm\) is a normalisation"):
+        LayerRelevanceCam(model, model.conv1, rules={nn.LayerNorm: GammaRule()}).attribute(
+            x, target=0
+        )
+
+
 class _Square(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x * x

@@ -44,7 +44,12 @@ from captum_shallowcam.attr._gates import (
     _RelevanceMode,
     _WeightedGate,
 )
-from captum_shallowcam.attr.rules import SUPPORTED_MODULES, RuleMap, resolve_rule
+from captum_shallowcam.attr.rules import (
+    NORMALISATION_MODULES,
+    SUPPORTED_MODULES,
+    RuleMap,
+    resolve_rule,
+)
 
 
 def _is_unknown_leaf(module: nn.Module) -> bool:
@@ -246,9 +251,10 @@ class _Engine:
             self.handles.append(hook)
 
     def _whole_module_rule(self, module: nn.Module, name: str) -> Optional[PropagationRule]:
-        """A rule for a leaf module of a type the engine does not know, applied to
-        the module as a whole (its input to its output)."""
-        if not _is_unknown_leaf(module):
+        """A rule for a leaf module of a type the engine does not know, or one the
+        user gave a normalisation, applied to the module as a whole (its input
+        to its output)."""
+        if not (_is_unknown_leaf(module) or isinstance(module, NORMALISATION_MODULES)):
             return None
         return resolve_rule(module, name, self.rules)
 
@@ -340,10 +346,15 @@ class _Engine:
         for name, module in self.model.named_modules():
             rule = self._whole_module_rule(module, name)
             if rule is not None and type(rule) not in (IdentityRule, EpsilonRule):
+                what = (
+                    "is a normalisation"
+                    if isinstance(module, NORMALISATION_MODULES)
+                    else "is not a module type the engine knows"
+                )
                 raise TypeError(
-                    f"Module '{name}' ({type(module).__name__}) is not a module type the "
-                    "engine knows, so only IdentityRule or EpsilonRule can be applied "
-                    f"to it as a whole; got {type(rule).__name__}."
+                    f"Module '{name}' ({type(module).__name__}) {what}, so only "
+                    "IdentityRule or EpsilonRule can be applied to it as a whole; got "
+                    f"{type(rule).__name__}."
                 )
 
     # ----------------------------------------------------------------- passes

@@ -112,7 +112,8 @@ class ZPlusRule(PropagationRule):
         """Redistributes ``relevance`` at the output of ``operation(inputs, weight,
         None)`` onto ``inputs``.
 
-        ``operation`` is a convolution (any ``groups``) or a linear map. With
+        ``operation`` is a convolution (any ``groups``) or a linear map (also
+        on N x ... x features, applied as a 1x1 convolution). With
         ``pad`` (amounts in :func:`torch.nn.functional.pad` order), it runs on
         ``inputs`` zero-padded by ``pad``; the padded positions get no
         relevance and the result has the shape of ``inputs``.
@@ -428,15 +429,17 @@ def _default_rule(module: Optional[nn.Module]) -> PropagationRule:
     return ZPlusRule()
 
 
+#: Normalisations that pass relevance through unless the user gives them a rule
+#: (applied to the module as a whole, as for an unknown module).
+NORMALISATION_MODULES = (nn.LayerNorm, nn.GroupNorm)
+
 #: Leaf module types the engine knows how to propagate relevance through.
-SUPPORTED_MODULES = (
+SUPPORTED_MODULES = NORMALISATION_MODULES + (
     nn.Conv1d,
     nn.Conv2d,
     nn.Conv3d,
     nn.Linear,
     nn.modules.batchnorm._BatchNorm,
-    nn.LayerNorm,
-    nn.GroupNorm,
     nn.modules.pooling._MaxPoolNd,
     nn.modules.pooling._AvgPoolNd,
     nn.modules.pooling._AdaptiveAvgPoolNd,
