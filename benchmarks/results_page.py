@@ -104,6 +104,26 @@ NO_CONSERVE = "shallowcam+no-conserve"
 DEFAULT_NOW = "shallowcam"
 
 
+def speed_ratios(model: str):
+    """The ratios ``benchmarks/speed.py`` printed for ``model``, by allocator
+    regime: {"default"|"steady": {"stage1"|"all"|"no-conserve": "2.68x"}}."""
+    text = (RUNS / "speed.txt").read_text()
+    ratios = {}
+    for section in text.split("\n## ")[1:]:
+        if not section.startswith(model + " "):
+            continue
+        regime = "steady" if "steady allocator" in section.splitlines()[0] else "default"
+        ratios[regime] = {
+            key: re.search(pattern + r"\s+(\d+\.\d+x)", section).group(1)
+            for key, pattern in (
+                ("stage1", r"ShallowCam / LayerCam at stage1"),
+                ("all", r"ShallowCam at all \d+ layers / LayerCam at stage1:"),
+                ("no-conserve", r"ZPlusRule\(conserve=False\) / LayerCam at stage1:"),
+            )
+        }
+    return ratios
+
+
 def paper_step_rows(paper: EvaluationResult, fine: EvaluationResult):
     """Per layer of the step-224 run: LayerCam's score and the default's Δ at
     step 224 and, on the same images, at the main run's step, with the
@@ -274,6 +294,7 @@ def main() -> None:
     fine = only(fine, ["layercam"] + FINE_METHODS)
     unconserved = merge_results([fine, load("step1792_no_conserve")])
     paper = load("step224")
+    speed = speed_ratios("efficientnet-lite0")
     table_paper, paper_stats = paper_step_rows(paper, fine)
     paper_heads = ["layer", "LayerCam, step 224", "Δ default, step 224",
                    f"LayerCam, step {fine.settings['step']}", f"Δ default, step {fine.settings['step']}",
@@ -456,8 +477,9 @@ Speed
 
 ``python benchmarks/speed.py`` (batch 8, 224 x 224, one process; each round runs
 every function once after a warm-up, ratios are the median of the per-round
-ratios; this 2-core CPU, whose load from other machines moves single timings by
-10-40%):
+ratios; this 2-core CPU, where single timings move with the load of other
+machines and with the memory allocator, see below). The file holds two runs,
+with the default allocator and with ``--steady-allocator``:
 
 .. literalinclude:: ../benchmarks/results/speed.txt
    :language: text
@@ -473,16 +495,30 @@ backward together, so the ratio sits at its floor of about 2. On
 EfficientNet-Lite0 (depthwise convs, bound by memory traffic) BatchNorm-folded
 depthwise convs after ReLU6 have 3-44% of their outputs without a positive
 contribution, which the fall-back terms cost, and every element-wise pass over
-a 112 x 112 x 96 map counts; the ratio at ``stage1`` is 2.3 to 3.1 across
-runs at different loads (this file's run: 2.32). On CPU a fresh tensor above
-32 MiB is mapped from the operating system page by page on every allocation
-(glibc), so the rule works in place on the tensors it owns.
+a 112 x 112 x 96 map counts.
 
-The fall-back is what keeps the default above 2x on EfficientNet-Lite0: the
-``ZPlusRule(conserve=False)`` line above runs the same call with that rule, which
-drops the relevance of outputs without a positive contribution (as Captum's
-``Alpha1_Beta0_Rule`` and Relevance-CAM's code do) and so skips the fall-back's
-extra terms. Its maps, scored like the main run (step {s['step']}, all
+Two allocator regimes. With glibc's default settings a freed tensor above the
+mmap threshold goes back to the operating system and the next one is mapped
+afresh, paid for in page faults on first touch; which tensors get a fresh
+mapping depends on the allocator's history, so a function's time switches
+between two levels from run to run (LayerCam at ``stage1``: 0.14 to 0.25 s
+across runs), and the ratio moves with it (2.3 to 3.5 across this project's
+runs at ``stage1``; this file's: {speed['default']['stage1']}). With
+``--steady-allocator`` freed memory is reused: every function runs at the lower
+level, both methods get about 1.4x faster, and the ratio settles at
+{speed['steady']['stage1']} at ``stage1`` ({speed['steady']['all']} for all
+seven layers). That is the method's cost on this CPU. (The rule works in
+place on the tensors it owns, so that it allocates little in either regime.)
+
+The fall-back keeps the default above 2x on EfficientNet-Lite0, but it is not
+all of the gap: the ``ZPlusRule(conserve=False)`` line above runs the same call
+with the rule that drops the relevance of outputs without a positive
+contribution (as Captum's ``Alpha1_Beta0_Rule`` and Relevance-CAM's code do) and
+so skips the fall-back's extra terms; it is {speed['steady']['no-conserve']}
+with the steady allocator ({speed['default']['no-conserve']} with the default
+one). The relevance pass is a forward and a backward of every conv above the
+layer, about what LayerCam itself costs, so even without the fall-back the
+method sits at about twice LayerCam. Its maps, scored like the main run (step {s['step']}, all
 {len(unconserved.images)} images, ``benchmark --methods {NO_CONSERVE} --channels-last``):
 
 {rst_table(["layer", "overall", "Δ to LayerCam", "Δ to the default"], table_unconserved)}
