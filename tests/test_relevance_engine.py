@@ -15,6 +15,7 @@ import _reference as ref
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import Tensor, nn
 
 from captum_shallowcam import LayerCam, LayerRelevanceCam, LayerShallowCam, ZPlusRule
@@ -765,7 +766,7 @@ class _NormNet(nn.Module):
     [
         lambda: nn.GroupNorm(2, 8),
         lambda: nn.LayerNorm([8, 6, 6]),
-        lambda: __import__("torchvision").models.convnext.LayerNorm2d(8),
+        lambda: torchvision.models.convnext.LayerNorm2d(8),
     ],
     ids=["GroupNorm", "LayerNorm", "LayerNorm2d (channels-last, ConvNeXt)"],
 )
