@@ -109,22 +109,22 @@ def _no_rule_error(unhandled: Sequence[Tuple[str, str, str]]) -> TypeError:
     example = ", ".join(f"{kind}: IdentityRule()" for kind in kinds)
     if len(unhandled) == 1:
         name, kind, operation = unhandled[0]
-        return TypeError(
+        problem = (
             f"Module '{name}' ({kind}) has no LRP rule: its output comes from an "
-            "operation the relevance engine cannot propagate through "
-            f"({operation}). Give it a rule when constructing the method, e.g. "
-            f"rules={{{example}}} for an element-wise module or "
-            f"rules={{{kind}: EpsilonRule()}} for a linear one (or set module.rule "
-            "as in captum.attr.LRP)."
+            f"operation the relevance engine cannot propagate through ({operation})"
         )
-    shown = ", ".join(f"'{name}' ({kind}, {op})" for name, kind, op in unhandled[:5])
-    more = f" and {len(unhandled) - 5} more" if len(unhandled) > 5 else ""
+    else:
+        shown = ", ".join(f"'{name}' ({kind}, {op})" for name, kind, op in unhandled[:5])
+        more = f" and {len(unhandled) - 5} more" if len(unhandled) > 5 else ""
+        problem = (
+            f"{len(unhandled)} modules have no LRP rule: their outputs come from "
+            f"operations the relevance engine cannot propagate through: {shown}{more}"
+        )
     return TypeError(
-        f"{len(unhandled)} modules have no LRP rule: their outputs come from "
-        "operations the relevance engine cannot propagate through: "
-        f"{shown}{more}. Give their types rules when constructing the method, "
-        f"e.g. rules={{{example}}} for element-wise modules, "
-        "EpsilonRule() for linear ones (or set module.rule as in captum.attr.LRP)."
+        f"{problem}. Give {'it a rule' if len(unhandled) == 1 else 'their types rules'} "
+        f"when constructing the method, e.g. rules={{{example}}} for element-wise "
+        "modules or EpsilonRule() for linear ones (or set module.rule as in "
+        "captum.attr.LRP)."
     )
 
 
