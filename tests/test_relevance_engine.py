@@ -567,18 +567,24 @@ def test_zero_padding_module_is_folded_into_the_following_conv():
             ref.assert_close(actual, expected, rtol=1e-5)
 
 
+def _net_with_zero_pad(amounts, stride: int):  # noqa: ANN001
+    """conv1 -> ReLU -> ZeroPad2d(amounts) -> conv2 -> ReLU -> pool -> fc."""
+    conv1, conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 6, 3, stride=stride, bias=False)
+    fc = nn.Linear(6, 3, bias=False)
+    model = nn.Sequential(
+        conv1, nn.ReLU(), nn.ZeroPad2d(amounts), conv2, nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), fc,
+    ).eval()  # fmt: skip
+    return model, conv1, conv2, fc
+
+
 @pytest.mark.parametrize("amounts", [(1, 1, 1, 1), (0, 1, 0, 1), (2, 1, 0, 1)])
 def test_zero_padding_fold_equals_explicit_zplus_on_the_padded_input(amounts):
     """Symmetric pads become the conv's own padding, asymmetric ones are applied
     inside the rule; both must equal z+ on the explicitly padded input, cropped
     (the padded positions are zeros and get no relevance)."""
     torch.manual_seed(41)
-    conv1, conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 6, 3, stride=2, bias=False)
-    fc = nn.Linear(6, 3, bias=False)
-    model = nn.Sequential(
-        conv1, nn.ReLU(), nn.ZeroPad2d(amounts), conv2, nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), fc,
-    ).eval()  # fmt: skip
+    model, conv1, conv2, fc = _net_with_zero_pad(amounts, stride=2)
     x = torch.randn(2, 3, 9, 9)
     target = torch.tensor([2, 0])
     with torch.no_grad():
@@ -602,12 +608,7 @@ def test_epsilon_rule_behind_an_asymmetric_zero_pad_equals_explicit_epsilon_crop
     input would."""
     torch.manual_seed(47)
     amounts = (0, 1, 1, 0)
-    conv1, conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 6, 3, bias=False)
-    fc = nn.Linear(6, 3, bias=False)
-    model = nn.Sequential(
-        conv1, nn.ReLU(), nn.ZeroPad2d(amounts), conv2, nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), fc,
-    ).eval()  # fmt: skip
+    model, conv1, conv2, fc = _net_with_zero_pad(amounts, stride=1)
     x = torch.randn(2, 3, 8, 8)
     target = torch.tensor([1, 2])
     with torch.no_grad():
