@@ -5,9 +5,21 @@ attribution, with LayerCAM and Relevance-CAM in the same API, and a
 deletion/insertion metric to judge them.
 """
 
-from captum_shallowcam.attr import LayerCam, LayerRelevanceCam, LayerShallowCam
+from captum_shallowcam.attr import (
+    LayerCam,
+    LayerRelevanceCam,
+    LayerShallowCam,
+    fuse_layer_maps,
+)
 from captum_shallowcam.attr.rules import ZPlusRule
 
 __version__ = "0.1.0"
 
-__all__ = ["LayerCam", "LayerRelevanceCam", "LayerShallowCam", "ZPlusRule", "__version__"]
+__all__ = [
+    "LayerCam",
+    "LayerRelevanceCam",
+    "LayerShallowCam",
+    "ZPlusRule",
+    "fuse_layer_maps",
+    "__version__",
+]

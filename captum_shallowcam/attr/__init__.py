@@ -1,7 +1,9 @@
-"""Layer attribution methods: LayerCam, LayerRelevanceCam, LayerShallowCam."""
+"""Layer attribution methods: LayerCam, LayerRelevanceCam, LayerShallowCam, and
+fuse_layer_maps to combine the maps of several layers."""
 
+from captum_shallowcam.attr.fusion import fuse_layer_maps
 from captum_shallowcam.attr.layer_cam import LayerCam
 from captum_shallowcam.attr.layer_relevance_cam import LayerRelevanceCam
 from captum_shallowcam.attr.layer_shallow_cam import LayerShallowCam
 
-__all__ = ["LayerCam", "LayerRelevanceCam", "LayerShallowCam"]
+__all__ = ["LayerCam", "LayerRelevanceCam", "LayerShallowCam", "fuse_layer_maps"]

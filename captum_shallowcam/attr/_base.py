@@ -322,8 +322,12 @@ def _check_inputs(
 
 
 # ------------------------------------------------------------ the map formulas
-def spatial_mask(activation: Tensor, gradient: Tensor) -> Tensor:
-    r"""LayerCAM's spatially weighted feature maps :math:`S_k = \mathrm{ReLU}(G_k) A_k`."""
+def spatial_mask(activation: Tensor, gradient: Tensor, relu_activations: bool = False) -> Tensor:
+    r"""LayerCAM's spatially weighted feature maps :math:`S_k = \mathrm{ReLU}(G_k) A_k`,
+    or with ``relu_activations`` the sign-aware
+    :math:`S^+_k = \mathrm{ReLU}(G_k)\,\mathrm{ReLU}(A_k)` (equal where :math:`A \ge 0`)."""
+    if relu_activations:
+        activation = torch.relu(activation)
     return torch.relu(gradient) * activation
 
 
@@ -337,6 +341,14 @@ def inter_layer_weights(relevance: Tensor, channel_weights: ChannelWeights) -> T
             f"channel_weights must be 'signed' or 'positive', got {channel_weights!r}."
         )
     return weights
+
+
+def unit_range(maps: Tensor) -> Tensor:
+    """Scales each example's map to [0, 1] (a constant map becomes 0)."""
+    flat = maps.flatten(1)
+    low = flat.amin(1).view(-1, 1, 1, 1)
+    high = flat.amax(1).view(-1, 1, 1, 1)
+    return (maps - low) / (high - low).clamp_min(torch.finfo(maps.dtype).tiny)
 
 
 def channel_sum(maps: Tensor, relu: bool) -> Tensor:

@@ -23,6 +23,14 @@ class LayerCam(_LayerCamBase):
         L^c = \mathrm{ReLU}\Big(\sum_k \mathrm{ReLU}(G^c_k) \odot A_k\Big),
         \qquad G^c = \frac{\partial y^c}{\partial A}
 
+    With ``relu_activations=True`` the mask is sign-aware,
+    :math:`\mathrm{ReLU}(G^c_k) \odot \mathrm{ReLU}(A_k)`: on layers whose
+    activations can be negative (linear bottlenecks, residual sums before an
+    activation) a negative activation under a positive gradient then counts as
+    no evidence instead of evidence against the class. Where the activations are
+    non-negative (ReLU outputs, the setting of the LayerCAM paper) both forms are
+    equal. The default is the published formula.
+
     Unlike Grad-CAM, whose channel weights are spatial averages of the gradient,
     the per-position weights keep fine detail at shallow layers. Details in
     Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for
@@ -42,6 +50,7 @@ class LayerCam(_LayerCamBase):
         attribute_to_layer_input: bool = False,
         relu_attributions: bool = True,
         scaling: Literal["none", "tanh"] = "none",
+        relu_activations: bool = False,
     ) -> Union[Tensor, List[Tensor]]:
         r"""
         Args:
@@ -61,6 +70,9 @@ class LayerCam(_LayerCamBase):
             scaling (str, optional): ``"tanh"`` applies LayerCAM's scaling for
                         fusing shallow maps, :math:`\tanh(2 L / \max L)` per
                         example. Default: ``"none"``
+            relu_activations (bool, optional): Use the sign-aware mask
+                        :math:`\mathrm{ReLU}(G^c_k) \odot \mathrm{ReLU}(A_k)`
+                        (see above). Default: False, the published LayerCAM
 
         Returns:
             *Tensor* or *list[Tensor]* of **attributions**:
@@ -82,7 +94,9 @@ class LayerCam(_LayerCamBase):
         )
         maps = []
         for activation, gradient in zip(passes.activations, passes.gradients):
-            cam = channel_sum(spatial_mask(activation, gradient), relu_attributions)
+            cam = channel_sum(
+                spatial_mask(activation, gradient, relu_activations), relu_attributions
+            )
             if scaling == "tanh":
                 peak = cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
                 cam = torch.tanh(2 * cam / peak)

@@ -15,6 +15,7 @@ from captum_shallowcam.attr._base import (
     check_choice,
     inter_layer_weights,
     spatial_mask,
+    unit_range,
 )
 
 Variant = Literal["v1", "v2", "v3"]
@@ -135,16 +136,9 @@ class LayerShallowCam(_RelevanceCamBase):
             mask = spatial_mask(a, g)
             weights = inter_layer_weights(r, channel_weights)
             if variant == "v3":
-                mask_2d = _unit_range(mask.sum(dim=1, keepdim=True))
+                mask_2d = unit_range(mask.sum(dim=1, keepdim=True))
                 maps.append(channel_sum(mask_2d * weights * a, relu_attributions))
             else:
                 maps.append(channel_sum(weights * mask, relu_attributions))
         return self._result(maps, passes, return_convergence_delta)
 
-
-def _unit_range(maps: Tensor) -> Tensor:
-    """Scales each example's map to [0, 1]."""
-    flat = maps.flatten(1)
-    low = flat.amin(1).view(-1, 1, 1, 1)
-    high = flat.amax(1).view(-1, 1, 1, 1)
-    return (maps - low) / (high - low).clamp_min(torch.finfo(maps.dtype).tiny)

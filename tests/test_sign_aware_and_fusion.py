@@ -1,0 +1,125 @@
+"""The sign-aware mask (``relu_activations``) and the fusion of layer maps.
+
+Expected maps are written out with plain tensor operations on a tiny linear
+bottleneck (a conv with no activation after it), where activations are signed
+and the gradient is known in closed form.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from captum_shallowcam import LayerCam, fuse_layer_maps
+
+
+class BottleneckNet(nn.Module):
+    """conv(1->2, 3x3) with no activation -> global avg pool -> linear(2->2).
+
+    The conv output A is signed, and dy_c/dA_k = W[c, k] / (h w) everywhere.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 2, 3, bias=False)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[1.0, -1.0], [2.0, 1.0]]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.pool(self.conv(x)).flatten(1))
+
+
+def _layercam_reference(net: BottleneckNet, x: Tensor, c: int, relu_activations: bool) -> Tensor:
+    a = F.conv2d(x, net.conv.weight)
+    g = (net.fc.weight[c] / a[0, 0].numel()).view(1, -1, 1, 1).expand_as(a)
+    if relu_activations:
+        a = a.clamp(min=0)
+    return (g.clamp(min=0) * a).sum(1, keepdim=True).clamp(min=0)
+
+
+@pytest.mark.parametrize("c", [0, 1])
+@pytest.mark.parametrize("relu_activations", [False, True])
+def test_layer_cam_sign_aware_mask_hand_computed(c, relu_activations):
+    net = BottleneckNet().eval()
+    x = torch.randn(1, 1, 6, 6, generator=torch.Generator().manual_seed(c))
+    expected = _layercam_reference(net, x, c, relu_activations)
+    got = LayerCam(net, net.conv).attribute(x, target=c, relu_activations=relu_activations)
+    torch.testing.assert_close(got, expected)
+
+
+def test_sign_aware_mask_differs_on_signed_activations():
+    net = BottleneckNet().eval()
+    x = torch.randn(1, 1, 6, 6, generator=torch.Generator().manual_seed(3))
+    cam = LayerCam(net, net.conv)
+    assert not torch.allclose(
+        cam.attribute(x, target=1), cam.attribute(x, target=1, relu_activations=True)
+    )
+
+
+def test_sign_aware_mask_equals_layercam_on_relu_outputs():
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU6(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    layers = [net[1], net[3]]
+    plain = LayerCam(net, layers).attribute(x, target=[2, 4])
+    sign_aware = LayerCam(net, layers).attribute(x, target=[2, 4], relu_activations=True)
+    for p, s in zip(plain, sign_aware):
+        assert p.abs().sum() > 0
+        torch.testing.assert_close(p, s, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------ fusion
+def _two_maps() -> list[Tensor]:
+    fine = torch.tensor([[0.0, 1, 2, 3], [4, 5, 6, 7], [0, 0, 0, 8], [1, 1, 1, 1]]).view(1, 1, 4, 4)
+    coarse = torch.tensor([[2.0, 4.0], [0.0, 2.0]]).view(1, 1, 2, 2)
+    return [fine, coarse]
+
+
+def _unit(t: Tensor) -> Tensor:
+    return (t - t.min()) / (t.max() - t.min())
+
+
+@pytest.mark.parametrize("mode", ["product", "max", "mean"])
+def test_fuse_hand_computed(mode):
+    fine, coarse = _two_maps()
+    # Nearest upsampling makes the coarse map exact by hand: each value covers 2x2.
+    coarse_up = coarse.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    a, b = _unit(fine), _unit(coarse_up)
+    expected = {"product": a * b, "max": torch.maximum(a, b), "mean": (a + b) / 2}[mode]
+    got = fuse_layer_maps([fine, coarse], mode=mode, interpolate_mode="nearest")
+    assert got.shape == (1, 1, 4, 4)
+    torch.testing.assert_close(got, expected)
+
+
+def test_fuse_to_input_size_and_per_example_scaling():
+    maps = [torch.rand(3, 1, 8, 8), torch.rand(3, 1, 4, 4) * 100]
+    fused = fuse_layer_maps(maps, size=(16, 16), mode="max")
+    assert fused.shape == (3, 1, 16, 16)
+    # Each example's layer maps were scaled to [0, 1] on their own.
+    assert torch.allclose(fused.flatten(1).amax(1), torch.ones(3))
+
+
+@pytest.mark.parametrize(
+    "maps, message",
+    [
+        (torch.rand(1, 1, 4, 4), "list"),
+        ([], "list"),
+        ([torch.rand(1, 2, 4, 4)], "N x 1 x h x w"),
+        ([torch.rand(1, 1, 4, 4), torch.rand(2, 1, 4, 4)], "numbers of examples"),
+    ],
+)
+def test_fuse_bad_input_names_the_fix(maps, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        fuse_layer_maps(maps)
+
+
+def test_fuse_unknown_mode():
+    with pytest.raises(ValueError, match="'product', 'max' or 'mean'"):
+        fuse_layer_maps(_two_maps(), mode="sum")
