@@ -48,6 +48,8 @@ METHOD_NAMES = (
     "shallowcam-v2",
     "shallowcam-v3",
 )
+#: The options a ``shallowcam...`` or ``relevancecam`` name may add, e.g. ``+positive``.
+METHOD_OPTIONS = (*_OPTIONS, _NO_CONSERVE)
 
 
 def make_explainer(model: nn.Module, layers: Sequence[nn.Module], method: str) -> Explainer:
