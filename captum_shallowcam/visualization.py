@@ -268,7 +268,8 @@ def layer_map_figure(
     labels = [row_labels[i] if row_labels is not None else str(i) for i in range(n_images)]
     label_lines = 1 + max(len(label.splitlines()) for label in labels)
     left, right, wspace, bottom = 0.15 + 0.16 * label_lines, 0.1, 0.1, 0.45
-    gap = 0.75 if fontsize < 9 else 0.95
+    # Without scores only the first row has titles: the gap holds a colour bar.
+    gap = (0.75 if fontsize < 9 else 0.95) if scores is not None else 0.5
     width = cell_size * n_cols + left + right
     panel = (width - left - right) / (n_cols + wspace * (n_cols - 1))
     if title:
