@@ -492,8 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--step", type=int, default=7168,
-        help="deletion/insertion step in pixels (default: 7168; the paper's is 224, "
-        "32 times slower)",
+        help="deletion/insertion step in pixels (default: 7168; the paper's, 224, is "
+        "about 30 times slower)",
     )  # fmt: skip
     p.set_defaults(func=demo)
 
