@@ -1,8 +1,11 @@
-"""Command line: ``python -m captum_shallowcam {demo,explain,benchmark}``.
+"""Command line: ``python -m captum_shallowcam {demo,explain,benchmark,report}``.
 
-Thin by design: it parses arguments and calls the public API
+Thin by design: it parses arguments, checks them, and calls the public API
 (:mod:`captum_shallowcam.models`, the attribution classes,
-:mod:`captum_shallowcam.metrics`, :mod:`captum_shallowcam.evaluation`).
+:mod:`captum_shallowcam.metrics`, :mod:`captum_shallowcam.evaluation`). A
+mistake in the arguments (unknown method, layer or class, a missing photo,
+folder or weights file) is reported before anything is computed, in one line on
+stderr, with exit status 2.
 """
 
 import argparse
@@ -10,11 +13,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
+from matplotlib.figure import Figure
+from PIL import Image
 
 from captum_shallowcam.evaluation import (
+    METHOD_NAMES,
+    METHOD_OPTIONS,
     EvaluationResult,
     evaluate,
     image_batches,
@@ -24,12 +31,108 @@ from captum_shallowcam.evaluation import (
     overall_plot,
     summary_rows,
 )
-from captum_shallowcam.images import LabelledImage, read_image_folder, sample_images
+from captum_shallowcam.images import (
+    SAMPLE_IMAGES,
+    LabelledImage,
+    read_image_folder,
+    sample_images,
+)
 from captum_shallowcam.metrics import deletion_insertion
-from captum_shallowcam.models import available_models, load_model
+from captum_shallowcam.models import (
+    available_models,
+    default_layer_names,
+    load_model,
+    torchvision_checkpoint_path,
+)
 from captum_shallowcam.visualization import layer_map_figure
 
+PROG = "python -m captum_shallowcam"
+
+DESCRIPTION = f"""\
+Class activation maps for shallow layers (LayerShallowCam, LayerCam,
+LayerRelevanceCam) and their deletion/insertion scores.
+
+examples:
+  {PROG} demo
+  {PROG} explain photo.jpg --layer stage2,stage3 --out explanation.png
+  {PROG} benchmark --images DIR --step 224
+  {PROG} report run1.json run2.json --out merged.json
+
+'{PROG} COMMAND --help' lists a command's options and their defaults.
+"""
+
+#: Fewer photos than this, and a bootstrap interval is too rough to trust.
+MIN_PHOTOS_FOR_INTERVALS = 20
+
 PROTOCOL = "substrate: zeros in normalised input space (mean colour); insertion from Gaussian blur (kernel 11, sigma 5); score: softmax probability of the target"
+SCORE = "overall = 100 x (insertion AUC - deletion AUC), higher is better"
+
+
+class UsageError(Exception):
+    """A mistake in the command line: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors in one line too (no usage block)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _load(name: str):
+    """``load_model``, with a missing weights file reported as a usage error."""
+    if name in ("vgg16", "vgg16_bn", "resnet18", "resnet50"):
+        path = Path(torchvision_checkpoint_path(name))
+        if not path.is_file():
+            raise UsageError(
+                f"no ImageNet weights for {name}: expected {path} (captum_shallowcam never "
+                "downloads); copy the torchvision checkpoint there (see the README), set "
+                "TORCH_HOME to the folder that has it, or use --model efficientnet-lite0"
+            )
+    try:
+        return load_model(name)
+    except FileNotFoundError as error:
+        raise UsageError(str(error)) from None
+
+
+def _check_step(step: int) -> None:
+    if step <= 0:
+        raise UsageError(f"--step must be a positive number of pixels, got {step}")
+
+
+def _check_methods(loaded, layers, text: str) -> List[str]:
+    """The method names, each checked by building its explainer (no computation)."""
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    if not methods:
+        raise UsageError(f"--method(s) is empty; choose from {', '.join(METHOD_NAMES)}")
+    for method in methods:
+        try:
+            make_explainer(loaded.model, list(layers.values()), method)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    return methods
+
+
+def _prepare_out(path: Path, what: str) -> None:
+    """Creates the folder that will hold ``path``; refuses what cannot be written."""
+    if path.is_dir():
+        raise UsageError(f"--out {path} is a folder; give a file name for the {what}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"cannot create the folder {path.parent} for --out ({error.strerror}); "
+            "choose another --out"
+        ) from None
+
+
+def _check_figure_suffix(path: Path) -> None:
+    formats = Figure().canvas.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise UsageError(
+            f"--out {path}: matplotlib cannot write '{path.suffix}' figures; use .png, "
+            ".pdf or .svg"
+        )
 
 
 def _select_layers(loaded, names: Optional[str]):
@@ -41,60 +144,185 @@ def _select_layers(loaded, names: Optional[str]):
         name = name.strip()
         if name in loaded.layers:
             chosen[name] = loaded.layers[name]
-        elif name in modules:
+        elif name in modules and name:
             chosen[name] = modules[name]
         else:
-            raise SystemExit(
-                f"Unknown layer '{name}'. Default layers: {', '.join(loaded.layers)}; "
-                "or give a module path such as '_blocks.3'."
+            raise UsageError(
+                f"Unknown layer '{name}' of {loaded.name}: choose from "
+                f"{', '.join(loaded.layers)}, or give a module path such as "
+                f"'{_module_path_example(loaded)}'"
             )
     return chosen
 
 
-def _explain_and_score(loaded, items: Sequence[LabelledImage], layers, methods, step, out):
-    _, inputs, targets = next(image_batches(items, loaded.preprocess, loaded.model, len(items)))
+def _module_path_example(loaded) -> str:
+    first = next(iter(loaded.layers.values()))
+    return next(n for n, m in loaded.model.named_modules() if m is first)
+
+
+def _photo_name(item: LabelledImage) -> str:
+    """A photo is named by its file name, bundled or not (``chelsea_cat``)."""
+    return item.path.stem
+
+
+def _bundled_label(item: LabelledImage) -> Optional[int]:
+    """The label of a bundled photo (the class the demo explains), else None."""
+    bundled = {i.path.resolve(): i.target for i in sample_images()}
+    return bundled.get(item.path.resolve())
+
+
+def _class_name(loaded, index: int) -> str:
+    return f"{index} '{loaded.categories[index]}'" if loaded.categories else str(index)
+
+
+def _explain_and_score(
+    loaded,
+    items: Sequence[LabelledImage],
+    layers,
+    methods,
+    step: int,
+    out: Path,
+    target_source: str,
+) -> None:
+    """Explains, scores and draws ``items``. An item's ``target`` of None means its
+    predicted class; ``target_source`` says where the other targets come from."""
+    inputs = torch.stack([loaded.preprocess(item.load()) for item in items])
+    with torch.no_grad():
+        probabilities = loaded.model(inputs).softmax(dim=1)
+    predicted = probabilities.argmax(dim=1).tolist()
+    targets = torch.tensor(
+        [p if item.target is None else item.target for item, p in zip(items, predicted)]
+    )
+    names = [_photo_name(item) for item in items]
+    width = max(len(n) for n in names) + 2
+    print("class explained per photo:")
+    for item, name, target, p, probs in zip(items, names, targets.tolist(), predicted, probabilities):
+        if item.target is None:
+            source = f"the prediction, p = {probs[p]:.2f}"
+            label = _bundled_label(item)
+            if label is not None and label != p:
+                source += f"; its label is {_class_name(loaded, label)}: --target {label}"
+        else:
+            source = (
+                f"{target_source}, p = {probs[target]:.2f}; "
+                + ("also the prediction" if p == target else f"predicted: {_class_name(loaded, p)}")
+            )
+        print(f"  {name:<{width}}{_class_name(loaded, target)} ({source})")
+
     maps = {m: make_explainer(loaded.model, list(layers.values()), m)(inputs, targets) for m in methods}
-    names = list(layers)
-    labels = [
-        f"{item.name}\n→ {loaded.categories[t] if loaded.categories else t}"
-        for item, t in zip(items, targets.tolist())
-    ]
-    fig = layer_map_figure(loaded.unnormalize(inputs), maps, names, row_labels=labels)
-    fig.savefig(out, dpi=110)
-    print(f"figure: {out}")
-    print(f"\ndeletion/insertion, step {step} ({PROTOCOL})")
-    print(f"{'image':<18}{'method':<16}" + "".join(f"{n:>10}" for n in names) + "   (overall)")
-    for method, per_layer in maps.items():
-        overall = [
-            deletion_insertion(loaded.model, inputs, m, target=targets, step=step).overall
+    layer_names = list(layers)
+    scores: Dict[str, List[List[float]]] = {
+        method: [
+            deletion_insertion(loaded.model, inputs, m, target=targets, step=step).overall.tolist()
             for m in per_layer
         ]
-        for i, item in enumerate(items):
-            print(f"{item.name:<18}{method:<16}" + "".join(f"{o[i]:>10.2f}" for o in overall))
+        for method, per_layer in maps.items()
+    }
+    n_points = -(-inputs.shape[-2] * inputs.shape[-1] // step) + 1
+    print(f"\ndeletion/insertion score per layer: {SCORE}")
+    print(f"step {step} pixels ({n_points} points per curve); {PROTOCOL}")
+    method_width = max(len("method"), *(len(m) for m in methods)) + 2
+    print(
+        f"{'photo':<{width}}{'method':<{method_width}}"
+        + "".join(f"{n:>10}" for n in layer_names)
+    )
+    for i, name in enumerate(names):
+        for method in methods:
+            print(
+                f"{name:<{width}}{method:<{method_width}}"
+                + "".join(f"{per_image[i]:>10.2f}" for per_image in scores[method])
+            )
+
+    labels = [f"{n}\n{_class_name(loaded, t)}" for n, t in zip(names, targets.tolist())]
+    title = (
+        f"{loaded.name}: {', '.join(methods)}; panel titles: layer (map size), "
+        f"{SCORE}, step {step}; colours: map scaled to [0, 1]"
+    )
+    fig = layer_map_figure(
+        loaded.unnormalize(inputs), maps, layer_names, row_labels=labels, scores=scores,
+        title=title,
+    )  # fmt: skip
+    fig.savefig(out, dpi=100)
+    print(f"\nfigure: {out}")
 
 
 def demo(args: argparse.Namespace) -> None:
     start = time.time()
-    loaded = load_model("efficientnet-lite0")
+    _check_step(args.step)
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file; give a folder (default: shallowcam_demo)")
+    figure = out_dir / "layer_maps.png"
+    _prepare_out(figure, "figure")
+    loaded = _load("efficientnet-lite0")
     layers = dict(loaded.layers)
     print(f"EfficientNet-Lite0 (ImageNet weights), layers: {', '.join(layers)}")
-    _explain_and_score(loaded, sample_images(), layers, ["layercam", "shallowcam"], args.step, args.out)
+    _explain_and_score(
+        loaded, sample_images(), layers, ["layercam", "shallowcam"], args.step, figure,
+        target_source="the photo's label",
+    )  # fmt: skip
     print(f"\ndone in {time.time() - start:.0f} s")
 
 
+def _photo(text: str) -> LabelledImage:
+    """The photo to explain: a path, or the name of a bundled photo."""
+    path = Path(text)
+    if not path.exists():
+        bundled = {p.stem: p for p in (i.path for i in sample_images())}
+        key = Path(text).stem if text in SAMPLE_IMAGES or text in bundled else None
+        if key is None:
+            raise UsageError(
+                f"no photo at {text}; give the path of a JPEG or PNG file, or a bundled "
+                f"photo: {', '.join(bundled)}"
+            )
+        path = bundled[key]
+    if not path.is_file():
+        raise UsageError(f"{text} is not a file; give the path of a JPEG or PNG photo")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as error:  # PIL raises several types for unreadable files
+        raise UsageError(
+            f"cannot read {path} as an image ({type(error).__name__}); give a JPEG or PNG photo"
+        ) from None
+    return LabelledImage(path, None, path.stem)
+
+
 def explain(args: argparse.Namespace) -> None:
-    loaded = load_model(args.model)
+    _check_step(args.step)
+    item = _photo(args.image)
+    out = Path(args.out)
+    _check_figure_suffix(out)
+    _prepare_out(out, "figure")
+    loaded = _load(args.model)
     layers = _select_layers(loaded, args.layer)
-    item = LabelledImage(Path(args.image), args.target, Path(args.image).stem)
-    _explain_and_score(loaded, [item], layers, args.method.split(","), args.step, args.out)
+    methods = _check_methods(loaded, layers, args.method)
+    if args.target is not None:
+        n_classes = len(loaded.categories)
+        if not 0 <= args.target < n_classes:
+            raise UsageError(
+                f"--target {args.target} is not a class of {loaded.name}: give 0 to "
+                f"{n_classes - 1} (e.g. {_class_name(loaded, 282)}), or leave it out to "
+                "explain the predicted class"
+            )
+        item = LabelledImage(item.path, args.target, item.name)
+    _explain_and_score(
+        loaded, [item], layers, methods, args.step, out, target_source="given by --target"
+    )
 
 
 def benchmark(args: argparse.Namespace) -> None:
-    loaded = load_model(args.model)
+    _check_step(args.step)
+    _check_counts(args)
+    _prepare_out(Path(args.out), "results")
+    try:
+        items = read_image_folder(args.images, args.labels)
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(f"--images: {error}") from None
+    loaded = _load(args.model)
     if args.channels_last:
         loaded.model.to(memory_format=torch.channels_last)
     layers = _select_layers(loaded, args.layers)
-    items = read_image_folder(args.images, args.labels)
     if args.classes:
         keep = _parse_ranges(args.classes)
         items = [item for item in items if item.target in keep]
@@ -102,8 +330,11 @@ def benchmark(args: argparse.Namespace) -> None:
     if args.limit:
         items = items[: args.limit]
     if not items:
-        raise SystemExit("No images left to evaluate.")
-    methods = args.methods.split(",")
+        raise UsageError(
+            "no images left to evaluate after --classes, --start and --limit; loosen them"
+        )
+    _check_items(loaded, items)
+    methods = _check_methods(loaded, layers, args.methods)
     settings = {
         "model": args.model,
         "images": str(args.images),
@@ -129,99 +360,268 @@ def benchmark(args: argparse.Namespace) -> None:
     _write_report(result, Path(args.out))
 
 
+def _check_counts(args: argparse.Namespace) -> None:
+    if args.batch_size <= 0:
+        raise UsageError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.start < 0:
+        raise UsageError(f"--start must be 0 or more, got {args.start}")
+    if args.limit is not None and args.limit <= 0:
+        raise UsageError(f"--limit must be positive, got {args.limit}")
+    if args.max_examples_per_batch is not None and args.max_examples_per_batch <= 0:
+        raise UsageError(
+            f"--max-examples-per-batch must be positive, got {args.max_examples_per_batch}"
+        )
+    if args.classes:
+        _parse_ranges(args.classes)
+
+
+def _check_items(loaded, items: Sequence[LabelledImage]) -> None:
+    """Every photo is there and every label is a class of the model."""
+    missing = [str(item.path) for item in items if not item.path.is_file()]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise UsageError(f"photo {missing[0]}{more} not found; fix the labels file or the folder")
+    n_classes = len(loaded.categories)
+    bad = [item for item in items if item.target is not None and not 0 <= item.target < n_classes]
+    if bad:
+        raise UsageError(
+            f"{bad[0].path.name}: class {bad[0].target} is not a class of {loaded.name} "
+            f"(0 to {n_classes - 1}); fix the labels file"
+        )
+
+
 def _write_report(result: EvaluationResult, out: Path) -> None:
     """Prints the table; writes JSON (per image), markdown and the plot."""
     s = result.settings
     methods = list(result.scores)
     baseline = "layercam" if "layercam" in methods else methods[0]
     table = markdown_table(summary_rows(result, baseline), baseline)
+    n_images = len(result.images)
     header = (
-        f"{s['model']}, {len(result.images)} images from {s['images']}, step {s['step']}; "
+        f"{s['model']}, {n_images} images from {s['images']}, step {s['step']}; "
         f"{s['protocol']}"
     )
-    print(f"\n{header}\n\n{table}")
+    legend = (
+        f"Columns: mean AUCs over the images (deletion: lower is better; insertion: "
+        f"higher is better); {SCORE}; Δ: mean paired difference of overall to "
+        f"{baseline} on the same images, with its 95% bootstrap interval."
+    )
+    if n_images < MIN_PHOTOS_FOR_INTERVALS:
+        legend += (
+            f" Caution: from {n_images} images (fewer than {MIN_PHOTOS_FOR_INTERVALS}) the "
+            "bootstrap has few distinct resamples; its intervals are too narrow to trust."
+        )
+    print(f"\n{header}\n\n{table}\n\n{legend}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result.to_dict(), indent=1))
-    out.with_suffix(".md").write_text(f"{header}\n\n{table}\n")
-    overall_plot(result, title=header).savefig(out.with_suffix(".png"), dpi=110)
+    out.with_suffix(".md").write_text(f"{header}\n\n{table}\n\n{legend}\n")
+    plot_title = f"{s['model']}, {n_images} images, step {s['step']}"
+    overall_plot(result, title=plot_title).savefig(out.with_suffix(".png"), dpi=100)
     print(f"\nper-image results: {out}; table: {out.with_suffix('.md')}; plot: {out.with_suffix('.png')}")
 
 
 def report(args: argparse.Namespace) -> None:
-    results = [EvaluationResult.from_dict(json.loads(Path(p).read_text())) for p in args.results]
-    merged = merge_results(results)
+    if args.classes:
+        _parse_ranges(args.classes)
+    _prepare_out(Path(args.out), "report")
+    results = [_read_result(Path(p)) for p in args.results]
+    try:
+        merged = merge_results(results)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if args.classes:
         keep = _parse_ranges(args.classes)
         merged = merged.subset([i for i, t in enumerate(merged.targets) if t in keep])
         merged.settings["classes"] = args.classes
     if not merged.images:
-        raise SystemExit("No images left to report.")
+        raise UsageError("no images left to report after --classes; loosen it")
     _write_report(merged, Path(args.out))
+
+
+def _read_result(path: Path) -> EvaluationResult:
+    try:
+        return EvaluationResult.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise UsageError(f"no results file {path}; give JSON files written by benchmark") from None
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        raise UsageError(f"{path} is not a JSON file written by benchmark") from None
 
 
 def _parse_ranges(text: str) -> set:
     keep = set()
     for part in text.split(","):
-        low, _, high = part.partition("-")
-        keep.update(range(int(low), int(high or low) + 1))
+        low, _, high = part.strip().partition("-")
+        try:
+            keep.update(range(int(low), int(high or low) + 1))
+        except ValueError:
+            raise UsageError(
+                f"--classes {text!r}: '{part}' is not a class index or range; write e.g. 7-24,80"
+            ) from None
     return keep
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m captum_shallowcam", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _layers_help() -> str:
+    return "; ".join(f"{m}: {', '.join(default_layer_names(m))}" for m in available_models())
 
-    p = sub.add_parser("demo", help="LayerCam vs LayerShallowCam on the bundled photos")
-    p.add_argument("--out", default="shallowcam_demo.png", help="figure path (PNG)")
-    p.add_argument("--step", type=int, default=7168, help="deletion/insertion step (pixels)")
+
+def _methods_help() -> str:
+    return (
+        f"names: {', '.join(METHOD_NAMES)}; a shallowcam or relevancecam name may add "
+        f"options: {', '.join('+' + o for o in METHOD_OPTIONS)} (e.g. shallowcam-v2+positive)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog=PROG, description=DESCRIPTION, formatter_class=formatter)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", title="commands"
+    )
+    models = ", ".join(available_models())
+
+    p = sub.add_parser(
+        "demo",
+        help="LayerCam vs LayerShallowCam on the bundled photos",
+        description="LayerCam and LayerShallowCam at the seven stages of EfficientNet-Lite0 "
+        "on the three bundled photos, each explained for its label; prints the "
+        "deletion/insertion scores and writes a figure into --out.",
+    )
+    p.add_argument(
+        "--out", default="shallowcam_demo",
+        help="output folder; the figure is OUT/layer_maps.png (default: shallowcam_demo)",
+    )  # fmt: skip
+    p.add_argument(
+        "--step", type=int, default=7168,
+        help="deletion/insertion step in pixels (default: 7168; the paper's, 224, is "
+        "about 30 times slower)",
+    )  # fmt: skip
     p.set_defaults(func=demo)
 
-    p = sub.add_parser("explain", help="explain your own image")
-    p.add_argument("image")
-    p.add_argument("--model", default="efficientnet-lite0", choices=available_models())
-    p.add_argument("--layer", default=None, help="comma-separated layer names (default: all default layers)")
-    p.add_argument("--method", default="layercam,shallowcam", help="comma-separated methods")
-    p.add_argument("--target", type=int, default=None, help="class index (default: predicted)")
-    p.add_argument("--step", type=int, default=7168)
-    p.add_argument("--out", default="explanation.png")
+    p = sub.add_parser(
+        "explain",
+        help="explain your own photo (or a bundled one)",
+        description="Explains one photo at chosen layers with chosen methods, prints the class "
+        "explained and the deletion/insertion scores, and writes a figure.",
+    )
+    p.add_argument(
+        "image",
+        help="path of a JPEG or PNG photo, or a bundled photo: "
+        + ", ".join(Path(f).stem for f in SAMPLE_IMAGES),
+    )
+    p.add_argument(
+        "--model", default="efficientnet-lite0", choices=available_models(), metavar="MODEL",
+        help=f"one of {models} (default: efficientnet-lite0)",
+    )  # fmt: skip
+    p.add_argument(
+        "--layer", default=None,
+        help="comma-separated layer names, or module paths of the model (default: all of "
+        f"the model's layers; {_layers_help()})",
+    )  # fmt: skip
+    p.add_argument(
+        "--method", default="layercam,shallowcam",
+        help=f"comma-separated methods (default: layercam,shallowcam); {_methods_help()}",
+    )  # fmt: skip
+    p.add_argument(
+        "--target", type=int, default=None,
+        help="ImageNet class index to explain, 0 to 999 (default: the predicted class)",
+    )  # fmt: skip
+    p.add_argument(
+        "--step", type=int, default=7168,
+        help="deletion/insertion step in pixels (default: 7168)",
+    )  # fmt: skip
+    p.add_argument(
+        "--out", default="explanation.png",
+        help="figure file, .png, .pdf or .svg (default: explanation.png)",
+    )  # fmt: skip
     p.set_defaults(func=explain)
 
-    p = sub.add_parser("benchmark", help="deletion/insertion per layer and method")
-    p.add_argument("--images", required=True, help="folder with labels.csv, or CUB-200-2011 root")
-    p.add_argument("--labels", default=None, help="labels CSV (default: IMAGES/labels.csv)")
-    p.add_argument("--model", default="efficientnet-lite0", choices=available_models())
-    p.add_argument("--layers", default=None, help="comma-separated layer names")
-    p.add_argument(
-        "--methods",
-        default="layercam,shallowcam-v1,shallowcam-v2,shallowcam-v3,relevancecam,gradcam",
+    p = sub.add_parser(
+        "benchmark",
+        help="deletion/insertion per layer and method over a folder of photos",
+        description="Deletion/insertion of every method at every layer on a folder of "
+        "labelled photos, compared to LayerCam image by image; writes the per-image "
+        "scores (JSON), a table (Markdown) and a plot (PNG).",
     )
-    p.add_argument("--step", type=int, default=224)
-    p.add_argument("--start", type=int, default=0, help="skip the first N images")
-    p.add_argument("--limit", type=int, default=None, help="use N images (after --start)")
-    p.add_argument("--classes", default=None, help="class index ranges to keep, e.g. 7-24,80-100")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--max-examples-per-batch", type=int, default=None)
+    p.add_argument(
+        "--images", required=True,
+        help="folder with the photos and a labels.csv (columns file, class_index), or a "
+        "CUB-200-2011 root (required)",
+    )  # fmt: skip
+    p.add_argument("--labels", default=None, help="labels CSV (default: IMAGES/labels.csv)")
+    p.add_argument(
+        "--model", default="efficientnet-lite0", choices=available_models(), metavar="MODEL",
+        help=f"one of {models} (default: efficientnet-lite0)",
+    )  # fmt: skip
+    p.add_argument(
+        "--layers", default=None,
+        help="comma-separated layer names, or module paths of the model (default: all of "
+        f"the model's layers; {_layers_help()})",
+    )  # fmt: skip
+    default_methods = "layercam,shallowcam-v1,shallowcam-v2,shallowcam-v3,relevancecam,gradcam"
+    p.add_argument(
+        "--methods", default=default_methods,
+        help=f"comma-separated methods (default: {default_methods}); {_methods_help()}",
+    )  # fmt: skip
+    p.add_argument(
+        "--step", type=int, default=224,
+        help="deletion/insertion step in pixels (default: 224, the paper's: one row)",
+    )  # fmt: skip
+    p.add_argument("--start", type=int, default=0, help="skip the first N images (default: 0)")
+    p.add_argument(
+        "--limit", type=int, default=None, help="use N images after --start (default: all)"
+    )
+    p.add_argument(
+        "--classes", default=None,
+        help="class index ranges to keep, e.g. 7-24,80-100 (default: all)",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch-size", type=int, default=4, help="images explained at once (default: 4)"
+    )
+    p.add_argument(
+        "--max-examples-per-batch", type=int, default=None,
+        help="perturbed images per forward pass of the metric (default: the metric's, 32)",
+    )  # fmt: skip
     p.add_argument(
         "--channels-last",
         action="store_true",
         help="run the model in channels-last memory format (about 1.5x faster on CPU for "
-        "EfficientNet-Lite0; scores equal up to float rounding)",
+        "EfficientNet-Lite0; scores equal up to float rounding; default: off)",
     )
-    p.add_argument("--out", default="results.json")
+    p.add_argument(
+        "--out", default="results.json",
+        help="per-image results (JSON); the table and plot go beside it as .md and .png "
+        "(default: results.json)",
+    )  # fmt: skip
     p.set_defaults(func=benchmark)
 
-    p = sub.add_parser("report", help="merge benchmark results and report them again")
+    p = sub.add_parser(
+        "report",
+        help="merge benchmark results (JSON) and report them again",
+        description="Merges JSON files written by benchmark (runs on other images add rows, "
+        "runs of other methods add methods) and writes the table and plot again.",
+    )
     p.add_argument("results", nargs="+", help="JSON files written by benchmark")
-    p.add_argument("--classes", default=None, help="keep these class index ranges only")
-    p.add_argument("--out", default="report.json")
+    p.add_argument(
+        "--classes", default=None,
+        help="keep these class index ranges only, e.g. 7-24,80 (default: all)",
+    )  # fmt: skip
+    p.add_argument(
+        "--out", default="report.json",
+        help="merged results (JSON), with .md and .png beside it (default: report.json)",
+    )  # fmt: skip
     p.set_defaults(func=report)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     torch.set_grad_enabled(True)
-    args.func(args)
+    try:
+        args.func(args)
+    except UsageError as error:
+        print(f"{PROG} {args.command}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

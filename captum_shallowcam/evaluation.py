@@ -48,6 +48,8 @@ METHOD_NAMES = (
     "shallowcam-v2",
     "shallowcam-v3",
 )
+#: The options a ``shallowcam...`` or ``relevancecam`` name may add, e.g. ``+positive``.
+METHOD_OPTIONS = (*_OPTIONS, _NO_CONSERVE)
 
 
 def make_explainer(model: nn.Module, layers: Sequence[nn.Module], method: str) -> Explainer:
@@ -306,10 +308,14 @@ def markdown_table(rows: List[Dict[str, object]], baseline: str = "layercam") ->
 
 def overall_plot(result: EvaluationResult, title: str = ""):  # noqa: ANN201
     """Mean overall score per layer and method (error bars: standard error)."""
+    import textwrap
+
     from matplotlib.figure import Figure
 
     layers = list(result.settings["layers"])  # type: ignore[arg-type]
-    fig = Figure(figsize=(1.2 * len(layers) + 6, 4))
+    # Constrained layout keeps the wrapped title and the legend outside the
+    # axes inside the figure.
+    fig = Figure(figsize=(min(0.9 * len(layers) + 6.5, 13), 5), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(layers))
     for k, (method, per_layer) in enumerate(result.scores.items()):
@@ -320,12 +326,12 @@ def overall_plot(result: EvaluationResult, title: str = ""):  # noqa: ANN201
         ax.errorbar(x + offset, means, yerr=errors, marker="o", capsize=3, label=method)
     ax.set_xticks(x, layers)
     ax.set_xlabel("layer")
-    ax.set_ylabel("overall = 100 (insertion AUC − deletion AUC)")
-    ax.set_title(title, fontsize=9)
+    ax.set_ylabel("overall = 100 (insertion AUC − deletion AUC)\nmean ± standard error; higher is better")
+    width_chars = int(fig.get_figwidth() * 72 / (0.6 * 10)) - 4
+    ax.set_title(textwrap.fill(title, width=width_chars), fontsize=10)
     ax.grid(alpha=0.3)
     # Outside the axes: with several methods a legend inside hides points.
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
     return fig
 
 

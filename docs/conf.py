@@ -4,6 +4,9 @@ Build offline (what CI does)::
 
     python -m sphinx -W --keep-going -b html docs docs/_build/html
 
+Formulas are rendered by MathJax from a local copy (the
+``sphinx-mathjax-offline`` package, in the ``docs`` extra), never from a CDN.
+
 Cross-links to the Python, PyTorch and Captum docs (intersphinx) need their
 ``objects.inv`` files from the internet, so they are off by default and the
 build never touches the network. Set ``SHALLOWCAM_DOCS_ONLINE=1`` to turn them on::
@@ -33,6 +36,9 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
+    # Ships MathJax 3 and points mathjax_path at the copy in _static, so that
+    # formulas render with no internet access (the default loads it from a CDN).
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
 ]
 
@@ -71,3 +77,22 @@ except ImportError:  # the built-in theme needs nothing extra
     html_theme = "alabaster"
 html_title = f"captum-shallowcam {release}"
 html_static_path: list[str] = []
+
+
+# -- Show Captum's base classes, not the package's private ones ---------------
+def _public_bases(bases: list) -> list:
+    """Replaces each private base (``_RelevanceCamBase``) by its own bases, so
+    that the API page says ``Bases: LayerAttribution, GradientAttribution``."""
+    public: list = []
+    for base in bases:
+        found = [base] if not base.__name__.startswith("_") else _public_bases(list(base.__bases__))
+        public.extend(b for b in found if b not in public)
+    return public
+
+
+def _process_bases(app, name, obj, options, bases: list) -> None:
+    bases[:] = _public_bases(list(bases))
+
+
+def setup(app) -> None:
+    app.connect("autodoc-process-bases", _process_bases)

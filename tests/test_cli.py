@@ -17,7 +17,13 @@ from captum_shallowcam.evaluation import (
     paired_difference,
     summary_rows,
 )
-from captum_shallowcam.images import SAMPLE_IMAGES, read_image_folder, sample_images
+from captum_shallowcam.images import (
+    SAMPLE_IMAGES,
+    LabelledImage,
+    read_image_folder,
+    sample_images,
+)
+from captum_shallowcam.models import available_models, default_layer_names, load_model
 
 
 def _cub_folder(root):
@@ -180,6 +186,8 @@ def test_benchmark_command_on_cub_layout(tmp_path, capsys):
     assert out.with_suffix(".png").stat().st_size > 0
     printed = capsys.readouterr().out
     assert "| stage7 | shallowcam | 2 |" in printed and "step 25088" in printed
+    assert "Caution: from 2 images (fewer than 20)" in printed
+    assert "Caution: from 2 images" in out.with_suffix(".md").read_text()
 
 
 def test_explain_command_writes_figure(tmp_path, capsys):
@@ -200,12 +208,160 @@ def test_explain_command_writes_figure(tmp_path, capsys):
         ]
     )
     assert out.stat().st_size > 0
-    assert "coffee_cup" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "coffee_cup  967 'espresso' (the prediction, p = 0.88)" in printed
+    assert "overall = 100 x (insertion AUC - deletion AUC), higher is better" in printed
+    assert "step 50176 pixels (2 points per curve)" in printed
+    header, row = [line for line in printed.splitlines() if "shallowcam" in line or "photo" in line][-2:]
+    assert header.split() == ["photo", "method", "stage7"] and len(row.split()) == 3
 
 
-def test_explain_command_names_unknown_layer(tmp_path):
-    with pytest.raises(SystemExit, match="Unknown layer 'stage9'"):
-        main(["explain", str(sample_images()[0].path), "--layer", "stage9"])
+def test_explain_says_which_class_it_explained(tmp_path, capsys, no_computation):
+    """A given target is named as such, with the prediction beside it; a bundled
+    photo explained for its prediction names its label (the demo's class)."""
+    calls = []
+    no_computation._explain_and_score = lambda *args, **kwargs: calls.append((args, kwargs))
+    main(["explain", "rocket_launch", "--target", "657", "--out", str(tmp_path / "a.png")])
+    (loaded, items, *_), kwargs = calls[-1]
+    assert items[0].target == 657 and items[0].name == "rocket_launch"
+    assert kwargs["target_source"] == "given by --target"
+
+
+def test_class_lines_name_prediction_label_and_given_target(efficientnet_lite0, tmp_path, capsys, monkeypatch):
+    import captum_shallowcam.__main__ as cli
+
+    monkeypatch.setattr(cli, "make_explainer", lambda *a: lambda x, t: [torch.rand(len(x), 1, 7, 7)])
+    rocket = [i for i in sample_images() if i.path.stem == "rocket_launch"][0]
+    predicted = LabelledImage(rocket.path, None, "x")
+    given = LabelledImage(rocket.path, 657, "x")
+    layers = {"stage7": efficientnet_lite0.layers["stage7"]}
+    for item in (predicted, given):
+        cli._explain_and_score(
+            efficientnet_lite0, [item], layers, ["layercam"], 50176, tmp_path / "f.png", "given by --target"
+        )
+    printed = capsys.readouterr().out
+    assert "rocket_launch  540 'drilling platform' (the prediction, p = 0.25; its label is 657 'missile': --target 657)" in printed
+    assert "rocket_launch  657 'missile' (given by --target, p = 0.11; predicted: 540 'drilling platform')" in printed
+
+
+def test_demo_writes_into_its_output_folder(tmp_path, no_computation):
+    calls = []
+    no_computation._explain_and_score = lambda *args, **kwargs: calls.append(args)
+    main(["demo", "--out", str(tmp_path / "demo")])
+    assert calls[-1][5] == tmp_path / "demo" / "layer_maps.png"
+    assert [i.path.stem for i in calls[-1][1]] == ["chelsea_cat", "coffee_cup", "rocket_launch"]
+    assert (tmp_path / "demo").is_dir()
+
+
+@pytest.fixture
+def no_computation(monkeypatch, efficientnet_lite0):
+    """The CLI with the model loaded once and every computation forbidden: a
+    user error must be reported before any map or score is computed."""
+    import captum_shallowcam.__main__ as cli
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("computed before the user error was reported")
+
+    monkeypatch.setattr(cli, "load_model", lambda name: efficientnet_lite0)
+    monkeypatch.setattr(cli, "_explain_and_score", forbidden)
+    monkeypatch.setattr(cli, "evaluate", forbidden)
+    monkeypatch.setattr(cli, "deletion_insertion", forbidden)
+    return cli
+
+
+def _user_error(capsys, argv):
+    """Runs the CLI; returns its one line on stderr after checking exit status 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+CAT = str(sample_images()[0].path)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["explain", CAT, "--layer", "stage9"], "Unknown layer 'stage9' of efficientnet-lite0: choose from stage1, "),
+        (["explain", CAT, "--method", "layercam,scorecam"], "Unknown method 'scorecam'; choose from layercam, "),
+        (["explain", CAT, "--method", "shallowcam+sharp"], "Unknown option '+sharp'"),
+        (["explain", CAT, "--target", "1000"], "--target 1000 is not a class of efficientnet-lite0: give 0 to 999"),
+        (["explain", CAT, "--target", "-1"], "--target -1 is not a class"),
+        (["explain", "no_such_photo.jpg"], "no photo at no_such_photo.jpg; give the path of a JPEG or PNG file, "
+         "or a bundled photo: chelsea_cat, coffee_cup, rocket_launch"),
+        (["explain", CAT, "--step", "0"], "--step must be a positive number of pixels"),
+        (["explain", CAT, "--out", "figure.xyz"], "matplotlib cannot write '.xyz' figures"),
+        (["explain", CAT, "--model", "alexnet"], "argument --model: invalid choice: 'alexnet'"),
+        (["demo", "--step", "-5"], "--step must be a positive number"),
+        (["benchmark", "--images", "no_such_folder"], "--images: Image folder no_such_folder does not exist."),
+        (["report", "no_such_results.json"], "no results file no_such_results.json"),
+    ],
+)  # fmt: skip
+def test_user_errors_are_one_line_exit_2_before_any_computation(
+    no_computation, capsys, monkeypatch, tmp_path, argv, message
+):
+    monkeypatch.chdir(tmp_path)
+    assert message in _user_error(capsys, argv)
+
+
+def test_explain_output_folder_is_created_and_unwritable_one_refused(
+    no_computation, capsys, tmp_path
+):
+    computed = []
+    no_computation._explain_and_score = lambda *args, **kwargs: computed.append(args[-1])
+    out = tmp_path / "new" / "folder" / "map.png"
+    main(["explain", CAT, "--layer", "stage7", "--out", str(out)])
+    assert out.parent.is_dir() and computed
+    (tmp_path / "file").write_text("")
+    err = _user_error(capsys, ["explain", CAT, "--out", str(tmp_path / "file" / "map.png")])
+    assert "cannot create the folder" in err and "choose another --out" in err
+
+
+def test_missing_torchvision_weights_error_says_what_the_cli_can_do(
+    no_computation, capsys, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache
+    err = _user_error(capsys, ["explain", CAT, "--model", "resnet50"])
+    assert "no ImageNet weights for resnet50: expected " in err
+    assert "--model efficientnet-lite0" in err
+    assert "pretrained=False" not in err  # the CLI cannot pass it
+
+
+def test_benchmark_refuses_bad_labels_and_classes_before_computing(no_computation, capsys, tmp_path):
+    folder = _cub_folder(tmp_path / "cub")
+    err = _user_error(capsys, ["benchmark", "--images", str(folder), "--classes", "7-x"])
+    assert "--classes '7-x': '7-x' is not a class index or range" in err
+    err = _user_error(capsys, ["benchmark", "--images", str(folder), "--methods", "layercam,nope"])
+    assert "Unknown method 'nope'" in err
+    err = _user_error(capsys, ["benchmark", "--images", str(folder), "--classes", "500"])
+    assert "no images left to evaluate" in err
+    (folder / "images" / "002.Cup" / "cup_2.jpg").unlink()
+    err = _user_error(capsys, ["benchmark", "--images", str(folder)])
+    assert "cup_2.jpg not found" in err
+
+
+def test_help_lists_commands_defaults_and_valid_names(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    for command in ("demo", "explain", "benchmark", "report"):
+        assert f"\n    {command}" in top
+    assert "``" not in top and ":mod:" not in top  # plain text, no Sphinx markup
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 224, the paper's: one row)" in text
+    assert "names: layercam, gradcam, relevancecam, shallowcam, shallowcam-v1" in text
+    assert "efficientnet-lite0: stage1, stage2, stage3, stage4, stage5, stage6, stage7" in text
+    assert "resnet50: layer1, layer2, layer3, layer4" in text
+
+
+def test_default_layer_names_are_those_of_the_loaded_models():
+    for name in available_models():
+        assert default_layer_names(name) == list(load_model(name, pretrained=False).layers)
 
 
 def _result(images, methods, offset=0.0, step=100):

@@ -91,6 +91,33 @@ def test_layer_cam_tanh_scaling_hand_computed(tiny):
     ref.assert_close(cam, _map(torch.tanh(2 * m / 10)))
 
 
+def test_layer_cam_per_channel_maps_hand_computed(tiny):
+    """``attr_dim_summation=False`` keeps the channels, as in Captum's LayerGradCam."""
+    cam = LayerCam(tiny, tiny.relu)
+    # class 1: G = [2/9, 1/9] -> channels 2 A_0 / 9 and A_1 / 9
+    per_channel = cam.attribute(X_TINY, target=1, attr_dim_summation=False)
+    ref.assert_close(per_channel, torch.stack([2 * A0 / 9, A1 / 9])[None])
+    # class 0: G = [1/9, -1/9] -> ReLU(G) drops channel 1 entirely
+    per_channel = cam.attribute(X_TINY, target=0, attr_dim_summation=False)
+    ref.assert_close(per_channel, torch.stack([A0 / 9, torch.zeros(3, 3)])[None])
+    ref.assert_close(per_channel.sum(1, keepdim=True), cam.attribute(X_TINY, target=0))
+
+
+def test_has_convergence_delta_where_attribute_returns_one(tiny):
+    assert not LayerCam(tiny, tiny.relu).has_convergence_delta()
+    for method in (LayerRelevanceCam, LayerShallowCam):
+        explainer = method(tiny, tiny.relu)
+        assert explainer.has_convergence_delta()
+        for initial_relevance in ("contrastive", "target", "clrp"):
+            _, delta = explainer.attribute(
+                X_TINY,
+                target=0,
+                initial_relevance=initial_relevance,
+                return_convergence_delta=True,
+            )
+            assert delta.shape == (1,), (method.__name__, initial_relevance)
+
+
 def test_relevance_cam_target_relevance_hand_computed(tiny):
     # class 1, one-hot relevance, z+ through the linear layer (w+ row = [2, 1]):
     #   alpha_k = p_k w+_1k / (2 p0 + p1)  ->  alpha = [26/40, 14/40] = [0.65, 0.35]

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from captum.attr import LayerAttribution, NoiseTunnel
+from captum.attr import LayerAttribution, LayerGradCam, NoiseTunnel
 from captum.metrics import infidelity, sensitivity_max
 from captum.testing.helpers.basic_models import BasicModel_ConvNet
 from torch import Tensor, nn
@@ -198,6 +198,30 @@ def test_noise_tunnel_smoothgrad(method):
     plain = method(model, model.layer2).attribute(x, target=0)
     no_noise = nt.attribute(x, nt_type="smoothgrad", nt_samples=2, stdevs=0.0, target=0)
     ref.assert_close(no_noise, plain, rtol=1e-4)
+
+
+def test_noise_tunnel_over_a_list_of_layers_fails_in_captum():
+    """Documented (docs/api.rst, README): Captum's NoiseTunnel accepts only a
+    tensor or a tuple as the result, so a list of layers cannot be smoothed.
+    If Captum lifts the limit this test fails: then update the docs."""
+    model = _torchvision("resnet18")
+    nt = NoiseTunnel(LayerCam(model, [model.layer1, model.layer2]))
+    with pytest.raises(AssertionError, match="must be a torch.Tensor or a tuple"):
+        nt.attribute(torch.randn(1, 3, 64, 64), nt_type="smoothgrad", nt_samples=2, target=0)
+
+
+def test_target_none_is_the_prediction_where_captum_refuses():
+    """Documented difference: Captum's LayerGradCam needs a target for a
+    classifier's N x C output; ours explain the predicted class."""
+    model = _torchvision("resnet18")
+    x = torch.randn(2, 3, 64, 64)
+    with pytest.raises(AssertionError, match="Target not provided"):
+        LayerGradCam(model, model.layer2).attribute(x)
+    predicted = model(x).argmax(1)
+    ref.assert_close(
+        LayerCam(model, model.layer2).attribute(x),
+        LayerCam(model, model.layer2).attribute(x, target=predicted),
+    )
 
 
 @pytest.mark.parametrize("method", [LayerCam, LayerShallowCam])

@@ -50,6 +50,7 @@ class LayerCam(_LayerCamBase):
         attribute_to_layer_input: bool = False,
         relu_attributions: bool = True,
         scaling: Literal["none", "tanh"] = "none",
+        attr_dim_summation: bool = True,
         relu_activations: bool = False,
     ) -> Union[Tensor, List[Tensor]]:
         r"""
@@ -70,14 +71,21 @@ class LayerCam(_LayerCamBase):
             scaling (str, optional): ``"tanh"`` applies LayerCAM's scaling for
                         fusing shallow maps, :math:`\tanh(2 L / \max L)` per
                         example. Default: ``"none"``
+            attr_dim_summation (bool, optional): Sum the weighted feature maps
+                        over the channels (dimension 1), as Captum's
+                        ``LayerGradCam`` does. ``False`` returns the K
+                        per-channel maps :math:`\mathrm{ReLU}(G^c_k) \odot A_k`
+                        (N x K x h x w), with ``relu_attributions`` applied to
+                        each element. Default: True
             relu_activations (bool, optional): Use the sign-aware mask
                         :math:`\mathrm{ReLU}(G^c_k) \odot \mathrm{ReLU}(A_k)`
                         (see above). Default: False, the published LayerCAM
 
         Returns:
             *Tensor* or *list[Tensor]* of **attributions**:
-            - **attributions**: N x 1 x h x w maps at the layer's resolution, one
-              per layer when ``layer`` is a list.
+            - **attributions**: N x 1 x h x w maps at the layer's resolution
+              (N x K x h x w with ``attr_dim_summation=False``), one per layer
+              when ``layer`` is a list.
 
         Examples::
 
@@ -94,9 +102,11 @@ class LayerCam(_LayerCamBase):
         )
         maps = []
         for activation, gradient in zip(passes.activations, passes.gradients):
-            cam = channel_sum(
-                spatial_mask(activation, gradient, relu_activations), relu_attributions
-            )
+            mask = spatial_mask(activation, gradient, relu_activations)
+            if attr_dim_summation:
+                cam = channel_sum(mask, relu_attributions)
+            else:
+                cam = torch.relu(mask) if relu_attributions else mask
             if scaling == "tanh":
                 peak = cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
                 cam = torch.tanh(2 * cam / peak)

@@ -35,6 +35,11 @@ class LayerRelevanceCam(_RelevanceCamBase):
     their branches for the duration of the call; the model is not modified.
     """
 
+    def has_convergence_delta(self) -> bool:
+        r"""True: ``attribute(..., return_convergence_delta=True)`` also returns
+        the relevance lost or created between the logits and the layer."""
+        return True
+
     @log_usage()
     def attribute(
         self,

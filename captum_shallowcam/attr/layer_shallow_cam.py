@@ -55,6 +55,11 @@ class LayerShallowCam(_RelevanceCamBase):
     stopping at the (lowest) layer, shared by all layers of a list.
     """
 
+    def has_convergence_delta(self) -> bool:
+        r"""True: ``attribute(..., return_convergence_delta=True)`` also returns
+        the relevance lost or created between the logits and the layer."""
+        return True
+
     @log_usage()
     def attribute(
         self,

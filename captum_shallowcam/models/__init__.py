@@ -49,6 +49,7 @@ __all__ = [
     "LoadedModel",
     "Unnormalize",
     "available_models",
+    "default_layer_names",
     "load_model",
     "torchvision_checkpoint_path",
 ]
@@ -314,6 +315,19 @@ def _canonical_name(name: str) -> str:
 def available_models() -> list[str]:
     """Names accepted by :func:`load_model`."""
     return list(_MODELS)
+
+
+def default_layer_names(name: str) -> list[str]:
+    """The names of ``load_model(name).layers``, without building the model
+    (for help texts and error messages)."""
+    canonical = _canonical_name(name)
+    if canonical == "efficientnet-lite0":
+        return [f"stage{i}" for i in range(1, 8)]
+    if canonical.startswith("vgg"):
+        return [f"pool{i}" for i in range(1, 6)]
+    if canonical in _TORCHVISION_MODELS:
+        return [f"layer{i}" for i in range(1, 5)]
+    raise ValueError(f"Unknown model {name!r}. Available models: " + ", ".join(_MODELS))
 
 
 def load_model(name: str, pretrained: bool = True) -> LoadedModel:
