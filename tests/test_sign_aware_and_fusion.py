@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_shallowcam import LayerCam, fuse_layer_maps
+from captum_shallowcam import LayerCam, LayerShallowCam, fuse_layer_maps
 
 
 class BottleneckNet(nn.Module):
@@ -123,3 +123,56 @@ def test_fuse_bad_input_names_the_fix(maps, message):
 def test_fuse_unknown_mode():
     with pytest.raises(ValueError, match="'product', 'max' or 'mean'"):
         fuse_layer_maps(_two_maps(), mode="sum")
+
+
+# ------------------------------------------------- LayerShallowCam, sign-aware
+def _positive_head_net() -> BottleneckNet:
+    net = BottleneckNet().eval()
+    with torch.no_grad():
+        net.conv.weight.copy_(
+            torch.tensor([[[[0.0, 0, 0], [0, 1, 0], [0, 0, 0]]], [[[0.5, 0, 0], [0, 1, -0.5], [0, 0, 0]]]])
+        )
+        net.fc.weight.copy_(torch.tensor([[1.0, 3.0], [2.0, 1.0]]))
+    return net
+
+
+@pytest.mark.parametrize("c", [0, 1])
+def test_shallow_cam_sign_aware_hand_computed(c):
+    net = _positive_head_net()
+    x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(5)) + 0.6
+    a = F.conv2d(x, net.conv.weight)
+    pooled = a.mean((2, 3))
+    # The hand computation below needs positive pooled channels and some
+    # negative activations (the case the option is for).
+    assert bool((pooled > 0).all()) and bool((a < 0).any())
+    w = net.fc.weight[c]
+    # z+ through the linear layer on positive inputs, one-hot relevance:
+    alpha = pooled[0] * w / (pooled[0] * w).sum()
+    # the average pool passes alpha_k on in proportion to A_k (z-rule):
+    r = a / a.sum((2, 3), keepdim=True) * alpha.view(1, -1, 1, 1)
+    g = (w / a[0, 0].numel()).view(1, -1, 1, 1)
+    alpha_pos = (r * (a >= 0)).sum((2, 3), keepdim=True).clamp(min=0)
+    expected = (alpha_pos * g.clamp(min=0) * a.clamp(min=0)).sum(1, keepdim=True).clamp(min=0)
+    got = LayerShallowCam(net, net.conv).attribute(
+        x, target=c, initial_relevance="target", relu_activations=True
+    )
+    torch.testing.assert_close(got, expected)
+    # Relevance on negative activations no longer counts: the weights grew.
+    alpha_all = r.sum((2, 3), keepdim=True)
+    assert bool((alpha_pos > alpha_all).all())
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2", "v3"])
+def test_shallow_cam_sign_aware_equals_default_on_relu_outputs(variant):
+    torch.manual_seed(2)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU6(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    explainer = LayerShallowCam(net, [net[1], net[3]])
+    plain = explainer.attribute(x, target=[2, 4], variant=variant)
+    sign_aware = explainer.attribute(x, target=[2, 4], variant=variant, relu_activations=True)
+    for p, s in zip(plain, sign_aware):
+        assert p.abs().sum() > 0
+        torch.testing.assert_close(p, s, rtol=0, atol=0)

@@ -176,11 +176,16 @@ class _RelevanceCamBase(_LayerCamBase):
         check_conservation: bool,
         gradients: bool,
         adjacent: bool = False,
+        relu_activations: bool = False,
     ) -> CamPasses:
         check_choice("initial_relevance", initial_relevance, ("contrastive", "target", "clrp"))
         check_choice("channel_weights", channel_weights, ("signed", "positive"))
         request = _RelevanceRequest(
-            self.rules, initial_relevance, adjacent, check_conservation  # type: ignore[arg-type]
+            self.rules,
+            initial_relevance,  # type: ignore[arg-type]
+            adjacent,
+            check_conservation,
+            relu_activations,
         )
         return self._passes(
             inputs, target, additional_forward_args, attribute_to_layer_input, gradients, request
@@ -201,6 +206,7 @@ class _RelevanceRequest:
     initial_relevance: InitialRelevance = "contrastive"
     adjacent: bool = False
     check_conservation: bool = True
+    relu_activations: bool = False
 
     def run(self, engine: _Engine, output: Tensor, passes: CamPasses) -> None:
         captures = engine.captures
@@ -233,7 +239,9 @@ class _RelevanceRequest:
         order = sorted(range(len(engine.captures)), key=lambda i: engine.captures[i].order)
         out = list(relevances)
         for lower, upper in zip(order[:-1], order[1:]):
-            evidence = torch.relu(passes.gradients[upper]) * passes.activations[upper]
+            evidence = spatial_mask(
+                passes.activations[upper], passes.gradients[upper], self.relu_activations
+            )
             (out[lower],) = engine.relevance(
                 engine.captures[upper].tensor,
                 evidence,

@@ -33,9 +33,24 @@ class LayerShallowCam(_RelevanceCamBase):
         L^c = \mathrm{ReLU}\Big(\sum_k \mathrm{ReLU}(\alpha_k) S_k\Big)
 
     with :math:`G^c = \partial y^c / \partial A` and :math:`R` the LRP relevance
-    at the layer (``channel_weights="signed"`` uses :math:`\alpha_k` itself). With equal positive :math:`\alpha` this is LayerCAM; the
-    relevance re-weights its channels, suppressing those that relevance marks as
+    at the layer (``channel_weights="signed"`` uses :math:`\alpha_k` itself).
+    With equal positive :math:`\alpha` this is LayerCAM; the relevance
+    re-weights its channels, suppressing those that relevance marks as
     unrelated to (or against) the class.
+
+    ``relu_activations=True`` makes mask and weights sign-aware, for layers
+    whose activations can be negative (linear bottlenecks, residual sums):
+
+    .. math::
+        S^+_k = \mathrm{ReLU}(G^c_k) \odot \mathrm{ReLU}(A_k), \qquad
+        \alpha^+_k = \sum_{ij} R_k(i,j)\, [A_k(i,j) \ge 0], \qquad
+        L^c = \mathrm{ReLU}\Big(\sum_k \mathrm{ReLU}(\alpha^+_k) S^+_k\Big)
+
+    A negative activation is then neither evidence in the mask nor a source
+    of channel weight (z+ relevance credits :math:`(a w)^+`, which is
+    positive for negative activations under negative weights too). Where
+    :math:`A \ge 0` (ReLU outputs, the paper's VGG16 setting) it equals the
+    form above.
 
     Method of CHENG Yan et al., "Study on Interpretable Shallow Class Activation
     Mapping Algorithm Based on Spatial Weights and Inter-Layer Relevance",
@@ -45,7 +60,8 @@ class LayerShallowCam(_RelevanceCamBase):
     * ``"v1"``: :math:`R` propagated from the logits (Relevance-CAM's weights;
       by default CLRP's non-negative relevance);
     * ``"v2"``: :math:`R` from a single LRP step from the next layer's LayerCAM
-      evidence :math:`E^{l+1} = \mathrm{ReLU}(G^{l+1}) \odot A^{l+1}` down to this
+      evidence :math:`E^{l+1} = \mathrm{ReLU}(G^{l+1}) \odot A^{l+1}` (with
+      ``relu_activations`` :math:`S^{+,l+1}`) down to this
       layer; "next layer" is the next layer of the ``layer`` list in forward
       order, and the deepest layer of the list falls back to v1;
     * ``"v3"``: a 2-D mask :math:`M = \sum_k S_k` scaled to [0, 1],
@@ -73,6 +89,7 @@ class LayerShallowCam(_RelevanceCamBase):
         channel_weights: ChannelWeights = "positive",
         return_convergence_delta: bool = False,
         check_conservation: bool = True,
+        relu_activations: bool = False,
     ) -> Union[Tensor, List[Tensor], Tuple[Union[Tensor, List[Tensor]], Any]]:
         r"""
         Args:
@@ -110,6 +127,9 @@ class LayerShallowCam(_RelevanceCamBase):
                         that difference exceeds 5% of the output's absolute
                         relevance. Turn off for layers inside a branch.
                         Default: True
+            relu_activations (bool, optional): The sign-aware mask and weights
+                        :math:`S^+_k`, :math:`\alpha^+_k` (see above).
+                        Default: False
 
         Returns:
             *Tensor* or *list[Tensor]* of **attributions** (N x 1 x h x w per
@@ -135,10 +155,14 @@ class LayerShallowCam(_RelevanceCamBase):
             check_conservation,
             gradients=True,
             adjacent=variant == "v2",
+            relu_activations=relu_activations,
         )
         maps = []
         for a, g, r in zip(passes.activations, passes.gradients, passes.relevances):
-            mask = spatial_mask(a, g)
+            mask = spatial_mask(a, g, relu_activations)
+            if relu_activations:
+                r = r * (a >= 0)
+                a = torch.relu(a)
             weights = inter_layer_weights(r, channel_weights)
             if variant == "v3":
                 mask_2d = unit_range(mask.sum(dim=1, keepdim=True))
