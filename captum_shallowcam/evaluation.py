@@ -10,9 +10,11 @@ Methods are named by strings: ``layercam``, ``gradcam`` (Captum's
 ``LayerGradCam`` with ``relu_attributions=True``), ``relevancecam``,
 ``shallowcam`` (the defaults), ``shallowcam-v1`` / ``-v2`` / ``-v3``, optionally
 followed by options: ``+positive`` / ``+signed`` (channel weights), ``+target``
-/ ``+contrastive`` / ``+clrp`` (initial relevance), ``+no-conserve`` (the z+
-rule without its conserving fall-back, ``ZPlusRule(conserve=False)``), e.g.
-``shallowcam-v2+positive``.
+/ ``+contrastive`` / ``+clrp`` (initial relevance), ``+sign-aware`` /
+``+plain-mask`` (``relu_activations=True`` / ``False``; ``layercam`` takes these
+two), ``+no-conserve`` (the z+ rule without its conserving fall-back,
+``ZPlusRule(conserve=False)``), e.g. ``shallowcam-v2+positive`` or
+``layercam+sign-aware``.
 """
 
 import math
@@ -36,7 +38,11 @@ _OPTIONS = {
     "target": ("initial_relevance", "target"),
     "contrastive": ("initial_relevance", "contrastive"),
     "clrp": ("initial_relevance", "clrp"),
+    "sign-aware": ("relu_activations", True),
+    "plain-mask": ("relu_activations", False),
 }
+#: The options ``layercam`` takes (the mask); the relevance methods take all.
+_MASK_OPTIONS = ("sign-aware", "plain-mask")
 #: The option that chooses the LRP rules (a constructor argument, not ``attribute``'s).
 _NO_CONSERVE = "no-conserve"
 METHOD_NAMES = (
@@ -74,12 +80,23 @@ def make_explainer(model: nn.Module, layers: Sequence[nn.Module], method: str) -
         kwargs[key] = value
     if base not in METHOD_NAMES:
         raise ValueError(f"Unknown method '{base}'; choose from {', '.join(METHOD_NAMES)}.")
-    if options and not base.startswith(("shallowcam", "relevancecam")):
+    if base == "layercam":
+        if any(option not in _MASK_OPTIONS for option in options):
+            raise ValueError(
+                f"Method 'layercam' takes only the options +sign-aware and +plain-mask "
+                f"(got '{method}')."
+            )
+    elif options and not base.startswith(("shallowcam", "relevancecam")):
         raise ValueError(f"Method '{base}' takes no options (got '{method}').")
+    elif base == "relevancecam" and "relu_activations" in kwargs:
+        raise ValueError(
+            "Method 'relevancecam' has no mask, so +sign-aware and +plain-mask do not "
+            f"apply (got '{method}')."
+        )
     layers = list(layers)
     if base == "layercam":
         explainer = LayerCam(model, layers)
-        return lambda x, t: explainer.attribute(x, target=t)
+        return lambda x, t: explainer.attribute(x, target=t, **kwargs)
     if base == "gradcam":
         per_layer = [LayerGradCam(model, layer) for layer in layers]
         return lambda x, t: [g.attribute(x, target=t, relu_attributions=True) for g in per_layer]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from captum_shallowcam import LayerShallowCam, ZPlusRule
+from captum_shallowcam import LayerCam, LayerShallowCam, ZPlusRule
 from captum_shallowcam.__main__ import main
 from captum_shallowcam.evaluation import (
     EvaluationResult,
@@ -131,8 +131,27 @@ def test_unknown_method_names_are_refused():
         make_explainer(model, [model[0]], "scorecam")
     with pytest.raises(ValueError, match=r"Unknown option '\+sharp'"):
         make_explainer(model, [model[0]], "shallowcam-v1+sharp")
-    with pytest.raises(ValueError, match="takes no options"):
+    with pytest.raises(ValueError, match=r"takes only the options \+sign-aware"):
         make_explainer(model, [model[0]], "layercam+positive")
+    with pytest.raises(ValueError, match="takes no options"):
+        make_explainer(model, [model[0]], "gradcam+sign-aware")
+    with pytest.raises(ValueError, match="has no mask"):
+        make_explainer(model, [model[0]], "relevancecam+sign-aware")
+
+
+@pytest.mark.parametrize("base", ["layercam", "shallowcam"])
+def test_sign_aware_option_is_relu_activations(base):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
+    ).eval()  # fmt: skip
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([0, 2])
+    cls = {"layercam": LayerCam, "shallowcam": LayerShallowCam}[base]
+    for option, flag in (("+sign-aware", True), ("+plain-mask", False)):
+        (got,) = make_explainer(model, [model[0]], base + option)(x, t)
+        expected = cls(model, model[0]).attribute(x, target=t, relu_activations=flag)
+        torch.testing.assert_close(got, expected)
 
 
 def test_no_conserve_option_drops_the_relevance_of_dead_outputs():
