@@ -21,7 +21,6 @@ Everything is removed when the pass ends, also when it raises.
 """
 
 import threading
-import weakref
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -33,6 +32,12 @@ from captum_shallowcam._captum_compat import (
     IdentityRule,
     PropagationRule,
     _run_forward,
+)
+from captum_shallowcam._model_state import (
+    buffers_preserved,
+    eager,
+    exclusive,
+    original_module,
 )
 from captum_shallowcam.attr._gates import (
     GRADIENT,
@@ -48,6 +53,7 @@ from captum_shallowcam.attr.rules import (
     NORMALISATION_MODULES,
     SUPPORTED_MODULES,
     RuleMap,
+    default_rule,
     resolve_rule,
 )
 
@@ -102,61 +108,54 @@ def _unhandled_operation(module: nn.Module, args: tuple, output: Any) -> Optiona
     return type(output.grad_fn).__name__ if output.grad_fn else "unknown"
 
 
-def _no_rule_error(unhandled: Sequence[Tuple[str, str, str]]) -> TypeError:
-    """One error for every leaf module (name, type, operation) with no rule, so
-    that a model needs one fix, not one per module."""
-    kinds = list(dict.fromkeys(kind for _, kind, _ in unhandled))
-    example = ", ".join(f"{kind}: IdentityRule()" for kind in kinds)
+def _no_rule_error(unhandled: Sequence[Tuple[str, str, str, bool]]) -> TypeError:
+    """One error for every leaf module (name, type, operation, whether its
+    output has as many elements as its input) with no rule, so that a model
+    needs one fix, not one per module. IdentityRule is only suggested where it
+    can apply: to modules that keep the number of elements."""
+    resizing = {kind for _, kind, _, same_size in unhandled if not same_size}
+    kinds = list(dict.fromkeys(kind for _, kind, _, _ in unhandled))
+    example = ", ".join(
+        f"{kind}: {'EpsilonRule' if kind in resizing else 'IdentityRule'}()"
+        for kind in kinds
+    )
     if len(unhandled) == 1:
-        name, kind, operation = unhandled[0]
+        name, kind, operation, _ = unhandled[0]
         problem = (
             f"Module '{name}' ({kind}) has no LRP rule: its output comes from an "
             f"operation the relevance engine cannot propagate through ({operation})"
         )
     else:
-        shown = ", ".join(f"'{name}' ({kind}, {op})" for name, kind, op in unhandled[:5])
+        shown = ", ".join(f"'{name}' ({kind}, {op})" for name, kind, op, _ in unhandled[:5])
         more = f" and {len(unhandled) - 5} more" if len(unhandled) > 5 else ""
         problem = (
             f"{len(unhandled)} modules have no LRP rule: their outputs come from "
             f"operations the relevance engine cannot propagate through: {shown}{more}"
         )
+    if not resizing:
+        which = (
+            "for element-wise modules or EpsilonRule() for linear ones (or set "
+            "module.rule as in captum.attr.LRP)."
+        )
+    elif len(resizing) == len(kinds):
+        which = (
+            "(EpsilonRule() applies a module as a whole, also one whose output has "
+            "a different number of elements than its input, such as an upsampling "
+            "or an unpooling; or set module.rule as in captum.attr.LRP)."
+        )
+    else:
+        which = (
+            "(IdentityRule() for element-wise modules; EpsilonRule() for linear ones "
+            "and for those whose output has a different number of elements than "
+            "their input; or set module.rule as in captum.attr.LRP)."
+        )
     return TypeError(
         f"{problem}. Give {'it a rule' if len(unhandled) == 1 else 'their types rules'} "
-        f"when constructing the method, e.g. rules={{{example}}} for element-wise "
-        "modules or EpsilonRule() for linear ones (or set module.rule as in "
-        "captum.attr.LRP)."
+        f"when constructing the method, e.g. rules={{{example}}} {which}"
     )
 
 
 # ------------------------------------------------------------------ the engine
-_models_in_use: "weakref.WeakKeyDictionary[nn.Module, int]" = weakref.WeakKeyDictionary()
-_models_lock = threading.Lock()
-
-
-@contextmanager
-def _exclusive(model: Optional[nn.Module]) -> Iterator[None]:
-    """Refuses to explain one model instance from two threads at once."""
-    if model is None:
-        yield
-        return
-    me = threading.get_ident()
-    with _models_lock:
-        owner = _models_in_use.get(model)
-        if owner is not None and owner != me:
-            raise RuntimeError(
-                "This model is being explained in another thread right now. Explain "
-                "one model instance from one thread at a time, or give each thread "
-                "its own copy (copy.deepcopy(model))."
-            )
-        _models_in_use[model] = me
-    try:
-        yield
-    finally:
-        with _models_lock:
-            if _models_in_use.get(model) == me and owner is None:
-                del _models_in_use[model]
-
-
 class LayerCapture:
     """What one forward pass captured at a target layer."""
 
@@ -184,6 +183,8 @@ class _Engine:
         attribute_to_layer_input: bool,
         use_relevance: bool,
     ) -> None:
+        # A torch.compile'd model is explained as the module it compiled.
+        forward_func = original_module(forward_func)
         self.forward_func = forward_func
         self.model = forward_func if isinstance(forward_func, nn.Module) else None
         self.layers = list(layers)
@@ -223,6 +224,16 @@ class _Engine:
         if self.module_stack:
             return self.module_stack[-1]
         return None, "<forward function>"
+
+    def rule_for_operation(self) -> PropagationRule:
+        """The rule of a conv or linear operation running now: the rule of the
+        innermost module around it that has one (a rule given for a block
+        covers the operations inside it), else the default."""
+        for module, name in reversed(self.module_stack):
+            rule = resolve_rule(module, name, self.rules)
+            if rule is not None:
+                return rule
+        return default_rule()
 
     def _next_order(self) -> int:
         self.captured += 1
@@ -281,7 +292,10 @@ class _Engine:
                 if unknown_leaf:
                     operation = _unhandled_operation(module, args, output)
                     if operation is not None:
-                        self.unhandled.append((name, type(module).__name__, operation))
+                        same_size = bool(args) and _same_numel(args[0], output)
+                        self.unhandled.append(
+                            (name, type(module).__name__, operation, same_size)
+                        )
                 return None
             self.suspend_depth -= 1
             inputs = self.whole_module_inputs.pop(id(module))
@@ -300,7 +314,11 @@ class _Engine:
                 return _PassThroughGate(self.propagation, name, (x,)).apply(output, (x,))
             forward = module.forward
             return _ProportionalGate(
-                self.propagation, name, (x,), lambda x_: forward(x_, *inputs[1:])
+                self.propagation,
+                name,
+                (x,),
+                lambda x_: forward(x_, *inputs[1:]),
+                epsilon=whole_rule.STABILITY_FACTOR,
             ).apply(output, (x,))
 
         return hook
@@ -371,13 +389,21 @@ class _Engine:
         # A detached copy that requires grad: the graph exists even with frozen
         # parameters or under an outer no_grad, and the user's tensor is untouched.
         if isinstance(inputs, tuple):
-            x = tuple(t.detach().requires_grad_(t.is_floating_point()) for t in inputs)
+            x = tuple(
+                _normal(t).detach().requires_grad_(t.is_floating_point()) for t in inputs
+            )
         else:
-            x = inputs.detach().requires_grad_(True)
+            x = _normal(inputs).detach().requires_grad_(True)
+        if isinstance(additional_forward_args, tuple):
+            additional_forward_args = tuple(_normal(a) for a in additional_forward_args)
+        else:
+            additional_forward_args = _normal(additional_forward_args)
         gates = _RelevanceMode(self) if self.use_relevance else nullcontext()
         with torch.enable_grad(), gates:
             output = _run_forward(self.forward_func, x, None, additional_forward_args)
         self._clear_forward_tables()
+        if isinstance(output, Tensor):
+            _check_finite(output, "output")
         if self.unhandled:
             raise _no_rule_error(self.unhandled)
         for capture in self.captures:
@@ -405,7 +431,8 @@ class _Engine:
         """Gradients of ``scores.sum()`` at the captured layers."""
         self.propagation.mode = GRADIENT
         tensors = [c.tensor for c in self.captures]
-        return list(torch.autograd.grad(scores.sum(), tensors, retain_graph=retain_graph))
+        grads = torch.autograd.grad(scores.sum(), tensors, retain_graph=retain_graph)
+        return [_check_finite(g.detach(), "gradient") for g in grads]
 
     def relevance(
         self,
@@ -417,9 +444,10 @@ class _Engine:
         """Propagates ``source_relevance`` at ``source`` down to ``captures``."""
         self.propagation.mode = RELEVANCE
         tensors = [c.tensor for c in captures]
-        return list(
-            torch.autograd.grad(source, tensors, source_relevance, retain_graph=retain_graph)
+        relevances = torch.autograd.grad(
+            source, tensors, source_relevance, retain_graph=retain_graph
         )
+        return [_check_finite(r.detach(), "relevance") for r in relevances]
 
     @contextmanager
     def hooked(self) -> Iterator["_Engine"]:
@@ -433,25 +461,39 @@ class _Engine:
             )
         if self.use_relevance:
             self._check_modules()
-        with _exclusive(self.model):
-            buffers = self._snapshot_buffers()
-            try:
-                self._register_hooks()
-                yield self
-            finally:
-                for handle in self.handles:
-                    handle.remove()
-                self.handles.clear()
-                self.module_stack.clear()
-                self._clear_forward_tables()
-                if buffers:
-                    with torch.no_grad():
-                        for buffer, saved in buffers:
-                            buffer.copy_(saved)
+        # The passes run with autograd also under torch.inference_mode().
+        with exclusive(self.model), torch.inference_mode(False), eager(self.model):
+            with buffers_preserved(self.forward_func):
+                try:
+                    self._register_hooks()
+                    yield self
+                finally:
+                    for handle in self.handles:
+                        handle.remove()
+                    self.handles.clear()
+                    self.module_stack.clear()
+                    self._clear_forward_tables()
 
-    def _snapshot_buffers(self) -> List[Tuple[Tensor, Tensor]]:
-        # A forward pass in training mode updates BatchNorm statistics; an
-        # explanation must not, so they are put back afterwards.
-        if self.model is None or not any(m.training for m in self.model.modules()):
-            return []
-        return [(b, b.detach().clone()) for b in self.model.buffers()]
+
+def _normal(value: Any) -> Any:
+    """A tensor made under ``torch.inference_mode()`` copied to a normal one,
+    which autograd can record; anything else as it is."""
+    if isinstance(value, Tensor) and value.is_inference():
+        return value.clone()
+    return value
+
+
+def _same_numel(x: Any, output: Any) -> bool:
+    return isinstance(x, Tensor) and isinstance(output, Tensor) and x.numel() == output.numel()
+
+
+def _check_finite(tensor: Tensor, what: str) -> Tensor:
+    """``tensor``, or a ValueError when the model produced NaN or inf in it."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(
+            f"The model produced NaN or inf values (in its {what}) from finite "
+            "inputs, so the explanation would be NaN. Check the model's weights "
+            "and buffers for NaN or inf (e.g. torch.isfinite(p).all() for each "
+            "parameter) and for an overflow (run it in float32 or float64)."
+        )
+    return tensor

@@ -34,7 +34,6 @@ from captum_shallowcam.attr.rules import (
     ZPlusRule,
     _crop,
     per_example_extremes,
-    rule_for_weighted_op,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -98,13 +97,21 @@ class _Gate:
 
 class _PassThroughGate(_Gate):
     """Element-wise activations, dropout, scaling by a constant: relevance passes
-    unchanged (the z-rule of an element-wise map)."""
+    unchanged (the z-rule of an element-wise map).
+
+    Only the input's shape is kept: the rule reads no values, so the input may
+    be changed in place afterwards (``h.relu_()`` writes the gate's output into
+    its own input)."""
+
+    def __init__(self, propagation: "_Propagation", name: str, inputs: Sequence[Tensor]):
+        super().__init__(propagation, name, ())
+        self.shape = inputs[0].shape
 
     def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
-        shape = self.inputs[0].shape
+        shape = self.shape
         if relevance.shape == shape:
             return (relevance,)
-        if relevance.numel() == self.inputs[0].numel():  # a reshaping module
+        if relevance.numel() == shape.numel():  # a reshaping module
             return (relevance.reshape(shape),)
         return (relevance.sum_to_size(shape),)  # broadcast by a constant factor
 
@@ -125,23 +132,37 @@ class _ProportionalGate(_Gate):
     """A linear operation without weights (average pooling, mean, sum): the z-rule
     :math:`R_i = a_i \\partial z / \\partial a_i \\cdot R / z`."""
 
-    def __init__(self, propagation, name, inputs, operation: Callable[[Tensor], Tensor]):
+    def __init__(
+        self,
+        propagation,
+        name,
+        inputs,
+        operation: Callable[[Tensor], Tensor],
+        epsilon: Optional[float] = None,
+    ):
         super().__init__(propagation, name, inputs)
         self.operation = operation
+        # The epsilon rule's stabiliser when the user gave one (a whole module
+        # with ``EpsilonRule``); else one relative to the scale of ``z``.
+        self.epsilon = epsilon
 
     def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
         with torch.enable_grad():
             x = self.inputs[0].detach().requires_grad_(True)
             z = self.operation(x)
-            dead = z == 0
-            ratio = torch.where(dead, 0.0, relevance / _stabilize(z, _relative_epsilon(z)))
+            # The ratio must not be part of the graph: the backward of a sum
+            # returns a view of it, which would attach the relevance.
+            value = z.detach()
+            dead = value == 0
+            epsilon = _relative_epsilon(value) if self.epsilon is None else self.epsilon
+            ratio = torch.where(dead, 0.0, relevance / _stabilize(value, epsilon))
             (grad,) = torch.autograd.grad(z, x, ratio)
             relevance_in = x.detach() * grad
-            if bool((dead & (relevance != 0)).any()):
+            if self.epsilon is None and bool((dead & (relevance != 0)).any()):
                 # All inputs zero: spread the relevance evenly over them.
                 ones = torch.ones_like(x).requires_grad_(True)
                 z_ones = self.operation(ones)
-                flat = torch.where(dead, relevance / z_ones.clamp_min(1e-30), 0.0)
+                flat = torch.where(dead, relevance / z_ones.detach().clamp_min(1e-30), 0.0)
                 relevance_in = relevance_in + torch.autograd.grad(z_ones, ones, flat)[0]
         return (relevance_in,)
 
@@ -328,8 +349,8 @@ def _handle_weighted(engine: "_Engine", func, args, kwargs):
             operation = symmetric
         else:
             pad = amounts
-    module, name = engine.current_module()
-    rule = rule_for_weighted_op(module, name, engine.rules)
+    _, name = engine.current_module()
+    rule = engine.rule_for_operation()
     gate = _WeightedGate(engine.propagation, name, (x,), operation, weight, bias, rule, pad)
     gated = gate.apply(output, (x,))
     engine.weighted_outputs[id(gated)] = (gated, gate, x)
@@ -423,21 +444,57 @@ def _inplace_parameter(func: Callable) -> Optional[inspect.Signature]:
 
 def _handle_pass_through(engine: "_Engine", func, args, kwargs):
     x = args[0] if args else kwargs["input"]
+    in_place = func in _OUT_OF_PLACE
     signature = _inplace_parameter(func)
     if signature is not None:
         # Run in-place activations out of place: an in-place update would put
         # the activation's own backward (a mask) into the relevance path.
         bound = signature.bind(*args, **kwargs)
+        in_place = bool(bound.arguments.get("inplace", False))
         bound.arguments["inplace"] = False
         args, kwargs = bound.args, bound.kwargs
     output = _OUT_OF_PLACE.get(func, func)(*args, **kwargs)
     if not (_graph_tensor(output) and _graph_tensor(x)):
+        if in_place and output is not x:
+            return _write_in_place(engine, x, output)
         return output
     _, name = engine.current_module()
     gated = _PassThroughGate(engine.propagation, name, (x,)).apply(output, (x,))
+    if in_place:
+        gated = _write_in_place(engine, x, gated)
     if func in _SIGMOIDS:
         engine.sigmoid_outputs[id(gated)] = gated
     return gated
+
+
+#: Modules whose forward returns the result of their one in-place operation:
+#: their callers use the result, so it need not be written into the input.
+_RETURN_THEIR_RESULT = (
+    torch.nn.ReLU, torch.nn.ReLU6, torch.nn.Hardtanh, torch.nn.LeakyReLU,
+    torch.nn.ELU, torch.nn.SiLU, torch.nn.Hardswish, torch.nn.Hardsigmoid,
+    torch.nn.modules.dropout._DropoutNd,
+)  # fmt: skip
+
+
+def _write_in_place(engine: "_Engine", x: Tensor, result: Tensor) -> Tensor:
+    """Makes an operation that the model runs in place (``h.relu_()``,
+    ``F.relu(h, inplace=True)``, ``h.add_(b)``) act on ``x`` as written,
+    although the engine computed ``result`` out of place: a model may ignore
+    the returned tensor and go on with ``x``.
+
+    ``x.copy_(result)`` routes ``x``'s gradient and relevance to ``result``
+    (and zeros to ``x``'s former history, which autograd adds to what
+    arrives there anyway). Inside a module that returns the result (an
+    ``nn.ReLU(inplace=True)``) the caller uses the result, so the copy is
+    skipped."""
+    module, _ = engine.current_module()
+    if isinstance(module, _RETURN_THEIR_RESULT):
+        return result
+    x.copy_(result)
+    # x no longer holds the value these tables recorded for it.
+    for table in (engine.weighted_outputs, engine.padded_outputs, engine.sigmoid_outputs):
+        table.pop(id(x), None)
+    return x
 
 
 def _handle_proportional(engine: "_Engine", func, args, kwargs):
@@ -466,7 +523,12 @@ def _handle_add(engine: "_Engine", func, args, kwargs):
     a, b = args
     output = plain(a, b)
     _, name = engine.current_module()
-    return _AddGate(engine.propagation, f"{name} (add)", (a, b)).apply(output, (a, b))
+    # ``a += b`` is assigned back by Python; ``a.add_(b)`` may be a statement,
+    # so ``a`` itself must change, and the gate keeps a copy of its value.
+    in_place = func is Tensor.add_
+    values = (a.detach().clone(), b) if in_place else (a, b)
+    gated = _AddGate(engine.propagation, f"{name} (add)", values).apply(output, (a, b))
+    return _write_in_place(engine, a, gated) if in_place else gated
 
 
 def _handle_mul(engine: "_Engine", func, args, kwargs):

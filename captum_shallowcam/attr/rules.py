@@ -425,7 +425,8 @@ def per_example_extremes(z: Tensor) -> Tuple[Tensor, Tensor]:
     return flat.amin(1).view(shape), flat.amax(1).view(shape)
 
 
-def _default_rule(module: Optional[nn.Module]) -> PropagationRule:
+def default_rule() -> PropagationRule:
+    """The rule of conv and linear operations no rule was given for."""
     return ZPlusRule()
 
 
@@ -488,13 +489,6 @@ def resolve_rule(
             if cls in rules:
                 return rules[cls]
     return None
-
-
-def rule_for_weighted_op(
-    module: Optional[nn.Module], name: Optional[str], rules: Optional[RuleMap]
-) -> PropagationRule:
-    """The rule for a conv or linear operation executed inside ``module``."""
-    return resolve_rule(module, name, rules) or _default_rule(module)
 
 
 def validate_rules(rules: Optional[RuleMap]) -> Dict[RuleKey, PropagationRule]:
