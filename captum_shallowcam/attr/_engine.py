@@ -1,23 +1,25 @@
-"""The relevance engine: one forward pass, gradient and relevance backward passes.
+"""The relevance engine: hooks, capture, the per-call lifecycle and the passes.
 
-How it works (the gates themselves are in :mod:`._gates`). During the forward pass a :class:`torch.overrides.TorchFunctionMode`
-sees every torch operation the model runs, including those written as plain
-Python (``out += identity``, ``x = x + inputs``, ``F.adaptive_avg_pool2d``). Each
-operation that needs an LRP rule gets a *gate*: a custom autograd function whose
+One forward pass serves a gradient and a relevance backward pass. During the
+forward pass :class:`~._operations.RelevanceMode` puts a *gate* (:mod:`._gates`)
+on every operation that needs an LRP rule: a custom autograd function whose
 output has the operation's value and whose backward does one of two things,
 depending on the pass:
 
 * gradient pass: hands the gradient to the operation's own autograd graph,
   so the gradient is the model's true gradient;
 * relevance pass: redistributes the incoming relevance onto the operation's
-  inputs with the rule, skipping the operation's own backward.
+  inputs with the rule (:mod:`.rules`), skipping the operation's own backward.
 
-So a single forward graph serves both passes, the model's weights are never
-touched (rules see copies), BatchNorm is folded into the preceding conv by the
-gate of the BatchNorm operation, and residual additions split relevance between
-their branches. Module hooks only track which module an operation runs in
-(to choose its rule and name it in messages) and capture the target layers.
-Everything is removed when the pass ends, also when it raises.
+So the model's weights are never touched (rules see copies), BatchNorm is
+folded into the preceding conv (:mod:`._rewrites`), and residual additions
+split relevance between their branches. This module owns the rest: module hooks
+that track which module an operation runs in (to choose its rule and name it in
+messages), apply rules to unknown modules as a whole, and capture the target
+layers; the checks after the forward pass; the passes themselves; and the
+lifetime of all of it (:meth:`_Engine.hooked`), which removes everything when
+the call ends, also when it raises (:mod:`captum_shallowcam._model_state` puts
+back what a train-mode forward pass changes).
 """
 
 import threading
@@ -27,12 +29,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from torch import Tensor, nn
 
-from captum_shallowcam._captum_compat import (
-    EpsilonRule,
-    IdentityRule,
-    PropagationRule,
-    _run_forward,
-)
+from captum_shallowcam._captum_compat import PropagationRule, _run_forward
 from captum_shallowcam._model_state import (
     buffers_preserved,
     eager,
@@ -42,17 +39,19 @@ from captum_shallowcam._model_state import (
 from captum_shallowcam.attr._gates import (
     GRADIENT,
     RELEVANCE,
-    _graph_tensor,
+    _ModuleGate,
     _PassThroughGate,
     _Propagation,
-    _ProportionalGate,
-    _RelevanceMode,
-    _WeightedGate,
+    graph_tensor,
+    is_gate_output,
 )
+from captum_shallowcam.attr._operations import RelevanceMode
 from captum_shallowcam.attr.rules import (
     NORMALISATION_MODULES,
     SUPPORTED_MODULES,
+    RelevanceRule,
     RuleMap,
+    as_relevance_rule,
     default_rule,
     resolve_rule,
 )
@@ -62,24 +61,41 @@ def _is_unknown_leaf(module: nn.Module) -> bool:
     return not isinstance(module, SUPPORTED_MODULES) and next(module.children(), None) is None
 
 
-#: Autograd nodes of operations that only move elements (no arithmetic, none
-#: dropped or repeated): their backward moves relevance back where it came from.
-_REARRANGING = frozenset(
-    {
-        "AliasBackward0", "CloneBackward0", "PermuteBackward0", "PixelShuffleBackward0",
-        "PixelUnshuffleBackward0", "ReshapeAliasBackward0", "SqueezeBackward0",
-        "SqueezeBackward1", "SqueezeBackward2", "TransposeBackward0",
-        "TransposeBackward1", "UnsafeViewBackward0", "UnsqueezeBackward0",
-        "ViewBackward0",
-    }
-)  # fmt: skip
+def _rearranging_node_types() -> frozenset:
+    """Autograd node types of operations that only move elements (no
+    arithmetic, none dropped or repeated): their backward moves relevance back
+    where it came from. Taken from the operations themselves, not by name."""
+    x = torch.zeros(1, 4, 2, 2, requires_grad=True)
+    matrix = torch.zeros(2, 3, requires_grad=True)
+    transposed_in_place = x.clone()
+    transposed_in_place.transpose_(0, 1)
+    outputs = [
+        torch.ops.aten.alias(x),
+        x.clone(),
+        x.permute(1, 0, 2, 3),
+        torch.pixel_shuffle(x, 2),
+        torch.pixel_unshuffle(x, 2),
+        torch.ops.aten._reshape_alias(x, (4, 4), (4, 1)),
+        x.squeeze(),
+        x.squeeze(0),
+        x.squeeze((0,)),
+        x.transpose(0, 1),
+        transposed_in_place,
+        matrix.t().reshape(-1),  # a copy, then an unsafe view
+        x.unsqueeze(0),
+        x.view(-1),
+    ]
+    return frozenset(type(t.grad_fn) for t in outputs)
+
+
+_REARRANGING = _rearranging_node_types()
 
 
 def _rearranges(output: Tensor, x: Tensor) -> bool:
     """Whether ``output`` is ``x`` rearranged: only element-moving operations
     (reshape, permute, ...) lie between them in the autograd graph."""
     node = output.grad_fn
-    while node is not None and type(node).__name__ in _REARRANGING:
+    while node is not None and type(node) in _REARRANGING:
         inputs = [n for n, _ in node.next_functions if n is not None]
         if len(inputs) != 1:
             return False
@@ -103,7 +119,7 @@ def _unhandled_operation(module: nn.Module, args: tuple, output: Any) -> Optiona
         or (x.requires_grad and output.numel() == x.numel() and _rearranges(output, x))
     ):
         return None
-    if output.grad_fn is not None and type(output.grad_fn).__name__ == "_GateFunctionBackward":
+    if is_gate_output(output):
         return None
     return type(output.grad_fn).__name__ if output.grad_fn else "unknown"
 
@@ -195,19 +211,12 @@ class _Engine:
         self.thread = threading.get_ident()
         self.module_stack: List[Tuple[nn.Module, str]] = []
         self.suspend_depth = 0
-        # id of a gated conv/linear output -> (output, gate, graph input), for
-        # folding a BatchNorm that follows it.
-        self.weighted_outputs: Dict[int, Tuple[Tensor, _WeightedGate, Tensor]] = {}
         self.whole_module_inputs: Dict[int, tuple] = {}
-        # id of a zero-padded tensor -> (padded, unpadded, pad amounts), to fold
-        # the pad into the conv that follows.
-        self.padded_outputs: Dict[int, Tuple[Tensor, Tensor, Tuple[int, ...]]] = {}
-        # id of a sigmoid's output -> the output: a gate when it multiplies a
-        # tensor of its own shape (hand-written swish, GLU).
-        self.sigmoid_outputs: Dict[int, Tensor] = {}
+        # The function mode of the current forward pass (relevance only).
+        self.mode: Optional[RelevanceMode] = None
         # Leaf modules of unknown type with no rule (name, type, operation),
         # reported together after the forward pass.
-        self.unhandled: List[Tuple[str, str, str]] = []
+        self.unhandled: List[Tuple[str, str, str, bool]] = []
         self.names: Dict[nn.Module, str] = {}
         if self.model is not None:
             self.names = {m: n or type(m).__name__ for n, m in self.model.named_modules()}
@@ -225,14 +234,14 @@ class _Engine:
             return self.module_stack[-1]
         return None, "<forward function>"
 
-    def rule_for_operation(self) -> PropagationRule:
+    def rule_for_operation(self) -> RelevanceRule:
         """The rule of a conv or linear operation running now: the rule of the
         innermost module around it that has one (a rule given for a block
         covers the operations inside it), else the default."""
         for module, name in reversed(self.module_stack):
             rule = resolve_rule(module, name, self.rules)
             if rule is not None:
-                return rule
+                return as_relevance_rule(rule)
         return default_rule()
 
     def _next_order(self) -> int:
@@ -283,6 +292,7 @@ class _Engine:
 
     def _pop_hook(self, module: nn.Module, whole_rule: Optional[PropagationRule]):
         unknown_leaf = _is_unknown_leaf(module)
+        rule = None if whole_rule is None else as_relevance_rule(whole_rule)
 
         def hook(mod, args, output):  # noqa: ANN001
             if not self._mine():
@@ -300,25 +310,21 @@ class _Engine:
             self.suspend_depth -= 1
             inputs = self.whole_module_inputs.pop(id(module))
             x = inputs[0]
-            if not (isinstance(output, Tensor) and _graph_tensor(output) and _graph_tensor(x)):
+            if not (isinstance(output, Tensor) and graph_tensor(output) and graph_tensor(x)):
                 return None
-            if isinstance(whole_rule, IdentityRule):
+            if rule.element_wise:
                 if output.numel() == x.numel() and _rearranges(output, x):
                     return None  # its backward puts relevance where it came from
                 if output.numel() != x.numel():
                     raise ValueError(
-                        f"IdentityRule was given for module '{name}' "
+                        f"{type(whole_rule).__name__} was given for module '{name}' "
                         f"({type(module).__name__}), but its output has a different "
                         "number of elements than its input."
                     )
                 return _PassThroughGate(self.propagation, name, (x,)).apply(output, (x,))
             forward = module.forward
-            return _ProportionalGate(
-                self.propagation,
-                name,
-                (x,),
-                lambda x_: forward(x_, *inputs[1:]),
-                epsilon=whole_rule.STABILITY_FACTOR,
+            return _ModuleGate(
+                self.propagation, name, (x,), lambda x_: forward(x_, *inputs[1:]), rule
             ).apply(output, (x,))
 
         return hook
@@ -363,7 +369,7 @@ class _Engine:
             return
         for name, module in self.model.named_modules():
             rule = self._whole_module_rule(module, name)
-            if rule is not None and type(rule) not in (IdentityRule, EpsilonRule):
+            if rule is not None and not as_relevance_rule(rule).applies_to_modules():
                 what = (
                     "is a normalisation"
                     if isinstance(module, NORMALISATION_MODULES)
@@ -377,12 +383,10 @@ class _Engine:
 
     # ----------------------------------------------------------------- passes
     def _clear_forward_tables(self) -> None:
-        """Drops what is only needed during the forward pass (to fold BatchNorm
-        and padding, to find sigmoid gates); kept, it would keep activations
-        alive that a gradient pass frees."""
-        self.weighted_outputs.clear()
-        self.padded_outputs.clear()
-        self.sigmoid_outputs.clear()
+        """Drops what is only needed during the forward pass (see
+        :meth:`RelevanceMode.clear_tables`)."""
+        if self.mode is not None:
+            self.mode.clear_tables()
 
     def forward(self, inputs: Tensor, additional_forward_args: Any) -> Tensor:
         """Runs the forward pass with hooks and (for relevance) gates."""
@@ -398,7 +402,8 @@ class _Engine:
             additional_forward_args = tuple(_normal(a) for a in additional_forward_args)
         else:
             additional_forward_args = _normal(additional_forward_args)
-        gates = _RelevanceMode(self) if self.use_relevance else nullcontext()
+        self.mode = RelevanceMode(self, self.propagation) if self.use_relevance else None
+        gates = self.mode if self.mode is not None else nullcontext()
         with torch.enable_grad(), gates:
             output = _run_forward(self.forward_func, x, None, additional_forward_args)
         self._clear_forward_tables()
