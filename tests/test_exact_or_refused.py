@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_shallowcam import LayerCam, LayerRelevanceCam, LayerShallowCam
+from captum_shallowcam.attr._engine import _Engine
+from captum_shallowcam.attr.rules import validate_rules
 from captum_shallowcam.metrics import deletion_insertion
 from captum_shallowcam.rules import EpsilonRule, IdentityRule
 
@@ -98,18 +100,23 @@ def test_in_place_statements_are_explained_as_written(method: str, style: str) -
     assert_all_close(got, want)
 
 
-def test_in_place_statement_gives_the_true_gradient() -> None:
+def engine_passes(model: nn.Module, layer: nn.Module, rules=None) -> List[Tensor]:
+    """The gradient and the relevance (one-hot on class 1) at ``layer``, from
+    the engine itself."""
+    engine = _Engine(model, [layer], validate_rules(rules), False, use_relevance=True)
+    with engine.hooked(), torch.enable_grad():
+        output = engine.forward(images(), None)
+        initial = F.one_hot(torch.tensor([1, 1]), output.shape[1]).to(output.dtype)
+        relevances = engine.relevance(output, initial, engine.captures, retain_graph=True)
+        gradients = engine.gradients(output[:, 1], retain_graph=False)
+    return gradients + relevances
+
+
+def test_in_place_statement_gives_the_true_gradient_and_relevance() -> None:
     reference, model = in_place_net("out_of_place"), in_place_net("method")
-    x = images()
-    cam = LayerShallowCam(model, model.conv1)
-    passes = cam._relevance_passes(
-        x, 1, None, False, "target", "signed", False, gradients=True
+    assert_all_close(
+        engine_passes(model, model.conv1), engine_passes(reference, reference.conv1)
     )
-    reference_cam = LayerShallowCam(reference, reference.conv1)
-    want = reference_cam._relevance_passes(
-        x, 1, None, False, "target", "signed", False, gradients=True
-    )
-    assert_all_close(passes.gradients + passes.relevances, want.gradients + want.relevances)
 
 
 # ------------------------------------------------------------ 2. torch.compile
@@ -205,11 +212,7 @@ def rule_net() -> RuleNet:
 
 
 def relevance_at(model: nn.Module, layer: nn.Module, rules) -> Tensor:
-    cam = LayerRelevanceCam(model, layer, rules=rules)
-    passes = cam._relevance_passes(
-        images(), 1, None, False, "target", "signed", False, gradients=False
-    )
-    return passes.relevances[0]
+    return engine_passes(model, layer, rules)[1]
 
 
 def test_a_rule_for_an_unknown_leaf_module_is_applied_with_its_epsilon() -> None:
