@@ -7,6 +7,7 @@ these rows, so the page stays true. Print the table in reStructuredText with
 """
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
@@ -156,7 +157,9 @@ def nan_weight(api: str):
 
 def scripted(api: str):
     model = net()
-    return torch.jit.script(model), model.conv2, {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated
+        return torch.jit.script(model), model.conv2, {}
 
 
 class Upsampling(nn.Module):
