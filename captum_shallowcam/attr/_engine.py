@@ -15,8 +15,8 @@ So the model's weights are never touched (rules see copies), BatchNorm is
 folded into the preceding conv (:mod:`._rewrites`), and residual additions
 split relevance between their branches. This module owns the rest: module hooks
 that track which module an operation runs in (to choose its rule and name it in
-messages), apply rules to unknown modules as a whole, and capture the target
-layers; the checks after the forward pass; the passes themselves; and the
+messages), apply rules to unknown modules as a whole (:mod:`._unknown_modules`
+says which need one), and capture the target layers; the checks after the forward pass; the passes themselves; and the
 lifetime of all of it (:meth:`_Engine.hooked`), which removes everything when
 the call ends, also when it raises (:mod:`captum_shallowcam._model_state` puts
 back what a train-mode forward pass changes).
@@ -43,132 +43,23 @@ from captum_shallowcam.attr._gates import (
     _PassThroughGate,
     _Propagation,
     graph_tensor,
-    is_gate_output,
 )
 from captum_shallowcam.attr._operations import RelevanceMode
+from captum_shallowcam.attr._unknown_modules import (
+    is_unknown_leaf,
+    no_rule_error,
+    rearranges,
+    same_numel,
+    unhandled_operation,
+)
 from captum_shallowcam.attr.rules import (
     NORMALISATION_MODULES,
-    SUPPORTED_MODULES,
     RelevanceRule,
     RuleMap,
     as_relevance_rule,
     default_rule,
     resolve_rule,
 )
-
-
-def _is_unknown_leaf(module: nn.Module) -> bool:
-    return not isinstance(module, SUPPORTED_MODULES) and next(module.children(), None) is None
-
-
-def _rearranging_node_types() -> frozenset:
-    """Autograd node types of operations that only move elements (no
-    arithmetic, none dropped or repeated): their backward moves relevance back
-    where it came from. Taken from the operations themselves, not by name."""
-    x = torch.zeros(1, 4, 2, 2, requires_grad=True)
-    matrix = torch.zeros(2, 3, requires_grad=True)
-    transposed_in_place = x.clone()
-    transposed_in_place.transpose_(0, 1)
-    outputs = [
-        torch.ops.aten.alias(x),
-        x.clone(),
-        x.permute(1, 0, 2, 3),
-        torch.pixel_shuffle(x, 2),
-        torch.pixel_unshuffle(x, 2),
-        torch.ops.aten._reshape_alias(x, (4, 4), (4, 1)),
-        x.squeeze(),
-        x.squeeze(0),
-        x.squeeze((0,)),
-        x.transpose(0, 1),
-        transposed_in_place,
-        matrix.t().reshape(-1),  # a copy, then an unsafe view
-        x.unsqueeze(0),
-        x.view(-1),
-    ]
-    return frozenset(type(t.grad_fn) for t in outputs)
-
-
-_REARRANGING = _rearranging_node_types()
-
-
-def _rearranges(output: Tensor, x: Tensor) -> bool:
-    """Whether ``output`` is ``x`` rearranged: only element-moving operations
-    (reshape, permute, ...) lie between them in the autograd graph."""
-    node = output.grad_fn
-    while node is not None and type(node) in _REARRANGING:
-        inputs = [n for n, _ in node.next_functions if n is not None]
-        if len(inputs) != 1:
-            return False
-        node = inputs[0]
-        if node is x.grad_fn or getattr(node, "variable", None) is x:
-            return True
-    return False
-
-
-def _unhandled_operation(module: nn.Module, args: tuple, output: Any) -> Optional[str]:
-    """The operation (autograd node name) behind the output of a leaf module of
-    unknown type, or None when the engine handles it: its output comes from an
-    operation the engine gates, or is its input rearranged (a view, a reshape,
-    a permutation: einops' ``Rearrange``, a window partition)."""
-    if not isinstance(output, Tensor) or not output.requires_grad:
-        return None
-    x = args[0] if args else None
-    if isinstance(x, Tensor) and (
-        output is x
-        or (output.data_ptr() == x.data_ptr() and output.numel() == x.numel())
-        or (x.requires_grad and output.numel() == x.numel() and _rearranges(output, x))
-    ):
-        return None
-    if is_gate_output(output):
-        return None
-    return type(output.grad_fn).__name__ if output.grad_fn else "unknown"
-
-
-def _no_rule_error(unhandled: Sequence[Tuple[str, str, str, bool]]) -> TypeError:
-    """One error for every leaf module (name, type, operation, whether its
-    output has as many elements as its input) with no rule, so that a model
-    needs one fix, not one per module. IdentityRule is only suggested where it
-    can apply: to modules that keep the number of elements."""
-    resizing = {kind for _, kind, _, same_size in unhandled if not same_size}
-    kinds = list(dict.fromkeys(kind for _, kind, _, _ in unhandled))
-    example = ", ".join(
-        f"{kind}: {'EpsilonRule' if kind in resizing else 'IdentityRule'}()"
-        for kind in kinds
-    )
-    if len(unhandled) == 1:
-        name, kind, operation, _ = unhandled[0]
-        problem = (
-            f"Module '{name}' ({kind}) has no LRP rule: its output comes from an "
-            f"operation the relevance engine cannot propagate through ({operation})"
-        )
-    else:
-        shown = ", ".join(f"'{name}' ({kind}, {op})" for name, kind, op, _ in unhandled[:5])
-        more = f" and {len(unhandled) - 5} more" if len(unhandled) > 5 else ""
-        problem = (
-            f"{len(unhandled)} modules have no LRP rule: their outputs come from "
-            f"operations the relevance engine cannot propagate through: {shown}{more}"
-        )
-    if not resizing:
-        which = (
-            "for element-wise modules or EpsilonRule() for linear ones (or set "
-            "module.rule as in captum.attr.LRP)."
-        )
-    elif len(resizing) == len(kinds):
-        which = (
-            "(EpsilonRule() applies a module as a whole, also one whose output has "
-            "a different number of elements than its input, such as an upsampling "
-            "or an unpooling; or set module.rule as in captum.attr.LRP)."
-        )
-    else:
-        which = (
-            "(IdentityRule() for element-wise modules; EpsilonRule() for linear ones "
-            "and for those whose output has a different number of elements than "
-            "their input; or set module.rule as in captum.attr.LRP)."
-        )
-    return TypeError(
-        f"{problem}. Give {'it a rule' if len(unhandled) == 1 else 'their types rules'} "
-        f"when constructing the method, e.g. rules={{{example}}} {which}"
-    )
 
 
 # ------------------------------------------------------------------ the engine
@@ -274,7 +165,7 @@ class _Engine:
         """A rule for a leaf module of a type the engine does not know, or one the
         user gave a normalisation, applied to the module as a whole (its input
         to its output)."""
-        if not (_is_unknown_leaf(module) or isinstance(module, NORMALISATION_MODULES)):
+        if not (is_unknown_leaf(module) or isinstance(module, NORMALISATION_MODULES)):
             return None
         return resolve_rule(module, name, self.rules)
 
@@ -291,7 +182,7 @@ class _Engine:
         return hook
 
     def _pop_hook(self, module: nn.Module, whole_rule: Optional[PropagationRule]):
-        unknown_leaf = _is_unknown_leaf(module)
+        unknown_leaf = is_unknown_leaf(module)
         rule = None if whole_rule is None else as_relevance_rule(whole_rule)
 
         def hook(mod, args, output):  # noqa: ANN001
@@ -300,9 +191,9 @@ class _Engine:
             _, name = self.module_stack.pop()
             if whole_rule is None:
                 if unknown_leaf:
-                    operation = _unhandled_operation(module, args, output)
+                    operation = unhandled_operation(module, args, output)
                     if operation is not None:
-                        same_size = bool(args) and _same_numel(args[0], output)
+                        same_size = bool(args) and same_numel(args[0], output)
                         self.unhandled.append(
                             (name, type(module).__name__, operation, same_size)
                         )
@@ -313,7 +204,7 @@ class _Engine:
             if not (isinstance(output, Tensor) and graph_tensor(output) and graph_tensor(x)):
                 return None
             if rule.element_wise:
-                if output.numel() == x.numel() and _rearranges(output, x):
+                if output.numel() == x.numel() and rearranges(output, x):
                     return None  # its backward puts relevance where it came from
                 if output.numel() != x.numel():
                     raise ValueError(
@@ -410,7 +301,7 @@ class _Engine:
         if isinstance(output, Tensor):
             _check_finite(output, "output")
         if self.unhandled:
-            raise _no_rule_error(self.unhandled)
+            raise no_rule_error(self.unhandled)
         for capture in self.captures:
             if capture.calls == 0:
                 raise ValueError(
@@ -486,10 +377,6 @@ def _normal(value: Any) -> Any:
     if isinstance(value, Tensor) and value.is_inference():
         return value.clone()
     return value
-
-
-def _same_numel(x: Any, output: Any) -> bool:
-    return isinstance(x, Tensor) and isinstance(output, Tensor) and x.numel() == output.numel()
 
 
 def _check_finite(tensor: Tensor, what: str) -> Tensor:
