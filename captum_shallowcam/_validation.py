@@ -32,6 +32,7 @@ def format_target(target: TargetType, n: int, device: torch.device) -> Optional[
     if target is None:
         return None
     if isinstance(target, Integral) and not isinstance(target, bool):
+        check_int64(target, "target")
         return torch.full((n,), int(target), dtype=torch.long, device=device)
     if isinstance(target, Tensor):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
@@ -51,6 +52,8 @@ def format_target(target: TargetType, n: int, device: torch.device) -> Optional[
                 "target lists must hold one int per example; tuple targets for "
                 "outputs with more than 2 dimensions are not supported."
             )
+        for t in target:
+            check_int64(t, "target")
         indices = torch.tensor([int(t) for t in target], dtype=torch.long, device=device)
     else:
         raise TypeError(
@@ -71,6 +74,18 @@ def format_target(target: TargetType, n: int, device: torch.device) -> Optional[
             "give one target per example or a single int for all."
         )
     return indices
+
+
+_INT64 = torch.iinfo(torch.int64)
+
+
+def check_int64(value: Integral, name: str) -> None:
+    """Raises ValueError for an int that a long tensor cannot hold."""
+    if not _INT64.min <= int(value) <= _INT64.max:
+        raise ValueError(
+            f"{name} {value} is out of range: it does not fit in a 64-bit integer "
+            f"({_INT64.min} to {_INT64.max})."
+        )
 
 
 def check_target_range(indices: Tensor, num_classes: int) -> None:

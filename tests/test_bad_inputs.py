@@ -7,6 +7,7 @@ these rows, so the page stays true. Print the table in reStructuredText with
 """
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
@@ -145,6 +146,63 @@ def with_rules(rules: Any):
         return model, model.conv2, {"rules": rules}
 
     return build
+
+
+def nan_weight(api: str):
+    model = net()
+    with torch.no_grad():
+        model.conv2.weight[0, 0, 0, 0] = float("nan")
+    return model, model.conv1, {}
+
+
+def scripted(api: str):
+    model = net()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated
+        return torch.jit.script(model), model.conv2, {}
+
+
+class Upsampling(nn.Module):
+    """``Net`` with an ``nn.ConvTranspose2d`` (no rule) after its conv2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = net()
+        self.up = nn.ConvTranspose2d(4, 4, 2, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.up(torch.relu(self.net.conv2(self.net.conv1(x))))
+        return self.net.fc(torch.flatten(self.net.gap(h), 1))
+
+
+def upsampling(api: str):
+    model = Upsampling().eval()
+    return model, model.net.conv1, {}
+
+
+class Nested(nn.Module):
+    """Explains its inner model inside its own forward pass."""
+
+    def __init__(self, api: str) -> None:
+        super().__init__()
+        self.net = net()
+        self.inner = CLASSES[api](self.net, self.net.conv2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.inner.attribute(x.detach(), target=0)
+        return self.net(x)
+
+
+def nested(api: str):
+    model = Nested(api)
+    return model, model.net.conv2, {}
+
+
+def returning(model: nn.Module, container: type) -> Callable[[Tensor], Any]:
+    """``model`` with its logits wrapped in a dict or a tuple."""
+    if container is dict:
+        return lambda x: {"logits": model(x)}
+    return lambda x: (model(x), model(x))
 
 
 def metric_case(**overrides: Any) -> Callable[[str], Tuple[Construct, Call]]:
@@ -390,6 +448,46 @@ ROWS: List[Row] = [
         ),
     ),
     *for_methods(
+        METHODS,
+        "NaN weight in the model",
+        "call",
+        ValueError,
+        "The model produced NaN or inf values",
+        method_case(nan_weight),
+    ),
+    *for_methods(
+        METHODS,
+        "TorchScript model (``torch.jit.script``)",
+        "construction",
+        TypeError,
+        "is a TorchScript module (torch.jit.script or torch.jit.trace)",
+        method_case(scripted),
+    ),
+    *for_methods(
+        METHODS,
+        "``target=2**70`` (beyond int64)",
+        "call",
+        ValueError,
+        "target 1180591620717411303424 is out of range",
+        method_case(plain, target=2**70),
+    ),
+    *for_methods(
+        METHODS,
+        "an explanation of the model inside its own forward pass (nested)",
+        "call",
+        RuntimeError,
+        "is already being explained in this thread",
+        method_case(nested),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        "``nn.ConvTranspose2d`` (changes the number of elements) without a rule",
+        "call",
+        TypeError,
+        ("Module 'up' (ConvTranspose2d) has no LRP rule", "rules={ConvTranspose2d: EpsilonRule()}"),
+        method_case(upsampling),
+    ),
+    *for_methods(
         RELEVANCE_METHODS,
         "forward_func not an ``nn.Module`` (a function wrapping the model)",
         "construction",
@@ -620,6 +718,38 @@ ROWS: List[Row] = [
         ValueError,
         "does not broadcast to the inputs shape",
         metric_case(deletion_substrate=torch.zeros(2, 16)),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "forward_func returning a dict",
+        "call",
+        ValueError,
+        ("forward_func must return a 2-D tensor B x K", "got a dict"),
+        metric_case(forward_func=lambda kw: returning(kw["forward_func"], dict)),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "forward_func returning a tuple",
+        "call",
+        ValueError,
+        ("forward_func must return a 2-D tensor B x K", "got a tuple"),
+        metric_case(forward_func=lambda kw: returning(kw["forward_func"], tuple)),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "``target=2**70`` (beyond int64)",
+        "call",
+        ValueError,
+        "target 1180591620717411303424 is out of range",
+        metric_case(target=2**70),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "``step=2**70`` (beyond int64)",
+        "call",
+        ValueError,
+        "step 1180591620717411303424 is out of range",
+        metric_case(step=2**70),
     ),
     *for_methods(
         ["deletion_insertion"],

@@ -15,6 +15,7 @@ from captum.attr import GradientAttribution, LayerAttribution
 from torch import Tensor, nn
 
 from captum_shallowcam._captum_compat import TargetType
+from captum_shallowcam._model_state import check_not_scripted
 from captum_shallowcam._validation import check_finite, target_indices
 from captum_shallowcam.attr._engine import LayerCapture, _Engine
 from captum_shallowcam.attr.rules import RuleMap, validate_rules
@@ -65,6 +66,7 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
                         ``model.module``).
         """
         self._layers, self._is_layer_list = _format_layers(layer)
+        check_not_scripted(forward_func, self._layers)
         LayerAttribution.__init__(self, forward_func, self._layers[0], device_ids)
         GradientAttribution.__init__(self, forward_func)
         if self._needs_model and not isinstance(forward_func, nn.Module):

@@ -1,162 +1,68 @@
-"""The relevance engine: one forward pass, gradient and relevance backward passes.
+"""The relevance engine: hooks, capture, the per-call lifecycle and the passes.
 
-How it works (the gates themselves are in :mod:`._gates`). During the forward pass a :class:`torch.overrides.TorchFunctionMode`
-sees every torch operation the model runs, including those written as plain
-Python (``out += identity``, ``x = x + inputs``, ``F.adaptive_avg_pool2d``). Each
-operation that needs an LRP rule gets a *gate*: a custom autograd function whose
+One forward pass serves a gradient and a relevance backward pass. During the
+forward pass :class:`~._operations.RelevanceMode` puts a *gate* (:mod:`._gates`)
+on every operation that needs an LRP rule: a custom autograd function whose
 output has the operation's value and whose backward does one of two things,
 depending on the pass:
 
 * gradient pass: hands the gradient to the operation's own autograd graph,
   so the gradient is the model's true gradient;
 * relevance pass: redistributes the incoming relevance onto the operation's
-  inputs with the rule, skipping the operation's own backward.
+  inputs with the rule (:mod:`.rules`), skipping the operation's own backward.
 
-So a single forward graph serves both passes, the model's weights are never
-touched (rules see copies), BatchNorm is folded into the preceding conv by the
-gate of the BatchNorm operation, and residual additions split relevance between
-their branches. Module hooks only track which module an operation runs in
-(to choose its rule and name it in messages) and capture the target layers.
-Everything is removed when the pass ends, also when it raises.
+So the model's weights are never touched (rules see copies), BatchNorm is
+folded into the preceding conv (:mod:`._rewrites`), and residual additions
+split relevance between their branches. This module owns the rest: module hooks
+that track which module an operation runs in (to choose its rule and name it in
+messages), apply rules to unknown modules as a whole (:mod:`._unknown_modules`
+says which need one), and capture the target layers; the checks after the forward pass; the passes themselves; and the
+lifetime of all of it (:meth:`_Engine.hooked`), which removes everything when
+the call ends, also when it raises (:mod:`captum_shallowcam._model_state` puts
+back what a train-mode forward pass changes).
 """
 
 import threading
-import weakref
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from captum_shallowcam._captum_compat import (
-    EpsilonRule,
-    IdentityRule,
-    PropagationRule,
-    _run_forward,
+from captum_shallowcam._captum_compat import PropagationRule, _run_forward
+from captum_shallowcam._model_state import (
+    buffers_preserved,
+    eager,
+    exclusive,
+    original_module,
 )
 from captum_shallowcam.attr._gates import (
     GRADIENT,
     RELEVANCE,
-    _graph_tensor,
+    _ModuleGate,
     _PassThroughGate,
     _Propagation,
-    _ProportionalGate,
-    _RelevanceMode,
-    _WeightedGate,
+    graph_tensor,
+)
+from captum_shallowcam.attr._operations import RelevanceMode
+from captum_shallowcam.attr._unknown_modules import (
+    is_unknown_leaf,
+    no_rule_error,
+    rearranges,
+    same_numel,
+    unhandled_operation,
 )
 from captum_shallowcam.attr.rules import (
     NORMALISATION_MODULES,
-    SUPPORTED_MODULES,
+    RelevanceRule,
     RuleMap,
+    as_relevance_rule,
+    default_rule,
     resolve_rule,
 )
 
 
-def _is_unknown_leaf(module: nn.Module) -> bool:
-    return not isinstance(module, SUPPORTED_MODULES) and next(module.children(), None) is None
-
-
-#: Autograd nodes of operations that only move elements (no arithmetic, none
-#: dropped or repeated): their backward moves relevance back where it came from.
-_REARRANGING = frozenset(
-    {
-        "AliasBackward0", "CloneBackward0", "PermuteBackward0", "PixelShuffleBackward0",
-        "PixelUnshuffleBackward0", "ReshapeAliasBackward0", "SqueezeBackward0",
-        "SqueezeBackward1", "SqueezeBackward2", "TransposeBackward0",
-        "TransposeBackward1", "UnsafeViewBackward0", "UnsqueezeBackward0",
-        "ViewBackward0",
-    }
-)  # fmt: skip
-
-
-def _rearranges(output: Tensor, x: Tensor) -> bool:
-    """Whether ``output`` is ``x`` rearranged: only element-moving operations
-    (reshape, permute, ...) lie between them in the autograd graph."""
-    node = output.grad_fn
-    while node is not None and type(node).__name__ in _REARRANGING:
-        inputs = [n for n, _ in node.next_functions if n is not None]
-        if len(inputs) != 1:
-            return False
-        node = inputs[0]
-        if node is x.grad_fn or getattr(node, "variable", None) is x:
-            return True
-    return False
-
-
-def _unhandled_operation(module: nn.Module, args: tuple, output: Any) -> Optional[str]:
-    """The operation (autograd node name) behind the output of a leaf module of
-    unknown type, or None when the engine handles it: its output comes from an
-    operation the engine gates, or is its input rearranged (a view, a reshape,
-    a permutation: einops' ``Rearrange``, a window partition)."""
-    if not isinstance(output, Tensor) or not output.requires_grad:
-        return None
-    x = args[0] if args else None
-    if isinstance(x, Tensor) and (
-        output is x
-        or (output.data_ptr() == x.data_ptr() and output.numel() == x.numel())
-        or (x.requires_grad and output.numel() == x.numel() and _rearranges(output, x))
-    ):
-        return None
-    if output.grad_fn is not None and type(output.grad_fn).__name__ == "_GateFunctionBackward":
-        return None
-    return type(output.grad_fn).__name__ if output.grad_fn else "unknown"
-
-
-def _no_rule_error(unhandled: Sequence[Tuple[str, str, str]]) -> TypeError:
-    """One error for every leaf module (name, type, operation) with no rule, so
-    that a model needs one fix, not one per module."""
-    kinds = list(dict.fromkeys(kind for _, kind, _ in unhandled))
-    example = ", ".join(f"{kind}: IdentityRule()" for kind in kinds)
-    if len(unhandled) == 1:
-        name, kind, operation = unhandled[0]
-        problem = (
-            f"Module '{name}' ({kind}) has no LRP rule: its output comes from an "
-            f"operation the relevance engine cannot propagate through ({operation})"
-        )
-    else:
-        shown = ", ".join(f"'{name}' ({kind}, {op})" for name, kind, op in unhandled[:5])
-        more = f" and {len(unhandled) - 5} more" if len(unhandled) > 5 else ""
-        problem = (
-            f"{len(unhandled)} modules have no LRP rule: their outputs come from "
-            f"operations the relevance engine cannot propagate through: {shown}{more}"
-        )
-    return TypeError(
-        f"{problem}. Give {'it a rule' if len(unhandled) == 1 else 'their types rules'} "
-        f"when constructing the method, e.g. rules={{{example}}} for element-wise "
-        "modules or EpsilonRule() for linear ones (or set module.rule as in "
-        "captum.attr.LRP)."
-    )
-
-
 # ------------------------------------------------------------------ the engine
-_models_in_use: "weakref.WeakKeyDictionary[nn.Module, int]" = weakref.WeakKeyDictionary()
-_models_lock = threading.Lock()
-
-
-@contextmanager
-def _exclusive(model: Optional[nn.Module]) -> Iterator[None]:
-    """Refuses to explain one model instance from two threads at once."""
-    if model is None:
-        yield
-        return
-    me = threading.get_ident()
-    with _models_lock:
-        owner = _models_in_use.get(model)
-        if owner is not None and owner != me:
-            raise RuntimeError(
-                "This model is being explained in another thread right now. Explain "
-                "one model instance from one thread at a time, or give each thread "
-                "its own copy (copy.deepcopy(model))."
-            )
-        _models_in_use[model] = me
-    try:
-        yield
-    finally:
-        with _models_lock:
-            if _models_in_use.get(model) == me and owner is None:
-                del _models_in_use[model]
-
-
 class LayerCapture:
     """What one forward pass captured at a target layer."""
 
@@ -184,6 +90,8 @@ class _Engine:
         attribute_to_layer_input: bool,
         use_relevance: bool,
     ) -> None:
+        # A torch.compile'd model is explained as the module it compiled.
+        forward_func = original_module(forward_func)
         self.forward_func = forward_func
         self.model = forward_func if isinstance(forward_func, nn.Module) else None
         self.layers = list(layers)
@@ -194,19 +102,12 @@ class _Engine:
         self.thread = threading.get_ident()
         self.module_stack: List[Tuple[nn.Module, str]] = []
         self.suspend_depth = 0
-        # id of a gated conv/linear output -> (output, gate, graph input), for
-        # folding a BatchNorm that follows it.
-        self.weighted_outputs: Dict[int, Tuple[Tensor, _WeightedGate, Tensor]] = {}
         self.whole_module_inputs: Dict[int, tuple] = {}
-        # id of a zero-padded tensor -> (padded, unpadded, pad amounts), to fold
-        # the pad into the conv that follows.
-        self.padded_outputs: Dict[int, Tuple[Tensor, Tensor, Tuple[int, ...]]] = {}
-        # id of a sigmoid's output -> the output: a gate when it multiplies a
-        # tensor of its own shape (hand-written swish, GLU).
-        self.sigmoid_outputs: Dict[int, Tensor] = {}
+        # The function mode of the current forward pass (relevance only).
+        self.mode: Optional[RelevanceMode] = None
         # Leaf modules of unknown type with no rule (name, type, operation),
         # reported together after the forward pass.
-        self.unhandled: List[Tuple[str, str, str]] = []
+        self.unhandled: List[Tuple[str, str, str, bool]] = []
         self.names: Dict[nn.Module, str] = {}
         if self.model is not None:
             self.names = {m: n or type(m).__name__ for n, m in self.model.named_modules()}
@@ -223,6 +124,16 @@ class _Engine:
         if self.module_stack:
             return self.module_stack[-1]
         return None, "<forward function>"
+
+    def rule_for_operation(self) -> RelevanceRule:
+        """The rule of a conv or linear operation running now: the rule of the
+        innermost module around it that has one (a rule given for a block
+        covers the operations inside it), else the default."""
+        for module, name in reversed(self.module_stack):
+            rule = resolve_rule(module, name, self.rules)
+            if rule is not None:
+                return as_relevance_rule(rule)
+        return default_rule()
 
     def _next_order(self) -> int:
         self.captured += 1
@@ -254,7 +165,7 @@ class _Engine:
         """A rule for a leaf module of a type the engine does not know, or one the
         user gave a normalisation, applied to the module as a whole (its input
         to its output)."""
-        if not (_is_unknown_leaf(module) or isinstance(module, NORMALISATION_MODULES)):
+        if not (is_unknown_leaf(module) or isinstance(module, NORMALISATION_MODULES)):
             return None
         return resolve_rule(module, name, self.rules)
 
@@ -271,7 +182,8 @@ class _Engine:
         return hook
 
     def _pop_hook(self, module: nn.Module, whole_rule: Optional[PropagationRule]):
-        unknown_leaf = _is_unknown_leaf(module)
+        unknown_leaf = is_unknown_leaf(module)
+        rule = None if whole_rule is None else as_relevance_rule(whole_rule)
 
         def hook(mod, args, output):  # noqa: ANN001
             if not self._mine():
@@ -279,28 +191,31 @@ class _Engine:
             _, name = self.module_stack.pop()
             if whole_rule is None:
                 if unknown_leaf:
-                    operation = _unhandled_operation(module, args, output)
+                    operation = unhandled_operation(module, args, output)
                     if operation is not None:
-                        self.unhandled.append((name, type(module).__name__, operation))
+                        same_size = bool(args) and same_numel(args[0], output)
+                        self.unhandled.append(
+                            (name, type(module).__name__, operation, same_size)
+                        )
                 return None
             self.suspend_depth -= 1
             inputs = self.whole_module_inputs.pop(id(module))
             x = inputs[0]
-            if not (isinstance(output, Tensor) and _graph_tensor(output) and _graph_tensor(x)):
+            if not (isinstance(output, Tensor) and graph_tensor(output) and graph_tensor(x)):
                 return None
-            if isinstance(whole_rule, IdentityRule):
-                if output.numel() == x.numel() and _rearranges(output, x):
+            if rule.element_wise:
+                if output.numel() == x.numel() and rearranges(output, x):
                     return None  # its backward puts relevance where it came from
                 if output.numel() != x.numel():
                     raise ValueError(
-                        f"IdentityRule was given for module '{name}' "
+                        f"{type(whole_rule).__name__} was given for module '{name}' "
                         f"({type(module).__name__}), but its output has a different "
                         "number of elements than its input."
                     )
                 return _PassThroughGate(self.propagation, name, (x,)).apply(output, (x,))
             forward = module.forward
-            return _ProportionalGate(
-                self.propagation, name, (x,), lambda x_: forward(x_, *inputs[1:])
+            return _ModuleGate(
+                self.propagation, name, (x,), lambda x_: forward(x_, *inputs[1:]), rule
             ).apply(output, (x,))
 
         return hook
@@ -345,7 +260,7 @@ class _Engine:
             return
         for name, module in self.model.named_modules():
             rule = self._whole_module_rule(module, name)
-            if rule is not None and type(rule) not in (IdentityRule, EpsilonRule):
+            if rule is not None and not as_relevance_rule(rule).applies_to_modules():
                 what = (
                     "is a normalisation"
                     if isinstance(module, NORMALISATION_MODULES)
@@ -359,27 +274,34 @@ class _Engine:
 
     # ----------------------------------------------------------------- passes
     def _clear_forward_tables(self) -> None:
-        """Drops what is only needed during the forward pass (to fold BatchNorm
-        and padding, to find sigmoid gates); kept, it would keep activations
-        alive that a gradient pass frees."""
-        self.weighted_outputs.clear()
-        self.padded_outputs.clear()
-        self.sigmoid_outputs.clear()
+        """Drops what is only needed during the forward pass (see
+        :meth:`RelevanceMode.clear_tables`)."""
+        if self.mode is not None:
+            self.mode.clear_tables()
 
     def forward(self, inputs: Tensor, additional_forward_args: Any) -> Tensor:
         """Runs the forward pass with hooks and (for relevance) gates."""
         # A detached copy that requires grad: the graph exists even with frozen
         # parameters or under an outer no_grad, and the user's tensor is untouched.
         if isinstance(inputs, tuple):
-            x = tuple(t.detach().requires_grad_(t.is_floating_point()) for t in inputs)
+            x = tuple(
+                _normal(t).detach().requires_grad_(t.is_floating_point()) for t in inputs
+            )
         else:
-            x = inputs.detach().requires_grad_(True)
-        gates = _RelevanceMode(self) if self.use_relevance else nullcontext()
+            x = _normal(inputs).detach().requires_grad_(True)
+        if isinstance(additional_forward_args, tuple):
+            additional_forward_args = tuple(_normal(a) for a in additional_forward_args)
+        else:
+            additional_forward_args = _normal(additional_forward_args)
+        self.mode = RelevanceMode(self, self.propagation) if self.use_relevance else None
+        gates = self.mode if self.mode is not None else nullcontext()
         with torch.enable_grad(), gates:
             output = _run_forward(self.forward_func, x, None, additional_forward_args)
         self._clear_forward_tables()
+        if isinstance(output, Tensor):
+            _check_finite(output, "output")
         if self.unhandled:
-            raise _no_rule_error(self.unhandled)
+            raise no_rule_error(self.unhandled)
         for capture in self.captures:
             if capture.calls == 0:
                 raise ValueError(
@@ -405,7 +327,8 @@ class _Engine:
         """Gradients of ``scores.sum()`` at the captured layers."""
         self.propagation.mode = GRADIENT
         tensors = [c.tensor for c in self.captures]
-        return list(torch.autograd.grad(scores.sum(), tensors, retain_graph=retain_graph))
+        grads = torch.autograd.grad(scores.sum(), tensors, retain_graph=retain_graph)
+        return [_check_finite(g.detach(), "gradient") for g in grads]
 
     def relevance(
         self,
@@ -417,9 +340,10 @@ class _Engine:
         """Propagates ``source_relevance`` at ``source`` down to ``captures``."""
         self.propagation.mode = RELEVANCE
         tensors = [c.tensor for c in captures]
-        return list(
-            torch.autograd.grad(source, tensors, source_relevance, retain_graph=retain_graph)
+        relevances = torch.autograd.grad(
+            source, tensors, source_relevance, retain_graph=retain_graph
         )
+        return [_check_finite(r.detach(), "relevance") for r in relevances]
 
     @contextmanager
     def hooked(self) -> Iterator["_Engine"]:
@@ -433,25 +357,35 @@ class _Engine:
             )
         if self.use_relevance:
             self._check_modules()
-        with _exclusive(self.model):
-            buffers = self._snapshot_buffers()
-            try:
-                self._register_hooks()
-                yield self
-            finally:
-                for handle in self.handles:
-                    handle.remove()
-                self.handles.clear()
-                self.module_stack.clear()
-                self._clear_forward_tables()
-                if buffers:
-                    with torch.no_grad():
-                        for buffer, saved in buffers:
-                            buffer.copy_(saved)
+        # The passes run with autograd also under torch.inference_mode().
+        with exclusive(self.model), torch.inference_mode(False), eager(self.model):
+            with buffers_preserved(self.forward_func):
+                try:
+                    self._register_hooks()
+                    yield self
+                finally:
+                    for handle in self.handles:
+                        handle.remove()
+                    self.handles.clear()
+                    self.module_stack.clear()
+                    self._clear_forward_tables()
 
-    def _snapshot_buffers(self) -> List[Tuple[Tensor, Tensor]]:
-        # A forward pass in training mode updates BatchNorm statistics; an
-        # explanation must not, so they are put back afterwards.
-        if self.model is None or not any(m.training for m in self.model.modules()):
-            return []
-        return [(b, b.detach().clone()) for b in self.model.buffers()]
+
+def _normal(value: Any) -> Any:
+    """A tensor made under ``torch.inference_mode()`` copied to a normal one,
+    which autograd can record; anything else as it is."""
+    if isinstance(value, Tensor) and value.is_inference():
+        return value.clone()
+    return value
+
+
+def _check_finite(tensor: Tensor, what: str) -> Tensor:
+    """``tensor``, or a ValueError when the model produced NaN or inf in it."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(
+            f"The model produced NaN or inf values (in its {what}) from finite "
+            "inputs, so the explanation would be NaN. Check the model's weights "
+            "and buffers for NaN or inf (e.g. torch.isfinite(p).all() for each "
+            "parameter) and for an overflow (run it in float32 or float64)."
+        )
+    return tensor

@@ -2,26 +2,28 @@ r"""LRP rules for the relevance engine, built on Captum's :class:`PropagationRul
 
 Three small ideas, kept apart as in zennit:
 
-* **rules** say how relevance crosses one weighted operation (conv, linear).
-  Any Captum rule works (:class:`~captum.attr._utils.lrp_rules.EpsilonRule`,
-  ``GammaRule``, ``Alpha1_Beta0_Rule``, ``IdentityRule``, or a user subclass of
-  ``PropagationRule`` that overrides ``_manipulate_weights``); the engine applies
-  the rule's weight manipulation to a copy of the weights, never to the model.
-  :class:`ZPlusRule` adds the :math:`\alpha_1\beta_0` rule on
-  :math:`(a_i w_{ij})^+`, which is correct for inputs of either sign.
+* **rules** say how relevance crosses one operation. Every rule reaches the
+  engine through one contract, :class:`RelevanceRule`: ``relevance`` for a conv
+  or linear operation, and ``module_relevance`` for a module applied as a whole
+  (an unknown leaf module, a normalisation given a rule). :class:`ZPlusRule`
+  implements it directly; any Captum rule (``EpsilonRule``, ``GammaRule``,
+  ``Alpha1_Beta0_Rule``, ``IdentityRule``, or a user subclass of
+  ``PropagationRule`` that overrides ``_manipulate_weights``) is adapted to it
+  by :func:`as_relevance_rule`, which applies the rule's weight manipulation to
+  a copy of the weights, never to the model.
 * **rule maps** say which rule a module gets: :func:`resolve_rule` looks, in
   order, at the ``rules`` mapping given to the attribution method (module, module
   name or module type), at Captum's ``module.rule`` attribute, and at the defaults.
-* **canonization** (BatchNorm folded into the preceding conv, residual ``+``
-  made rule-aware) is done by the engine for the duration of a call and needs no
-  rule (see :mod:`captum_shallowcam.attr._engine`).
+* **canonization** (BatchNorm folded into the preceding conv, zero padding
+  folded into the following one) is in :mod:`._rewrites` and needs no rule.
 
 Operations without weights use fixed rules, as in Relevance-CAM's code: max
-pooling is winner-take-all, average pooling and means are proportional,
-element-wise activations (ReLU, ReLU6, ...) and dropout pass relevance unchanged.
+pooling is winner-take-all, average pooling and means are proportional
+(:func:`z_rule_relevance`), element-wise activations (ReLU, ReLU6, ...) and
+dropout pass relevance unchanged.
 """
 
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,26 +36,84 @@ from captum_shallowcam._captum_compat import (
     IdentityRule,
     PropagationRule,
 )
+from captum_shallowcam.attr._zplus_kernels import (
+    WeightedOperation,
+    _channels_last,
+    _crop,
+    _dense_fallback,
+    _FewDeadPixels,
+    _merge_signs,
+    _split_signs,
+    per_example_extremes,
+)
 
+#: The one export list of the rules (re-exported by :mod:`captum_shallowcam.rules`).
 __all__ = [
     "Alpha1_Beta0_Rule",
     "EpsilonRule",
     "GammaRule",
     "IdentityRule",
     "PropagationRule",
-    "RuleMap",
-    "ZPlusRule",
-    "resolve_rule",
+    "RelevanceRule",
     "SUPPORTED_MODULES",
+    "ZPlusRule",
 ]
 
 RuleKey = Union[Type[nn.Module], nn.Module, str]
 RuleMap = Mapping[RuleKey, PropagationRule]
-#: ``operation(inputs, weight, bias)``: a convolution or a linear map.
-WeightedOperation = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
 
 
-class ZPlusRule(PropagationRule):
+class RelevanceRule(PropagationRule):
+    r"""The contract between a rule and the relevance engine.
+
+    A rule says how relevance :math:`R` at an operation's output is
+    redistributed onto its input. Subclass this to add a rule; the engine
+    calls nothing else.
+    """
+
+    #: Relevance passes element by element (the input's shape is all the rule
+    #: reads): a module applied as a whole must then keep its number of
+    #: elements, and one that only rearranges them needs no rule at all.
+    element_wise = False
+
+    def _manipulate_weights(self, module, inputs, outputs) -> None:  # noqa: ANN001
+        # The engine calls :meth:`relevance`; no weights are changed.
+        pass
+
+    def relevance(
+        self,
+        operation: WeightedOperation,
+        inputs: Tensor,
+        weight: Tensor,
+        relevance: Tensor,
+        pad: Optional[Sequence[int]] = None,
+        *,
+        bias: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Redistributes ``relevance`` at the output of ``operation(inputs,
+        weight, bias)`` (a conv or linear map) onto ``inputs``. With ``pad``
+        (amounts in :func:`torch.nn.functional.pad` order) the operation runs
+        on ``inputs`` zero-padded by ``pad``; padded positions get no
+        relevance and the result has the shape of ``inputs``."""
+        raise NotImplementedError
+
+    def module_relevance(
+        self, forward: Callable[[Tensor], Tensor], inputs: Tensor, relevance: Tensor
+    ) -> Tensor:
+        """Redistributes ``relevance`` at the output of ``forward(inputs)``, a
+        whole module, onto ``inputs``. Rules that cannot be applied to a module
+        as a whole raise TypeError (see :attr:`module_rule_error`)."""
+        raise TypeError(self.module_rule_error())
+
+    def applies_to_modules(self) -> bool:
+        """Whether :meth:`module_relevance` is implemented."""
+        return type(self).module_relevance is not RelevanceRule.module_relevance
+
+    def module_rule_error(self) -> str:
+        return f"{type(self).__name__} cannot be applied to a module as a whole."
+
+
+class ZPlusRule(RelevanceRule):
     r"""The :math:`z^+` rule (:math:`\alpha_1\beta_0`) on positive contributions.
 
     For an affine operation :math:`z_j = \sum_i a_i w_{ij} + b_j`, relevance is
@@ -97,10 +157,6 @@ class ZPlusRule(PropagationRule):
         self.STABILITY_FACTOR = epsilon
         self.conserve = conserve
 
-    def _manipulate_weights(self, module, inputs, outputs) -> None:  # noqa: ANN001
-        # The engine calls :meth:`relevance` directly; no weights are changed.
-        pass
-
     def relevance(
         self,
         operation: WeightedOperation,
@@ -108,9 +164,11 @@ class ZPlusRule(PropagationRule):
         weight: Tensor,
         relevance: Tensor,
         pad: Optional[Sequence[int]] = None,
+        *,
+        bias: Optional[Tensor] = None,
     ) -> Tensor:
         """Redistributes ``relevance`` at the output of ``operation(inputs, weight,
-        None)`` onto ``inputs``.
+        bias)`` onto ``inputs`` (the bias is ignored).
 
         ``operation`` is a convolution (any ``groups``) or a linear map (also
         on N x ... x features, applied as a 1x1 convolution). With
@@ -231,201 +289,134 @@ class ZPlusRule(PropagationRule):
         return result if pad is None else _crop(result, pad)
 
 
-def _dense_fallback(
-    operation: WeightedOperation,
-    source: Tensor,
-    negative_weight: Tensor,
+def z_rule_relevance(
+    operation: Callable[[Tensor], Tensor],
     inputs: Tensor,
-    weight: Tensor,
     relevance: Tensor,
-    eps: Tensor,
-    dead: Tensor,
-    unpadded_shape: torch.Size,
-    pad: Optional[Sequence[int]],
-) -> Tuple[List[Tensor], List[Tensor], Optional[Tensor]]:
-    """The fall-back of the ``dead`` outputs (no positive contribution) as more
-    terms of the rule's one backward pass: outputs and their ratios, and the
-    input of the flat term (whose relevance is not multiplied by the input).
+    epsilon: Optional[float] = None,
+) -> Tensor:
+    r"""The z-rule through ``operation``, linear in ``inputs`` (average pooling,
+    a mean, a sum, a module applied as a whole):
+    :math:`R_i = a_i\, \partial z / \partial a_i \cdot R / (z + \epsilon\,
+    \mathrm{sign}(z))`.
 
-    Dead outputs are redistributed by their negative contributions, or, with no
-    contribution of either sign (all inputs in the window zero), by w^2 (flat).
-    ``negative_weight`` is what ``source`` needs for (a w)^- (see
-    :func:`_split_signs`); ``dead`` is consumed.
-    """
-    z_neg = operation(source, negative_weight, None)
-    zn = z_neg.detach()
-    flat = dead & (zn >= -eps)
-    not_by_negative = dead.logical_not_().logical_or_(flat)
-    ratio_neg = torch.div(relevance, zn.sub_(eps), out=zn)
-    outputs, ratios = [z_neg], [ratio_neg.masked_fill_(not_by_negative, 0.0)]
-    if not bool(flat.any()):
-        return outputs, ratios, None
-    square = weight * weight
-    # sum_i w_ij^2 over the window's real inputs depends on neither the example
-    # nor the input values: one example of ones.
-    ones = torch.ones(
-        (1,) + tuple(unpadded_shape[1:]), dtype=zn.dtype, device=zn.device
-    )
-    if pad is not None:
-        ones = F.pad(ones, tuple(pad))
-    flat_ratio = relevance / operation(ones, square, None).clamp_min_(1e-30)
-    # The backward of a linear operation does not depend on the input's value:
-    # taken at (an alias of) the input itself.
-    alias = inputs.detach().requires_grad_(True)
-    outputs.append(operation(alias, square, None))
-    ratios.append(flat_ratio.masked_fill_(flat.logical_not_(), 0.0))
-    return outputs, ratios, alias
+    With ``epsilon`` None the stabiliser is relative to the scale of ``z``, and
+    outputs whose inputs are all zero spread their relevance evenly over them
+    (conserving it); with a number (the epsilon rule) it is absolute, and their
+    relevance is absorbed as the epsilon rule's is."""
+    with torch.enable_grad():
+        x = inputs.detach().requires_grad_(True)
+        z = operation(x)
+        # The ratio must not be part of the graph: the backward of a sum
+        # returns a view of it, which would attach the relevance.
+        value = z.detach()
+        dead = value == 0
+        stabiliser = _relative_epsilon(value) if epsilon is None else epsilon
+        ratio = torch.where(dead, 0.0, relevance / _stabilize(value, stabiliser))
+        (grad,) = torch.autograd.grad(z, x, ratio)
+        relevance_in = x.detach() * grad
+        if epsilon is None and bool((dead & (relevance != 0)).any()):
+            # All inputs zero: spread the relevance evenly over them.
+            ones = torch.ones_like(x).requires_grad_(True)
+            z_ones = operation(ones)
+            flat = torch.where(dead, relevance / z_ones.detach().clamp_min(1e-30), 0.0)
+            relevance_in = relevance_in + torch.autograd.grad(z_ones, ones, flat)[0]
+    return relevance_in
 
 
-def _channels_last(x: Tensor, pad: Optional[Sequence[int]]) -> Tensor:
-    """``x`` channels-last, zero-padded by ``pad`` if given, in one copy at most."""
-    if pad is None:
-        return x.contiguous(memory_format=torch.channels_last)
-    if len(pad) > 4:  # padding of the channels or the batch: not worth a fast path
-        return F.pad(x, tuple(pad)).contiguous(memory_format=torch.channels_last)
-    left, right, top, bottom = (tuple(pad) + (0, 0))[:4]
-    n, c, h, w = x.shape
-    out = torch.empty(
-        (n, c, h + top + bottom, w + left + right),
-        dtype=x.dtype,
-        device=x.device,
-        memory_format=torch.channels_last,
-    ).zero_()
-    out[:, :, top : top + h, left : left + w] = x
-    return out
+def pass_through(relevance: Tensor, shape: torch.Size) -> Tensor:
+    """Relevance of an element-wise map (or a reshaping, or a broadcast by a
+    constant factor) onto its input of ``shape``: unchanged."""
+    if relevance.shape == shape:
+        return relevance
+    if relevance.numel() == shape.numel():  # a reshaping module
+        return relevance.reshape(shape)
+    return relevance.sum_to_size(shape)  # broadcast by a constant factor
 
 
-def _split_signs(x: Tensor, groups: int) -> Tensor:
-    """[x^+, x^-] stacked along the channels of each of the ``groups`` groups."""
-    out = _empty_with_channels(x, 2 * x.shape[1])
-    halves = _by_group(out, groups)
-    x_groups = _by_group(x.detach(), groups)
-    per_group = x_groups.shape[2]
-    torch.clamp(x_groups, min=0, out=halves[:, :, :per_group])
-    torch.clamp(x_groups, max=0, out=halves[:, :, per_group:])
-    return out
+def _stabilize(z: Tensor, epsilon: Union[float, Tensor]) -> Tensor:
+    """``z`` pushed away from 0 by ``epsilon`` (the LRP epsilon stabiliser)."""
+    return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
 
 
-def _merge_signs(relevance: Tensor, groups: int) -> Tensor:
-    """The relevance of [x^+, x^-] (see :func:`_split_signs`) summed onto x."""
-    out = _empty_with_channels(relevance, relevance.shape[1] // 2)
-    halves = _by_group(relevance, groups)
-    per_group = halves.shape[2] // 2
-    torch.add(
-        halves[:, :, :per_group], halves[:, :, per_group:], out=_by_group(out, groups)
-    )
-    return out
+def _relative_epsilon(z: Tensor, epsilon: float = 1e-6) -> Tensor:
+    """``epsilon`` times the largest ``|z|`` of each example, so that a rule
+    behaves the same whatever the activations' scale."""
+    lowest, highest = per_example_extremes(z.detach())
+    return epsilon * torch.maximum(highest, -lowest).clamp_min(torch.finfo(z.dtype).tiny)
 
 
-def _empty_with_channels(like: Tensor, channels: int) -> Tensor:
-    """An empty tensor shaped as ``like`` but for its channels (dim 1),
-    channels-last when 4-D."""
-    memory_format = torch.channels_last if like.dim() == 4 else torch.contiguous_format
-    shape = (like.shape[0], channels) + tuple(like.shape[2:])
-    return torch.empty(
-        shape, dtype=like.dtype, device=like.device, memory_format=memory_format
-    )
+# ------------------------------------------------- Captum's rules, adapted
+class _CaptumIdentity(RelevanceRule):
+    """Captum's ``IdentityRule``: relevance passes unchanged."""
+
+    element_wise = True
+
+    def __init__(self, rule: PropagationRule) -> None:
+        self.rule = rule
+
+    def relevance(self, operation, inputs, weight, relevance, pad=None, *, bias=None):  # noqa: ANN001
+        shape = inputs.shape if pad is None else F.pad(inputs, tuple(pad)).shape
+        result = relevance.reshape(shape)
+        return result if pad is None else _crop(result, pad)
+
+    def module_relevance(self, forward, inputs, relevance):  # noqa: ANN001
+        return pass_through(relevance, inputs.shape)
 
 
-def _by_group(x: Tensor, groups: int) -> Tensor:
-    """A view of ``x`` (N x C x ...) as N x groups x C/groups x ..."""
-    return x.view((x.shape[0], groups, x.shape[1] // groups) + tuple(x.shape[2:]))
+class _CaptumWeightRule(RelevanceRule):
+    """Any other Captum rule: its ``_manipulate_weights`` on a copy of the
+    weights, then the gradient-times-input step with its stabiliser
+    (``EpsilonRule``, ``GammaRule``, ``Alpha1_Beta0_Rule``, a user subclass).
+    Only the epsilon rule also applies to a module as a whole."""
+
+    def __init__(self, rule: PropagationRule) -> None:
+        self.rule = rule
+
+    def relevance(self, operation, inputs, weight, relevance, pad=None, *, bias=None):  # noqa: ANN001
+        x = inputs if pad is None else F.pad(inputs, tuple(pad))
+        params = _WeightCopy(weight, bias)
+        self.rule._manipulate_weights(params, (x,), None)
+        with torch.enable_grad():
+            xg = x.clone().requires_grad_(True)
+            z = operation(xg, params.weight, params.bias)
+            ratio = relevance / _stabilize(z, self.rule.STABILITY_FACTOR)
+            (grad,) = torch.autograd.grad(z, xg, ratio)
+        result = x * grad
+        return result if pad is None else _crop(result, pad)
+
+    def module_relevance(self, forward, inputs, relevance):  # noqa: ANN001
+        if not isinstance(self.rule, EpsilonRule):
+            raise TypeError(self.module_rule_error())
+        return z_rule_relevance(forward, inputs, relevance, self.rule.STABILITY_FACTOR)
+
+    def applies_to_modules(self) -> bool:
+        return isinstance(self.rule, EpsilonRule)
+
+    def module_rule_error(self) -> str:
+        return f"{type(self.rule).__name__} cannot be applied to a module as a whole."
 
 
-def _at_pixels(t: Tensor, pixels: Tuple[Tensor, ...]) -> Tensor:
-    """The channel vectors of ``t`` at ``pixels`` (count x channels), a copy."""
-    return t.movedim(1, -1)[pixels]
+class _WeightCopy:
+    """Stands in for a module when a Captum rule manipulates weights."""
+
+    def __init__(self, weight: Tensor, bias: Optional[Tensor]):
+        self.weight = weight.clone()
+        self.bias = None if bias is None else bias.clone()
 
 
-class _FewDeadPixels:
-    """The dead outputs of a pointwise convolution (1x1, stride 1, no padding)
-    when they sit at few pixels: their fall-back is computed from their
-    contributions written out, not by passes over whole tensors (a linear
-    bottleneck's 1x1 conv has a handful among millions of outputs)."""
-
-    def __init__(self, pixels, dead, relevance, eps) -> None:  # noqa: ANN001
-        self.pixels = pixels  # indices (example, position...) of the pixels
-        self.dead = dead  # count x out: dead outputs with relevance
-        self.relevance = relevance  # count x out
-        self.eps = eps  # count x 1
-
-    @classmethod
-    def find(
-        cls,
-        dead: Tensor,
-        eps: Tensor,
-        relevance: Tensor,
-        inputs: Tensor,
-        weight: Tensor,
-    ) -> Optional["_FewDeadPixels"]:
-        """The pixels of the ``dead`` outputs, or None when the operation is not
-        a pointwise convolution or they are too many."""
-        pointwise = dead.dim() > 2 and all(k == 1 for k in weight.shape[2:])
-        if not (pointwise and dead.shape[2:] == inputs.shape[2:]):
-            return None
-        candidates = dead.any(1)  # over the channels: contiguous for channels-last
-        count = int(candidates.sum())
-        # All contributions of a pixel are out x in-per-group numbers: cheap while
-        # that stays well below one pass over the output.
-        if count * weight.shape[0] * weight.shape[1] > dead.numel() // 8:
-            return None
-        pixels = candidates.nonzero(as_tuple=True)
-        eps_at = eps.reshape(-1)[pixels[0]].unsqueeze(1)
-        return cls(
-            pixels, _at_pixels(dead, pixels), _at_pixels(relevance, pixels), eps_at
-        )
-
-    def zero_ratio(self, ratio: Tensor) -> None:
-        """Sets R / z+ to 0 at the dead outputs, in place."""
-        at = _at_pixels(ratio, self.pixels).masked_fill_(self.dead, 0.0)
-        ratio.movedim(1, -1).index_put_(self.pixels, at)
-
-    def add_relevance(
-        self, result: Tensor, inputs: Tensor, weight: Tensor, groups: int
-    ) -> None:
-        """Adds the fall-back's relevance (negative contributions, else flat)
-        of the dead outputs to ``result`` (shaped as ``inputs``), in place."""
-        c_out, per_group = weight.shape[:2]
-        count = self.pixels[0].numel()
-        a = _at_pixels(inputs, self.pixels).view(count, groups, 1, per_group)
-        w = weight.reshape(groups, c_out // groups, per_group)
-        negative = (a * w).clamp_(max=0)  # count x groups x out/group x in/group
-        z_neg = negative.sum(-1).view(count, c_out)
-        flat = self.dead & (z_neg >= -self.eps)
-        s_neg = torch.where(self.dead & ~flat, self.relevance / (z_neg - self.eps), 0.0)
-        r_in = (negative * s_neg.view(count, groups, -1, 1)).sum(2)
-        square = w * w
-        share = square / square.sum(-1, keepdim=True).clamp_min(1e-30)
-        r_flat = torch.where(flat, self.relevance, 0.0).view(count, groups, -1, 1)
-        r_in += (share * r_flat).sum(2)
-        result.movedim(1, -1).index_put_(
-            self.pixels, r_in.view(count, -1), accumulate=True
-        )
+def as_relevance_rule(rule: PropagationRule) -> RelevanceRule:
+    """``rule`` behind the engine's one contract: this package's rules as they
+    are, Captum's adapted."""
+    if isinstance(rule, RelevanceRule):
+        return rule
+    if isinstance(rule, IdentityRule):
+        return _CaptumIdentity(rule)
+    return _CaptumWeightRule(rule)
 
 
-def _crop(x: Tensor, pad: Sequence[int]) -> Tensor:
-    """The inverse of ``F.pad(x, pad)`` for non-negative ``pad``, as a view."""
-    for i in range(len(pad) // 2):
-        dim = x.dim() - 1 - i
-        before, after = pad[2 * i], pad[2 * i + 1]
-        x = x.narrow(dim, before, x.shape[dim] - before - after)
-    return x
-
-
-def per_example_extremes(z: Tensor) -> Tuple[Tensor, Tensor]:
-    """min and max over all but the first dimension, shaped to broadcast
-    against z (two reductions: on CPU ``torch.aminmax`` over a dimension is
-    several times slower than ``amin`` and ``amax`` together)."""
-    if z.dim() > 2 and not z.is_contiguous():
-        # A channels-last tensor is contiguous with the channels moved last:
-        # viewed so, it needs no copy.
-        z = z.movedim(1, -1)
-    flat = z.reshape(z.shape[0], -1)
-    shape = (-1,) + (1,) * (z.dim() - 1)
-    return flat.amin(1).view(shape), flat.amax(1).view(shape)
-
-
-def _default_rule(module: Optional[nn.Module]) -> PropagationRule:
+def default_rule() -> RelevanceRule:
+    """The rule of conv and linear operations no rule was given for."""
     return ZPlusRule()
 
 
@@ -488,13 +479,6 @@ def resolve_rule(
             if cls in rules:
                 return rules[cls]
     return None
-
-
-def rule_for_weighted_op(
-    module: Optional[nn.Module], name: Optional[str], rules: Optional[RuleMap]
-) -> PropagationRule:
-    """The rule for a conv or linear operation executed inside ``module``."""
-    return resolve_rule(module, name, rules) or _default_rule(module)
 
 
 def validate_rules(rules: Optional[RuleMap]) -> Dict[RuleKey, PropagationRule]:

@@ -21,7 +21,12 @@ from captum_shallowcam._captum_compat import (
     _format_additional_forward_args,
     _run_forward,
 )
-from captum_shallowcam._validation import check_target_range, format_target
+from captum_shallowcam._model_state import buffers_preserved
+from captum_shallowcam._validation import (
+    check_int64,
+    check_target_range,
+    format_target,
+)
 
 __all__ = ["DeletionInsertionResult", "deletion_insertion"]
 
@@ -245,7 +250,8 @@ def deletion_insertion(
     if score_func is None:
         score_func = _target_softmax_score
 
-    with torch.no_grad():
+    # A train-mode model's BatchNorm statistics are put back afterwards.
+    with torch.no_grad(), buffers_preserved(forward_func):
         pixel_attr = _pixel_attributions(attributions, inputs)
         target_tensor = format_target(target, n, inputs.device)
         additional_forward_args = _format_additional_forward_args(
@@ -420,6 +426,7 @@ def _forward(
     output = _run_forward(forward_func, batch, None, additional_forward_args)
     if isinstance(output, torch.futures.Future):
         output = output.wait()
+    _check_outputs(output, batch.shape[0])
     return output
 
 
@@ -469,6 +476,7 @@ def _check_positive_int(value: Any, name: str, meaning: str) -> None:
         raise TypeError(f"{name} must be an int ({meaning}), got {value!r}.")
     if value <= 0:
         raise ValueError(f"{name} must be > 0 ({meaning}), got {value}.")
+    check_int64(value, name)
 
 
 def _pixel_attributions(attributions: Tensor, inputs: Tensor) -> Tensor:
@@ -523,7 +531,11 @@ def _pixel_attributions(attributions: Tensor, inputs: Tensor) -> Tensor:
 
 def _check_outputs(outputs: Any, n: int) -> None:
     if not isinstance(outputs, Tensor) or outputs.dim() != 2 or outputs.shape[0] != n:
-        shape = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs)
+        shape = (
+            tuple(outputs.shape)
+            if isinstance(outputs, Tensor)
+            else f"a {type(outputs).__name__}"
+        )
         raise ValueError(
             f"forward_func must return a 2-D tensor B x K (one row of K class "
             f"scores per image) for a batch of B = {n} images, got {shape}. "
