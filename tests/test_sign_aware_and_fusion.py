@@ -176,3 +176,35 @@ def test_shallow_cam_sign_aware_equals_default_on_relu_outputs(variant):
     for p, s in zip(plain, sign_aware):
         assert p.abs().sum() > 0
         torch.testing.assert_close(p, s, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("c", [0, 1])
+def test_shallow_cam_default_hand_computed(c):
+    """The default: CLRP relevance, sign-aware mask and weights, sqrt weights."""
+    net = _positive_head_net()
+    x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(5)) + 0.6
+    a = F.conv2d(x, net.conv.weight)
+    pooled = a.mean((2, 3))[0]
+
+    def relevance_at_layer(k: int) -> Tensor:
+        # one-hot relevance on class k, z+ through the linear layer (positive
+        # inputs and weights), then the average pool's z-rule
+        w = net.fc.weight[k]
+        alpha = pooled * w / (pooled * w).sum()
+        return a / a.sum((2, 3), keepdim=True) * alpha.view(1, -1, 1, 1)
+
+    # CLRP with two classes: the dual is the other class, max(0, R_c - R_dual)
+    r = (relevance_at_layer(c) - relevance_at_layer(1 - c)).clamp(min=0)
+    weights = (r * (a >= 0)).sum((2, 3), keepdim=True).clamp(min=0).sqrt()
+    g = (net.fc.weight[c] / a[0, 0].numel()).view(1, -1, 1, 1)
+    expected = (weights * g.clamp(min=0) * a.clamp(min=0)).sum(1, keepdim=True).clamp(min=0)
+    assert expected.abs().sum() > 0
+    got = LayerShallowCam(net, net.conv).attribute(x, target=c)
+    torch.testing.assert_close(got, expected)
+    # The 0.1 default, spelled out, is the plain form with ReLU(alpha).
+    plain_weights = r.sum((2, 3), keepdim=True).clamp(min=0)
+    plain = (plain_weights * g.clamp(min=0) * a).sum(1, keepdim=True).clamp(min=0)
+    old = LayerShallowCam(net, net.conv).attribute(
+        x, target=c, relu_activations=False, channel_weights="positive"
+    )
+    torch.testing.assert_close(old, plain)

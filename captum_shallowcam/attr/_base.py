@@ -21,7 +21,7 @@ from captum_shallowcam.attr._engine import LayerCapture, _Engine
 from captum_shallowcam.attr.rules import RuleMap, validate_rules
 
 InitialRelevance = Literal["contrastive", "target", "clrp"]
-ChannelWeights = Literal["signed", "positive"]
+ChannelWeights = Literal["signed", "positive", "sqrt"]
 LayerOrLayers = Union[nn.Module, Sequence[nn.Module]]
 
 #: Relative tolerance of the relevance conservation check (see ``check_conservation``).
@@ -181,7 +181,7 @@ class _RelevanceCamBase(_LayerCamBase):
         relu_activations: bool = False,
     ) -> CamPasses:
         check_choice("initial_relevance", initial_relevance, ("contrastive", "target", "clrp"))
-        check_choice("channel_weights", channel_weights, ("signed", "positive"))
+        check_choice("channel_weights", channel_weights, ("signed", "positive", "sqrt"))
         request = _RelevanceRequest(
             self.rules,
             initial_relevance,  # type: ignore[arg-type]
@@ -342,13 +342,17 @@ def spatial_mask(activation: Tensor, gradient: Tensor, relu_activations: bool = 
 
 
 def inter_layer_weights(relevance: Tensor, channel_weights: ChannelWeights) -> Tensor:
-    r"""Channel weights :math:`\alpha_k = \sum_{ij} R_k(i,j)` (N x K x 1 x 1)."""
+    r"""Channel weights :math:`\alpha_k = \sum_{ij} R_k(i,j)` (N x K x 1 x 1):
+    ``"signed"`` as they are, ``"positive"`` :math:`\mathrm{ReLU}(\alpha_k)`,
+    ``"sqrt"`` the flatter :math:`\sqrt{\mathrm{ReLU}(\alpha_k)}`."""
     weights = relevance.sum(dim=(2, 3), keepdim=True)
     if channel_weights == "positive":
         return torch.relu(weights)
+    if channel_weights == "sqrt":
+        return torch.relu(weights).sqrt()
     if channel_weights != "signed":
         raise ValueError(
-            f"channel_weights must be 'signed' or 'positive', got {channel_weights!r}."
+            f"channel_weights must be 'signed', 'positive' or 'sqrt', got {channel_weights!r}."
         )
     return weights
 

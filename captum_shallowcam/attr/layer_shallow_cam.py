@@ -25,32 +25,40 @@ class LayerShallowCam(_RelevanceCamBase):
     r"""
     Class activation maps for shallow layers that combine LayerCAM's spatially
     weighted feature maps (the *mask*) with channel weights obtained by
-    layer-wise relevance propagation (the *inter-layer relevance weights*):
-
-    .. math::
-        S_k = \mathrm{ReLU}(G^c_k) \odot A_k, \qquad
-        \alpha_k = \sum_{ij} R_k(i,j), \qquad
-        L^c = \mathrm{ReLU}\Big(\sum_k \mathrm{ReLU}(\alpha_k) S_k\Big)
-
-    with :math:`G^c = \partial y^c / \partial A` and :math:`R` the LRP relevance
-    at the layer (``channel_weights="signed"`` uses :math:`\alpha_k` itself).
-    With equal positive :math:`\alpha` this is LayerCAM; the relevance
-    re-weights its channels, suppressing those that relevance marks as
-    unrelated to (or against) the class.
-
-    ``relu_activations=True`` makes mask and weights sign-aware, for layers
-    whose activations can be negative (linear bottlenecks, residual sums):
+    layer-wise relevance propagation (the *inter-layer relevance weights*).
+    The default:
 
     .. math::
         S^+_k = \mathrm{ReLU}(G^c_k) \odot \mathrm{ReLU}(A_k), \qquad
         \alpha^+_k = \sum_{ij} R_k(i,j)\, [A_k(i,j) \ge 0], \qquad
-        L^c = \mathrm{ReLU}\Big(\sum_k \mathrm{ReLU}(\alpha^+_k) S^+_k\Big)
+        L^c = \mathrm{ReLU}\Big(\sum_k \sqrt{\mathrm{ReLU}(\alpha^+_k)}\, S^+_k\Big)
 
-    A negative activation is then neither evidence in the mask nor a source
-    of channel weight (z+ relevance credits :math:`(a w)^+`, which is
-    positive for negative activations under negative weights too). Where
-    :math:`A \ge 0` (ReLU outputs, the paper's VGG16 setting) it equals the
-    form above.
+    with :math:`G^c = \partial y^c / \partial A` and :math:`R` the LRP relevance
+    at the layer (contrastive LRP from the logits, ``initial_relevance="clrp"``).
+    With equal positive :math:`\alpha` this is LayerCAM with the sign-aware mask
+    (``LayerCam(...).attribute(..., relu_activations=True)``); the relevance
+    re-weights its channels, suppressing those that relevance marks as
+    unrelated to the class. The square root flattens the weights, which keeps
+    more of the mask's channels (``channel_weights="positive"`` uses
+    :math:`\mathrm{ReLU}(\alpha_k)`, ``"signed"`` :math:`\alpha_k` itself).
+
+    The mask and weights are sign-aware (``relu_activations=True``) because
+    layers such as linear bottlenecks and residual sums have negative
+    activations: a negative activation under a positive gradient is no
+    evidence for the class, and z+ relevance on it (it credits
+    :math:`(a w)^+`, positive for negative activations under negative weights)
+    is no reason to weight the channel. Where :math:`A \ge 0` (ReLU outputs, the
+    paper's VGG16 setting) the sign-aware form equals the plain one,
+    ``relu_activations=False``:
+
+    .. math::
+        S_k = \mathrm{ReLU}(G^c_k) \odot A_k, \qquad
+        \alpha_k = \sum_{ij} R_k(i,j), \qquad
+        L^c = \mathrm{ReLU}\Big(\sum_k w(\alpha_k)\, S_k\Big)
+
+    The default was chosen on deletion/insertion scores (see the docs'
+    results page); the 0.1 release's default was
+    ``relu_activations=False, channel_weights="positive"``.
 
     Method of CHENG Yan et al., "Study on Interpretable Shallow Class Activation
     Mapping Algorithm Based on Spatial Weights and Inter-Layer Relevance",
@@ -86,10 +94,10 @@ class LayerShallowCam(_RelevanceCamBase):
         relu_attributions: bool = True,
         variant: Variant = "v1",
         initial_relevance: InitialRelevance = "clrp",
-        channel_weights: ChannelWeights = "positive",
+        channel_weights: ChannelWeights = "sqrt",
         return_convergence_delta: bool = False,
         check_conservation: bool = True,
-        relu_activations: bool = False,
+        relu_activations: bool = True,
     ) -> Union[Tensor, List[Tensor], Tuple[Union[Tensor, List[Tensor]], Any]]:
         r"""
         Args:
@@ -115,10 +123,11 @@ class LayerShallowCam(_RelevanceCamBase):
                         ``"contrastive"`` (+1 for the target, -1/C for the others)
                         or ``"target"`` (one-hot). Default: ``"clrp"``, chosen by
                         the benchmark (see the docs' results page).
-            channel_weights (str, optional): ``"positive"`` uses
+            channel_weights (str, optional): ``"sqrt"`` uses the flatter
+                        :math:`\sqrt{\mathrm{ReLU}(\alpha)}`, ``"positive"``
                         :math:`\mathrm{ReLU}(\alpha)`; ``"signed"`` keeps the sign
                         of :math:`\alpha` (channels with negative relevance then
-                        subtract their mask). Default: ``"positive"``, chosen by
+                        subtract their mask). Default: ``"sqrt"``, chosen by
                         the benchmark (see the docs' results page).
             return_convergence_delta (bool, optional): Also return, per layer, the
                         output relevance minus the relevance summed at the layer
@@ -128,8 +137,10 @@ class LayerShallowCam(_RelevanceCamBase):
                         relevance. Turn off for layers inside a branch.
                         Default: True
             relu_activations (bool, optional): The sign-aware mask and weights
-                        :math:`S^+_k`, :math:`\alpha^+_k` (see above).
-                        Default: False
+                        :math:`S^+_k`, :math:`\alpha^+_k` (see above); False
+                        gives the plain :math:`S_k`, :math:`\alpha_k`.
+                        Default: True, chosen by the benchmark (see the docs'
+                        results page)
 
         Returns:
             *Tensor* or *list[Tensor]* of **attributions** (N x 1 x h x w per

@@ -321,7 +321,7 @@ def default_layer_names(name: str) -> list[str]:
     """The names of ``load_model(name).layers``, without building the model
     (for help texts and error messages)."""
     canonical = _canonical_name(name)
-    if canonical == "efficientnet-lite0":
+    if canonical in _EFFICIENTNET_LITE:
         return [f"stage{i}" for i in range(1, 8)]
     if canonical.startswith("vgg"):
         return [f"pool{i}" for i in range(1, 6)]
