@@ -39,7 +39,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--step", type=int, default=3584)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--no-fusion", action="store_true", help="score single layers only")
+    parser.add_argument(
+        "--no-fusion", action="store_true", help="score single layers only"
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
@@ -48,7 +50,9 @@ def main() -> None:
     names = list(loaded.layers)
     fused = [] if args.no_fusion else [f"fused-{mode}" for mode in FUSION_MODES]
     methods = args.methods.split(",")
-    explainers = {m: make_explainer(model, list(loaded.layers.values()), m) for m in methods}
+    explainers = {
+        m: make_explainer(model, list(loaded.layers.values()), m) for m in methods
+    }
     items = read_image_folder(args.images)[args.start : args.start + args.limit]
     settings = {
         "model": args.model,
@@ -64,7 +68,8 @@ def main() -> None:
     result = EvaluationResult(settings=settings)
     for method in methods:
         result.scores[method] = {
-            layer: {"deletion": [], "insertion": [], "overall": []} for layer in names + fused
+            layer: {"deletion": [], "insertion": [], "overall": []}
+            for layer in names + fused
         }
     started = time.time()
     for image_names, inputs, targets in image_batches(
@@ -76,16 +81,23 @@ def main() -> None:
             maps = [m.detach() for m in explain(inputs, targets)]
             scored = list(zip(names, maps))
             for mode in () if args.no_fusion else FUSION_MODES:
-                scored.append((f"fused-{mode}", fuse_layer_maps(maps, inputs.shape[-2:], mode)))
+                scored.append(
+                    (f"fused-{mode}", fuse_layer_maps(maps, inputs.shape[-2:], mode))
+                )
             for layer, layer_map in scored:
-                scores = deletion_insertion(model, inputs, layer_map, target=targets, step=args.step)
+                scores = deletion_insertion(
+                    model, inputs, layer_map, target=targets, step=args.step
+                )
                 entry = result.scores[method][layer]
                 entry["deletion"].extend(scores.deletion_auc.tolist())
                 entry["insertion"].extend(scores.insertion_auc.tolist())
                 entry["overall"].extend(scores.overall.tolist())
         with open(args.out, "w") as f:
             json.dump(result.to_dict(), f)
-        print(f"{len(result.images)}/{len(items)} images, {time.time() - started:.0f} s", flush=True)
+        print(
+            f"{len(result.images)}/{len(items)} images, {time.time() - started:.0f} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
