@@ -9,7 +9,7 @@ The command line (``python -m captum_shallowcam benchmark``) only calls these.
 Methods are named by strings: ``layercam``, ``gradcam`` (Captum's
 ``LayerGradCam`` with ``relu_attributions=True``), ``relevancecam``,
 ``shallowcam`` (the defaults), ``shallowcam-v1`` / ``-v2`` / ``-v3``, optionally
-followed by options: ``+positive`` / ``+signed`` (channel weights), ``+target``
+followed by options: ``+positive`` / ``+signed`` / ``+sqrt`` (channel weights), ``+target``
 / ``+contrastive`` / ``+clrp`` (initial relevance), ``+sign-aware`` /
 ``+plain-mask`` (``relu_activations=True`` / ``False``; ``layercam`` takes these
 two), ``+no-conserve`` (the z+ rule without its conserving fall-back,
@@ -35,6 +35,7 @@ Explainer = Callable[[Tensor, Tensor], List[Tensor]]
 _OPTIONS = {
     "positive": ("channel_weights", "positive"),
     "signed": ("channel_weights", "signed"),
+    "sqrt": ("channel_weights", "sqrt"),
     "target": ("initial_relevance", "target"),
     "contrastive": ("initial_relevance", "contrastive"),
     "clrp": ("initial_relevance", "clrp"),
