@@ -7,7 +7,6 @@ Thin by design: it parses arguments and calls the public API
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -16,7 +15,6 @@ import torch
 
 from captum_shallowcam.evaluation import (
     EvaluationResult,
-    evaluate,
     image_batches,
     make_explainer,
     markdown_table,
@@ -25,7 +23,7 @@ from captum_shallowcam.evaluation import (
     summary_rows,
 )
 from captum_shallowcam.images import LabelledImage, read_image_folder, sample_images
-from captum_shallowcam.metrics import deletion_insertion
+from captum_shallowcam.metrics import PROTOCOLS, deletion_insertion
 from captum_shallowcam.models import available_models, load_model
 from captum_shallowcam.visualization import layer_map_figure
 
@@ -104,29 +102,32 @@ def benchmark(args: argparse.Namespace) -> None:
     if not items:
         raise SystemExit("No images left to evaluate.")
     methods = args.methods.split(",")
+    from captum_shallowcam.distributed import init_ranks, run_benchmark
+    from captum_shallowcam.metrics.protocols import describe, protocol_kwargs
+
+    metric_kwargs = protocol_kwargs(args.protocol, step=args.step)
     settings = {
         "model": args.model,
         "images": str(args.images),
         "n_images": len(items),
         "start": args.start,
         "classes": args.classes,
-        "protocol": PROTOCOL,
+        "protocol": args.protocol,
+        "metric": describe(args.protocol, metric_kwargs),
         "channels_last": args.channels_last,
+        "amp": args.amp,
     }
-    from tqdm import tqdm
-
-    with tqdm(total=len(items) * len(methods) * len(layers), unit="map", file=sys.stderr) as bar:
-        result = evaluate(
-            loaded.model,
-            image_batches(items, loaded.preprocess, loaded.model, args.batch_size),
-            layers,
-            methods,
-            step=args.step,
-            max_examples_per_batch=args.max_examples_per_batch,
-            settings=settings,
-            progress=bar.update,
-        )
-    _write_report(result, Path(args.out))
+    metric_kwargs["max_examples_per_batch"] = args.max_examples_per_batch
+    if args.amp == "bf16":
+        metric_kwargs["autocast_dtype"] = torch.bfloat16
+    info = init_ranks(timeout_s=args.dist_timeout, device=args.device)
+    result = run_benchmark(
+        loaded.model, items, loaded.preprocess, layers, methods, Path(args.out),
+        metric_kwargs, settings, batch_size=args.batch_size, resume=args.resume,
+        info=info,
+    )  # fmt: skip
+    if result is not None:
+        _write_report(result, Path(args.out))
 
 
 def _write_report(result: EvaluationResult, out: Path) -> None:
@@ -137,7 +138,7 @@ def _write_report(result: EvaluationResult, out: Path) -> None:
     table = markdown_table(summary_rows(result, baseline), baseline)
     header = (
         f"{s['model']}, {len(result.images)} images from {s['images']}, step {s['step']}; "
-        f"{s['protocol']}"
+        f"{s.get('metric', s['protocol'])}"
     )
     print(f"\n{header}\n\n{table}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +149,17 @@ def _write_report(result: EvaluationResult, out: Path) -> None:
 
 
 def report(args: argparse.Namespace) -> None:
-    results = [EvaluationResult.from_dict(json.loads(Path(p).read_text())) for p in args.results]
+    from captum_shallowcam.distributed import merge_shards
+
+    results = []
+    for given in map(Path, args.results):
+        shards = sorted(given.glob("*.shard-*.jsonl")) if given.is_dir() else []
+        if given.is_dir() and not shards:
+            raise SystemExit(f"No shard files (*.shard-*.jsonl) in {given}.")
+        if shards or given.suffix == ".jsonl":
+            results.append(merge_shards(shards or [given]))
+        else:
+            results.append(EvaluationResult.from_dict(json.loads(given.read_text())))
     merged = merge_results(results)
     if args.classes:
         keep = _parse_ranges(args.classes)
@@ -195,7 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         default="layercam,shallowcam-v1,shallowcam-v2,shallowcam-v3,relevancecam,gradcam",
     )
-    p.add_argument("--step", type=int, default=224)
+    p.add_argument(
+        "--protocol",
+        default="captum-shallowcam",
+        choices=sorted(PROTOCOLS),
+        help="metric preset (step and substrates; recorded in the result): "
+        "captum-shallowcam (step 224, torchvision blur 11/5), rise (RISE's own code), "
+        "groupcam (step 1792, blur 51/50)",
+    )
+    p.add_argument("--step", type=int, default=None, help="pixels per step (default: the protocol's)")
     p.add_argument("--start", type=int, default=0, help="skip the first N images")
     p.add_argument("--limit", type=int, default=None, help="use N images (after --start)")
     p.add_argument("--classes", default=None, help="class index ranges to keep, e.g. 7-24,80-100")
@@ -207,11 +226,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the model in channels-last memory format (about 1.5x faster on CPU for "
         "EfficientNet-Lite0; scores equal up to float rounding)",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a run: skip the (photo, layer, method) rows already in the "
+        "shard files beside --out",
+    )
+    p.add_argument(
+        "--amp",
+        default=None,
+        choices=["bf16"],
+        help="run the metric's forward passes under torch.autocast (explanations stay float32)",
+    )
+    p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK if CUDA is available, else cpu")
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800.0,
+        help="seconds a rank waits for the others under torchrun before failing",
+    )
     p.add_argument("--out", default="results.json")
     p.set_defaults(func=benchmark)
 
     p = sub.add_parser("report", help="merge benchmark results and report them again")
-    p.add_argument("results", nargs="+", help="JSON files written by benchmark")
+    p.add_argument(
+        "results",
+        nargs="+",
+        help="JSON files written by benchmark, shard files (.jsonl) or folders of shard files",
+    )
     p.add_argument("--classes", default=None, help="keep these class index ranges only")
     p.add_argument("--out", default="report.json")
     p.set_defaults(func=report)
