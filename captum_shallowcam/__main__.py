@@ -92,7 +92,7 @@ def benchmark(args: argparse.Namespace) -> None:
     if args.channels_last:
         loaded.model.to(memory_format=torch.channels_last)
     layers = _select_layers(loaded, args.layers)
-    items = read_image_folder(args.images, args.labels)
+    items = read_image_folder(args.images, args.labels, devkit=args.devkit)
     if args.classes:
         keep = _parse_ranges(args.classes)
         items = [item for item in items if item.target in keep]
@@ -200,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("benchmark", help="deletion/insertion per layer and method")
     p.add_argument("--images", required=True, help="folder with labels.csv, or CUB-200-2011 root")
     p.add_argument("--labels", default=None, help="labels CSV (default: IMAGES/labels.csv)")
+    p.add_argument(
+        "--devkit",
+        default=None,
+        help="ILSVRC2012 val as a flat folder: the unpacked devkit (data/meta.mat, "
+        "data/ILSVRC2012_validation_ground_truth.txt) or torchvision's meta.bin",
+    )
     p.add_argument("--model", default="efficientnet-lite0", choices=available_models())
     p.add_argument("--layers", default=None, help="comma-separated layer names")
     p.add_argument(

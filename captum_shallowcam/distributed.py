@@ -278,6 +278,12 @@ def run_benchmark(
     """
     info = info or init_ranks()
     out = Path(out)
+    seen: Set[str] = set()
+    twice = sorted({item.name for item in items if item.name in seen or seen.add(item.name)})
+    if twice:  # rows are keyed by photo name
+        raise ValueError(
+            f"Photo names must be unique to key the rows; repeated: {', '.join(twice[:5])}."
+        )
     names = list(layers)
     settings = dict(
         settings, step=metric_kwargs["step"], layers=names, methods=list(methods)

@@ -218,6 +218,16 @@ def test_ranks_of_a_simulated_world_merge_to_the_one_process_result(tmp_path):
     assert merged.images == one.images and merged.scores == one.scores
 
 
+def test_repeated_photo_names_are_refused(tmp_path):
+    model, photos, layers = _tiny()
+    photos[3].name = "p1"
+    with pytest.raises(ValueError, match="repeated: p1"):
+        run_benchmark(
+            model, photos, lambda x: x, layers, ["layercam"], tmp_path / "r.json",
+            {"step": 16}, {}, info=RankInfo(0, 1, 0, torch.device("cpu"), 60.0),
+        )  # fmt: skip
+
+
 def test_report_leaves_out_incomplete_photos(tmp_path, capsys):
     out = tmp_path / "r.json"
     _tiny_run(out, rank=(0, 2))  # photos 0, 1 and 4 only
