@@ -293,13 +293,14 @@ def run_benchmark(
         previous, rows = read_shards(shard_paths(out))
         _check_settings(previous, settings)
         done = set(rows)
+        del rows
     elif shard_paths(out):
         raise FileExistsError(
             f"Shard files of an earlier run lie beside {out}: "
             f"{', '.join(p.name for p in shard_paths(out))}. Pass --resume to "
             "continue that run, or remove them (or use another --out)."
         )
-    if info.distributed:  # nobody writes before rank 0 has checked
+    if info.distributed:  # no rank writes before every rank has read the files
         import torch.distributed as dist
 
         _collective(info, "start", dist.barrier)
@@ -307,7 +308,7 @@ def run_benchmark(
     model = model.to(info.device)
     explainers = {m: make_explainer(model, list(layers.values()), m) for m in methods}
     per_photo = len(names) * len(methods)
-    first_index = int(settings.get("start") or 0)  # positions in the whole folder
+    first_index = int(settings.get("start") or 0)  # positions in the selected list
 
     def todo(batch: range) -> int:
         return sum(
@@ -319,7 +320,7 @@ def run_benchmark(
 
     mine = shard_batches(len(items), batch_size, info.rank, info.world_size)
     my_work = sum(todo(b) for b in mine)
-    all_work = len(items) * per_photo - len(done)
+    all_work = todo(range(len(items)))
     _log(
         info,
         f"{len(mine)} batches ({sum(len(b) for b in mine)} photos) on {info.device}; "

@@ -7,6 +7,7 @@ same whatever the number of ranks.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +25,9 @@ from captum_shallowcam.distributed import (
     shard_batches,
     shard_paths,
 )
+from captum_shallowcam.images import sample_images
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO.parent / "shared" / "data" / "imagenet-samples"
 # Three photos, in a batch of two and one of one: rank 0 gets batch 0, rank 1
 # batch 1. ``--start 1`` checks that torchrun does not take it as its own
 # --start-method.
@@ -55,9 +56,16 @@ def _scores(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
-    if not (SAMPLES / "labels.csv").exists():
-        pytest.skip(f"the sample photos are not at {SAMPLES}")
-    return SAMPLES
+    """The bundled photos, and the cat once more under another name: four."""
+    folder = tmp_path_factory.mktemp("photos")
+    rows = ["file,class_index"]
+    for item in sample_images():
+        shutil.copy(item.path, folder / item.path.name)
+        rows.append(f"{item.path.name},{item.target}")
+    shutil.copy(sample_images()[0].path, folder / "zz_cat_again.jpg")
+    rows.append(f"zz_cat_again.jpg,{sample_images()[0].target}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
 
 
 @pytest.fixture(scope="module")
