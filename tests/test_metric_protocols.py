@@ -223,7 +223,7 @@ def test_chunked_scorer_plays_any_game():
     rank = torch.tensor([3, 0, 2, 1])  # pixel 1 first, then 3, 2, 0
 
     def prepare(example: int) -> ExampleGames:
-        return ExampleGames(rank, (Game(ones, 2 * ones, 0, 3),))
+        return ExampleGames(rank, (Game(ones, 2 * ones),))
 
     counts = torch.tensor([0, 1, 2])
     curves = torch.full((1, 1, 3), float("nan"))

@@ -21,19 +21,16 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from captum_shallowcam._captum_compat import _run_forward
+from captum_shallowcam._captum_compat import _run_forward, progress
 
 __all__ = ["Game", "ExampleGames", "score_games", "run_forward", "target_score"]
 
 
 class Game(NamedTuple):
-    r"""One game of one example: 1 x C x H x W ``start`` and ``end`` images,
-    and the curve points ``lo .. hi - 1`` to evaluate."""
+    r"""One game of one example: its 1 x C x H x W ``start`` and ``end`` images."""
 
     start: Tensor
     end: Tensor
-    lo: int
-    hi: int
 
 
 class ExampleGames(NamedTuple):
@@ -160,7 +157,7 @@ def score_games(
     counts: Tensor,
     curves: Tensor,
     max_batch: int,
-    progress: Callable[[int], Any] | None = None,
+    show_progress: bool = False,
 ) -> Tensor:
     r"""Scores every game point and writes it into ``curves[game, example, k]``.
 
@@ -175,8 +172,31 @@ def score_games(
         counts: Number of pixels perturbed at each point (S).
         curves: G x N x S output tensor.
         max_batch: Images per forward call.
-        progress: Called with the number of images scored after each chunk.
+        show_progress: Shows a progress bar over the images (Captum's tqdm
+            helper, as Captum's perturbation methods do).
     """
+    bar = None
+    if show_progress:
+        total = sum(hi - lo for games in spans for lo, hi in games)
+        bar = progress(desc="deletion_insertion", total=total, unit="image")
+    try:
+        _score_chunks(forward, score, prepare, spans, counts, curves, max_batch, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return curves
+
+
+def _score_chunks(
+    forward: Callable[[Tensor, Tensor], Tensor],
+    score: Callable[[Tensor, Tensor], Tensor],
+    prepare: Callable[[int], ExampleGames],
+    spans: Sequence[Sequence[tuple[int, int]]],
+    counts: Tensor,
+    curves: Tensor,
+    max_batch: int,
+    bar: Any,
+) -> None:
     prepared: dict[int, ExampleGames] = {}
     for chunk in _chunks(spans, max_batch):
         for done in [e for e in prepared if e < chunk[0][0]]:
@@ -211,6 +231,5 @@ def score_games(
             curves[game, example, lo:hi] = scores[row : row + hi - lo]
             row += hi - lo
         del batch, scores
-        if progress is not None:
-            progress(size)
-    return curves
+        if bar is not None:
+            bar.update(size)

@@ -290,8 +290,6 @@ def deletion_insertion(
             for layer_map in attributions
         ]
     check_image_batch(inputs)
-    n, _, height, width = inputs.shape
-    n_pixels = height * width
     check_positive_int(step, "step", "a positive number of pixels per step")
     if max_examples_per_batch is None:
         max_examples_per_batch = _DEFAULT_MAX_EXAMPLES_PER_BATCH
@@ -300,44 +298,18 @@ def deletion_insertion(
         "max_examples_per_batch",
         "a positive number of images per forward call, or None for 32",
     )
-    if score_func is None:
-        score_func = target_score
-    if insertion_substrate is None:
-        insertion_substrate = _DEFAULT_BLUR
-
+    score_func = target_score if score_func is None else score_func
+    n, _, height, width = inputs.shape
     with torch.no_grad():
         pixel_attr = pixel_attributions(attributions, inputs)
         target_tensor = format_target(target, n, inputs.device)
-        additional_forward_args = _format_additional_forward_args(
-            additional_forward_args
+        forward = _forward_on_examples(
+            forward_func, additional_forward_args, n, autocast_dtype
         )
-        check_additional_forward_args(additional_forward_args, n)
-        del_sub = make_substrate(deletion_substrate, inputs, "deletion_substrate")
-        # The package's blurs are applied example by example, as the chunks
-        # need them, so memory is bounded by max_examples_per_batch, not by N.
-        per_example_blur = isinstance(insertion_substrate, (GaussianBlur, RiseBlur))
-        if per_example_blur:
-            insertion_substrate.check_size(inputs)
-            ins_sub = None
-        else:
-            ins_sub = make_substrate(insertion_substrate, inputs, "insertion_substrate")
-
-        n_points = math.ceil(n_pixels / step) + 1
-        counts = torch.clamp(
-            torch.arange(n_points, device=inputs.device) * step, max=n_pixels
+        games = _deletion_insertion_games(
+            inputs, pixel_attr, deletion_substrate, insertion_substrate, step
         )
-        curve_dtype = (
-            inputs.dtype if inputs.is_floating_point() else torch.get_default_dtype()
-        )
-        fractions = counts.to(curve_dtype) / n_pixels
-
-        def forward(batch: Tensor, examples: Tensor) -> Tensor:
-            with forward_context(autocast_dtype, batch.device):
-                return run_forward(
-                    forward_func, batch, additional_forward_args, examples
-                )
-
-        # Unperturbed inputs: resolves/validates the targets and gives the
+        # The unperturbed inputs resolve and check the targets, and give the
         # first deletion point and the last insertion point.
         outputs = torch.cat(
             [
@@ -356,62 +328,99 @@ def deletion_insertion(
         clean_scores = checked_scores(score_func, outputs, target_tensor)
         del outputs
 
-        def prepare(example: int) -> ExampleGames:
-            original = inputs[example : example + 1]
-            start = (
-                insertion_substrate(original)
-                if ins_sub is None
-                else ins_sub[example : example + 1]
-            )
-            # Deletion needs points 1 .. S-1, insertion 0 .. S-2: the remaining
-            # point of each is the unperturbed input, scored above.
-            return ExampleGames(
-                pixel_ranks(pixel_attr[example]),
-                (
-                    Game(original, del_sub[example : example + 1], 1, n_points),
-                    Game(start, original, 0, n_points - 1),
-                ),
-            )
-
         def score(outputs: Tensor, examples: Tensor) -> Tensor:
             targets = target_tensor.index_select(0, examples.to(target_tensor.device))
             return checked_scores(score_func, outputs, targets)
 
+        n_points = games.counts.shape[0]
         # curves[0] = deletion, curves[1] = insertion.
-        curves = torch.empty((2, n, n_points), dtype=curve_dtype, device=inputs.device)
+        curves = torch.empty(
+            (2, n, n_points), dtype=games.fractions.dtype, device=inputs.device
+        )
         curves[0, :, 0] = clean_scores
         curves[1, :, -1] = clean_scores
+        # Deletion needs points 1 .. S-1, insertion 0 .. S-2: the remaining
+        # point of each is the unperturbed input, scored above.
         spans = [((1, n_points), (0, n_points - 1))] * n
-        bar = None
-        if show_progress:
-            from captum_shallowcam._captum_compat import progress
-
-            bar = progress(
-                desc="deletion_insertion", total=n * 2 * (n_points - 1), unit="image"
-            )
-        try:
-            score_games(
-                forward,
-                score,
-                prepare,
-                spans,
-                counts,
-                curves,
-                max_examples_per_batch,
-                progress=None if bar is None else bar.update,
-            )
-        finally:
-            if bar is not None:
-                bar.close()
-
-        deletion_curve, insertion_curve = curves[0], curves[1]
-        deletion_auc = torch.trapezoid(deletion_curve, x=fractions, dim=-1)
-        insertion_auc = torch.trapezoid(insertion_curve, x=fractions, dim=-1)
+        score_games(
+            forward, score, games.prepare, spans, games.counts, curves,
+            max_examples_per_batch, show_progress=show_progress,
+        )  # fmt: skip
+        deletion_auc = torch.trapezoid(curves[0], x=games.fractions, dim=-1)
+        insertion_auc = torch.trapezoid(curves[1], x=games.fractions, dim=-1)
         return DeletionInsertionResult(
             deletion_auc=deletion_auc,
             insertion_auc=insertion_auc,
             overall=100 * (insertion_auc - deletion_auc),
-            deletion_curve=deletion_curve,
-            insertion_curve=insertion_curve,
-            fractions=fractions,
+            deletion_curve=curves[0],
+            insertion_curve=curves[1],
+            fractions=games.fractions,
         )
+
+
+def _forward_on_examples(
+    forward_func: Callable[..., Tensor],
+    additional_forward_args: Any,
+    n: int,
+    autocast_dtype: torch.dtype | None,
+) -> Callable[[Tensor, Tensor], Tensor]:
+    r"""``(batch, example of each row) -> outputs``, with each row's extra
+    arguments, under the metric's forward context."""
+    additional_forward_args = _format_additional_forward_args(additional_forward_args)
+    check_additional_forward_args(additional_forward_args, n)
+
+    def forward(batch: Tensor, examples: Tensor) -> Tensor:
+        with forward_context(autocast_dtype, batch.device):
+            return run_forward(forward_func, batch, additional_forward_args, examples)
+
+    return forward
+
+
+class _Games(NamedTuple):
+    prepare: Callable[[int], ExampleGames]
+    counts: Tensor
+    fractions: Tensor
+
+
+def _deletion_insertion_games(
+    inputs: Tensor,
+    pixel_attr: Tensor,
+    deletion_substrate: SubstrateType,
+    insertion_substrate: SubstrateType,
+    step: int,
+) -> _Games:
+    r"""The two games per example, and the curve points they share.
+
+    Point ``k`` perturbs ``counts[k] = min(k * step, H * W)`` pixels, a
+    fraction ``counts[k] / (H * W)`` of the image.
+    """
+    n_pixels = inputs.shape[-2] * inputs.shape[-1]
+    if insertion_substrate is None:
+        insertion_substrate = _DEFAULT_BLUR
+    del_sub = make_substrate(deletion_substrate, inputs, "deletion_substrate")
+    # The package's blurs are applied example by example, as the chunks need
+    # them, so memory is bounded by max_examples_per_batch, not by N.
+    if isinstance(insertion_substrate, (GaussianBlur, RiseBlur)):
+        insertion_substrate.check_size(inputs)
+        blur, ins_sub = insertion_substrate, None
+    else:
+        blur = None
+        ins_sub = make_substrate(insertion_substrate, inputs, "insertion_substrate")
+
+    def prepare(example: int) -> ExampleGames:
+        original = inputs[example : example + 1]
+        start = blur(original) if blur is not None else ins_sub[example : example + 1]
+        return ExampleGames(
+            pixel_ranks(pixel_attr[example]),
+            (
+                Game(original, del_sub[example : example + 1]),
+                Game(start, original),
+            ),
+        )
+
+    n_points = math.ceil(n_pixels / step) + 1
+    counts = torch.clamp(
+        torch.arange(n_points, device=inputs.device) * step, max=n_pixels
+    )
+    dtype = inputs.dtype if inputs.is_floating_point() else torch.get_default_dtype()
+    return _Games(prepare, counts, counts.to(dtype) / n_pixels)
