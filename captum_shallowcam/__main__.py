@@ -121,11 +121,14 @@ def benchmark(args: argparse.Namespace) -> None:
     if args.amp == "bf16":
         metric_kwargs["autocast_dtype"] = torch.bfloat16
     info = init_ranks(timeout_s=args.dist_timeout, device=args.device)
-    result = run_benchmark(
-        loaded.model, items, loaded.preprocess, layers, methods, Path(args.out),
-        metric_kwargs, settings, batch_size=args.batch_size, resume=args.resume,
-        info=info,
-    )  # fmt: skip
+    try:
+        result = run_benchmark(
+            loaded.model, items, loaded.preprocess, layers, methods, Path(args.out),
+            metric_kwargs, settings, batch_size=args.batch_size, resume=args.resume,
+            info=info,
+        )  # fmt: skip
+    except (FileExistsError, ValueError) as error:  # earlier shards, other settings
+        raise SystemExit(str(error)) from error
     if result is not None:
         _write_report(result, Path(args.out))
 

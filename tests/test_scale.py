@@ -97,6 +97,9 @@ def test_two_torchrun_ranks_equal_one_process(images, clean_run, tmp_path):
         "results.shard-1.jsonl",
     ]
     assert "[rank 1/2] done: 2 scores" in done.stderr  # one photo x 1 layer x 2 methods
+    # The same command again, without --resume, refuses to mix with these rows.
+    with pytest.raises(SystemExit, match="Pass --resume"):
+        main([*BENCHMARK, "--images", str(images), "--out", str(out)])
     # ``report`` merges the folder of shard files into the same result.
     merged = tmp_path / "merged" / "report.json"
     main(["report", str(tmp_path), "--out", str(merged)])
