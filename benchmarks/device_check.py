@@ -8,7 +8,11 @@ runs ``LayerCam``, ``LayerRelevanceCam``, ``LayerShallowCam`` (v1, v2, v3) and
   device, and
 * it equals the CPU result within tolerance (maps: max difference at most
   ``--rtol`` times the CPU tensor's largest absolute value; for the metric,
-  each of its fields likewise).
+  each of its fields likewise);
+* the benchmark's device path: ``--protocol rise`` (RISE's zero-padded blur)
+  equals the CPU, and the metric under ``--amp bf16`` (``autocast_dtype``)
+  returns finite float32 results on the device; its mean |ΔAUC| against
+  float32 is printed.
 
 TF32 is turned off so that the GPU computes in true float32. Prints one
 ``PASS``/``FAIL`` line per check and a summary; the exit status is 1 when any
@@ -32,7 +36,7 @@ import torchvision
 from torch import Tensor, nn
 
 from captum_shallowcam import LayerCam, LayerRelevanceCam, LayerShallowCam
-from captum_shallowcam.metrics import deletion_insertion
+from captum_shallowcam.metrics import deletion_insertion, protocol_kwargs
 
 RESULTS: List[Tuple[bool, str]] = []
 
@@ -111,6 +115,50 @@ def compare(
     )
 
 
+def check_protocols_and_amp(
+    model_name: str,
+    cpu_model: nn.Module,
+    device_model: nn.Module,
+    x: Tensor,
+    maps: Tensor,
+    target: Tensor,
+    device: torch.device,
+    args: argparse.Namespace,
+) -> None:
+    """The benchmark's device path: RISE's blur (conv2d, zero padding) on the
+    device equals the CPU, and ``autocast_dtype=torch.bfloat16`` (``--amp bf16``)
+    keeps every output on the device, in float32, finite, with the mean |ΔAUC|
+    against float32 printed (it may become the GPU default only if <= 0.002)."""
+    kwargs = protocol_kwargs("rise", step=args.step)
+    on_cpu = deletion_insertion(cpu_model, x, maps, target=target, **kwargs)
+    on_device_args = (x.to(device), maps.to(device))
+    kwargs.update(target=target.to(device), max_examples_per_batch=64)
+    try:
+        on_device = deletion_insertion(device_model, *on_device_args, **kwargs)
+        amp = deletion_insertion(
+            device_model, *on_device_args, autocast_dtype=torch.bfloat16, **kwargs
+        )
+    except Exception as error:  # noqa: BLE001 - reported as a failure
+        report(False, f"{model_name} protocol rise / bf16: {type(error).__name__}: {error}")
+        return
+    compare(f"{model_name} protocol rise", tuple(on_device), tuple(on_cpu), device, args.rtol)
+    tensors = flatten(tuple(amp))
+    ok = all(t.device.type == device.type and t.dtype == torch.float32 for t in tensors)
+    ok &= all(bool(torch.isfinite(t).all()) for t in tensors)
+    delta = torch.cat(
+        [
+            (amp.deletion_auc - on_device.deletion_auc).abs(),
+            (amp.insertion_auc - on_device.insertion_auc).abs(),
+        ]
+    )
+    report(
+        ok,
+        f"{model_name} deletion_insertion bf16 autocast: float32 outputs on "
+        f"{device.type}; mean |ΔAUC| vs float32 {float(delta.mean()):.5f} "
+        f"(max {float(delta.max()):.5f}, {x.shape[0]} images)",
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda")
@@ -170,6 +218,9 @@ def main() -> int:
                     device,
                     args.rtol,
                 )
+            check_protocols_and_amp(
+                model_name, cpu_model, device_model, x, maps_cpu, target, device, args
+            )
         print(f"  ({model_name}: {time.perf_counter() - start:.1f} s)", flush=True)
 
     failed = [what for ok, what in RESULTS if not ok]

@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-
 from _sign_aware_section import section as sign_aware_section
 
 from captum_shallowcam.evaluation import (

@@ -23,8 +23,6 @@ from captum_shallowcam.evaluation import (
     METHOD_NAMES,
     METHOD_OPTIONS,
     EvaluationResult,
-    evaluate,
-    image_batches,
     make_explainer,
     markdown_table,
     merge_results,
@@ -37,7 +35,7 @@ from captum_shallowcam.images import (
     read_image_folder,
     sample_images,
 )
-from captum_shallowcam.metrics import deletion_insertion
+from captum_shallowcam.metrics import PROTOCOLS, deletion_insertion
 from captum_shallowcam.models import (
     available_models,
     default_layer_names,
@@ -95,8 +93,8 @@ def _load(name: str):
         raise UsageError(str(error)) from None
 
 
-def _check_step(step: int) -> None:
-    if step <= 0:
+def _check_step(step: Optional[int]) -> None:
+    if step is not None and step <= 0:
         raise UsageError(f"--step must be a positive number of pixels, got {step}")
 
 
@@ -316,7 +314,7 @@ def benchmark(args: argparse.Namespace) -> None:
     _check_counts(args)
     _prepare_out(Path(args.out), "results")
     try:
-        items = read_image_folder(args.images, args.labels)
+        items = read_image_folder(args.images, args.labels, devkit=args.devkit)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(f"--images: {error}") from None
     loaded = _load(args.model)
@@ -335,29 +333,35 @@ def benchmark(args: argparse.Namespace) -> None:
         )
     _check_items(loaded, items)
     methods = _check_methods(loaded, layers, args.methods)
+    from captum_shallowcam.distributed import init_ranks, run_benchmark
+    from captum_shallowcam.metrics.protocols import describe, protocol_kwargs
+
+    metric_kwargs = protocol_kwargs(args.protocol, step=args.step)
     settings = {
         "model": args.model,
         "images": str(args.images),
         "n_images": len(items),
         "start": args.start,
         "classes": args.classes,
-        "protocol": PROTOCOL,
+        "protocol": args.protocol,
+        "metric": describe(args.protocol, metric_kwargs),
         "channels_last": args.channels_last,
+        "amp": args.amp,
     }
-    from tqdm import tqdm
-
-    with tqdm(total=len(items) * len(methods) * len(layers), unit="map", file=sys.stderr) as bar:
-        result = evaluate(
-            loaded.model,
-            image_batches(items, loaded.preprocess, loaded.model, args.batch_size),
-            layers,
-            methods,
-            step=args.step,
-            max_examples_per_batch=args.max_examples_per_batch,
-            settings=settings,
-            progress=bar.update,
-        )
-    _write_report(result, Path(args.out))
+    metric_kwargs["max_examples_per_batch"] = args.max_examples_per_batch
+    if args.amp == "bf16":
+        metric_kwargs["autocast_dtype"] = torch.bfloat16
+    info = init_ranks(timeout_s=args.dist_timeout, device=args.device)
+    try:
+        result = run_benchmark(
+            loaded.model, items, loaded.preprocess, layers, methods, Path(args.out),
+            metric_kwargs, settings, batch_size=args.batch_size, resume=args.resume,
+            info=info,
+        )  # fmt: skip
+    except (FileExistsError, ValueError) as error:  # earlier shards, other settings
+        raise UsageError(str(error)) from None
+    if result is not None:
+        _write_report(result, Path(args.out))
 
 
 def _check_counts(args: argparse.Namespace) -> None:
@@ -399,7 +403,7 @@ def _write_report(result: EvaluationResult, out: Path) -> None:
     n_images = len(result.images)
     header = (
         f"{s['model']}, {n_images} images from {s['images']}, step {s['step']}; "
-        f"{s['protocol']}"
+        f"{s.get('metric', s['protocol'])}"
     )
     legend = (
         f"Columns: mean AUCs over the images (deletion: lower is better; insertion: "
@@ -424,7 +428,17 @@ def report(args: argparse.Namespace) -> None:
     if args.classes:
         _parse_ranges(args.classes)
     _prepare_out(Path(args.out), "report")
-    results = [_read_result(Path(p)) for p in args.results]
+    from captum_shallowcam.distributed import merge_shards
+
+    results = []
+    for given in map(Path, args.results):
+        shards = sorted(given.glob("*.shard-*.jsonl")) if given.is_dir() else []
+        if given.is_dir() and not shards:
+            raise UsageError(f"no shard files (*.shard-*.jsonl) in {given}; give JSON or .jsonl files")
+        if shards or given.suffix == ".jsonl":
+            results.append(merge_shards(shards or [given]))
+        else:
+            results.append(_read_result(given))
     try:
         merged = merge_results(results)
     except ValueError as error:
@@ -549,6 +563,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--labels", default=None, help="labels CSV (default: IMAGES/labels.csv)")
     p.add_argument(
+        "--devkit",
+        default=None,
+        help="ILSVRC2012 val as a flat folder: the unpacked devkit (data/meta.mat, "
+        "data/ILSVRC2012_validation_ground_truth.txt) or torchvision's meta.bin (default: none)",
+    )
+    p.add_argument(
         "--model", default="efficientnet-lite0", choices=available_models(), metavar="MODEL",
         help=f"one of {models} (default: efficientnet-lite0)",
     )  # fmt: skip
@@ -563,8 +583,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated methods (default: {default_methods}); {_methods_help()}",
     )  # fmt: skip
     p.add_argument(
-        "--step", type=int, default=224,
-        help="deletion/insertion step in pixels (default: 224, the paper's: one row)",
+        "--protocol",
+        default="captum-shallowcam",
+        choices=sorted(PROTOCOLS),
+        help="metric preset (step and substrates; recorded in the result): "
+        "captum-shallowcam (step 224, torchvision blur 11/5), rise (RISE's own code), "
+        "groupcam (step 1792, blur 51/50) (default: captum-shallowcam)",
+    )
+    p.add_argument(
+        "--step", type=int, default=None,
+        help="deletion/insertion step in pixels (default: the protocol's; 224, the "
+        "paper's, is one row)",
     )  # fmt: skip
     p.add_argument("--start", type=int, default=0, help="skip the first N images (default: 0)")
     p.add_argument(
@@ -588,6 +617,29 @@ def build_parser() -> argparse.ArgumentParser:
         "EfficientNet-Lite0; scores equal up to float rounding; default: off)",
     )
     p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a run: skip the (photo, layer, method) rows already in the "
+        "shard files beside --out",
+    )
+    p.add_argument(
+        "--amp",
+        default=None,
+        choices=["bf16"],
+        help="run the metric's forward passes under torch.autocast (explanations stay "
+        "float32; default: off)",
+    )
+    p.add_argument(
+        "--device", default=None,
+        help="default: cuda:LOCAL_RANK if CUDA is available, else cpu",
+    )  # fmt: skip
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800.0,
+        help="seconds a rank waits for the others under torchrun before failing (default: 1800)",
+    )
+    p.add_argument(
         "--out", default="results.json",
         help="per-image results (JSON); the table and plot go beside it as .md and .png "
         "(default: results.json)",
@@ -600,7 +652,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Merges JSON files written by benchmark (runs on other images add rows, "
         "runs of other methods add methods) and writes the table and plot again.",
     )
-    p.add_argument("results", nargs="+", help="JSON files written by benchmark")
+    p.add_argument(
+        "results",
+        nargs="+",
+        help="JSON files written by benchmark, shard files (.jsonl) or folders of shard files",
+    )
     p.add_argument(
         "--classes", default=None,
         help="keep these class index ranges only, e.g. 7-24,80 (default: all)",

@@ -8,6 +8,7 @@ versions the tests cover.
 """
 
 from captum._utils.common import _format_additional_forward_args, _run_forward
+from captum._utils.progress import progress
 from captum._utils.typing import TargetType
 from captum.attr._utils.lrp_rules import (
     Alpha1_Beta0_Rule,
@@ -26,4 +27,5 @@ __all__ = [
     "TargetType",
     "_format_additional_forward_args",
     "_run_forward",
+    "progress",
 ]

@@ -113,3 +113,34 @@ def target_indices(target: TargetType, output: Tensor) -> Tensor:
         return output.detach().argmax(dim=1)
     check_target_range(indices, output.shape[1])
     return indices
+
+
+def check_image_batch(inputs: Tensor) -> None:
+    """Raises unless ``inputs`` is a non-empty, finite N x C x H x W tensor."""
+    if not isinstance(inputs, Tensor):
+        raise TypeError(
+            f"inputs must be a torch.Tensor of shape N x C x H x W, got "
+            f"{type(inputs).__name__}."
+        )
+    if inputs.dim() != 4:
+        raise ValueError(
+            f"inputs must be a 4-D tensor N x C x H x W, got shape "
+            f"{tuple(inputs.shape)}. Add the batch dimension with "
+            "inputs.unsqueeze(0) for a single image."
+        )
+    if inputs.numel() == 0:
+        raise ValueError(f"inputs must not be empty, got shape {tuple(inputs.shape)}.")
+    if inputs.is_floating_point() and not torch.isfinite(inputs).all():
+        raise ValueError(
+            "inputs contain non-finite values (NaN or inf). Replace or drop "
+            "those images before computing the metric."
+        )
+
+
+def check_positive_int(value: object, name: str, meaning: str) -> None:
+    """Raises unless ``value`` is an int (not a bool) greater than 0."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int ({meaning}), got {value!r}.")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0 ({meaning}), got {value}.")
+    check_int64(value, name)

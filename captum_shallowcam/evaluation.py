@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from captum_shallowcam.attr import LayerCam, LayerRelevanceCam, LayerShallowCam
 from captum_shallowcam.attr.rules import ZPlusRule
-from captum_shallowcam.metrics import deletion_insertion
+from captum_shallowcam.metrics import DeletionInsertionResult, deletion_insertion
 
 Explainer = Callable[[Tensor, Tensor], List[Tensor]]
 
@@ -197,6 +197,33 @@ def merge_results(results: Sequence[EvaluationResult]) -> EvaluationResult:
     return merged
 
 
+def score_batch(
+    model: nn.Module,
+    explainers: Dict[str, Explainer],
+    layer_names: Sequence[str],
+    inputs: Tensor,
+    targets: Tensor,
+    metric_kwargs: Optional[Dict[str, object]] = None,
+    wanted: Optional[Callable[[str, str], bool]] = None,
+) -> Iterable[Tuple[str, str, DeletionInsertionResult]]:
+    """Yields ``(method, layer, metric result)`` for one batch of images.
+
+    ``wanted(method, layer)`` (default: all) skips what is already known; a
+    method none of whose layers is wanted is not even explained.
+    """
+    for method, explain in explainers.items():
+        todo = [wanted is None or wanted(method, layer) for layer in layer_names]
+        if not any(todo):
+            continue
+        maps = explain(inputs, targets)
+        for layer, layer_map, needed in zip(layer_names, maps, todo):
+            if needed:
+                scores = deletion_insertion(
+                    model, inputs, layer_map.detach(), target=targets, **(metric_kwargs or {})
+                )
+                yield method, layer, scores
+
+
 def evaluate(
     model: nn.Module,
     batches: Iterable[Tuple[List[str], Tensor, Tensor]],
@@ -206,6 +233,7 @@ def evaluate(
     max_examples_per_batch: Optional[int] = None,
     settings: Optional[Dict[str, object]] = None,
     progress: Optional[Callable[[int], None]] = None,
+    metric_kwargs: Optional[Dict[str, object]] = None,
 ) -> EvaluationResult:
     """Deletion/insertion of every method at every layer, image by image.
 
@@ -220,6 +248,9 @@ def evaluate(
         settings (dict, optional): Recorded with the result.
         progress (callable, optional): Called with the number of
                     (image, method, layer) evaluations just finished.
+        metric_kwargs (dict, optional): Further keyword arguments of the
+                    metric (substrates, ``autocast_dtype``; see
+                    :func:`captum_shallowcam.metrics.protocols.protocol_kwargs`).
 
     Returns:
         EvaluationResult
@@ -227,6 +258,7 @@ def evaluate(
     names = list(layers)
     explainers = {m: make_explainer(model, list(layers.values()), m) for m in methods}
     result = EvaluationResult(settings=dict(settings or {}, step=step, layers=names))
+    kwargs = dict(metric_kwargs or {}, step=step, max_examples_per_batch=max_examples_per_batch)
     for method in methods:
         result.scores[method] = {
             layer: {"deletion": [], "insertion": [], "overall": []} for layer in names
@@ -234,23 +266,15 @@ def evaluate(
     for image_names, inputs, targets in batches:
         result.images.extend(image_names)
         result.targets.extend(int(t) for t in targets)
-        for method, explain in explainers.items():
-            maps = explain(inputs, targets)
-            for layer, layer_map in zip(names, maps):
-                scores = deletion_insertion(
-                    model,
-                    inputs,
-                    layer_map.detach(),
-                    target=targets,
-                    step=step,
-                    max_examples_per_batch=max_examples_per_batch,
-                )
-                entry = result.scores[method][layer]
-                entry["deletion"].extend(scores.deletion_auc.tolist())
-                entry["insertion"].extend(scores.insertion_auc.tolist())
-                entry["overall"].extend(scores.overall.tolist())
-                if progress is not None:
-                    progress(len(image_names))
+        for method, layer, scores in score_batch(
+            model, explainers, names, inputs, targets, kwargs
+        ):
+            entry = result.scores[method][layer]
+            entry["deletion"].extend(scores.deletion_auc.tolist())
+            entry["insertion"].extend(scores.insertion_auc.tolist())
+            entry["overall"].extend(scores.overall.tolist())
+            if progress is not None:
+                progress(len(image_names))
     return result
 
 

