@@ -140,7 +140,12 @@ def section(rst_table, md_table):
         nn_rows.append([lay, f"{np.mean(base):.1f}",
                         cell(nonnegative.scores["shallowcam"][lay]["overall"], base),
                         cell(nonnegative.scores["shallowcam-v1+clrp+positive"][lay]["overall"], base)])  # fmt: skip
-    nn_heads = ["layer (ReLU6 output)", "LayerCAM overall", "Δ default", "Δ 0.1 default (linear weights)"]
+    nn_heads = [
+        "layer (ReLU6 output)",
+        "LayerCAM overall",
+        "Δ default",
+        "Δ 0.1 default (linear weights)",
+    ]
     says = (
         f"On the confirming photos the default is ahead of LayerCAM (interval above 0) at "
         f"{len(ahead_b)} of {len(layers_b)} stages ({listed(ahead_b)}), with mean Δ "
@@ -207,7 +212,7 @@ output inside the last block of each stage of EfficientNet-Lite0, explained as
 the input of its projection conv (``attribute_to_layer_input=True``); there the
 sign-aware mask is the plain one, so LayerCAM is both baselines.
 {len(nonnegative.images)} photos of ``imagenet-samples-b``, step
-{nonnegative.settings['step']} (``benchmarks/results/nonnegative_b_3584.json``,
+{nonnegative.settings["step"]} (``benchmarks/results/nonnegative_b_3584.json``,
 ``benchmarks/nonnegative_layers.py``):
 
 {rst_table(nn_heads, nn_rows)}

@@ -38,7 +38,9 @@ def main() -> None:
     parser.add_argument("--images", required=True)
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument(
-        "--initial-relevance", default="contrastive", choices=["contrastive", "target", "clrp"]
+        "--initial-relevance",
+        default="contrastive",
+        choices=["contrastive", "target", "clrp"],
     )
     args = parser.parse_args()
     loaded = load_model("efficientnet-lite0")
@@ -52,10 +54,19 @@ def main() -> None:
     # is not exposed, so recompute here from the same passes.
     relevance_cam = LayerRelevanceCam(loaded.model, layers)
     passes = relevance_cam._relevance_passes(
-        x, targets, None, False, args.initial_relevance, "positive", False, gradients=True
+        x,
+        targets,
+        None,
+        False,
+        args.initial_relevance,
+        "positive",
+        False,
+        gradients=True,
     )
     layer_cam_maps = LayerCam(loaded.model, layers).attribute(x, target=targets)
-    print(f"{len(items)} images, EfficientNet-Lite0, {args.initial_relevance} relevance, z+ rules")
+    print(
+        f"{len(items)} images, EfficientNet-Lite0, {args.initial_relevance} relevance, z+ rules"
+    )
     print(
         f"{'layer':<8}{'K':>6}{'alpha<=0':>10}{'eff. ch. LayerCam':>19}"
         f"{'eff. ch. v1+pos':>17}{'corr':>7}{'LayerCam mass in top10%':>25}"
@@ -70,11 +81,20 @@ def main() -> None:
         eff_lc = effective_channels(mask).mean().item()
         eff_sc = effective_channels(alpha.clamp(min=0) * mask).mean().item()
         lc_flat, sc_flat = lc.flatten(1), shallow.flatten(1)
-        corr = torch.stack(
-            [torch.corrcoef(torch.stack([p, q]))[0, 1] for p, q in zip(lc_flat, sc_flat)]
-        ).nanmean().item()
+        corr = (
+            torch.stack(
+                [
+                    torch.corrcoef(torch.stack([p, q]))[0, 1]
+                    for p, q in zip(lc_flat, sc_flat)
+                ]
+            )
+            .nanmean()
+            .item()
+        )
         top = sc_flat >= sc_flat.quantile(0.9, dim=1, keepdim=True)
-        inside = ((lc_flat * top).sum(1) / lc_flat.sum(1).clamp_min(1e-30)).mean().item()
+        inside = (
+            ((lc_flat * top).sum(1) / lc_flat.sum(1).clamp_min(1e-30)).mean().item()
+        )
         print(
             f"{name:<8}{a.shape[1]:>6}{negative:>10.2f}{eff_lc:>19.1f}{eff_sc:>17.1f}"
             f"{corr:>7.2f}{inside:>25.2f}"

@@ -139,9 +139,17 @@ def check_protocols_and_amp(
             device_model, *on_device_args, autocast_dtype=torch.bfloat16, **kwargs
         )
     except Exception as error:  # noqa: BLE001 - reported as a failure
-        report(False, f"{model_name} protocol rise / bf16: {type(error).__name__}: {error}")
+        report(
+            False, f"{model_name} protocol rise / bf16: {type(error).__name__}: {error}"
+        )
         return
-    compare(f"{model_name} protocol rise", tuple(on_device), tuple(on_cpu), device, args.rtol)
+    compare(
+        f"{model_name} protocol rise",
+        tuple(on_device),
+        tuple(on_cpu),
+        device,
+        args.rtol,
+    )
     tensors = flatten(tuple(amp))
     ok = all(t.device.type == device.type and t.dtype == torch.float32 for t in tensors)
     ok &= all(bool(torch.isfinite(t).all()) for t in tensors)

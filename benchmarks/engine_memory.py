@@ -42,7 +42,9 @@ def child(args: argparse.Namespace) -> None:
         "relevancecam": LayerRelevanceCam,
     }[args.child]
     method(loaded.model, layer).attribute(x, target=1)
-    print(json.dumps({"method": args.child, "above_baseline_mib": peak_mib() - baseline}))
+    print(
+        json.dumps({"method": args.child, "above_baseline_mib": peak_mib() - baseline})
+    )
 
 
 def main() -> None:
@@ -59,8 +61,12 @@ def main() -> None:
     for method in METHODS:
         command = [sys.executable, __file__, "--child", method, "--model", args.model,
                    "--layer", args.layer, "--batch", str(args.batch)]  # fmt: skip
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        peaks[method] = json.loads(output.strip().splitlines()[-1])["above_baseline_mib"]
+        output = subprocess.run(
+            command, check=True, capture_output=True, text=True
+        ).stdout
+        peaks[method] = json.loads(output.strip().splitlines()[-1])[
+            "above_baseline_mib"
+        ]
     print(f"## {args.model} at {args.layer} (batch {args.batch}, 224x224): peak resident "
           "memory above a no-grad forward pass")  # fmt: skip
     for method, mib in peaks.items():

@@ -88,10 +88,7 @@ def main() -> None:
                 scores = deletion_insertion(
                     model, inputs, layer_map, target=targets, step=args.step
                 )
-                entry = result.scores[method][layer]
-                entry["deletion"].extend(scores.deletion_auc.tolist())
-                entry["insertion"].extend(scores.insertion_auc.tolist())
-                entry["overall"].extend(scores.overall.tolist())
+                result.add_scores(method, layer, scores)
         with open(args.out, "w") as f:
             json.dump(result.to_dict(), f)
         print(

@@ -87,10 +87,7 @@ def main() -> None:
                 scores = deletion_insertion(
                     model, inputs, layer_map.detach(), target=targets, step=args.step
                 )
-                entry = result.scores[method][name]
-                entry["deletion"].extend(scores.deletion_auc.tolist())
-                entry["insertion"].extend(scores.insertion_auc.tolist())
-                entry["overall"].extend(scores.overall.tolist())
+                result.add_scores(method, name, scores)
         with open(args.out, "w") as f:
             json.dump(result.to_dict(), f)
         print(

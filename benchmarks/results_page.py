@@ -64,7 +64,9 @@ def diff_rows(result: EvaluationResult, methods):
         row = [layer, f"{by[(layer, 'layercam')]['overall']:.1f}"]
         for m in methods:
             r = by[(layer, m)]
-            row.append(f"{r['diff']:+.2f} [{r['diff_low']:+.1f}, {r['diff_high']:+.1f}]")
+            row.append(
+                f"{r['diff']:+.2f} [{r['diff_low']:+.1f}, {r['diff_high']:+.1f}]"
+            )
         rows.append(row)
     return rows
 
@@ -76,7 +78,9 @@ def pair_rows(result: EvaluationResult, method: str, baselines):
         values = result.scores[method][layer]["overall"]
         row = [layer, f"{np.mean(values):.1f}"]
         for baseline in baselines:
-            diff, _, low, high = paired_difference(values, result.scores[baseline][layer]["overall"])
+            diff, _, low, high = paired_difference(
+                values, result.scores[baseline][layer]["overall"]
+            )
             row.append(f"{diff:+.2f} [{low:+.1f}, {high:+.1f}]")
         rows.append(row)
     return rows
@@ -97,7 +101,9 @@ def md_table(heads, rows) -> str:
 
 
 def mean_diff(result: EvaluationResult, method: str) -> float:
-    return float(np.mean([r["diff"] for r in summary_rows(result) if r["method"] == method]))
+    return float(
+        np.mean([r["diff"] for r in summary_rows(result) if r["method"] == method])
+    )
 
 
 NO_CONSERVE = "shallowcam+no-conserve"
@@ -113,7 +119,9 @@ def speed_ratios(model: str):
     for section in text.split("\n## ")[1:]:
         if not section.startswith(model + " "):
             continue
-        regime = "steady" if "steady allocator" in section.splitlines()[0] else "default"
+        regime = (
+            "steady" if "steady allocator" in section.splitlines()[0] else "default"
+        )
         ratios[regime] = {
             key: re.search(pattern + r"\s+(\d+\.\d+x)", section).group(1)
             for key, pattern in (
@@ -150,7 +158,15 @@ def paper_step_rows(paper: EvaluationResult, fine: EvaluationResult):
         rows.append(row + [f"{r_delta[-1]:.2f}", f"{r_layercam[-1]:.2f}"])
     stats = dict(r_delta=min(r_delta), r_layercam=min(r_layercam), gap=max(gap))
     return rows, stats
-FINE_METHODS = [DEFAULT, "shallowcam-v2+clrp", "shallowcam-v3+clrp", "relevancecam", "gradcam"]
+
+
+FINE_METHODS = [
+    DEFAULT,
+    "shallowcam-v2+clrp",
+    "shallowcam-v3+clrp",
+    "relevancecam",
+    "gradcam",
+]
 
 
 def verdict(result: EvaluationResult, method: str):
@@ -159,16 +175,20 @@ def verdict(result: EvaluationResult, method: str):
     for r in summary_rows(result):
         if r["method"] != method:
             continue
-        (ahead if r["diff_low"] > 0 else behind if r["diff_high"] < 0 else level).append(
-            f"``{r['layer']}`` ({r['diff']:+.2f})"
-        )
+        (
+            ahead if r["diff_low"] > 0 else behind if r["diff_high"] < 0 else level
+        ).append(f"``{r['layer']}`` ({r['diff']:+.2f})")
     return ahead, behind, level
 
 
 def full_rows(result: EvaluationResult):
     rows = []
     for r in summary_rows(result):
-        diff = "—" if "diff" not in r else f"{r['diff']:+.2f} [{r['diff_low']:+.1f}, {r['diff_high']:+.1f}]"
+        diff = (
+            "—"
+            if "diff" not in r
+            else f"{r['diff']:+.2f} [{r['diff_low']:+.1f}, {r['diff_high']:+.1f}]"
+        )
         rows.append([r["layer"], LABELS[r["method"]], f"{r['deletion']:.4f}", f"{r['insertion']:.4f}",
                      f"{r['overall']:.2f}", diff])  # fmt: skip
     return rows
@@ -182,13 +202,16 @@ def signed_rows(name: str):
     for method in SIGNED_LABELS:
         row = [SIGNED_LABELS[method]]
         for layer in layers:
-            mean, _, low, high = paired_difference(scores[method][layer], scores["layercam"][layer])
+            mean, _, low, high = paired_difference(
+                scores[method][layer], scores["layercam"][layer]
+            )
             row.append(f"{mean:+.2f} [{low:+.1f}, {high:+.1f}]")
         rows.append(row)
     row = ["default vs LayerCam, both with ReLU(G)·ReLU(A)"]
     for layer in layers:
         mean, _, low, high = paired_difference(
-            scores["default_positive_acts"][layer], scores["layercam_positive_acts"][layer]
+            scores["default_positive_acts"][layer],
+            scores["layercam_positive_acts"][layer],
         )
         row.append(f"{mean:+.2f} [{low:+.1f}, {high:+.1f}]")
     rows.append(row)
@@ -284,11 +307,15 @@ README_SUMMARY = (
 
 
 def main() -> None:
-    dev = merge_results([load("dev_sweep"), load("dev_baselines"), load("dev_relevance")])
+    dev = merge_results(
+        [load("dev_sweep"), load("dev_baselines"), load("dev_relevance")]
+    )
     rest = merge_results([load("run2"), load("run2b")])
     late = load("run3")
     coarse_methods = [DEFAULT, "shallowcam-v1+positive+target"]
-    coarse = merge_results([only(r, ["layercam"] + coarse_methods) for r in (dev, rest, late)])
+    coarse = merge_results(
+        [only(r, ["layercam"] + coarse_methods) for r in (dev, rest, late)]
+    )
     forty = merge_results([dev, rest])
     # The main run: step 1792 on all 100 images, every method.
     fine = merge_results([load("step1792"), load("step1792b"), load("step1792c")])
@@ -301,8 +328,13 @@ def main() -> None:
                    f"LayerCam, step {fine.settings['step']}", f"Δ default, step {fine.settings['step']}",
                    "r of Δ", "r of LayerCam"]  # fmt: skip
     table_unconserved = pair_rows(unconserved, NO_CONSERVE, ["layercam", DEFAULT])
-    held_out = only(fine.subset(list(range(20, len(fine.images)))), ["layercam", DEFAULT])
-    birds = only(fine.subset([i for i, t in enumerate(fine.targets) if t in BIRDS]), ["layercam", DEFAULT])
+    held_out = only(
+        fine.subset(list(range(20, len(fine.images)))), ["layercam", DEFAULT]
+    )
+    birds = only(
+        fine.subset([i for i, t in enumerate(fine.targets) if t in BIRDS]),
+        ["layercam", DEFAULT],
+    )
     s = fine.settings
     steps = 224 * 224 // s["step"]
     setting = (
@@ -315,7 +347,9 @@ def main() -> None:
     heads_default = ["layer", "LayerCam overall", "Δ " + LABELS[DEFAULT]]
     table_held = diff_rows(held_out, [DEFAULT])
     table_birds = diff_rows(birds, [DEFAULT])
-    heads_coarse = ["layer", "LayerCam overall"] + ["Δ " + LABELS[m] for m in coarse_methods]
+    heads_coarse = ["layer", "LayerCam overall"] + [
+        "Δ " + LABELS[m] for m in coarse_methods
+    ]
     table_coarse = diff_rows(coarse, coarse_methods)
     sweep = [
         "shallowcam-v1",
@@ -328,7 +362,13 @@ def main() -> None:
         "shallowcam-v3+positive",
     ]
     sweep_rows = [[LABELS[m], f"{mean_diff(dev, m):+.2f}"] for m in sweep]
-    others = ["shallowcam-v1", "shallowcam-v2", "shallowcam-v3", "relevancecam", "gradcam"]
+    others = [
+        "shallowcam-v1",
+        "shallowcam-v2",
+        "shallowcam-v3",
+        "relevancecam",
+        "gradcam",
+    ]
     table_forty = diff_rows(forty, others)
     static = ROOT / "docs" / "_static"
     overall_plot(
@@ -336,16 +376,23 @@ def main() -> None:
                          {LABELS[m]: v for m, v in fine.scores.items()}),
         title=f"EfficientNet-Lite0, {len(fine.images)} images, step {s['step']}",
     ).savefig(static / "results_overall.png", dpi=100)  # fmt: skip
-    overall_plot(forty, title=f"{len(forty.images)} images, step 12544, contrastive readings").savefig(
-        static / "results_all_methods.png", dpi=100
-    )
+    overall_plot(
+        forty, title=f"{len(forty.images)} images, step 12544, contrastive readings"
+    ).savefig(static / "results_all_methods.png", dpi=100)
     ahead, behind, level = verdict(fine, DEFAULT)
     held_ahead, held_behind, _ = verdict(held_out, DEFAULT)
     bird_ahead, bird_behind, _ = verdict(birds, DEFAULT)
     s_layers, s_dev_rows, s_dev_diag, s_dev_n, s_dev_set = signed_rows("signed_dev")
-    h_layers, s_held_rows, s_held_diag, s_held_n, s_held_set = signed_rows("signed_held_out")
+    h_layers, s_held_rows, s_held_diag, s_held_n, s_held_set = signed_rows(
+        "signed_held_out"
+    )
     signed_heads = ["reading"] + [f"Δ at {layer}" for layer in s_layers]
-    diag_heads = ["layer", "negative activations", "relevance on them", "effective channels (α / α on A > 0)"]
+    diag_heads = [
+        "layer",
+        "negative activations",
+        "relevance on them",
+        "effective channels (α / α on A > 0)",
+    ]
     sign_aware_rst, sign_aware_md = sign_aware_section(rst_table, md_table)
     page = f"""Results
 =======
@@ -387,16 +434,25 @@ All methods, all {len(fine.images)} images
 
 {rst_table(heads, table_main)}
 .. image:: _static/results_overall.png
-   :alt: mean overall score per layer for every method, {len(fine.images)} images, step {s['step']}
+   :alt: mean overall score per layer for every method, {
+        len(fine.images)
+    } images, step {s["step"]}
 
-The default against LayerCam on the {len(held_out.images)} images that were not used to choose it
+The default against LayerCam on the {
+        len(held_out.images)
+    } images that were not used to choose it
 (images 21 to 100):
 
 {rst_table(heads_default, table_held)}
 Every number of the main run (deletion and insertion AUC, lower and higher
 is better; overall):
 
-{rst_table(["layer", "method", "deletion", "insertion", "overall", "Δ [95% CI]"], full_rows(fine))}
+{
+        rst_table(
+            ["layer", "method", "deletion", "insertion", "overall", "Δ [95% CI]"],
+            full_rows(fine),
+        )
+    }
 At the paper's step
 -------------------
 
@@ -404,7 +460,7 @@ The main run's step is eight times the paper's. To check that it does not
 change the comparison, the default and LayerCam were also scored at the
 paper's step, 224 (224 steps, 225 points per curve), on all
 {len(paper.images)} images at two layers, the shallowest (where the default
-loses at step {s['step']}) and ``stage3`` (where its gain is clearest): ``benchmark
+loses at step {s["step"]}) and ``stage3`` (where its gain is clearest): ``benchmark
 --layers stage1,stage3 --methods layercam,shallowcam --step 224
 --channels-last`` (``benchmarks/results/step224.json``, 8 to 13 s per image,
 method and layer). Next to it, the main run on the same images; r is the
@@ -439,13 +495,13 @@ gradient as *negative* evidence; and z⁺ relevance credits the positive
 contributions :math:`(a w)^+`, which include negative activations times negative
 weights, so about half of the relevance sits on negative activations, which the
 mask does not show. ``benchmarks/signed_layers_analysis.py`` builds alternative
-maps from one set of passes to test this (step {s_dev_set['step']}, Δ to LayerCam
+maps from one set of passes to test this (step {s_dev_set["step"]}, Δ to LayerCam
 unless the row says otherwise):
 
 Development images (the first {s_dev_n}):
 
 {rst_table(signed_heads, s_dev_rows)}
-Held-out images ({s_held_n}, from image {s_held_set['start'] + 1}):
+Held-out images ({s_held_n}, from image {s_held_set["start"] + 1}):
 
 {rst_table(signed_heads, s_held_rows)}
 {rst_table(diag_heads, s_held_diag)}
@@ -472,17 +528,26 @@ Birds (stand-in for CUB-200-2011)
 CUB-200-2011 cannot be downloaded here; ``benchmark`` reads its layout
 (``images.txt``, ``image_class_labels.txt``, ``train_test_split.txt``) for those
 who have it. The bird classes among the samples (ImageNet classes 7-24, 80-100,
-127-146: {len(birds.images)} images), step {s['step']}:
+127-146: {len(birds.images)} images), step {s["step"]}:
 
 {rst_table(heads_default, table_birds)}
 What the numbers say
 --------------------
 
-{WHAT_THE_NUMBERS_SAY.format(ahead=", ".join(ahead) or "none", behind=", ".join(behind) or "none",
-                            level=", ".join(level) or "none", n_ahead=len(ahead), n_behind=len(behind),
-                            held_ahead=", ".join(held_ahead) or "none", held_behind=", ".join(held_behind) or "none",
-                            n_birds=len(birds.images), bird_ahead=", ".join(bird_ahead) or "none",
-                            bird_behind=", ".join(bird_behind) or "none")}
+{
+        WHAT_THE_NUMBERS_SAY.format(
+            ahead=", ".join(ahead) or "none",
+            behind=", ".join(behind) or "none",
+            level=", ".join(level) or "none",
+            n_ahead=len(ahead),
+            n_behind=len(behind),
+            held_ahead=", ".join(held_ahead) or "none",
+            held_behind=", ".join(held_behind) or "none",
+            n_birds=len(birds.images),
+            bird_ahead=", ".join(bird_ahead) or "none",
+            bird_behind=", ".join(bird_behind) or "none",
+        )
+    }
 Speed
 -----
 
@@ -514,10 +579,10 @@ afresh, paid for in page faults on first touch; which tensors get a fresh
 mapping depends on the allocator's history, so a function's time switches
 between two levels from run to run (LayerCam at ``stage1``: 0.14 to 0.25 s
 across runs), and the ratio moves with it (2.3 to 3.5 across this project's
-runs at ``stage1``; this file's: {speed['default']['stage1']}). With
+runs at ``stage1``; this file's: {speed["default"]["stage1"]}). With
 ``--steady-allocator`` freed memory is reused: every function runs at the lower
 level, both methods get about 1.4x faster, and the ratio settles at
-{speed['steady']['stage1']} at ``stage1`` ({speed['steady']['all']} for all
+{speed["steady"]["stage1"]} at ``stage1`` ({speed["steady"]["all"]} for all
 seven layers). That is the method's cost on this CPU. (The rule works in
 place on the tensors it owns, so that it allocates little in either regime.)
 
@@ -525,14 +590,22 @@ The fall-back keeps the default above 2x on EfficientNet-Lite0, but it is not
 all of the gap: the ``ZPlusRule(conserve=False)`` line above runs the same call
 with the rule that drops the relevance of outputs without a positive
 contribution (as Captum's ``Alpha1_Beta0_Rule`` and Relevance-CAM's code do) and
-so skips the fall-back's extra terms; it is {speed['steady']['no-conserve']}
-with the steady allocator ({speed['default']['no-conserve']} with the default
+so skips the fall-back's extra terms; it is {speed["steady"]["no-conserve"]}
+with the steady allocator ({speed["default"]["no-conserve"]} with the default
 one). The relevance pass is a forward and a backward of every conv above the
 layer, about what LayerCam itself costs, so even without the fall-back the
-method sits at about twice LayerCam. Its maps, scored like the main run (step {s['step']}, all
-{len(unconserved.images)} images, ``benchmark --methods {NO_CONSERVE} --channels-last``):
+method sits at about twice LayerCam. Its maps, scored like the main run (step {
+        s["step"]
+    }, all
+{len(unconserved.images)} images, ``benchmark --methods {
+        NO_CONSERVE
+    } --channels-last``):
 
-{rst_table(["layer", "overall", "Δ to LayerCam", "Δ to the default"], table_unconserved)}
+{
+        rst_table(
+            ["layer", "overall", "Δ to LayerCam", "Δ to the default"], table_unconserved
+        )
+    }
 Dropping the relevance costs the shallowest layer a little and changes nothing
 clear elsewhere, so the default keeps the conserving fall-back, and
 ``conserve=False`` is there for when speed matters more (see :doc:`method`).
@@ -567,7 +640,13 @@ batch 8); explain fewer images per call where memory is short.
                                 behind=", ".join(b.replace("``", "`") for b in behind) or "none")
         + "\n<!-- end results -->"
     )  # fmt: skip
-    text = re.sub(r"<!-- results:.*?<!-- end results -->", lambda _: block, text, count=1, flags=re.S)
+    text = re.sub(
+        r"<!-- results:.*?<!-- end results -->",
+        lambda _: block,
+        text,
+        count=1,
+        flags=re.S,
+    )
     readme.write_text(text)
     print(f"wrote docs/results.rst and README.md ({len(fine.images)} images)")
 

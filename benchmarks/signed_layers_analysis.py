@@ -51,7 +51,9 @@ def participation(weights: torch.Tensor) -> List[float]:
     return (1 / (p**2).sum(1).clamp_min(1e-30)).tolist()
 
 
-def maps_from_passes(a: torch.Tensor, g: torch.Tensor, r: torch.Tensor) -> Dict[str, torch.Tensor]:
+def maps_from_passes(
+    a: torch.Tensor, g: torch.Tensor, r: torch.Tensor
+) -> Dict[str, torch.Tensor]:
     mask = spatial_mask(a, g)
     mask_pos = mask.clamp(min=0)  # ReLU(G) * ReLU(A)
     positive = (a > 0).to(a.dtype)
@@ -88,8 +90,12 @@ def main() -> None:
     diag = {n: {"negative_acts": [], "relevance_on_negative": [], "channels": [], "channels_pos": []}
             for n in names}  # fmt: skip
     for _, x, t in image_batches(items, loaded.preprocess, model, 4):
-        passes = explainer._relevance_passes(x, t, None, False, "clrp", "positive", False, gradients=True)
-        for name, a, g, r in zip(names, passes.activations, passes.gradients, passes.relevances):
+        passes = explainer._relevance_passes(
+            x, t, None, False, "clrp", "positive", False, gradients=True
+        )
+        for name, a, g, r in zip(
+            names, passes.activations, passes.gradients, passes.relevances
+        ):
             negative = (a <= 0).to(a.dtype)
             d = diag[name]
             d["negative_acts"] += negative.mean((1, 2, 3)).tolist()
@@ -99,19 +105,29 @@ def main() -> None:
             d["channels"] += participation(r.sum((2, 3)))
             d["channels_pos"] += participation((r * (1 - negative)).sum((2, 3)))
             for method, layer_map in maps_from_passes(a, g, r).items():
-                result = deletion_insertion(model, x, layer_map.detach(), target=t, step=args.step)
-                scores.setdefault(method, {}).setdefault(name, []).extend(result.overall.tolist())
+                result = deletion_insertion(
+                    model, x, layer_map.detach(), target=t, step=args.step
+                )
+                scores.setdefault(method, {}).setdefault(name, []).extend(
+                    result.overall.tolist()
+                )
         print(f"{len(scores['layercam'][names[0]])} images", flush=True)
-    print(f"\n{len(items)} images from #{args.start}, step {args.step}; Δ overall vs layercam [95% CI]")
+    print(
+        f"\n{len(items)} images from #{args.start}, step {args.step}; Δ overall vs layercam [95% CI]"
+    )
     for method in scores:
         if method == "layercam":
             continue
         cells = []
         for name in names:
-            mean, _, low, high = paired_difference(scores[method][name], scores["layercam"][name])
+            mean, _, low, high = paired_difference(
+                scores[method][name], scores["layercam"][name]
+            )
             cells.append(f"{name} {mean:+.2f} [{low:+.1f},{high:+.1f}]")
         print(f"  {method:<24} " + "  ".join(cells))
-    print("\nlayer: negative activations, relevance on them, effective channels (alpha / alpha on A>0)")
+    print(
+        "\nlayer: negative activations, relevance on them, effective channels (alpha / alpha on A>0)"
+    )
     for name in names:
         d = {k: float(np.mean(v)) for k, v in diag[name].items()}
         print(
@@ -120,7 +136,9 @@ def main() -> None:
         )
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"settings": vars(args), "scores": scores, "diagnostics": diag}, f)
+            json.dump(
+                {"settings": vars(args), "scores": scores, "diagnostics": diag}, f
+            )
 
 
 if __name__ == "__main__":

@@ -62,7 +62,9 @@ def _ratio(times: Dict[str, List[float]], a: str, b: str) -> str:
     """Median of the per-round ratios a/b (each round runs both back to back,
     so a slow drift of the machine's load cancels), with their range."""
     ratios = sorted(x / y for x, y in zip(times[a], times[b]))
-    return f"{statistics.median(ratios):5.2f}x  (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})"
+    return (
+        f"{statistics.median(ratios):5.2f}x  (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})"
+    )
 
 
 def _naive(model, layer, x, target) -> Callable[[], object]:
@@ -85,7 +87,9 @@ def _steady_allocator() -> str:
         raise SystemExit("--steady-allocator needs glibc (Linux).")
     largest = ctypes.c_int(2**31 - 1)
     if not (libc.mallopt(-3, largest) and libc.mallopt(-1, largest)):
-        raise SystemExit("mallopt refused the thresholds; run without --steady-allocator.")
+        raise SystemExit(
+            "mallopt refused the thresholds; run without --steady-allocator."
+        )
     return "steady allocator (glibc mmap and trim thresholds raised)"
 
 
@@ -99,14 +103,21 @@ def run(model_name: str, batch: int, repeats: int, allocator: str) -> None:
     target = 1
     functions: Dict[str, Callable[[], object]] = {}
     for name in (shallow, deep):
-        layer_cam, shallow_cam = LayerCam(model, layers[name]), LayerShallowCam(model, layers[name])
+        layer_cam, shallow_cam = (
+            LayerCam(model, layers[name]),
+            LayerShallowCam(model, layers[name]),
+        )
         functions[f"layercam@{name}"] = partial(layer_cam.attribute, x, target=target)
-        functions[f"shallowcam@{name}"] = partial(shallow_cam.attribute, x, target=target)
+        functions[f"shallowcam@{name}"] = partial(
+            shallow_cam.attribute, x, target=target
+        )
     every = LayerShallowCam(model, list(layers.values()))
     functions["shallowcam@all"] = lambda: every.attribute(x, target=target)
     # The z+ rule without its conserving fall-back, for comparison (not a goal).
     rule = ZPlusRule(conserve=False)
-    unconserved = LayerShallowCam(model, layers[shallow], rules={nn.Conv2d: rule, nn.Linear: rule})
+    unconserved = LayerShallowCam(
+        model, layers[shallow], rules={nn.Conv2d: rule, nn.Linear: rule}
+    )
     functions[f"no-conserve@{shallow}"] = partial(
         unconserved.attribute, x, target=target, check_conservation=False
     )
@@ -121,28 +132,40 @@ def run(model_name: str, batch: int, repeats: int, allocator: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = _interleaved_times(functions, repeats)
-    print(f"\n## {model_name} (batch {batch}, 224x224, median of {repeats} rounds, "
-          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}, "
-          f"{allocator})")
+    print(
+        f"\n## {model_name} (batch {batch}, 224x224, median of {repeats} rounds, "
+        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}, "
+        f"{allocator})"
+    )
     for name, seconds in t.items():
         print(f"  {name:<24} {statistics.median(seconds):8.3f} s")
     for name in (shallow, deep):
         ratio = _ratio(t, f"shallowcam@{name}", f"layercam@{name}")
         print(f"  ShallowCam / LayerCam at {name:<10} {ratio}  goal <= 2.0")
     ratio = _ratio(t, "shallowcam@all", f"layercam@{shallow}")
-    print(f"  ShallowCam at all {len(names)} layers / LayerCam at {shallow}: {ratio}  goal <= 3.0")
+    print(
+        f"  ShallowCam at all {len(names)} layers / LayerCam at {shallow}: {ratio}  goal <= 3.0"
+    )
     ratio = _ratio(t, f"no-conserve@{shallow}", f"layercam@{shallow}")
-    print(f"  ShallowCam, ZPlusRule(conserve=False) / LayerCam at {shallow}: {ratio}  (no goal)")
+    print(
+        f"  ShallowCam, ZPlusRule(conserve=False) / LayerCam at {shallow}: {ratio}  (no goal)"
+    )
     if naive_error is None:
         ratio = _ratio(t, f"shallowcam@{shallow}", f"naive@{shallow}")
-        print(f"  ShallowCam / (Captum LayerLRP + LayerGradCam) at {shallow}: {ratio}  goal < 1")
+        print(
+            f"  ShallowCam / (Captum LayerLRP + LayerGradCam) at {shallow}: {ratio}  goal < 1"
+        )
     else:
         print(f"  naive Captum composition not possible on this model: {naive_error}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", choices=["vgg16", "efficientnet-lite0", "resnet50", "vgg16_bn"])
+    parser.add_argument(
+        "--model",
+        action="append",
+        choices=["vgg16", "efficientnet-lite0", "resnet50", "vgg16_bn"],
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(

@@ -194,24 +194,34 @@ def _explain_and_score(
     names = [_photo_name(item) for item in items]
     width = max(len(n) for n in names) + 2
     print("class explained per photo:")
-    for item, name, target, p, probs in zip(items, names, targets.tolist(), predicted, probabilities):
+    for item, name, target, p, probs in zip(
+        items, names, targets.tolist(), predicted, probabilities
+    ):
         if item.target is None:
             source = f"the prediction, p = {probs[p]:.2f}"
             label = _bundled_label(item)
             if label is not None and label != p:
-                source += f"; its label is {_class_name(loaded, label)}: --target {label}"
+                source += (
+                    f"; its label is {_class_name(loaded, label)}: --target {label}"
+                )
         else:
-            source = (
-                f"{target_source}, p = {probs[target]:.2f}; "
-                + ("also the prediction" if p == target else f"predicted: {_class_name(loaded, p)}")
+            source = f"{target_source}, p = {probs[target]:.2f}; " + (
+                "also the prediction"
+                if p == target
+                else f"predicted: {_class_name(loaded, p)}"
             )
         print(f"  {name:<{width}}{_class_name(loaded, target)} ({source})")
 
-    maps = {m: make_explainer(loaded.model, list(layers.values()), m)(inputs, targets) for m in methods}
+    maps = {
+        m: make_explainer(loaded.model, list(layers.values()), m)(inputs, targets)
+        for m in methods
+    }
     layer_names = list(layers)
     scores: Dict[str, List[List[float]]] = {
         method: [
-            deletion_insertion(loaded.model, inputs, m, target=targets, step=step).overall.tolist()
+            deletion_insertion(
+                loaded.model, inputs, m, target=targets, step=step
+            ).overall.tolist()
             for m in per_layer
         ]
         for method, per_layer in maps.items()
@@ -249,7 +259,9 @@ def demo(args: argparse.Namespace) -> None:
     _check_step(args.step)
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir} is a file; give a folder (default: shallowcam_demo)")
+        raise UsageError(
+            f"--out {out_dir} is a file; give a folder (default: shallowcam_demo)"
+        )
     figure = out_dir / "layer_maps.png"
     _prepare_out(figure, "figure")
     loaded = _load("efficientnet-lite0")
@@ -305,7 +317,13 @@ def explain(args: argparse.Namespace) -> None:
             )
         item = LabelledImage(item.path, args.target, item.name)
     _explain_and_score(
-        loaded, [item], layers, methods, args.step, out, target_source="given by --target"
+        loaded,
+        [item],
+        layers,
+        methods,
+        args.step,
+        out,
+        target_source="given by --target",
     )
 
 
@@ -384,9 +402,15 @@ def _check_items(loaded, items: Sequence[LabelledImage]) -> None:
     missing = [str(item.path) for item in items if not item.path.is_file()]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise UsageError(f"photo {missing[0]}{more} not found; fix the labels file or the folder")
+        raise UsageError(
+            f"photo {missing[0]}{more} not found; fix the labels file or the folder"
+        )
     n_classes = len(loaded.categories)
-    bad = [item for item in items if item.target is not None and not 0 <= item.target < n_classes]
+    bad = [
+        item
+        for item in items
+        if item.target is not None and not 0 <= item.target < n_classes
+    ]
     if bad:
         raise UsageError(
             f"{bad[0].path.name}: class {bad[0].target} is not a class of {loaded.name} "
@@ -421,7 +445,9 @@ def _write_report(result: EvaluationResult, out: Path) -> None:
     out.with_suffix(".md").write_text(f"{header}\n\n{table}\n\n{legend}\n")
     plot_title = f"{s['model']}, {n_images} images, step {s['step']}"
     overall_plot(result, title=plot_title).savefig(out.with_suffix(".png"), dpi=100)
-    print(f"\nper-image results: {out}; table: {out.with_suffix('.md')}; plot: {out.with_suffix('.png')}")
+    print(
+        f"\nper-image results: {out}; table: {out.with_suffix('.md')}; plot: {out.with_suffix('.png')}"
+    )
 
 
 def report(args: argparse.Namespace) -> None:
@@ -434,7 +460,9 @@ def report(args: argparse.Namespace) -> None:
     for given in map(Path, args.results):
         shards = sorted(given.glob("*.shard-*.jsonl")) if given.is_dir() else []
         if given.is_dir() and not shards:
-            raise UsageError(f"no shard files (*.shard-*.jsonl) in {given}; give JSON or .jsonl files")
+            raise UsageError(
+                f"no shard files (*.shard-*.jsonl) in {given}; give JSON or .jsonl files"
+            )
         if shards or given.suffix == ".jsonl":
             results.append(merge_shards(shards or [given]))
         else:
@@ -456,7 +484,9 @@ def _read_result(path: Path) -> EvaluationResult:
     try:
         return EvaluationResult.from_dict(json.loads(path.read_text()))
     except FileNotFoundError:
-        raise UsageError(f"no results file {path}; give JSON files written by benchmark") from None
+        raise UsageError(
+            f"no results file {path}; give JSON files written by benchmark"
+        ) from None
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         raise UsageError(f"{path} is not a JSON file written by benchmark") from None
 
@@ -475,7 +505,9 @@ def _parse_ranges(text: str) -> set:
 
 
 def _layers_help() -> str:
-    return "; ".join(f"{m}: {', '.join(default_layer_names(m))}" for m in available_models())
+    return "; ".join(
+        f"{m}: {', '.join(default_layer_names(m))}" for m in available_models()
+    )
 
 
 def _methods_help() -> str:
@@ -561,7 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with the photos and a labels.csv (columns file, class_index), or a "
         "CUB-200-2011 root (required)",
     )  # fmt: skip
-    p.add_argument("--labels", default=None, help="labels CSV (default: IMAGES/labels.csv)")
+    p.add_argument(
+        "--labels", default=None, help="labels CSV (default: IMAGES/labels.csv)"
+    )
     p.add_argument(
         "--devkit",
         default=None,
@@ -577,7 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated layer names, or module paths of the model (default: all of "
         f"the model's layers; {_layers_help()})",
     )  # fmt: skip
-    default_methods = "layercam,shallowcam-v1,shallowcam-v2,shallowcam-v3,relevancecam,gradcam"
+    default_methods = (
+        "layercam,shallowcam-v1,shallowcam-v2,shallowcam-v3,relevancecam,gradcam"
+    )
     p.add_argument(
         "--methods", default=default_methods,
         help=f"comma-separated methods (default: {default_methods}); {_methods_help()}",
@@ -595,16 +631,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="deletion/insertion step in pixels (default: the protocol's; 224, the "
         "paper's, is one row)",
     )  # fmt: skip
-    p.add_argument("--start", type=int, default=0, help="skip the first N images (default: 0)")
     p.add_argument(
-        "--limit", type=int, default=None, help="use N images after --start (default: all)"
+        "--start", type=int, default=0, help="skip the first N images (default: 0)"
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="use N images after --start (default: all)",
     )
     p.add_argument(
         "--classes", default=None,
         help="class index ranges to keep, e.g. 7-24,80-100 (default: all)",
     )  # fmt: skip
     p.add_argument(
-        "--batch-size", type=int, default=4, help="images explained at once (default: 4)"
+        "--batch-size",
+        type=int,
+        default=4,
+        help="images explained at once (default: 4)",
     )
     p.add_argument(
         "--max-examples-per-batch", type=int, default=None,

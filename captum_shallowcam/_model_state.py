@@ -86,7 +86,9 @@ def buffers_preserved(forward_func: Callable) -> Iterator[None]:
             if module.training:
                 saved.extend(_copies(module.buffers(recurse=False)))
 
-        handle = nn.modules.module.register_module_forward_pre_hook(save_before_first_call)
+        handle = nn.modules.module.register_module_forward_pre_hook(
+            save_before_first_call
+        )
     try:
         yield
     finally:

@@ -35,7 +35,11 @@ def format_target(target: TargetType, n: int, device: torch.device) -> Optional[
         check_int64(target, "target")
         return torch.full((n,), int(target), dtype=torch.long, device=device)
     if isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        if (
+            target.is_floating_point()
+            or target.is_complex()
+            or target.dtype == torch.bool
+        ):
             raise TypeError(
                 f"target must be an integer tensor of class indices, got dtype "
                 f"{target.dtype}. Convert it with target.long()."
@@ -54,7 +58,9 @@ def format_target(target: TargetType, n: int, device: torch.device) -> Optional[
             )
         for t in target:
             check_int64(t, "target")
-        indices = torch.tensor([int(t) for t in target], dtype=torch.long, device=device)
+        indices = torch.tensor(
+            [int(t) for t in target], dtype=torch.long, device=device
+        )
     else:
         raise TypeError(
             f"target must be None, an int, a list of ints or a tensor, got "

@@ -121,7 +121,9 @@ def _collective(info: RankInfo, stage: str, call: Callable[[], Any]) -> Any:
         ) from error
 
 
-def shard_batches(n_items: int, batch_size: int, rank: int, world_size: int) -> List[range]:
+def shard_batches(
+    n_items: int, batch_size: int, rank: int, world_size: int
+) -> List[range]:
     """The batches (ranges of photo positions) of ``rank``: batch ``b`` of the
     whole list goes to rank ``b % world_size``."""
     starts = range(0, n_items, batch_size)
@@ -145,7 +147,9 @@ def _shard_path(out: Path, rank: int) -> Path:
     return Path(out).parent / f"{Path(out).stem}.shard-{rank}.jsonl"
 
 
-def read_shards(paths: Iterable[Path]) -> Tuple[List[Dict[str, Any]], Dict[Key, Dict[str, Any]]]:
+def read_shards(
+    paths: Iterable[Path],
+) -> Tuple[List[Dict[str, Any]], Dict[Key, Dict[str, Any]]]:
     """Settings records and score rows (first row per key) of shard files.
 
     A last line cut short by a crash is ignored.
@@ -161,7 +165,9 @@ def read_shards(paths: Iterable[Path]) -> Tuple[List[Dict[str, Any]], Dict[Key, 
                 if "settings" in record:
                     settings.append(record["settings"])
                 else:
-                    rows.setdefault((record["image"], record["layer"], record["method"]), record)
+                    rows.setdefault(
+                        (record["image"], record["layer"], record["method"]), record
+                    )
     return settings, rows
 
 
@@ -192,7 +198,9 @@ def _cut_torn_line(path: Path) -> None:
             handle.truncate(data.rfind(b"\n") + 1)
 
 
-def _check_settings(previous: Sequence[Dict[str, Any]], settings: Dict[str, Any]) -> None:
+def _check_settings(
+    previous: Sequence[Dict[str, Any]], settings: Dict[str, Any]
+) -> None:
     for old in previous:
         for key in _MUST_MATCH:
             if old.get(key) != settings.get(key):
@@ -237,7 +245,9 @@ def merge_shards(paths: Sequence[Path]) -> EvaluationResult:
     """Merges shard files (of one run, or of a run and its resumptions)."""
     settings, rows = read_shards(paths)
     if not settings:
-        raise ValueError(f"No settings line in {', '.join(map(str, paths))}: not shard files.")
+        raise ValueError(
+            f"No settings line in {', '.join(map(str, paths))}: not shard files."
+        )
     _check_settings(settings[1:], settings[0])
     result, incomplete = rows_to_result(settings[0], rows)
     if incomplete:
@@ -250,7 +260,9 @@ def merge_shards(paths: Sequence[Path]) -> EvaluationResult:
 
 
 def _log(info: RankInfo, message: str) -> None:
-    print(f"[rank {info.rank}/{info.world_size}] {message}", file=sys.stderr, flush=True)
+    print(
+        f"[rank {info.rank}/{info.world_size}] {message}", file=sys.stderr, flush=True
+    )
 
 
 def run_benchmark(
@@ -279,7 +291,9 @@ def run_benchmark(
     info = info or init_ranks()
     out = Path(out)
     seen: Set[str] = set()
-    twice = sorted({item.name for item in items if item.name in seen or seen.add(item.name)})
+    twice = sorted(
+        {item.name for item in items if item.name in seen or seen.add(item.name)}
+    )
     if twice:  # rows are keyed by photo name
         raise ValueError(
             f"Photo names must be unique to key the rows; repeated: {', '.join(twice[:5])}."
@@ -327,12 +341,16 @@ def run_benchmark(
         f"{my_work} of {len(mine) and sum(len(b) for b in mine) * per_photo} scores to do",
     )
     writer = ShardWriter(_shard_path(out, info.rank))
-    writer.write({"settings": dict(settings, world_size=info.world_size, rank=info.rank)})
+    writer.write(
+        {"settings": dict(settings, world_size=info.world_size, rank=info.rank)}
+    )
     bar = None
     if show_progress and info.rank == 0:
         from tqdm import tqdm
 
-        bar = tqdm(total=all_work, unit="score", file=sys.stderr, desc="all ranks (est.)")
+        bar = tqdm(
+            total=all_work, unit="score", file=sys.stderr, desc="all ranks (est.)"
+        )
     scale = all_work / my_work if my_work else 0.0
     start = last_log = time.time()
     written = 0
@@ -341,7 +359,9 @@ def run_benchmark(
             if not todo(batch):
                 continue
             chunk = [items[i] for i in batch]
-            inputs = torch.stack([preprocess(item.load()) for item in chunk]).to(info.device)
+            inputs = torch.stack([preprocess(item.load()) for item in chunk]).to(
+                info.device
+            )
             targets = [item.target for item in chunk]
             if any(t is None for t in targets):
                 with torch.no_grad():
@@ -380,24 +400,34 @@ def run_benchmark(
                     bar.update(min(fresh * scale, bar.total - bar.n))
             if time.time() - last_log >= log_every_s:
                 last_log = time.time()
-                _log(info, f"{written}/{my_work} scores, {written / (last_log - start):.2f}/s")
+                _log(
+                    info,
+                    f"{written}/{my_work} scores, {written / (last_log - start):.2f}/s",
+                )
     finally:
         writer.close()
         if bar is not None:
             bar.close()
     elapsed = time.time() - start
-    _log(info, f"done: {written} scores in {elapsed:.0f} s ({written / max(elapsed, 1e-9):.2f}/s)")
+    _log(
+        info,
+        f"done: {written} scores in {elapsed:.0f} s ({written / max(elapsed, 1e-9):.2f}/s)",
+    )
     return _gather(info, out, settings)
 
 
-def _gather(info: RankInfo, out: Path, settings: Dict[str, Any]) -> Optional[EvaluationResult]:
+def _gather(
+    info: RankInfo, out: Path, settings: Dict[str, Any]
+) -> Optional[EvaluationResult]:
     """Rank 0 merges every rank's rows (sent over the process group, so the
     ranks need not share a file system) with the shard files it can read."""
     own = read_shards([_shard_path(out, info.rank)])[1]
     if info.distributed:
         import torch.distributed as dist
 
-        gathered: Optional[List[Any]] = [None] * info.world_size if info.rank == 0 else None
+        gathered: Optional[List[Any]] = (
+            [None] * info.world_size if info.rank == 0 else None
+        )
         _collective(info, "merge", lambda: dist.gather_object(own, gathered, dst=0))
         if info.rank != 0:
             return None
@@ -408,7 +438,9 @@ def _gather(info: RankInfo, out: Path, settings: Dict[str, Any]) -> Optional[Eva
     else:
         rows = read_shards(shard_paths(out))[1]
         rows.update({k: v for k, v in own.items() if k not in rows})
-    result, incomplete = rows_to_result(dict(settings, world_size=info.world_size), rows)
+    result, incomplete = rows_to_result(
+        dict(settings, world_size=info.world_size), rows
+    )
     if incomplete and info.distributed:
         raise RuntimeError(
             f"{incomplete} photos lack rows after all ranks finished; this is a bug."

@@ -59,7 +59,9 @@ METHOD_NAMES = (
 METHOD_OPTIONS = (*_OPTIONS, _NO_CONSERVE)
 
 
-def make_explainer(model: nn.Module, layers: Sequence[nn.Module], method: str) -> Explainer:
+def make_explainer(
+    model: nn.Module, layers: Sequence[nn.Module], method: str
+) -> Explainer:
     """An explainer ``(inputs, targets) -> [map per layer]`` for a method name."""
     base, *options = method.split("+")
     kwargs: Dict[str, object] = {}
@@ -80,7 +82,9 @@ def make_explainer(model: nn.Module, layers: Sequence[nn.Module], method: str) -
         key, value = _OPTIONS[option]
         kwargs[key] = value
     if base not in METHOD_NAMES:
-        raise ValueError(f"Unknown method '{base}'; choose from {', '.join(METHOD_NAMES)}.")
+        raise ValueError(
+            f"Unknown method '{base}'; choose from {', '.join(METHOD_NAMES)}."
+        )
     if base == "layercam":
         if any(option not in _MASK_OPTIONS for option in options):
             raise ValueError(
@@ -100,7 +104,9 @@ def make_explainer(model: nn.Module, layers: Sequence[nn.Module], method: str) -
         return lambda x, t: explainer.attribute(x, target=t, **kwargs)
     if base == "gradcam":
         per_layer = [LayerGradCam(model, layer) for layer in layers]
-        return lambda x, t: [g.attribute(x, target=t, relu_attributions=True) for g in per_layer]
+        return lambda x, t: [
+            g.attribute(x, target=t, relu_attributions=True) for g in per_layer
+        ]
     if base == "relevancecam":
         relevance_cam = LayerRelevanceCam(model, layers, rules=rules)
         return lambda x, t: relevance_cam.attribute(x, target=t, **kwargs)
@@ -119,6 +125,17 @@ class EvaluationResult:
     images: List[str] = field(default_factory=list)
     targets: List[int] = field(default_factory=list)
     scores: Dict[str, Dict[str, Dict[str, List[float]]]] = field(default_factory=dict)
+
+    def add_scores(
+        self, method: str, layer: str, scores: DeletionInsertionResult
+    ) -> None:
+        """Appends one metric result's per-image AUCs and overall scores."""
+        entry = self.scores.setdefault(method, {}).setdefault(
+            layer, {"deletion": [], "insertion": [], "overall": []}
+        )
+        entry["deletion"].extend(scores.deletion_auc.tolist())
+        entry["insertion"].extend(scores.insertion_auc.tolist())
+        entry["overall"].extend(scores.overall.tolist())
 
     def to_dict(self) -> Dict[str, object]:
         return {
@@ -141,7 +158,9 @@ class EvaluationResult:
         """The same result restricted to the images at positions ``keep``."""
         scores = {
             method: {
-                layer: {kind: [values[i] for i in keep] for kind, values in entry.items()}
+                layer: {
+                    kind: [values[i] for i in keep] for kind, values in entry.items()
+                }
                 for layer, entry in per_layer.items()
             }
             for method, per_layer in self.scores.items()
@@ -175,7 +194,10 @@ def merge_results(results: Sequence[EvaluationResult]) -> EvaluationResult:
             images.setdefault(name, target)
             for method, per_layer in result.scores.items():
                 per_image.setdefault(method, {}).setdefault(name, {}).update(
-                    {layer: {k: v[i] for k, v in e.items()} for layer, e in per_layer.items()}
+                    {
+                        layer: {k: v[i] for k, v in e.items()}
+                        for layer, e in per_layer.items()
+                    }
                 )
     names = list(images)
     layers = list(first["layers"])  # type: ignore[call-overload]
@@ -219,7 +241,11 @@ def score_batch(
         for layer, layer_map, needed in zip(layer_names, maps, todo):
             if needed:
                 scores = deletion_insertion(
-                    model, inputs, layer_map.detach(), target=targets, **(metric_kwargs or {})
+                    model,
+                    inputs,
+                    layer_map.detach(),
+                    target=targets,
+                    **(metric_kwargs or {}),
                 )
                 yield method, layer, scores
 
@@ -258,7 +284,9 @@ def evaluate(
     names = list(layers)
     explainers = {m: make_explainer(model, list(layers.values()), m) for m in methods}
     result = EvaluationResult(settings=dict(settings or {}, step=step, layers=names))
-    kwargs = dict(metric_kwargs or {}, step=step, max_examples_per_batch=max_examples_per_batch)
+    kwargs = dict(
+        metric_kwargs or {}, step=step, max_examples_per_batch=max_examples_per_batch
+    )
     for method in methods:
         result.scores[method] = {
             layer: {"deletion": [], "insertion": [], "overall": []} for layer in names
@@ -269,10 +297,7 @@ def evaluate(
         for method, layer, scores in score_batch(
             model, explainers, names, inputs, targets, kwargs
         ):
-            entry = result.scores[method][layer]
-            entry["deletion"].extend(scores.deletion_auc.tolist())
-            entry["insertion"].extend(scores.insertion_auc.tolist())
-            entry["overall"].extend(scores.overall.tolist())
+            result.add_scores(method, layer, scores)
             if progress is not None:
                 progress(len(image_names))
     return result
@@ -303,7 +328,9 @@ def paired_difference(
 
 
 def summary_rows(
-    result: EvaluationResult, baseline: str = "layercam", subset: Optional[Sequence[int]] = None
+    result: EvaluationResult,
+    baseline: str = "layercam",
+    subset: Optional[Sequence[int]] = None,
 ) -> List[Dict[str, object]]:
     """One row per (layer, method): means and the paired difference to ``baseline``."""
     rows = []
@@ -363,12 +390,16 @@ def overall_plot(result: EvaluationResult, title: str = ""):  # noqa: ANN201
     for k, (method, per_layer) in enumerate(result.scores.items()):
         values = [np.asarray(per_layer[layer]["overall"]) for layer in layers]
         means = [v.mean() for v in values]
-        errors = [v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0 for v in values]
+        errors = [
+            v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else 0 for v in values
+        ]
         offset = (k - (len(result.scores) - 1) / 2) * 0.06
         ax.errorbar(x + offset, means, yerr=errors, marker="o", capsize=3, label=method)
     ax.set_xticks(x, layers)
     ax.set_xlabel("layer")
-    ax.set_ylabel("overall = 100 (insertion AUC − deletion AUC)\nmean ± standard error; higher is better")
+    ax.set_ylabel(
+        "overall = 100 (insertion AUC − deletion AUC)\nmean ± standard error; higher is better"
+    )
     width_chars = int(fig.get_figwidth() * 72 / (0.6 * 10)) - 4
     ax.set_title(textwrap.fill(title, width=width_chars), fontsize=10)
     ax.grid(alpha=0.3)
@@ -389,5 +420,7 @@ def image_batches(
         if any(t is None for t in targets):
             with torch.no_grad():
                 predicted = model(inputs).argmax(1)
-            targets = [p if t is None else t for t, p in zip(targets, predicted.tolist())]
+            targets = [
+                p if t is None else t for t, p in zip(targets, predicted.tolist())
+            ]
         yield [item.name for item in chunk], inputs, torch.tensor(targets)

@@ -79,7 +79,9 @@ def read_image_folder(
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"Image folder {folder} does not exist.")
-    if (folder / "images.txt").exists() and (folder / "image_class_labels.txt").exists():
+    if (folder / "images.txt").exists() and (
+        folder / "image_class_labels.txt"
+    ).exists():
         return _read_cub(folder, split)
     if devkit is not None:
         return read_imagenet_val(folder, devkit)
@@ -95,7 +97,11 @@ def read_image_folder(
             )
         return sorted(
             (
-                LabelledImage(folder / r["file"], int(r["class_index"]), r.get("name") or r["file"])
+                LabelledImage(
+                    folder / r["file"],
+                    int(r["class_index"]),
+                    r.get("name") or r["file"],
+                )
                 for r in rows
             ),
             key=lambda item: item.path.name,
@@ -208,7 +214,9 @@ def _read_cub(folder: Path, split: str) -> List[LabelledImage]:
         keep = set(paths)
     elif split in ("test", "train"):
         flag = "1" if split == "train" else "0"
-        keep = {k for k, v in table("train_test_split.txt").items() if v.strip() == flag}
+        keep = {
+            k for k, v in table("train_test_split.txt").items() if v.strip() == flag
+        }
     else:
         raise ValueError(f"split must be 'test', 'train' or 'all', got {split!r}.")
     ids = sorted((k for k in paths if k in keep), key=int)

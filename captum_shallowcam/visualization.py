@@ -47,7 +47,9 @@ def upsample_and_normalize(layer_map: Tensor, size: Tuple[int, int]) -> np.ndarr
     layer_map = layer_map.detach().float().cpu()
     if layer_map.dim() == 2:
         layer_map = layer_map[None]
-    upsampled = LayerAttribution.interpolate(layer_map[None], tuple(size), "bilinear")[0]
+    upsampled = LayerAttribution.interpolate(layer_map[None], tuple(size), "bilinear")[
+        0
+    ]
     peak = float(upsampled.abs().max())
     if peak > 0.0:
         upsampled = upsampled / peak
@@ -198,7 +200,13 @@ def visualize_layer_attr_multiple(
     fig = Figure(figsize=(cell_size * n_cols, cell_size * 1.2))
     axes = fig.subplots(1, n_cols, squeeze=False)[0]
     if show_original:
-        _show_image(fig, axes[0], original_image, "image", bool(kwargs.get("show_colorbar", True)))
+        _show_image(
+            fig,
+            axes[0],
+            original_image,
+            "image",
+            bool(kwargs.get("show_colorbar", True)),
+        )
     for j, (layer_map, name) in enumerate(zip(layer_maps, layer_names)):
         score = None if scores is None else float(scores[j])
         visualize_layer_attr(
@@ -209,7 +217,9 @@ def visualize_layer_attr_multiple(
     return fig, axes
 
 
-def _show_image(fig: Figure, ax: Axes, image: Tensor, title: str, colorbar_space: bool) -> None:
+def _show_image(
+    fig: Figure, ax: Axes, image: Tensor, title: str, colorbar_space: bool
+) -> None:
     # Captum normalises the attribution even to show the image alone; an empty
     # colour-bar axis keeps the image aligned with the maps beside it.
     original = to_hwc(image.detach().float().clamp(0, 1))
@@ -265,7 +275,9 @@ def layer_map_figure(
     # matplotlib's layout engines do not see, so the grid is laid out by hand:
     # square panels, a gap under each for its colour bar and the next title,
     # room on the left for the row labels and on top for the title.
-    labels = [row_labels[i] if row_labels is not None else str(i) for i in range(n_images)]
+    labels = [
+        row_labels[i] if row_labels is not None else str(i) for i in range(n_images)
+    ]
     label_lines = 1 + max(len(label.splitlines()) for label in labels)
     left, right, wspace, bottom = 0.15 + 0.16 * label_lines, 0.1, 0.1, 0.45
     # Without scores only the first row has titles: the gap holds a colour bar.

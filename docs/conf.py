@@ -85,7 +85,11 @@ def _public_bases(bases: list) -> list:
     that the API page says ``Bases: LayerAttribution, GradientAttribution``."""
     public: list = []
     for base in bases:
-        found = [base] if not base.__name__.startswith("_") else _public_bases(list(base.__bases__))
+        found = (
+            [base]
+            if not base.__name__.startswith("_")
+            else _public_bases(list(base.__bases__))
+        )
         public.extend(b for b in found if b not in public)
     return public
 

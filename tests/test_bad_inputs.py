@@ -484,7 +484,10 @@ ROWS: List[Row] = [
         "``nn.ConvTranspose2d`` (changes the number of elements) without a rule",
         "call",
         TypeError,
-        ("Module 'up' (ConvTranspose2d) has no LRP rule", "rules={ConvTranspose2d: EpsilonRule()}"),
+        (
+            "Module 'up' (ConvTranspose2d) has no LRP rule",
+            "rules={ConvTranspose2d: EpsilonRule()}",
+        ),
         method_case(upsampling),
     ),
     *for_methods(
@@ -548,7 +551,7 @@ ROWS: List[Row] = [
         '``channel_weights="abs"``',
         "call",
         ValueError,
-        "channel_weights must be one of 'signed', 'positive'; got 'abs'",
+        "channel_weights must be one of 'signed', 'positive', 'sqrt'; got 'abs'",
         method_case(plain, channel_weights="abs"),
     ),
     *for_methods(

@@ -167,7 +167,9 @@ def test_no_conserve_option_drops_the_relevance_of_dead_outputs():
     ).eval()  # fmt: skip
     with torch.no_grad():
         model[0].bias.fill_(-0.6)  # many zero activations after the first ReLU
-        model[2].bias.fill_(0.5)  # the depthwise conv's outputs stay alive on bias alone
+        model[2].bias.fill_(
+            0.5
+        )  # the depthwise conv's outputs stay alive on bias alone
     x = torch.randn(2, 3, 8, 8)
     target = torch.tensor([0, 2])
     fast = make_explainer(model, [model[1]], "shallowcam+no-conserve")(x, target)[0]
@@ -231,7 +233,9 @@ def test_explain_command_writes_figure(tmp_path, capsys):
     assert "coffee_cup  967 'espresso' (the prediction, p = 0.88)" in printed
     assert "overall = 100 x (insertion AUC - deletion AUC), higher is better" in printed
     assert "step 50176 pixels (2 points per curve)" in printed
-    header, row = [line for line in printed.splitlines() if "shallowcam" in line or "photo" in line][-2:]
+    header, row = [
+        line for line in printed.splitlines() if "shallowcam" in line or "photo" in line
+    ][-2:]
     assert header.split() == ["photo", "method", "stage7"] and len(row.split()) == 3
 
 
@@ -239,28 +243,55 @@ def test_explain_says_which_class_it_explained(tmp_path, capsys, no_computation)
     """A given target is named as such, with the prediction beside it; a bundled
     photo explained for its prediction names its label (the demo's class)."""
     calls = []
-    no_computation._explain_and_score = lambda *args, **kwargs: calls.append((args, kwargs))
-    main(["explain", "rocket_launch", "--target", "657", "--out", str(tmp_path / "a.png")])
+    no_computation._explain_and_score = lambda *args, **kwargs: calls.append(
+        (args, kwargs)
+    )
+    main(
+        [
+            "explain",
+            "rocket_launch",
+            "--target",
+            "657",
+            "--out",
+            str(tmp_path / "a.png"),
+        ]
+    )
     (loaded, items, *_), kwargs = calls[-1]
     assert items[0].target == 657 and items[0].name == "rocket_launch"
     assert kwargs["target_source"] == "given by --target"
 
 
-def test_class_lines_name_prediction_label_and_given_target(efficientnet_lite0, tmp_path, capsys, monkeypatch):
+def test_class_lines_name_prediction_label_and_given_target(
+    efficientnet_lite0, tmp_path, capsys, monkeypatch
+):
     import captum_shallowcam.__main__ as cli
 
-    monkeypatch.setattr(cli, "make_explainer", lambda *a: lambda x, t: [torch.rand(len(x), 1, 7, 7)])
+    monkeypatch.setattr(
+        cli, "make_explainer", lambda *a: lambda x, t: [torch.rand(len(x), 1, 7, 7)]
+    )
     rocket = [i for i in sample_images() if i.path.stem == "rocket_launch"][0]
     predicted = LabelledImage(rocket.path, None, "x")
     given = LabelledImage(rocket.path, 657, "x")
     layers = {"stage7": efficientnet_lite0.layers["stage7"]}
     for item in (predicted, given):
         cli._explain_and_score(
-            efficientnet_lite0, [item], layers, ["layercam"], 50176, tmp_path / "f.png", "given by --target"
+            efficientnet_lite0,
+            [item],
+            layers,
+            ["layercam"],
+            50176,
+            tmp_path / "f.png",
+            "given by --target",
         )
     printed = capsys.readouterr().out
-    assert "rocket_launch  540 'drilling platform' (the prediction, p = 0.25; its label is 657 'missile': --target 657)" in printed
-    assert "rocket_launch  657 'missile' (given by --target, p = 0.11; predicted: 540 'drilling platform')" in printed
+    assert (
+        "rocket_launch  540 'drilling platform' (the prediction, p = 0.25; its label is 657 'missile': --target 657)"
+        in printed
+    )
+    assert (
+        "rocket_launch  657 'missile' (given by --target, p = 0.11; predicted: 540 'drilling platform')"
+        in printed
+    )
 
 
 def test_demo_writes_into_its_output_folder(tmp_path, no_computation):
@@ -268,7 +299,11 @@ def test_demo_writes_into_its_output_folder(tmp_path, no_computation):
     no_computation._explain_and_score = lambda *args, **kwargs: calls.append(args)
     main(["demo", "--out", str(tmp_path / "demo")])
     assert calls[-1][5] == tmp_path / "demo" / "layer_maps.png"
-    assert [i.path.stem for i in calls[-1][1]] == ["chelsea_cat", "coffee_cup", "rocket_launch"]
+    assert [i.path.stem for i in calls[-1][1]] == [
+        "chelsea_cat",
+        "coffee_cup",
+        "rocket_launch",
+    ]
     assert (tmp_path / "demo").is_dir()
 
 
@@ -330,12 +365,16 @@ def test_explain_output_folder_is_created_and_unwritable_one_refused(
     no_computation, capsys, tmp_path
 ):
     computed = []
-    no_computation._explain_and_score = lambda *args, **kwargs: computed.append(args[-1])
+    no_computation._explain_and_score = lambda *args, **kwargs: computed.append(
+        args[-1]
+    )
     out = tmp_path / "new" / "folder" / "map.png"
     main(["explain", CAT, "--layer", "stage7", "--out", str(out)])
     assert out.parent.is_dir() and computed
     (tmp_path / "file").write_text("")
-    err = _user_error(capsys, ["explain", CAT, "--out", str(tmp_path / "file" / "map.png")])
+    err = _user_error(
+        capsys, ["explain", CAT, "--out", str(tmp_path / "file" / "map.png")]
+    )
     assert "cannot create the folder" in err and "choose another --out" in err
 
 
@@ -349,13 +388,21 @@ def test_missing_torchvision_weights_error_says_what_the_cli_can_do(
     assert "pretrained=False" not in err  # the CLI cannot pass it
 
 
-def test_benchmark_refuses_bad_labels_and_classes_before_computing(no_computation, capsys, tmp_path):
+def test_benchmark_refuses_bad_labels_and_classes_before_computing(
+    no_computation, capsys, tmp_path
+):
     folder = _cub_folder(tmp_path / "cub")
-    err = _user_error(capsys, ["benchmark", "--images", str(folder), "--classes", "7-x"])
+    err = _user_error(
+        capsys, ["benchmark", "--images", str(folder), "--classes", "7-x"]
+    )
     assert "--classes '7-x': '7-x' is not a class index or range" in err
-    err = _user_error(capsys, ["benchmark", "--images", str(folder), "--methods", "layercam,nope"])
+    err = _user_error(
+        capsys, ["benchmark", "--images", str(folder), "--methods", "layercam,nope"]
+    )
     assert "Unknown method 'nope'" in err
-    err = _user_error(capsys, ["benchmark", "--images", str(folder), "--classes", "500"])
+    err = _user_error(
+        capsys, ["benchmark", "--images", str(folder), "--classes", "500"]
+    )
     assert "no images left to evaluate" in err
     (folder / "images" / "002.Cup" / "cup_2.jpg").unlink()
     err = _user_error(capsys, ["benchmark", "--images", str(folder)])
@@ -374,22 +421,39 @@ def test_help_lists_commands_defaults_and_valid_names(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: 224, the paper's: one row)" in text
     assert "names: layercam, gradcam, relevancecam, shallowcam, shallowcam-v1" in text
-    assert "efficientnet-lite0: stage1, stage2, stage3, stage4, stage5, stage6, stage7" in text
+    assert (
+        "efficientnet-lite0: stage1, stage2, stage3, stage4, stage5, stage6, stage7"
+        in text
+    )
     assert "resnet50: layer1, layer2, layer3, layer4" in text
 
 
 def test_default_layer_names_are_those_of_the_loaded_models():
     for name in available_models():
-        assert default_layer_names(name) == list(load_model(name, pretrained=False).layers)
+        assert default_layer_names(name) == list(
+            load_model(name, pretrained=False).layers
+        )
 
 
 def _result(images, methods, offset=0.0, step=100):
     n = len(images)
     scores = {
-        m: {"a": {"deletion": [0.1] * n, "insertion": [0.5 + offset] * n, "overall": [40.0 + 100 * offset] * n}}
+        m: {
+            "a": {
+                "deletion": [0.1] * n,
+                "insertion": [0.5 + offset] * n,
+                "overall": [40.0 + 100 * offset] * n,
+            }
+        }
         for m in methods
     }
-    settings = {"layers": ["a"], "step": step, "model": "m", "protocol": "p", "images": "d"}
+    settings = {
+        "layers": ["a"],
+        "step": step,
+        "model": "m",
+        "protocol": "p",
+        "images": "d",
+    }
     return EvaluationResult(settings, list(images), list(range(n)), scores)
 
 
@@ -409,7 +473,16 @@ def test_merge_joins_images_and_methods_and_refuses_other_settings(tmp_path, cap
     for i, r in enumerate((dev, extra_methods)):
         paths.append(tmp_path / f"r{i}.json")
         paths[-1].write_text(json.dumps(r.to_dict()))
-    main(["report", *map(str, paths), "--classes", "1", "--out", str(tmp_path / "rep.json")])
+    main(
+        [
+            "report",
+            *map(str, paths),
+            "--classes",
+            "1",
+            "--out",
+            str(tmp_path / "rep.json"),
+        ]
+    )
     assert json.loads((tmp_path / "rep.json").read_text())["images"] == ["y"]
     assert "| a | gradcam | 1 |" in capsys.readouterr().out
 

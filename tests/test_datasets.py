@@ -62,7 +62,9 @@ def test_imagenet_val_with_torchvisions_meta_bin(tmp_path):
     val = _val_folder(tmp_path / "val")
     wnid_to_classes = {w: (words,) for _, w, words, k in SYNSETS if k == 0}
     by_id = {i: w for i, w, _, _ in SYNSETS}
-    torch.save((wnid_to_classes, [by_id[i] for i in GROUND_TRUTH]), tmp_path / "meta.bin")
+    torch.save(
+        (wnid_to_classes, [by_id[i] for i in GROUND_TRUTH]), tmp_path / "meta.bin"
+    )
     assert [i.target for i in read_imagenet_val(val, tmp_path)] == EXPECTED
     assert [i.target for i in read_imagenet_val(val, tmp_path / "meta.bin")] == EXPECTED
 
@@ -86,7 +88,9 @@ def test_class_subfolders_are_read_like_imagefolder(tmp_path):
             shutil.copy(photo.path, tmp_path / wnid / f"img_{k}.JPEG")
     items = read_image_folder(tmp_path)
     reference = torchvision.datasets.ImageFolder(str(tmp_path))
-    assert [(str(i.path), i.target) for i in items] == [(p, t) for p, t in reference.samples]
+    assert [(str(i.path), i.target) for i in items] == [
+        (p, t) for p, t in reference.samples
+    ]
     assert [i.target for i in items] == [0, 0, 1, 1]
     # Same file names in two classes still give distinct names.
     assert len({i.name for i in items}) == 4 and items[0].name == "n01000001/img_0"

@@ -107,7 +107,9 @@ def engine_passes(model: nn.Module, layer: nn.Module, rules=None) -> List[Tensor
     with engine.hooked(), torch.enable_grad():
         output = engine.forward(images(), None)
         initial = F.one_hot(torch.tensor([1, 1]), output.shape[1]).to(output.dtype)
-        relevances = engine.relevance(output, initial, engine.captures, retain_graph=True)
+        relevances = engine.relevance(
+            output, initial, engine.captures, retain_graph=True
+        )
         gradients = engine.gradients(output[:, 1], retain_graph=False)
     return gradients + relevances
 
@@ -358,7 +360,9 @@ def test_two_models_sharing_a_batchnorm_are_not_explained_at_once(method: str) -
 
     def run_first() -> None:
         try:
-            explain(METHODS[method], first, backbone.conv, images(seed=2), **dict(rules))
+            explain(
+                METHODS[method], first, backbone.conv, images(seed=2), **dict(rules)
+            )
         except BaseException as error:  # noqa: BLE001 - checked below
             errors.append(error)
 
@@ -368,7 +372,9 @@ def test_two_models_sharing_a_batchnorm_are_not_explained_at_once(method: str) -
     try:
         assert backbone.gate.entered.wait(TIMEOUT)
         with pytest.raises(RuntimeError, match="another thread"):
-            explain(METHODS[method], second, backbone.conv, images(seed=3), **dict(rules))
+            explain(
+                METHODS[method], second, backbone.conv, images(seed=3), **dict(rules)
+            )
     finally:
         backbone.gate.release.set()
         worker.join(TIMEOUT)
@@ -433,7 +439,9 @@ def test_nested_explanation_of_the_same_model_is_refused(method: str) -> None:
         inner.attribute(images(), target=1)
 
 
-@pytest.mark.parametrize("module", [nn.ConvTranspose2d(6, 6, 2, stride=2), nn.MaxUnpool2d(2)])
+@pytest.mark.parametrize(
+    "module", [nn.ConvTranspose2d(6, 6, 2, stride=2), nn.MaxUnpool2d(2)]
+)
 @pytest.mark.parametrize("method", list(RELEVANCE_METHODS))
 def test_the_suggested_rule_for_a_resizing_module_works(method: str, module) -> None:
     class Net(nn.Module):
@@ -446,7 +454,11 @@ def test_the_suggested_rule_for_a_resizing_module_works(method: str, module) -> 
 
         def forward(self, x: Tensor) -> Tensor:
             h, indices = self.pool(torch.relu(self.conv(x)))
-            h = self.up(h, indices) if isinstance(self.up, nn.MaxUnpool2d) else self.up(h)
+            h = (
+                self.up(h, indices)
+                if isinstance(self.up, nn.MaxUnpool2d)
+                else self.up(h)
+            )
             return self.fc(h.mean((2, 3)))
 
     torch.manual_seed(0)
@@ -484,7 +496,9 @@ def test_the_no_rule_error_suggests_identity_only_for_element_wise_modules() -> 
     model = Net().eval()
     with pytest.raises(TypeError) as info:
         LayerShallowCam(model, model.conv).attribute(images(), target=1)
-    assert "rules={Square: IdentityRule(), ConvTranspose2d: EpsilonRule()}" in str(info.value)
+    assert "rules={Square: IdentityRule(), ConvTranspose2d: EpsilonRule()}" in str(
+        info.value
+    )
 
 
 def test_scripted_model_is_refused_with_a_message() -> None:

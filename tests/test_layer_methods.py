@@ -164,7 +164,11 @@ def test_shallow_cam_v1_hand_computed(tiny):
     cam = LayerShallowCam(tiny, tiny.relu)
     # class 1, target relevance: 0.65 * (2/9) A_0 + 0.35 * (1/9) A_1
     v1 = cam.attribute(
-        X_TINY, target=1, variant="v1", initial_relevance="target", channel_weights="positive"
+        X_TINY,
+        target=1,
+        variant="v1",
+        initial_relevance="target",
+        channel_weights="positive",
     )
     ref.assert_close(v1, _map((1.3 * A0 + 0.35 * A1) / 9))
     # the same with the flatter sqrt weights: sqrt(0.65) (2/9) A_0 + sqrt(0.35) (1/9) A_1
@@ -172,7 +176,11 @@ def test_shallow_cam_v1_hand_computed(tiny):
     ref.assert_close(v1, _map((2 * 0.65**0.5 * A0 + 0.35**0.5 * A1) / 9))
     # class 0, contrastive: ReLU(G_1) = 0, so only 0.675 * (1/9) A_0 remains
     v1 = cam.attribute(
-        X_TINY, target=0, variant="v1", initial_relevance="contrastive", channel_weights="signed"
+        X_TINY,
+        target=0,
+        variant="v1",
+        initial_relevance="contrastive",
+        channel_weights="signed",
     )
     ref.assert_close(v1, _map(0.675 * A0 / 9))
     # class 0, the defaults (CLRP, sqrt weights; the sign-aware mask equals the
@@ -185,7 +193,11 @@ def test_shallow_cam_v3_hand_computed(tiny):
     # class 1: M = (2 A_0 + A_1) / 9 = [[2,3,10],[3,4,3],[10,3,2]] / 9, scaled to
     # [0, 1]: (9 M - 2) / 8; times 0.65 A_0 + 0.35 A_1.
     v3 = LayerShallowCam(tiny, tiny.relu).attribute(
-        X_TINY, target=1, variant="v3", initial_relevance="target", channel_weights="positive"
+        X_TINY,
+        target=1,
+        variant="v3",
+        initial_relevance="target",
+        channel_weights="positive",
     )
     mask = (torch.tensor([[2.0, 3, 10], [3, 4, 3], [10, 3, 2]]) - 2) / 8
     ref.assert_close(v3, _map(mask * (0.65 * A0 + 0.35 * A1)))
@@ -349,7 +361,9 @@ def test_equal_weights_reduce_to_layercam():
     # the scale factor is the common alpha, 1/6 (the relevance sums to 1)
     ref.assert_close(shallow, layer_cam / 6, rtol=1e-5)
     # with the default sqrt weights, the common weight is sqrt(1/6)
-    flat = LayerShallowCam(model, model[1]).attribute(x, target=1, initial_relevance="target")
+    flat = LayerShallowCam(model, model[1]).attribute(
+        x, target=1, initial_relevance="target"
+    )
     ref.assert_close(flat, layer_cam / 6**0.5, rtol=1e-5)
     # the channel weights are equal: the Relevance-CAM map is the channel mean
     rcam = LayerRelevanceCam(model, model[1]).attribute(
@@ -1010,7 +1024,9 @@ def test_hand_written_swish_is_a_gate_like_nn_silu(method):
         maps, delta = method(model, model[0]).attribute(
             x, target=[0, 2], initial_relevance="target", return_convergence_delta=True
         )
-    expected = method(known, known[0]).attribute(x, target=[0, 2], initial_relevance="target")
+    expected = method(known, known[0]).attribute(
+        x, target=[0, 2], initial_relevance="target"
+    )
     ref.assert_close(maps, expected)
     ref.assert_close(delta, torch.zeros(2), atol=ref.DELTA_ATOL)
     assert float(maps.max()) > 0

@@ -34,7 +34,9 @@ def test_rise_kernel_equals_scipy_gaussian_filter_of_a_delta():
         delta = np.zeros((size, size))
         delta[size // 2, size // 2] = 1
         expected = ndimage.gaussian_filter(delta, sigma).astype("float32")
-        np.testing.assert_allclose(rise_kernel(size, sigma).numpy(), expected, atol=1e-8)
+        np.testing.assert_allclose(
+            rise_kernel(size, sigma).numpy(), expected, atol=1e-8
+        )
     # Much flatter than a truncated Gaussian: the corner keeps ~88% of the centre.
     kernel = rise_kernel(11, 5.0)
     assert 0.85 < float(kernel[0, 0] / kernel[5, 5]) < 0.9
@@ -132,14 +134,20 @@ def test_presets_fill_step_and_substrates_and_explicit_values_win():
     groupcam = protocol_kwargs("groupcam")
     assert groupcam["step"] == 1792
     blur = groupcam["insertion_substrate"]
-    assert isinstance(blur, GaussianBlur) and (blur.kernel_size, blur.sigma) == (51, 50.0)
+    assert isinstance(blur, GaussianBlur) and (blur.kernel_size, blur.sigma) == (
+        51,
+        50.0,
+    )
     today = protocol_kwargs("captum-shallowcam", step=None)
     assert today["step"] == 224 and repr(today["insertion_substrate"]).startswith(
         "GaussianBlur(kernel_size=11, sigma=5"
     )
     assert protocol_kwargs("rise", step=7)["step"] == 7
     colour = torch.tensor(0.5)
-    assert protocol_kwargs("groupcam", deletion_substrate=colour)["deletion_substrate"] is colour
+    assert (
+        protocol_kwargs("groupcam", deletion_substrate=colour)["deletion_substrate"]
+        is colour
+    )
     assert set(PROTOCOLS) == {"captum-shallowcam", "rise", "groupcam"}
     with pytest.raises(ValueError, match="Unknown protocol 'riise'"):
         protocol_kwargs("riise")

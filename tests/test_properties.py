@@ -340,7 +340,9 @@ def term_scale(model: nn.Module, module: nn.Module, x: Tensor) -> Tensor:
         with torch.enable_grad():
             logits = model(x.clone())
             grads = [
-                torch.autograd.grad(logits[:, c].sum(), kept[0], retain_graph=True)[0].abs()
+                torch.autograd.grad(logits[:, c].sum(), kept[0], retain_graph=True)[
+                    0
+                ].abs()
                 for c in range(logits.shape[1])
             ]
     finally:

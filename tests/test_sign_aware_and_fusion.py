@@ -34,7 +34,9 @@ class BottleneckNet(nn.Module):
         return self.fc(self.pool(self.conv(x)).flatten(1))
 
 
-def _layercam_reference(net: BottleneckNet, x: Tensor, c: int, relu_activations: bool) -> Tensor:
+def _layercam_reference(
+    net: BottleneckNet, x: Tensor, c: int, relu_activations: bool
+) -> Tensor:
     a = F.conv2d(x, net.conv.weight)
     g = (net.fc.weight[c] / a[0, 0].numel()).view(1, -1, 1, 1).expand_as(a)
     if relu_activations:
@@ -48,7 +50,9 @@ def test_layer_cam_sign_aware_mask_hand_computed(c, relu_activations):
     net = BottleneckNet().eval()
     x = torch.randn(1, 1, 6, 6, generator=torch.Generator().manual_seed(c))
     expected = _layercam_reference(net, x, c, relu_activations)
-    got = LayerCam(net, net.conv).attribute(x, target=c, relu_activations=relu_activations)
+    got = LayerCam(net, net.conv).attribute(
+        x, target=c, relu_activations=relu_activations
+    )
     torch.testing.assert_close(got, expected)
 
 
@@ -69,7 +73,9 @@ def test_sign_aware_mask_equals_layercam_on_relu_outputs():
     x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
     layers = [net[1], net[3]]
     plain = LayerCam(net, layers).attribute(x, target=[2, 4])
-    sign_aware = LayerCam(net, layers).attribute(x, target=[2, 4], relu_activations=True)
+    sign_aware = LayerCam(net, layers).attribute(
+        x, target=[2, 4], relu_activations=True
+    )
     for p, s in zip(plain, sign_aware):
         assert p.abs().sum() > 0
         torch.testing.assert_close(p, s, rtol=0, atol=0)
@@ -77,7 +83,9 @@ def test_sign_aware_mask_equals_layercam_on_relu_outputs():
 
 # ------------------------------------------------------------------ fusion
 def _two_maps() -> list[Tensor]:
-    fine = torch.tensor([[0.0, 1, 2, 3], [4, 5, 6, 7], [0, 0, 0, 8], [1, 1, 1, 1]]).view(1, 1, 4, 4)
+    fine = torch.tensor(
+        [[0.0, 1, 2, 3], [4, 5, 6, 7], [0, 0, 0, 8], [1, 1, 1, 1]]
+    ).view(1, 1, 4, 4)
     coarse = torch.tensor([[2.0, 4.0], [0.0, 2.0]]).view(1, 1, 2, 2)
     return [fine, coarse]
 
@@ -130,7 +138,12 @@ def _positive_head_net() -> BottleneckNet:
     net = BottleneckNet().eval()
     with torch.no_grad():
         net.conv.weight.copy_(
-            torch.tensor([[[[0.0, 0, 0], [0, 1, 0], [0, 0, 0]]], [[[0.5, 0, 0], [0, 1, -0.5], [0, 0, 0]]]])
+            torch.tensor(
+                [
+                    [[[0.0, 0, 0], [0, 1, 0], [0, 0, 0]]],
+                    [[[0.5, 0, 0], [0, 1, -0.5], [0, 0, 0]]],
+                ]
+            )
         )
         net.fc.weight.copy_(torch.tensor([[1.0, 3.0], [2.0, 1.0]]))
     return net
@@ -152,7 +165,9 @@ def test_shallow_cam_sign_aware_hand_computed(c):
     r = a / a.sum((2, 3), keepdim=True) * alpha.view(1, -1, 1, 1)
     g = (w / a[0, 0].numel()).view(1, -1, 1, 1)
     alpha_pos = (r * (a >= 0)).sum((2, 3), keepdim=True).clamp(min=0)
-    expected = (alpha_pos * g.clamp(min=0) * a.clamp(min=0)).sum(1, keepdim=True).clamp(min=0)
+    expected = (
+        (alpha_pos * g.clamp(min=0) * a.clamp(min=0)).sum(1, keepdim=True).clamp(min=0)
+    )
     got = LayerShallowCam(net, net.conv).attribute(
         x, target=c, initial_relevance="target", relu_activations=True
     )
@@ -172,7 +187,9 @@ def test_shallow_cam_sign_aware_equals_default_on_relu_outputs(variant):
     x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
     explainer = LayerShallowCam(net, [net[1], net[3]])
     plain = explainer.attribute(x, target=[2, 4], variant=variant)
-    sign_aware = explainer.attribute(x, target=[2, 4], variant=variant, relu_activations=True)
+    sign_aware = explainer.attribute(
+        x, target=[2, 4], variant=variant, relu_activations=True
+    )
     for p, s in zip(plain, sign_aware):
         assert p.abs().sum() > 0
         torch.testing.assert_close(p, s, rtol=0, atol=0)
@@ -197,7 +214,9 @@ def test_shallow_cam_default_hand_computed(c):
     r = (relevance_at_layer(c) - relevance_at_layer(1 - c)).clamp(min=0)
     weights = (r * (a >= 0)).sum((2, 3), keepdim=True).clamp(min=0).sqrt()
     g = (net.fc.weight[c] / a[0, 0].numel()).view(1, -1, 1, 1)
-    expected = (weights * g.clamp(min=0) * a.clamp(min=0)).sum(1, keepdim=True).clamp(min=0)
+    expected = (
+        (weights * g.clamp(min=0) * a.clamp(min=0)).sum(1, keepdim=True).clamp(min=0)
+    )
     assert expected.abs().sum() > 0
     got = LayerShallowCam(net, net.conv).attribute(x, target=c)
     torch.testing.assert_close(got, expected)

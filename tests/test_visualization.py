@@ -12,11 +12,16 @@ from captum_shallowcam.visualization import (
 
 
 def test_upsample_and_normalize_matches_interpolate_over_its_peak():
-    layer_map = torch.tensor([[[0.0, 2e-6], [1e-6, 4e-6]]])  # tiny, as relevance maps are
+    layer_map = torch.tensor(
+        [[[0.0, 2e-6], [1e-6, 4e-6]]]
+    )  # tiny, as relevance maps are
     attr = upsample_and_normalize(layer_map, (4, 4))
-    expected = torch.nn.functional.interpolate(
-        layer_map[None], (4, 4), mode="bilinear", align_corners=False
-    )[0, 0] / 4e-6
+    expected = (
+        torch.nn.functional.interpolate(
+            layer_map[None], (4, 4), mode="bilinear", align_corners=False
+        )[0, 0]
+        / 4e-6
+    )
     assert attr.shape == (4, 4, 1)
     np.testing.assert_allclose(attr[..., 0], expected.numpy(), rtol=1e-6)
     assert not upsample_and_normalize(torch.zeros(1, 2, 2), (4, 4)).any()
@@ -24,7 +29,9 @@ def test_upsample_and_normalize_matches_interpolate_over_its_peak():
 
 def test_visualize_layer_attr_titles_and_colour_bar():
     image = torch.rand(3, 32, 32)
-    fig, ax = visualize_layer_attr(torch.rand(1, 8, 8), image, "LayerCam", "layer1", score=41.27)
+    fig, ax = visualize_layer_attr(
+        torch.rand(1, 8, 8), image, "LayerCam", "layer1", score=41.27
+    )
     assert ax.get_title() == "LayerCam, layer1 (8 x 8)\noverall 41.3"
     assert len(fig.axes) == 2  # the map and its colour bar
     _, ax = visualize_layer_attr(torch.zeros(1, 8, 8), image, "LayerCam", "layer1")
@@ -33,9 +40,14 @@ def test_visualize_layer_attr_titles_and_colour_bar():
 
 def test_multiple_and_grid_show_every_score():
     images = torch.rand(2, 3, 32, 32)
-    maps = {"a": [torch.rand(2, 1, 16, 16), torch.rand(2, 1, 4, 4)], "b": [torch.rand(2, 1, 16, 16), torch.rand(2, 1, 4, 4)]}
+    maps = {
+        "a": [torch.rand(2, 1, 16, 16), torch.rand(2, 1, 4, 4)],
+        "b": [torch.rand(2, 1, 16, 16), torch.rand(2, 1, 4, 4)],
+    }
     scores = {"a": [[1.0, 2.0], [3.0, 4.0]], "b": [[5.0, 6.0], [7.0, 8.0]]}
-    fig = layer_map_figure(images, maps, ["s1", "s2"], row_labels=["x", "y"], scores=scores, title="t")
+    fig = layer_map_figure(
+        images, maps, ["s1", "s2"], row_labels=["x", "y"], scores=scores, title="t"
+    )
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert "s1 (16 x 16)\noverall 1.0" in titles and "s2 (4 x 4)\noverall 3.0" in titles
     for value in ("2.0", "4.0", "5.0", "6.0", "7.0", "8.0"):
@@ -44,4 +56,8 @@ def test_multiple_and_grid_show_every_score():
     fig, axes = visualize_layer_attr_multiple(
         [m[0] for m in maps["a"]], images[0], ["s1", "s2"], "a", scores=[1.5, 2.5]
     )
-    assert [ax.get_title() for ax in axes] == ["image", "a, s1 (16 x 16)\noverall 1.5", "a, s2 (4 x 4)\noverall 2.5"]
+    assert [ax.get_title() for ax in axes] == [
+        "image",
+        "a, s1 (16 x 16)\noverall 1.5",
+        "a, s2 (4 x 4)\noverall 2.5",
+    ]

@@ -171,7 +171,10 @@ def test_without_conserve_dead_outputs_lose_their_relevance(signed):
     lost = (relevance.double().reshape(dead.shape) * dead).flatten(1).sum(1).float()
     assert float(lost.abs().min()) > 1e-3
     torch.testing.assert_close(
-        actual.flatten(1).sum(1), relevance.flatten(1).sum(1) - lost, rtol=1e-4, atol=1e-4
+        actual.flatten(1).sum(1),
+        relevance.flatten(1).sum(1) - lost,
+        rtol=1e-4,
+        atol=1e-4,
     )
     torch.testing.assert_close(
         conserved.flatten(1).sum(1), relevance.flatten(1).sum(1), rtol=1e-4, atol=1e-4
@@ -257,7 +260,9 @@ def test_pad_argument_with_channel_padding():
     padded = F.pad(x, pad)
     relevance = torch.randn(F.conv2d(padded, weight).shape)
     real = F.pad(torch.ones(1, 3, 7, 7), pad)
-    expected, by_negative, flat = explicit_zplus(padded, weight, relevance, 1, 0, 1, real)
+    expected, by_negative, flat = explicit_zplus(
+        padded, weight, relevance, 1, 0, 1, real
+    )
     assert bool(by_negative.any()) and bool(flat.any())
     actual = ZPlusRule().relevance(_conv(1, 0, 1), x, weight, relevance, pad=pad)
     assert actual.shape == x.shape
@@ -293,7 +298,9 @@ def test_linear_on_feature_maps_equals_the_pointwise_conv_rule(signed, conserve)
         relevance.permute(0, 3, 1, 2),
         conserve=conserve,
     )
-    torch.testing.assert_close(as_conv, expected.permute(0, 2, 3, 1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        as_conv, expected.permute(0, 2, 3, 1), rtol=1e-4, atol=1e-5
+    )
     if conserve:
         assert bool(by_negative.any()) and bool(flat.any())
 

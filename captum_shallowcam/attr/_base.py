@@ -131,7 +131,9 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
                 relevance.run(engine, output, passes)
             if gradients and not gradients_first:
                 engine.propagation.release()
-                passes.gradients = engine.gradients(_scores(output, targets), retain_graph=False)
+                passes.gradients = engine.gradients(
+                    _scores(output, targets), retain_graph=False
+                )
         return passes
 
 
@@ -180,7 +182,9 @@ class _RelevanceCamBase(_LayerCamBase):
         adjacent: bool = False,
         relu_activations: bool = False,
     ) -> CamPasses:
-        check_choice("initial_relevance", initial_relevance, ("contrastive", "target", "clrp"))
+        check_choice(
+            "initial_relevance", initial_relevance, ("contrastive", "target", "clrp")
+        )
         check_choice("channel_weights", channel_weights, ("signed", "positive", "sqrt"))
         request = _RelevanceRequest(
             self.rules,
@@ -190,10 +194,17 @@ class _RelevanceCamBase(_LayerCamBase):
             relu_activations,
         )
         return self._passes(
-            inputs, target, additional_forward_args, attribute_to_layer_input, gradients, request
+            inputs,
+            target,
+            additional_forward_args,
+            attribute_to_layer_input,
+            gradients,
+            request,
         )
 
-    def _result(self, maps: List[Tensor], passes: CamPasses, return_convergence_delta: bool):
+    def _result(
+        self, maps: List[Tensor], passes: CamPasses, return_convergence_delta: bool
+    ):
         result = self._format_result(maps)
         if return_convergence_delta:
             return result, self._format_result(passes.deltas)  # type: ignore[arg-type]
@@ -213,7 +224,9 @@ class _RelevanceRequest:
     def run(self, engine: _Engine, output: Tensor, passes: CamPasses) -> None:
         captures = engine.captures
         num_classes = output.shape[1]
-        one_hot = torch.nn.functional.one_hot(passes.targets, num_classes).to(output.dtype)
+        one_hot = torch.nn.functional.one_hot(passes.targets, num_classes).to(
+            output.dtype
+        )
         if self.initial_relevance == "contrastive":
             initial = one_hot - (1 - one_hot) / num_classes
         elif self.initial_relevance == "target":
@@ -238,11 +251,15 @@ class _RelevanceRequest:
         self, engine: _Engine, passes: CamPasses, relevances: List[Tensor]
     ) -> List[Tensor]:
         """V2: one LRP step from the LayerCAM evidence of the next layer up."""
-        order = sorted(range(len(engine.captures)), key=lambda i: engine.captures[i].order)
+        order = sorted(
+            range(len(engine.captures)), key=lambda i: engine.captures[i].order
+        )
         out = list(relevances)
         for lower, upper in zip(order[:-1], order[1:]):
             evidence = spatial_mask(
-                passes.activations[upper], passes.gradients[upper], self.relu_activations
+                passes.activations[upper],
+                passes.gradients[upper],
+                self.relu_activations,
             )
             (out[lower],) = engine.relevance(
                 engine.captures[upper].tensor,
@@ -295,8 +312,10 @@ def _scores(output: Tensor, targets: Tensor) -> Tensor:
 def _format_layers(layer: LayerOrLayers) -> Tuple[List[nn.Module], bool]:
     if isinstance(layer, nn.Module):
         return [layer], False
-    if isinstance(layer, (list, tuple)) and layer and all(
-        isinstance(m, nn.Module) for m in layer
+    if (
+        isinstance(layer, (list, tuple))
+        and layer
+        and all(isinstance(m, nn.Module) for m in layer)
     ):
         if len({id(m) for m in layer}) != len(layer):
             raise ValueError("The list of layers holds the same module twice.")
@@ -332,7 +351,9 @@ def _check_inputs(
 
 
 # ------------------------------------------------------------ the map formulas
-def spatial_mask(activation: Tensor, gradient: Tensor, relu_activations: bool = False) -> Tensor:
+def spatial_mask(
+    activation: Tensor, gradient: Tensor, relu_activations: bool = False
+) -> Tensor:
     r"""LayerCAM's spatially weighted feature maps :math:`S_k = \mathrm{ReLU}(G_k) A_k`,
     or with ``relu_activations`` the sign-aware
     :math:`S^+_k = \mathrm{ReLU}(G_k)\,\mathrm{ReLU}(A_k)` (equal where :math:`A \ge 0`)."""

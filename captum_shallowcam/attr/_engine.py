@@ -110,8 +110,13 @@ class _Engine:
         self.unhandled: List[Tuple[str, str, str, bool]] = []
         self.names: Dict[nn.Module, str] = {}
         if self.model is not None:
-            self.names = {m: n or type(m).__name__ for n, m in self.model.named_modules()}
-        self.captures = [LayerCapture(layer, self.names.get(layer, type(layer).__name__)) for layer in self.layers]
+            self.names = {
+                m: n or type(m).__name__ for n, m in self.model.named_modules()
+            }
+        self.captures = [
+            LayerCapture(layer, self.names.get(layer, type(layer).__name__))
+            for layer in self.layers
+        ]
         self.handles: List[Any] = []
         self.captured = 0
 
@@ -149,19 +154,29 @@ class _Engine:
                 name = name or type(module).__name__
                 whole_rule = self._whole_module_rule(module, name)
                 self.handles.append(
-                    module.register_forward_pre_hook(self._push_hook(module, name, whole_rule))
+                    module.register_forward_pre_hook(
+                        self._push_hook(module, name, whole_rule)
+                    )
                 )
                 self.handles.append(
-                    module.register_forward_hook(self._pop_hook(module, whole_rule), always_call=True)
+                    module.register_forward_hook(
+                        self._pop_hook(module, whole_rule), always_call=True
+                    )
                 )
         for capture in self.captures:
             if self.attribute_to_layer_input:
-                hook = capture.layer.register_forward_pre_hook(self._capture_input(capture))
+                hook = capture.layer.register_forward_pre_hook(
+                    self._capture_input(capture)
+                )
             else:
-                hook = capture.layer.register_forward_hook(self._capture_output(capture))
+                hook = capture.layer.register_forward_hook(
+                    self._capture_output(capture)
+                )
             self.handles.append(hook)
 
-    def _whole_module_rule(self, module: nn.Module, name: str) -> Optional[PropagationRule]:
+    def _whole_module_rule(
+        self, module: nn.Module, name: str
+    ) -> Optional[PropagationRule]:
         """A rule for a leaf module of a type the engine does not know, or one the
         user gave a normalisation, applied to the module as a whole (its input
         to its output)."""
@@ -169,7 +184,9 @@ class _Engine:
             return None
         return resolve_rule(module, name, self.rules)
 
-    def _push_hook(self, module: nn.Module, name: str, whole_rule: Optional[PropagationRule]):
+    def _push_hook(
+        self, module: nn.Module, name: str, whole_rule: Optional[PropagationRule]
+    ):
         def hook(mod, args):  # noqa: ANN001
             if not self._mine():
                 return None
@@ -201,7 +218,9 @@ class _Engine:
             self.suspend_depth -= 1
             inputs = self.whole_module_inputs.pop(id(module))
             x = inputs[0]
-            if not (isinstance(output, Tensor) and graph_tensor(output) and graph_tensor(x)):
+            if not (
+                isinstance(output, Tensor) and graph_tensor(output) and graph_tensor(x)
+            ):
                 return None
             if rule.element_wise:
                 if output.numel() == x.numel() and rearranges(output, x):
@@ -212,7 +231,9 @@ class _Engine:
                         f"({type(module).__name__}), but its output has a different "
                         "number of elements than its input."
                     )
-                return _PassThroughGate(self.propagation, name, (x,)).apply(output, (x,))
+                return _PassThroughGate(self.propagation, name, (x,)).apply(
+                    output, (x,)
+                )
             forward = module.forward
             return _ModuleGate(
                 self.propagation, name, (x,), lambda x_: forward(x_, *inputs[1:]), rule
@@ -285,7 +306,8 @@ class _Engine:
         # parameters or under an outer no_grad, and the user's tensor is untouched.
         if isinstance(inputs, tuple):
             x = tuple(
-                _normal(t).detach().requires_grad_(t.is_floating_point()) for t in inputs
+                _normal(t).detach().requires_grad_(t.is_floating_point())
+                for t in inputs
             )
         else:
             x = _normal(inputs).detach().requires_grad_(True)
@@ -293,7 +315,9 @@ class _Engine:
             additional_forward_args = tuple(_normal(a) for a in additional_forward_args)
         else:
             additional_forward_args = _normal(additional_forward_args)
-        self.mode = RelevanceMode(self, self.propagation) if self.use_relevance else None
+        self.mode = (
+            RelevanceMode(self, self.propagation) if self.use_relevance else None
+        )
         gates = self.mode if self.mode is not None else nullcontext()
         with torch.enable_grad(), gates:
             output = _run_forward(self.forward_func, x, None, additional_forward_args)

@@ -51,7 +51,9 @@ class _GateFunction(torch.autograd.Function):
 class _Gate:
     """Base of the rule-aware gates: holds the operation's inputs by value."""
 
-    def __init__(self, propagation: "_Propagation", name: str, inputs: Sequence[Tensor]):
+    def __init__(
+        self, propagation: "_Propagation", name: str, inputs: Sequence[Tensor]
+    ):
         self.propagation = propagation
         self.name = name
         self.inputs = tuple(x.detach() for x in inputs)
@@ -85,7 +87,9 @@ class _PassThroughGate(_Gate):
     be changed in place afterwards (``h.relu_()`` writes the gate's output into
     its own input)."""
 
-    def __init__(self, propagation: "_Propagation", name: str, inputs: Sequence[Tensor]):
+    def __init__(
+        self, propagation: "_Propagation", name: str, inputs: Sequence[Tensor]
+    ):
         super().__init__(propagation, name, ())
         self.shape = inputs[0].shape
 
@@ -97,7 +101,9 @@ class _ProportionalGate(_Gate):
     """A linear operation without weights (average pooling, mean, sum): the z-rule
     (:func:`~.rules.z_rule_relevance`)."""
 
-    def __init__(self, propagation, name, inputs, operation: Callable[[Tensor], Tensor]):
+    def __init__(
+        self, propagation, name, inputs, operation: Callable[[Tensor], Tensor]
+    ):
         super().__init__(propagation, name, inputs)
         self.operation = operation
 
@@ -110,7 +116,12 @@ class _ModuleGate(_Gate):
     with the rule the user gave it."""
 
     def __init__(
-        self, propagation, name, inputs, forward: Callable[[Tensor], Tensor], rule: RelevanceRule
+        self,
+        propagation,
+        name,
+        inputs,
+        forward: Callable[[Tensor], Tensor],
+        rule: RelevanceRule,
     ):
         super().__init__(propagation, name, inputs)
         self.forward = forward
@@ -144,7 +155,12 @@ class _WeightedGate(_Gate):
 
     def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
         result = self.rule.relevance(
-            self.operation, self.inputs[0], self.weight, relevance, self.pad, bias=self.bias
+            self.operation,
+            self.inputs[0],
+            self.weight,
+            relevance,
+            self.pad,
+            bias=self.bias,
         )
         return (result,)
 
@@ -177,7 +193,9 @@ class _GatingMulGate(_Gate):
 
     def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
         out = [torch.zeros_like(x) for x in self.inputs]
-        out[self.signal_index] = relevance.sum_to_size(self.inputs[self.signal_index].shape)
+        out[self.signal_index] = relevance.sum_to_size(
+            self.inputs[self.signal_index].shape
+        )
         return tuple(out)
 
 
@@ -206,7 +224,9 @@ class _Propagation:
                 gate.inputs = ()
         self.gates.clear()
 
-    def record(self, name: str, relevance_out: Tensor, relevance_in: Sequence[Tensor]) -> None:
+    def record(
+        self, name: str, relevance_out: Tensor, relevance_in: Sequence[Tensor]
+    ) -> None:
         total_out = relevance_out.detach().flatten(1).sum(1)
         total_in = sum(r.detach().flatten(1).sum(1) for r in relevance_in)
         scale = relevance_out.detach().flatten(1).abs().sum(1) + 1e-12

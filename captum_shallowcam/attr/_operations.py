@@ -133,7 +133,9 @@ def _handle_weighted(mode: RelevanceMode, func, args, kwargs):
             pad = amounts
     _, name = mode.current_module()
     rule = mode.context.rule_for_operation()
-    gate = _WeightedGate(mode.propagation, name, (x,), operation, weight, bias, rule, pad)
+    gate = _WeightedGate(
+        mode.propagation, name, (x,), operation, weight, bias, rule, pad
+    )
     gated = gate.apply(output, (x,))
     mode.weighted_outputs[id(gated)] = (gated, gate, x)
     return gated
@@ -290,7 +292,9 @@ def _handle_mul(mode: RelevanceMode, func, args, kwargs):
             return output
         signal = is_sigmoid.index(False)
     else:
-        signal = 0 if a.shape == output.shape else 1 if b.shape == output.shape else None
+        signal = (
+            0 if a.shape == output.shape else 1 if b.shape == output.shape else None
+        )
         if signal is None:
             return output
     _, name = mode.current_module()
@@ -307,7 +311,9 @@ def _handle_constant_scaling(mode: RelevanceMode, func, args, kwargs):
     if func in _DIVISIONS and x is not args[0]:
         return output  # c / x is not a scaling of x
     _, name = mode.current_module()
-    return _PassThroughGate(mode.propagation, f"{name} (scaling)", (x,)).apply(output, (x,))
+    return _PassThroughGate(mode.propagation, f"{name} (scaling)", (x,)).apply(
+        output, (x,)
+    )
 
 
 _OUT_OF_PLACE: Dict[Callable, Callable] = {
@@ -340,7 +346,14 @@ for _f in (
     torch.sum, Tensor.sum,
 ):  # fmt: skip
     HANDLERS[_f] = _handle_proportional
-for _f in (torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__, Tensor.add_, Tensor.__iadd__):
+for _f in (
+    torch.add,
+    Tensor.add,
+    Tensor.__add__,
+    Tensor.__radd__,
+    Tensor.add_,
+    Tensor.__iadd__,
+):
     HANDLERS[_f] = _handle_add
 for _f in (torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__):
     HANDLERS[_f] = _handle_mul
@@ -348,5 +361,3 @@ _DIVISIONS = (torch.div, Tensor.div, Tensor.__truediv__)
 _SIGMOIDS = (F.sigmoid, torch.sigmoid, Tensor.sigmoid, F.hardsigmoid)
 for _f in _DIVISIONS:
     HANDLERS[_f] = _handle_constant_scaling
-
-

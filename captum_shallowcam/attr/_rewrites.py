@@ -19,7 +19,15 @@ from torch import Tensor
 
 _BATCH_NORM_SIGNATURE = inspect.signature(F.batch_norm)
 _PAD_SIGNATURE = inspect.signature(F.pad)
-_CONV2D_PARAMETERS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_CONV2D_PARAMETERS = (
+    "input",
+    "weight",
+    "bias",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+)
 
 
 def batch_norm_arguments(args: tuple, kwargs: dict) -> Dict[str, Any]:
@@ -55,7 +63,9 @@ def fold_batch_norm(
     return folded_weight, folded_bias
 
 
-def zero_pad_amounts(args: tuple, kwargs: dict) -> Optional[Tuple[Tensor, Tuple[int, ...]]]:
+def zero_pad_amounts(
+    args: tuple, kwargs: dict
+) -> Optional[Tuple[Tensor, Tuple[int, ...]]]:
     """``(input, pad amounts)`` of an ``F.pad`` call that pads with zeros, or None."""
     bound = _PAD_SIGNATURE.bind(*args, **kwargs)
     bound.apply_defaults()
@@ -74,7 +84,11 @@ def conv2d_with_padding(
         return None
     left, right, top, bottom = amounts
     params = dict(zip(_CONV2D_PARAMETERS, args), **kwargs)
-    if left != right or top != bottom or params.get("padding", 0) not in (0, (0, 0), [0, 0]):
+    if (
+        left != right
+        or top != bottom
+        or params.get("padding", 0) not in (0, (0, 0), [0, 0])
+    ):
         return None
     stride, dilation = params.get("stride", 1), params.get("dilation", 1)
     groups = params.get("groups", 1)

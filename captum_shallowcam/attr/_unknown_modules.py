@@ -17,7 +17,10 @@ from captum_shallowcam.attr.rules import SUPPORTED_MODULES
 
 
 def is_unknown_leaf(module: nn.Module) -> bool:
-    return not isinstance(module, SUPPORTED_MODULES) and next(module.children(), None) is None
+    return (
+        not isinstance(module, SUPPORTED_MODULES)
+        and next(module.children(), None) is None
+    )
 
 
 def _rearranging_node_types() -> frozenset:
@@ -101,7 +104,9 @@ def no_rule_error(unhandled: Sequence[Tuple[str, str, str, bool]]) -> TypeError:
             f"operation the relevance engine cannot propagate through ({operation})"
         )
     else:
-        shown = ", ".join(f"'{name}' ({kind}, {op})" for name, kind, op, _ in unhandled[:5])
+        shown = ", ".join(
+            f"'{name}' ({kind}, {op})" for name, kind, op, _ in unhandled[:5]
+        )
         more = f" and {len(unhandled) - 5} more" if len(unhandled) > 5 else ""
         problem = (
             f"{len(unhandled)} modules have no LRP rule: their outputs come from "
@@ -131,4 +136,8 @@ def no_rule_error(unhandled: Sequence[Tuple[str, str, str, bool]]) -> TypeError:
 
 
 def same_numel(x: Any, output: Any) -> bool:
-    return isinstance(x, Tensor) and isinstance(output, Tensor) and x.numel() == output.numel()
+    return (
+        isinstance(x, Tensor)
+        and isinstance(output, Tensor)
+        and x.numel() == output.numel()
+    )

@@ -65,18 +65,30 @@ def fuse_layer_maps(
             "multi-layer attribute call returns); for one map there is nothing to fuse."
         )
     for layer_map in layer_maps:
-        if not isinstance(layer_map, Tensor) or layer_map.dim() != 4 or layer_map.shape[1] != 1:
-            shape = tuple(layer_map.shape) if isinstance(layer_map, Tensor) else type(layer_map)
+        if (
+            not isinstance(layer_map, Tensor)
+            or layer_map.dim() != 4
+            or layer_map.shape[1] != 1
+        ):
+            shape = (
+                tuple(layer_map.shape)
+                if isinstance(layer_map, Tensor)
+                else type(layer_map)
+            )
             raise ValueError(
                 f"Each map must be a tensor of shape N x 1 x h x w; got {shape}. Sum "
                 "per-channel maps over dim 1 first."
             )
     if len({m.shape[0] for m in layer_maps}) != 1:
-        raise ValueError("The maps hold different numbers of examples; fuse maps of one batch.")
+        raise ValueError(
+            "The maps hold different numbers of examples; fuse maps of one batch."
+        )
     if size is None:
         size = max((tuple(m.shape[-2:]) for m in layer_maps), key=lambda s: s[0] * s[1])
     scaled = [
-        unit_range(LayerAttribution.interpolate(m.detach(), tuple(size), interpolate_mode))
+        unit_range(
+            LayerAttribution.interpolate(m.detach(), tuple(size), interpolate_mode)
+        )
         for m in layer_maps
     ]
     stacked = torch.stack(scaled)
@@ -85,4 +97,3 @@ def fuse_layer_maps(
     if mode == "max":
         return stacked.amax(0)
     return stacked.mean(0)
-

@@ -98,7 +98,11 @@ class LayerCam(_LayerCamBase):
         if scaling not in ("none", "tanh"):
             raise ValueError(f"scaling must be 'none' or 'tanh', got {scaling!r}.")
         passes = self._passes(
-            inputs, target, additional_forward_args, attribute_to_layer_input, gradients=True
+            inputs,
+            target,
+            additional_forward_args,
+            attribute_to_layer_input,
+            gradients=True,
         )
         maps = []
         for activation, gradient in zip(passes.activations, passes.gradients):

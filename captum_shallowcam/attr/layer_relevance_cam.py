@@ -76,7 +76,8 @@ class LayerRelevanceCam(_RelevanceCamBase):
                         Default: ``"contrastive"``
             channel_weights (str, optional): ``"signed"`` keeps the sign of
                         :math:`\alpha` as Relevance-CAM does; ``"positive"`` uses
-                        :math:`\mathrm{ReLU}(\alpha)`. Default: ``"signed"``
+                        :math:`\mathrm{ReLU}(\alpha)`, ``"sqrt"``
+                        :math:`\sqrt{\mathrm{ReLU}(\alpha)}`. Default: ``"signed"``
             return_convergence_delta (bool, optional): Also return, per layer, the
                         output relevance minus the relevance summed at the layer
                         (N values; with ``"clrp"``, before its final ReLU).

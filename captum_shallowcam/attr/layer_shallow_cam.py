@@ -181,4 +181,3 @@ class LayerShallowCam(_RelevanceCamBase):
             else:
                 maps.append(channel_sum(weights * mask, relu_attributions))
         return self._result(maps, passes, return_convergence_delta)
-

@@ -178,7 +178,9 @@ class ZPlusRule(RelevanceRule):
         """
         if weight.dim() == 2 and inputs.dim() > 2:
             return self._linear_on_last_dim(operation, inputs, weight, relevance, pad)
-        return self._relevance_channels_at_dim_1(operation, inputs, weight, relevance, pad)
+        return self._relevance_channels_at_dim_1(
+            operation, inputs, weight, relevance, pad
+        )
 
     def _relevance_channels_at_dim_1(
         self,
@@ -343,7 +345,9 @@ def _relative_epsilon(z: Tensor, epsilon: float = 1e-6) -> Tensor:
     """``epsilon`` times the largest ``|z|`` of each example, so that a rule
     behaves the same whatever the activations' scale."""
     lowest, highest = per_example_extremes(z.detach())
-    return epsilon * torch.maximum(highest, -lowest).clamp_min(torch.finfo(z.dtype).tiny)
+    return epsilon * torch.maximum(highest, -lowest).clamp_min(
+        torch.finfo(z.dtype).tiny
+    )
 
 
 # ------------------------------------------------- Captum's rules, adapted

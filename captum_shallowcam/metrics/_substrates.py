@@ -167,7 +167,8 @@ def describe_substrate(substrate: SubstrateType, default: str) -> str:
         return default
     if isinstance(substrate, Tensor):
         return f"tensor of shape {tuple(substrate.shape)}"
-    return repr(substrate) if hasattr(substrate, "kernel_size") else getattr(
-        substrate, "__name__", type(substrate).__name__
+    return (
+        repr(substrate)
+        if hasattr(substrate, "kernel_size")
+        else getattr(substrate, "__name__", type(substrate).__name__)
     )
-

