@@ -19,7 +19,8 @@ import argparse
 
 import torch
 
-from captum_shallowcam import LayerCam, LayerRelevanceCam
+from captum_shallowcam import LayerCam
+from captum_shallowcam.attr import compute_layer_passes
 from captum_shallowcam.attr._base import spatial_mask
 from captum_shallowcam.images import read_image_folder
 from captum_shallowcam.models import load_model
@@ -49,19 +50,15 @@ def main() -> None:
     targets = torch.tensor([i.target for i in items])
     layers = list(loaded.layers.values())
     names = list(loaded.layers)
-    # The relevance and the gradient at each layer, through the public methods'
-    # building blocks: alpha from LayerRelevanceCam with one-channel activations
-    # is not exposed, so recompute here from the same passes.
-    relevance_cam = LayerRelevanceCam(loaded.model, layers)
-    passes = relevance_cam._relevance_passes(
+    # The relevance and the gradient at each layer, from the passes the
+    # methods are built from.
+    passes = compute_layer_passes(
+        loaded.model,
+        layers,
         x,
-        targets,
-        None,
-        False,
-        args.initial_relevance,
-        "positive",
-        False,
-        gradients=True,
+        target=targets,
+        initial_relevance=args.initial_relevance,
+        check_conservation=False,
     )
     layer_cam_maps = LayerCam(loaded.model, layers).attribute(x, target=targets)
     print(

@@ -40,44 +40,41 @@ from typing import Dict, List
 import torch
 
 from captum_shallowcam import LayerShallowCam
-from captum_shallowcam.attr._base import _RelevanceRequest
 from captum_shallowcam.evaluation import image_batches, paired_difference
 from captum_shallowcam.images import read_image_folder
 from captum_shallowcam.metrics import deletion_insertion
 from captum_shallowcam.models import load_model
 
 
-class FGRequest(_RelevanceRequest):
-    """CLRP relevance from the logits, plus relevance pushed from the deepest
-    capture's sign-aware LayerCAM evidence down to the others (FG-CAM-like)."""
+class PushedDown:
+    """A relevance refinement (run inside the passes, after the gradients) that
+    keeps the CLRP relevance and also pushes down the sign-aware LayerCAM
+    evidence of the deepest capture (FG-CAM-like, ``fg``) and of the next
+    capture (``adj``)."""
 
-    def run(self, engine, output, passes):
-        self.adjacent = False
-        try:
-            super().run(engine, output, passes)
-        finally:
-            self.adjacent = True
+    def __call__(self, engine, passes, relevances):
         caps = engine.captures
         order = sorted(range(len(caps)), key=lambda i: caps[i].order)
         top = order[-1]
-        a, g = passes.activations[top], passes.gradients[top]
-        evidence = torch.relu(g) * torch.relu(a)
+        evidence = [
+            torch.relu(g) * torch.relu(a)
+            for a, g in zip(passes.activations, passes.gradients)
+        ]
         lower = [caps[i] for i in order[:-1]]
-        rel = engine.relevance(caps[top].tensor, evidence, lower, retain_graph=True)
-        fg = [None] * len(caps)
+        rel = engine.relevance(
+            caps[top].tensor, evidence[top], lower, retain_graph=True
+        )
+        self.fg = [None] * len(caps)
         for i, r in zip(order[:-1], rel):
-            fg[i] = r
-        fg[top] = evidence
-        self.fg = fg
-        # adjacent: from next layer's sign-aware evidence
-        adj = [None] * len(caps)
+            self.fg[i] = r
+        self.fg[top] = evidence[top]
+        self.adj = [None] * len(caps)
         for lo, up in zip(order[:-1], order[1:]):
-            ev = torch.relu(passes.gradients[up]) * torch.relu(passes.activations[up])
-            (adj[lo],) = engine.relevance(
-                caps[up].tensor, ev, [caps[lo]], retain_graph=True
+            (self.adj[lo],) = engine.relevance(
+                caps[up].tensor, evidence[up], [caps[lo]], retain_graph=True
             )
-        adj[top] = evidence
-        self.adj = adj
+        self.adj[top] = evidence[top]
+        return relevances
 
 
 def cs(x):
@@ -134,8 +131,10 @@ def main():
     imgs = []
     for inames, x, t in image_batches(items, loaded.preprocess, model, args.batch):
         imgs += inames
-        req = FGRequest(explainer.rules, "clrp", True, False)
-        passes = explainer._passes(x, t, None, False, True, req)
+        req = PushedDown()
+        passes = explainer._relevance_passes(
+            x, t, None, False, "clrp", "positive", False, gradients=True, refine=req
+        )
         for i, name in enumerate(names):
             a, g, r = passes.activations[i], passes.gradients[i], passes.relevances[i]
             for m, mp in candidates(a, g, r, req.fg[i], req.adj[i]).items():

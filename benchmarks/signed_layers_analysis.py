@@ -11,7 +11,7 @@ passes per batch (the maps are built here from the activations ``A``, gradients
 ``G`` and CLRP relevance ``R`` that ``LayerShallowCam`` computes):
 
 * ``layercam``: ``ReLU(sum_k S_k)`` with ``S_k = ReLU(G_k) A_k`` (the baseline);
-* ``default``: LayerShallowCam's default, ``ReLU(sum_k alpha_k S_k)``,
+* ``default``: LayerShallowCam's 0.1 default, ``ReLU(sum_k alpha_k S_k)``,
   ``alpha_k = sum_ij R_k(i,j)``;
 * ``alpha_on_positive_acts``: ``alpha_k`` summed only where ``A_k > 0``;
 * ``sqrt_alpha``: ``sqrt(alpha_k)`` (is the loss one of over-concentration?);
@@ -37,7 +37,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from captum_shallowcam import LayerShallowCam
+from captum_shallowcam.attr import compute_layer_passes
 from captum_shallowcam.attr._base import channel_sum, spatial_mask
 from captum_shallowcam.evaluation import image_batches, paired_difference
 from captum_shallowcam.images import read_image_folder
@@ -84,14 +84,14 @@ def main() -> None:
     loaded = load_model("efficientnet-lite0")
     model = loaded.model.to(memory_format=torch.channels_last)
     names = args.layers.split(",")
-    explainer = LayerShallowCam(model, [loaded.layers[n] for n in names])
+    layers = [loaded.layers[n] for n in names]
     items = read_image_folder(args.images)[args.start : args.start + args.limit]
     scores: Dict[str, Dict[str, List[float]]] = {}
     diag = {n: {"negative_acts": [], "relevance_on_negative": [], "channels": [], "channels_pos": []}
             for n in names}  # fmt: skip
     for _, x, t in image_batches(items, loaded.preprocess, model, 4):
-        passes = explainer._relevance_passes(
-            x, t, None, False, "clrp", "positive", False, gradients=True
+        passes = compute_layer_passes(
+            model, layers, x, target=t, check_conservation=False
         )
         for name, a, g, r in zip(
             names, passes.activations, passes.gradients, passes.relevances

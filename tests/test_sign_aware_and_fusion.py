@@ -227,3 +227,47 @@ def test_shallow_cam_default_hand_computed(c):
         x, target=c, relu_activations=False, channel_weights="positive"
     )
     torch.testing.assert_close(old, plain)
+
+
+# ------------------------------------------------------ compute_layer_passes
+def _small_signed_net() -> nn.Module:
+    torch.manual_seed(4)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1),
+        nn.BatchNorm2d(6), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4),
+    ).eval()  # fmt: skip
+
+
+def test_compute_layer_passes_rebuild_the_methods_maps():
+    from captum_shallowcam.attr import compute_layer_passes
+
+    net = _small_signed_net()
+    x = torch.randn(2, 3, 10, 10, generator=torch.Generator().manual_seed(0))
+    layers = [net[1], net[3]]  # a ReLU output and a signed BatchNorm output
+    passes = compute_layer_passes(net, layers, x, target=[1, 3])
+    assert passes.targets.tolist() == [1, 3] and len(passes.deltas) == 2
+    shallow = LayerShallowCam(net, layers).attribute(x, target=[1, 3])
+    layer_cam = LayerCam(net, layers).attribute(x, target=[1, 3])
+    for a, g, r, s_map, lc_map in zip(
+        passes.activations, passes.gradients, passes.relevances, shallow, layer_cam
+    ):
+        weights = (r * (a >= 0)).sum((2, 3), keepdim=True).clamp(min=0).sqrt()
+        mask = g.clamp(min=0) * a.clamp(min=0)
+        torch.testing.assert_close(
+            s_map, (weights * mask).sum(1, keepdim=True).clamp(min=0)
+        )
+        torch.testing.assert_close(
+            lc_map, (g.clamp(min=0) * a).sum(1, keepdim=True).clamp(min=0)
+        )
+    plain = compute_layer_passes(net, layers, x, target=[1, 3], relevance=False)
+    assert plain.relevances == [] and len(plain.gradients) == 2
+    for g_plain, g in zip(plain.gradients, passes.gradients):
+        torch.testing.assert_close(g_plain, g)
+
+
+def test_compute_layer_passes_is_keyword_only():
+    from captum_shallowcam.attr import compute_layer_passes
+
+    net = _small_signed_net()
+    with pytest.raises(TypeError):
+        compute_layer_passes(net, net[1], torch.randn(1, 3, 8, 8), 1)  # type: ignore[misc]

@@ -122,7 +122,7 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
             # faster on CPU (memory is reused instead of freshly mapped); the
             # gradient pass is the one that can go last, unless V2 needs the
             # gradients to start its relevance passes.
-            gradients_first = relevance is None or relevance.adjacent
+            gradients_first = relevance is None or relevance.refine is not None
             if gradients and gradients_first:
                 passes.gradients = engine.gradients(
                     _scores(output, targets), retain_graph=relevance is not None
@@ -179,8 +179,7 @@ class _RelevanceCamBase(_LayerCamBase):
         channel_weights: str,
         check_conservation: bool,
         gradients: bool,
-        adjacent: bool = False,
-        relu_activations: bool = False,
+        refine: Optional["RelevanceRefinement"] = None,
     ) -> CamPasses:
         check_choice(
             "initial_relevance", initial_relevance, ("contrastive", "target", "clrp")
@@ -189,9 +188,8 @@ class _RelevanceCamBase(_LayerCamBase):
         request = _RelevanceRequest(
             self.rules,
             initial_relevance,  # type: ignore[arg-type]
-            adjacent,
+            refine,
             check_conservation,
-            relu_activations,
         )
         return self._passes(
             inputs,
@@ -211,15 +209,20 @@ class _RelevanceCamBase(_LayerCamBase):
         return result
 
 
+#: ``(engine, passes, relevances) -> relevances``, run inside the passes.
+RelevanceRefinement = Callable[[_Engine, "CamPasses", List[Tensor]], List[Tensor]]
+
+
 @dataclass
 class _RelevanceRequest:
     """Which relevance the method needs, and how to get it."""
 
     rules: Optional[RuleMap]
     initial_relevance: InitialRelevance = "contrastive"
-    adjacent: bool = False
+    #: A further step on the relevances that needs the gradients (so they are
+    #: computed first), e.g. LayerShallowCam's v2.
+    refine: Optional["RelevanceRefinement"] = None
     check_conservation: bool = True
-    relu_activations: bool = False
 
     def run(self, engine: _Engine, output: Tensor, passes: CamPasses) -> None:
         captures = engine.captures
@@ -243,31 +246,9 @@ class _RelevanceRequest:
             _warn_if_not_conserved(engine, output, initial, passes.deltas, captures)
         if self.initial_relevance == "clrp":
             relevances = [torch.relu(r) for r in relevances]
-        if self.adjacent:
-            relevances = self._adjacent_relevances(engine, passes, relevances)
+        if self.refine is not None:
+            relevances = self.refine(engine, passes, list(relevances))
         passes.relevances = list(relevances)
-
-    def _adjacent_relevances(
-        self, engine: _Engine, passes: CamPasses, relevances: List[Tensor]
-    ) -> List[Tensor]:
-        """V2: one LRP step from the LayerCAM evidence of the next layer up."""
-        order = sorted(
-            range(len(engine.captures)), key=lambda i: engine.captures[i].order
-        )
-        out = list(relevances)
-        for lower, upper in zip(order[:-1], order[1:]):
-            evidence = spatial_mask(
-                passes.activations[upper],
-                passes.gradients[upper],
-                self.relu_activations,
-            )
-            (out[lower],) = engine.relevance(
-                engine.captures[upper].tensor,
-                evidence,
-                [engine.captures[lower]],
-                retain_graph=True,
-            )
-        return out
 
 
 def _warn_if_not_conserved(

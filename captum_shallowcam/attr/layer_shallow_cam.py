@@ -8,8 +8,10 @@ from torch import Tensor
 
 from captum_shallowcam._captum_compat import TargetType
 from captum_shallowcam.attr._base import (
+    CamPasses,
     ChannelWeights,
     InitialRelevance,
+    RelevanceRefinement,
     _RelevanceCamBase,
     channel_sum,
     check_choice,
@@ -17,6 +19,7 @@ from captum_shallowcam.attr._base import (
     spatial_mask,
     unit_range,
 )
+from captum_shallowcam.attr._engine import _Engine
 
 Variant = Literal["v1", "v2", "v3"]
 
@@ -165,8 +168,9 @@ class LayerShallowCam(_RelevanceCamBase):
             channel_weights,
             check_conservation,
             gradients=True,
-            adjacent=variant == "v2",
-            relu_activations=relu_activations,
+            refine=_adjacent_layer_relevance(relu_activations)
+            if variant == "v2"
+            else None,
         )
         maps = []
         for a, g, r in zip(passes.activations, passes.gradients, passes.relevances):
@@ -181,3 +185,24 @@ class LayerShallowCam(_RelevanceCamBase):
             else:
                 maps.append(channel_sum(weights * mask, relu_attributions))
         return self._result(maps, passes, return_convergence_delta)
+
+
+def _adjacent_layer_relevance(relu_activations: bool) -> RelevanceRefinement:
+    """v2: one LRP step from the LayerCAM evidence of the next layer up (the
+    next captured layer in forward order); the deepest keeps its v1 relevance."""
+
+    def refine(
+        engine: _Engine, passes: CamPasses, relevances: List[Tensor]
+    ) -> List[Tensor]:
+        captures = engine.captures
+        order = sorted(range(len(captures)), key=lambda i: captures[i].order)
+        for lower, upper in zip(order[:-1], order[1:]):
+            evidence = spatial_mask(
+                passes.activations[upper], passes.gradients[upper], relu_activations
+            )
+            (relevances[lower],) = engine.relevance(
+                captures[upper].tensor, evidence, [captures[lower]], retain_graph=True
+            )
+        return relevances
+
+    return refine
