@@ -312,13 +312,14 @@ def no_computation(monkeypatch, efficientnet_lite0):
     """The CLI with the model loaded once and every computation forbidden: a
     user error must be reported before any map or score is computed."""
     import captum_shallowcam.__main__ as cli
+    import captum_shallowcam.distributed as distributed
 
     def forbidden(*args, **kwargs):
         raise AssertionError("computed before the user error was reported")
 
     monkeypatch.setattr(cli, "load_model", lambda name: efficientnet_lite0)
     monkeypatch.setattr(cli, "_explain_and_score", forbidden)
-    monkeypatch.setattr(cli, "evaluate", forbidden)
+    monkeypatch.setattr(distributed, "run_benchmark", forbidden)
     monkeypatch.setattr(cli, "deletion_insertion", forbidden)
     return cli
 
@@ -419,7 +420,7 @@ def test_help_lists_commands_defaults_and_valid_names(capsys):
     with pytest.raises(SystemExit):
         main(["benchmark", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: 224, the paper's: one row)" in text
+    assert "(default: the protocol's; 224, the paper's, is one row)" in text
     assert "names: layercam, gradcam, relevancecam, shallowcam, shallowcam-v1" in text
     assert (
         "efficientnet-lite0: stage1, stage2, stage3, stage4, stage5, stage6, stage7"
