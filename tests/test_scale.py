@@ -89,7 +89,7 @@ def clean_run(images, tmp_path_factory) -> Path:
     return out
 
 
-def test_two_torchrun_ranks_equal_one_process(images, clean_run, tmp_path):
+def test_two_torchrun_ranks_equal_one_process(images, clean_run, tmp_path, capsys):
     """The documented command: torchrun ... -m -- captum_shallowcam benchmark ..."""
     out = tmp_path / "results.json"
     done = _run(
@@ -108,8 +108,11 @@ def test_two_torchrun_ranks_equal_one_process(images, clean_run, tmp_path):
     ]
     assert "[rank 1/2] done: 2 scores" in done.stderr  # one photo x 1 layer x 2 methods
     # The same command again, without --resume, refuses to mix with these rows.
-    with pytest.raises(SystemExit, match="Pass --resume"):
+    # (a user error: one line on stderr, exit status 2)
+    with pytest.raises(SystemExit) as refused:
         main([*BENCHMARK, "--images", str(images), "--out", str(out)])
+    assert refused.value.code == 2
+    assert "Pass --resume" in capsys.readouterr().err
     # ``report`` merges the folder of shard files into the same result.
     merged = tmp_path / "merged" / "report.json"
     main(["report", str(tmp_path), "--out", str(merged)])

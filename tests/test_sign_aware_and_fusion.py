@@ -169,7 +169,11 @@ def test_shallow_cam_sign_aware_hand_computed(c):
         (alpha_pos * g.clamp(min=0) * a.clamp(min=0)).sum(1, keepdim=True).clamp(min=0)
     )
     got = LayerShallowCam(net, net.conv).attribute(
-        x, target=c, initial_relevance="target", relu_activations=True
+        x,
+        target=c,
+        initial_relevance="target",
+        channel_weights="positive",
+        relu_activations=True,
     )
     torch.testing.assert_close(got, expected)
     # Relevance on negative activations no longer counts: the weights grew.
