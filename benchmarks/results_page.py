@@ -30,7 +30,7 @@ RUNS = ROOT / "benchmarks" / "results"
 DEFAULT = "shallowcam-v1+clrp"
 LABELS = {
     "layercam": "LayerCam",
-    "shallowcam-v1+clrp": "ShallowCam v1, CLRP (default)",
+    "shallowcam-v1+clrp": "ShallowCam v1, CLRP (0.1 default)",
     "shallowcam-v1+positive+target": "ShallowCam v1, target relevance, positive",
     "shallowcam-v1+positive": "ShallowCam v1, contrastive, positive",
     "shallowcam-v1": "ShallowCam v1, contrastive, signed",
