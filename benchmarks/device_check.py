@@ -29,7 +29,8 @@ import argparse
 import copy
 import sys
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torchvision
@@ -38,7 +39,7 @@ from torch import Tensor, nn
 from captum_shallowcam import LayerCam, LayerRelevanceCam, LayerShallowCam
 from captum_shallowcam.metrics import deletion_insertion, protocol_kwargs
 
-RESULTS: List[Tuple[bool, str]] = []
+RESULTS: list[tuple[bool, str]] = []
 
 
 def report(ok: bool, what: str) -> None:
@@ -46,7 +47,7 @@ def report(ok: bool, what: str) -> None:
     print(f"{'PASS' if ok else 'FAIL'} {what}", flush=True)
 
 
-def flatten(result: Any) -> List[Tensor]:
+def flatten(result: Any) -> list[Tensor]:
     """Every tensor in a (nested) method or metric result."""
     if isinstance(result, Tensor):
         return [result]
@@ -55,7 +56,7 @@ def flatten(result: Any) -> List[Tensor]:
     return []  # None entries (clrp deltas)
 
 
-def models() -> Dict[str, Tuple[nn.Module, List[str], int]]:
+def models() -> dict[str, tuple[nn.Module, list[str], int]]:
     """name -> (model, names of the layers to explain, input size)."""
     torch.manual_seed(0)
     resnet = torchvision.models.resnet18(weights=None).eval()
@@ -70,7 +71,7 @@ def models() -> Dict[str, Tuple[nn.Module, List[str], int]]:
     }
 
 
-def methods(model: nn.Module, layers: List[nn.Module]) -> Dict[str, Callable]:
+def methods(model: nn.Module, layers: list[nn.Module]) -> dict[str, Callable]:
     return {
         "LayerCam": lambda x, t: LayerCam(model, layers).attribute(x, target=t),
         "LayerRelevanceCam": lambda x, t: LayerRelevanceCam(model, layers).attribute(

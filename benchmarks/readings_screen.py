@@ -35,7 +35,6 @@ an option of the package. Usage::
 import argparse
 import json
 import time
-from typing import Dict, List
 
 import torch
 
@@ -125,7 +124,7 @@ def main():
     names = list(loaded.layers)
     explainer = LayerShallowCam(model, [loaded.layers[n] for n in names])
     items = read_image_folder(args.images)[args.start : args.start + args.limit]
-    scores: Dict[str, Dict[str, List[float]]] = {}
+    scores: dict[str, dict[str, list[float]]] = {}
     want = args.methods.split(",") if args.methods else None
     t0 = time.time()
     imgs = []

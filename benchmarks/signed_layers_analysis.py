@@ -32,7 +32,6 @@ Usage::
 
 import argparse
 import json
-from typing import Dict, List
 
 import numpy as np
 import torch
@@ -45,7 +44,7 @@ from captum_shallowcam.metrics import deletion_insertion
 from captum_shallowcam.models import load_model
 
 
-def participation(weights: torch.Tensor) -> List[float]:
+def participation(weights: torch.Tensor) -> list[float]:
     """Effective number of channels, 1 / sum(p_k^2) with p = alpha / sum(alpha)."""
     p = weights / weights.sum(1, keepdim=True).clamp_min(1e-30)
     return (1 / (p**2).sum(1).clamp_min(1e-30)).tolist()
@@ -53,7 +52,7 @@ def participation(weights: torch.Tensor) -> List[float]:
 
 def maps_from_passes(
     a: torch.Tensor, g: torch.Tensor, r: torch.Tensor
-) -> Dict[str, torch.Tensor]:
+) -> dict[str, torch.Tensor]:
     mask = spatial_mask(a, g)
     mask_pos = mask.clamp(min=0)  # ReLU(G) * ReLU(A)
     positive = (a > 0).to(a.dtype)
@@ -86,7 +85,7 @@ def main() -> None:
     names = args.layers.split(",")
     layers = [loaded.layers[n] for n in names]
     items = read_image_folder(args.images)[args.start : args.start + args.limit]
-    scores: Dict[str, Dict[str, List[float]]] = {}
+    scores: dict[str, dict[str, list[float]]] = {}
     diag = {n: {"negative_acts": [], "relevance_on_negative": [], "channels": [], "channels_pos": []}
             for n in names}  # fmt: skip
     for _, x, t in image_batches(items, loaded.preprocess, model, 4):

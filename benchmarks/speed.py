@@ -33,8 +33,8 @@ import os
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, Dict, List
 
 import torch
 from captum.attr import LayerGradCam, LayerLRP
@@ -45,11 +45,11 @@ from captum_shallowcam.models import load_model
 
 
 def _interleaved_times(
-    functions: Dict[str, Callable[[], object]], repeats: int
-) -> Dict[str, List[float]]:
+    functions: dict[str, Callable[[], object]], repeats: int
+) -> dict[str, list[float]]:
     for f in functions.values():  # warm-up
         f()
-    times: Dict[str, List[float]] = {name: [] for name in functions}
+    times: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(repeats):
         for name, f in functions.items():
             start = time.perf_counter()
@@ -58,7 +58,7 @@ def _interleaved_times(
     return times
 
 
-def _ratio(times: Dict[str, List[float]], a: str, b: str) -> str:
+def _ratio(times: dict[str, list[float]], a: str, b: str) -> str:
     """Median of the per-round ratios a/b (each round runs both back to back,
     so a slow drift of the machine's load cancels), with their range."""
     ratios = sorted(x / y for x, y in zip(times[a], times[b]))
@@ -101,7 +101,7 @@ def run(model_name: str, batch: int, repeats: int, allocator: str) -> None:
     shallow, deep = names[0], names[-1]
     x = torch.randn(batch, 3, 224, 224)
     target = 1
-    functions: Dict[str, Callable[[], object]] = {}
+    functions: dict[str, Callable[[], object]] = {}
     for name in (shallow, deep):
         layer_cam, shallow_cam = (
             LayerCam(model, layers[name]),

@@ -12,8 +12,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import torch
 from matplotlib.figure import Figure
@@ -93,12 +93,12 @@ def _load(name: str):
         raise UsageError(str(error)) from None
 
 
-def _check_step(step: Optional[int]) -> None:
+def _check_step(step: int | None) -> None:
     if step is not None and step <= 0:
         raise UsageError(f"--step must be a positive number of pixels, got {step}")
 
 
-def _check_methods(loaded, layers, text: str) -> List[str]:
+def _check_methods(loaded, layers, text: str) -> list[str]:
     """The method names, each checked by building its explainer (no computation)."""
     methods = [m.strip() for m in text.split(",") if m.strip()]
     if not methods:
@@ -133,7 +133,7 @@ def _check_figure_suffix(path: Path) -> None:
         )
 
 
-def _select_layers(loaded, names: Optional[str]):
+def _select_layers(loaded, names: str | None):
     if not names:
         return dict(loaded.layers)
     chosen = {}
@@ -163,7 +163,7 @@ def _photo_name(item: LabelledImage) -> str:
     return item.path.stem
 
 
-def _bundled_label(item: LabelledImage) -> Optional[int]:
+def _bundled_label(item: LabelledImage) -> int | None:
     """The label of a bundled photo (the class the demo explains), else None."""
     bundled = {i.path.resolve(): i.target for i in sample_images()}
     return bundled.get(item.path.resolve())
@@ -217,7 +217,7 @@ def _explain_and_score(
         for m in methods
     }
     layer_names = list(layers)
-    scores: Dict[str, List[List[float]]] = {
+    scores: dict[str, list[list[float]]] = {
         method: [
             deletion_insertion(
                 loaded.model, inputs, m, target=targets, step=step
@@ -713,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     torch.set_grad_enabled(True)

@@ -13,8 +13,9 @@
 import sys
 import threading
 import weakref
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, ContextManager, Iterable, Iterator, List, Tuple
+from typing import Any, ContextManager
 
 import torch
 from torch import Tensor, nn
@@ -70,7 +71,7 @@ def buffers_preserved(forward_func: Callable) -> Iterator[None]:
     is training; for a function, the buffers of each training module it calls,
     saved before that module's first call (a global forward pre-hook, for this
     thread only)."""
-    saved: List[Tuple[Tensor, Tensor]] = []
+    saved: list[tuple[Tensor, Tensor]] = []
     handle = None
     if isinstance(forward_func, nn.Module):
         if any(m.training for m in forward_func.modules()):
@@ -100,7 +101,7 @@ def buffers_preserved(forward_func: Callable) -> Iterator[None]:
                     buffer.copy_(copy)
 
 
-def _copies(buffers: Iterable[Tensor]) -> List[Tuple[Tensor, Tensor]]:
+def _copies(buffers: Iterable[Tensor]) -> list[tuple[Tensor, Tensor]]:
     return [(b, b.detach().clone()) for b in buffers]
 
 

@@ -4,7 +4,6 @@ Each check raises with a message that names the problem and the fix.
 """
 
 from numbers import Integral
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -20,7 +19,7 @@ def check_finite(tensor: Tensor, what: str) -> None:
         )
 
 
-def format_target(target: TargetType, n: int, device: torch.device) -> Optional[Tensor]:
+def format_target(target: TargetType, n: int, device: torch.device) -> Tensor | None:
     """``target`` as one class index per example (a long tensor of shape (N,)),
     or None for "the predicted class".
 

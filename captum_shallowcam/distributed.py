@@ -37,10 +37,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -59,7 +60,7 @@ __all__ = [
 
 #: Settings that must agree between a run and the shard files it resumes.
 _MUST_MATCH = ("model", "images", "step", "layers", "methods", "protocol", "amp")
-Key = Tuple[str, str, str]  # (image, layer, method)
+Key = tuple[str, str, str]  # (image, layer, method)
 
 
 class CollectiveTimeout(RuntimeError):
@@ -82,7 +83,7 @@ class RankInfo:
         return self.world_size > 1 and dist.is_available() and dist.is_initialized()
 
 
-def init_ranks(timeout_s: float = 1800.0, device: Optional[str] = None) -> RankInfo:
+def init_ranks(timeout_s: float = 1800.0, device: str | None = None) -> RankInfo:
     """Reads torchrun's environment and joins the process group (if any).
 
     ``device`` None picks ``cuda:LOCAL_RANK`` when CUDA is available, else
@@ -123,7 +124,7 @@ def _collective(info: RankInfo, stage: str, call: Callable[[], Any]) -> Any:
 
 def shard_batches(
     n_items: int, batch_size: int, rank: int, world_size: int
-) -> List[range]:
+) -> list[range]:
     """The batches (ranges of photo positions) of ``rank``: batch ``b`` of the
     whole list goes to rank ``b % world_size``."""
     starts = range(0, n_items, batch_size)
@@ -134,7 +135,7 @@ def shard_batches(
     ]
 
 
-def shard_paths(out: Path) -> List[Path]:
+def shard_paths(out: Path) -> list[Path]:
     """The shard files beside the result ``out``, in rank order."""
     out = Path(out)
     return sorted(
@@ -149,13 +150,13 @@ def _shard_path(out: Path, rank: int) -> Path:
 
 def read_shards(
     paths: Iterable[Path],
-) -> Tuple[List[Dict[str, Any]], Dict[Key, Dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]], dict[Key, dict[str, Any]]]:
     """Settings records and score rows (first row per key) of shard files.
 
     A last line cut short by a crash is ignored.
     """
-    settings: List[Dict[str, Any]] = []
-    rows: Dict[Key, Dict[str, Any]] = {}
+    settings: list[dict[str, Any]] = []
+    rows: dict[Key, dict[str, Any]] = {}
     for path in paths:
         with open(path) as handle:
             for line in handle:
@@ -182,7 +183,7 @@ class ShardWriter:
         self.handle = open(path, "a")
         self.rows = 0
 
-    def write(self, record: Dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any]) -> None:
         self.handle.write(json.dumps(record) + "\n")
         self.handle.flush()
         self.rows += 1
@@ -199,7 +200,7 @@ def _cut_torn_line(path: Path) -> None:
 
 
 def _check_settings(
-    previous: Sequence[Dict[str, Any]], settings: Dict[str, Any]
+    previous: Sequence[dict[str, Any]], settings: dict[str, Any]
 ) -> None:
     for old in previous:
         for key in _MUST_MATCH:
@@ -212,12 +213,12 @@ def _check_settings(
 
 
 def rows_to_result(
-    settings: Dict[str, Any], rows: Dict[Key, Dict[str, Any]]
-) -> Tuple[EvaluationResult, int]:
+    settings: dict[str, Any], rows: dict[Key, dict[str, Any]]
+) -> tuple[EvaluationResult, int]:
     """The result of the photos that have every (layer, method) row, in photo
     order, and the number of photos left out as incomplete."""
     layers, methods = list(settings["layers"]), list(settings["methods"])
-    photos: Dict[str, Tuple[int, int]] = {}
+    photos: dict[str, tuple[int, int]] = {}
     for (image, _, _), row in rows.items():
         photos.setdefault(image, (row["index"], row["target"]))
     complete = [
@@ -269,17 +270,17 @@ def run_benchmark(
     model: nn.Module,
     items: Sequence[Any],
     preprocess: Callable[[Any], Tensor],
-    layers: Dict[str, nn.Module],
+    layers: dict[str, nn.Module],
     methods: Sequence[str],
     out: Path,
-    metric_kwargs: Dict[str, Any],
-    settings: Dict[str, Any],
+    metric_kwargs: dict[str, Any],
+    settings: dict[str, Any],
     batch_size: int = 4,
     resume: bool = False,
-    info: Optional[RankInfo] = None,
+    info: RankInfo | None = None,
     show_progress: bool = True,
     log_every_s: float = 60.0,
-) -> Optional[EvaluationResult]:
+) -> EvaluationResult | None:
     """Scores ``items`` (``LabelledImage``-like: ``.name``, ``.target``,
     ``.load()``) on this rank's shard; returns the merged result on rank 0
     and None on the others.
@@ -290,7 +291,7 @@ def run_benchmark(
     """
     info = info or init_ranks()
     out = Path(out)
-    seen: Set[str] = set()
+    seen: set[str] = set()
     twice = sorted(
         {item.name for item in items if item.name in seen or seen.add(item.name)}
     )
@@ -302,7 +303,7 @@ def run_benchmark(
     settings = dict(
         settings, step=metric_kwargs["step"], layers=names, methods=list(methods)
     )
-    done: Set[Key] = set()
+    done: set[Key] = set()
     if resume:
         previous, rows = read_shards(shard_paths(out))
         _check_settings(previous, settings)
@@ -369,7 +370,7 @@ def run_benchmark(
                 targets = [p if t is None else t for t, p in zip(targets, predicted)]
             target_tensor = torch.tensor(targets, device=info.device)
 
-            def wanted(method: str, layer: str, chunk: List[Any] = chunk) -> bool:
+            def wanted(method: str, layer: str, chunk: list[Any] = chunk) -> bool:
                 return any((item.name, layer, method) not in done for item in chunk)
 
             for method, layer, scores in score_batch(
@@ -417,15 +418,15 @@ def run_benchmark(
 
 
 def _gather(
-    info: RankInfo, out: Path, settings: Dict[str, Any]
-) -> Optional[EvaluationResult]:
+    info: RankInfo, out: Path, settings: dict[str, Any]
+) -> EvaluationResult | None:
     """Rank 0 merges every rank's rows (sent over the process group, so the
     ranks need not share a file system) with the shard files it can read."""
     own = read_shards([_shard_path(out, info.rank)])[1]
     if info.distributed:
         import torch.distributed as dist
 
-        gathered: Optional[List[Any]] = (
+        gathered: list[Any] | None = (
             [None] * info.world_size if info.rank == 0 else None
         )
         _collective(info, "merge", lambda: dist.gather_object(own, gathered, dst=0))

@@ -18,8 +18,8 @@ two), ``+no-conserve`` (the z+ rule without its conserving fall-back,
 """
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from captum_shallowcam.attr import LayerCam, LayerRelevanceCam, LayerShallowCam
 from captum_shallowcam.attr.rules import ZPlusRule
 from captum_shallowcam.metrics import DeletionInsertionResult, deletion_insertion
 
-Explainer = Callable[[Tensor, Tensor], List[Tensor]]
+Explainer = Callable[[Tensor, Tensor], list[Tensor]]
 
 _OPTIONS = {
     "positive": ("channel_weights", "positive"),
@@ -64,7 +64,7 @@ def make_explainer(
 ) -> Explainer:
     """An explainer ``(inputs, targets) -> [map per layer]`` for a method name."""
     base, *options = method.split("+")
-    kwargs: Dict[str, object] = {}
+    kwargs: dict[str, object] = {}
     rules = None
     for option in options:
         if option == _NO_CONSERVE:
@@ -121,10 +121,10 @@ class EvaluationResult:
     """Per-image scores: ``scores[method][layer][kind]`` with kind in
     ``deletion``, ``insertion``, ``overall`` (lists aligned with ``images``)."""
 
-    settings: Dict[str, object]
-    images: List[str] = field(default_factory=list)
-    targets: List[int] = field(default_factory=list)
-    scores: Dict[str, Dict[str, Dict[str, List[float]]]] = field(default_factory=dict)
+    settings: dict[str, object]
+    images: list[str] = field(default_factory=list)
+    targets: list[int] = field(default_factory=list)
+    scores: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
 
     def add_scores(
         self, method: str, layer: str, scores: DeletionInsertionResult
@@ -137,7 +137,7 @@ class EvaluationResult:
         entry["insertion"].extend(scores.insertion_auc.tolist())
         entry["overall"].extend(scores.overall.tolist())
 
-    def to_dict(self) -> Dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "settings": self.settings,
             "images": self.images,
@@ -146,7 +146,7 @@ class EvaluationResult:
         }
 
     @classmethod
-    def from_dict(cls, data: Dict[str, object]) -> "EvaluationResult":
+    def from_dict(cls, data: dict[str, object]) -> "EvaluationResult":
         return cls(
             settings=dict(data["settings"]),  # type: ignore[arg-type]
             images=list(data["images"]),  # type: ignore[arg-type]
@@ -187,8 +187,8 @@ def merge_results(results: Sequence[EvaluationResult]) -> EvaluationResult:
                     f"Cannot merge results with different {key}: "
                     f"{first.get(key)!r} vs {result.settings.get(key)!r}."
                 )
-    images: Dict[str, int] = {}
-    per_image: Dict[str, Dict[str, Dict[str, Dict[str, float]]]] = {}
+    images: dict[str, int] = {}
+    per_image: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for result in results:
         for i, (name, target) in enumerate(zip(result.images, result.targets)):
             images.setdefault(name, target)
@@ -221,13 +221,13 @@ def merge_results(results: Sequence[EvaluationResult]) -> EvaluationResult:
 
 def score_batch(
     model: nn.Module,
-    explainers: Dict[str, Explainer],
+    explainers: dict[str, Explainer],
     layer_names: Sequence[str],
     inputs: Tensor,
     targets: Tensor,
-    metric_kwargs: Optional[Dict[str, object]] = None,
-    wanted: Optional[Callable[[str, str], bool]] = None,
-) -> Iterable[Tuple[str, str, DeletionInsertionResult]]:
+    metric_kwargs: dict[str, object] | None = None,
+    wanted: Callable[[str, str], bool] | None = None,
+) -> Iterable[tuple[str, str, DeletionInsertionResult]]:
     """Yields ``(method, layer, metric result)`` for one batch of images.
 
     ``wanted(method, layer)`` (default: all) skips what is already known; a
@@ -252,14 +252,14 @@ def score_batch(
 
 def evaluate(
     model: nn.Module,
-    batches: Iterable[Tuple[List[str], Tensor, Tensor]],
-    layers: Dict[str, nn.Module],
+    batches: Iterable[tuple[list[str], Tensor, Tensor]],
+    layers: dict[str, nn.Module],
     methods: Sequence[str],
     step: int = 224,
-    max_examples_per_batch: Optional[int] = None,
-    settings: Optional[Dict[str, object]] = None,
-    progress: Optional[Callable[[int], None]] = None,
-    metric_kwargs: Optional[Dict[str, object]] = None,
+    max_examples_per_batch: int | None = None,
+    settings: dict[str, object] | None = None,
+    progress: Callable[[int], None] | None = None,
+    metric_kwargs: dict[str, object] | None = None,
 ) -> EvaluationResult:
     """Deletion/insertion of every method at every layer, image by image.
 
@@ -309,7 +309,7 @@ def paired_difference(
     resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
-) -> Tuple[float, float, float, float]:
+) -> tuple[float, float, float, float]:
     """Mean paired difference ``values - baseline`` with a bootstrap interval.
 
     Returns:
@@ -330,8 +330,8 @@ def paired_difference(
 def summary_rows(
     result: EvaluationResult,
     baseline: str = "layercam",
-    subset: Optional[Sequence[int]] = None,
-) -> List[Dict[str, object]]:
+    subset: Sequence[int] | None = None,
+) -> list[dict[str, object]]:
     """One row per (layer, method): means and the paired difference to ``baseline``."""
     rows = []
     index = list(range(len(result.images))) if subset is None else list(subset)
@@ -339,7 +339,7 @@ def summary_rows(
     for layer in layers:  # type: ignore[union-attr]
         for method, per_layer in result.scores.items():
             entry = {k: np.asarray(v)[index] for k, v in per_layer[layer].items()}
-            row: Dict[str, object] = {
+            row: dict[str, object] = {
                 "layer": layer,
                 "method": method,
                 "n": len(index),
@@ -355,7 +355,7 @@ def summary_rows(
     return rows
 
 
-def markdown_table(rows: List[Dict[str, object]], baseline: str = "layercam") -> str:
+def markdown_table(rows: list[dict[str, object]], baseline: str = "layercam") -> str:
     """The summary as a markdown table."""
     lines = [
         f"| layer | method | n | deletion AUC ↓ | insertion AUC ↑ | overall ↑ | "
@@ -410,7 +410,7 @@ def overall_plot(result: EvaluationResult, title: str = ""):  # noqa: ANN201
 
 def image_batches(
     items: Sequence, preprocess: Callable, model: nn.Module, batch_size: int
-) -> Iterable[Tuple[List[str], Tensor, Tensor]]:
+) -> Iterable[tuple[list[str], Tensor, Tensor]]:
     """Loads :class:`~captum_shallowcam.images.LabelledImage` items in batches;
     unlabelled images are explained for their predicted class."""
     for start in range(0, len(items), batch_size):

@@ -20,7 +20,6 @@ the data exist:
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
 
 from PIL import Image
 
@@ -38,14 +37,14 @@ SAMPLE_IMAGES = {
 @dataclass(frozen=True)
 class LabelledImage:
     path: Path
-    target: Optional[int]
+    target: int | None
     name: str
 
     def load(self) -> Image.Image:
         return Image.open(self.path).convert("RGB")
 
 
-def sample_images() -> List[LabelledImage]:
+def sample_images() -> list[LabelledImage]:
     """The photographs shipped with the package (no download needed)."""
     return [
         LabelledImage(DATA_DIR / file, target, name)
@@ -54,11 +53,11 @@ def sample_images() -> List[LabelledImage]:
 
 
 def read_image_folder(
-    folder: Union[str, Path],
-    labels: Optional[Union[str, Path]] = None,
+    folder: str | Path,
+    labels: str | Path | None = None,
     split: str = "test",
-    devkit: Optional[Union[str, Path]] = None,
-) -> List[LabelledImage]:
+    devkit: str | Path | None = None,
+) -> list[LabelledImage]:
     """Reads a labelled folder: CUB-200-2011 layout, ILSVRC2012 val with its
     devkit, files + ``labels.csv``, or class subfolders (``ImageFolder``).
 
@@ -114,7 +113,7 @@ def read_image_folder(
     return [LabelledImage(p, None, p.stem) for p in files]
 
 
-def _read_class_folders(folder: Path) -> List[LabelledImage]:
+def _read_class_folders(folder: Path) -> list[LabelledImage]:
     """torchvision's ``ImageFolder`` layout, read with torchvision's own helpers."""
     from torchvision.datasets.folder import find_classes, make_dataset
 
@@ -126,9 +125,7 @@ def _read_class_folders(folder: Path) -> List[LabelledImage]:
     ]
 
 
-def read_imagenet_val(
-    folder: Union[str, Path], devkit: Union[str, Path]
-) -> List[LabelledImage]:
+def read_imagenet_val(folder: str | Path, devkit: str | Path) -> list[LabelledImage]:
     """ILSVRC2012 val as one flat folder, labelled with torchvision's class indices.
 
     The photos are ``ILSVRC2012_val_<n>.JPEG`` (``n`` from 1 to 50,000). The
@@ -169,7 +166,7 @@ def read_imagenet_val(
     return items
 
 
-def _imagenet_val_wnids(devkit: Path) -> Tuple[List[str], List[str]]:
+def _imagenet_val_wnids(devkit: Path) -> tuple[list[str], list[str]]:
     """(the 1000 WNIDs, the WNID of each val photo) from a devkit or meta.bin."""
     meta_bin = devkit if devkit.is_file() else devkit / "meta.bin"
     if meta_bin.name == "meta.bin" and meta_bin.is_file():
@@ -203,7 +200,7 @@ def _imagenet_val_wnids(devkit: Path) -> Tuple[List[str], List[str]]:
     return list(id_to_wnid.values()), [id_to_wnid[i] for i in ids]
 
 
-def _read_cub(folder: Path, split: str) -> List[LabelledImage]:
+def _read_cub(folder: Path, split: str) -> list[LabelledImage]:
     def table(name: str) -> dict:
         with open(folder / name) as handle:
             return dict(line.split(maxsplit=1) for line in handle if line.strip())

@@ -15,7 +15,7 @@ absolute value, and handed, as numpy HWC arrays with the un-normalised image, to
 """
 
 import textwrap
-from typing import Dict, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 from captum.attr import LayerAttribution
@@ -30,7 +30,7 @@ def to_hwc(tensor: Tensor) -> np.ndarray:
     return tensor.detach().cpu().permute(1, 2, 0).numpy()
 
 
-def upsample_and_normalize(layer_map: Tensor, size: Tuple[int, int]) -> np.ndarray:
+def upsample_and_normalize(layer_map: Tensor, size: tuple[int, int]) -> np.ndarray:
     r"""A layer map brought to the image's size and to [-1, 1], as Captum wants it.
 
     Args:
@@ -57,10 +57,10 @@ def upsample_and_normalize(layer_map: Tensor, size: Tuple[int, int]) -> np.ndarr
 
 
 def layer_title(
-    method_name: Optional[str] = None,
-    layer_name: Optional[str] = None,
-    resolution: Optional[Tuple[int, int]] = None,
-    score: Optional[float] = None,
+    method_name: str | None = None,
+    layer_name: str | None = None,
+    resolution: tuple[int, int] | None = None,
+    score: float | None = None,
 ) -> str:
     """``"LayerCam, stage2 (56 x 56)\\noverall 41.3"``: the parts that are given."""
     head = ", ".join(part for part in (method_name, layer_name) if part)
@@ -75,19 +75,19 @@ def layer_title(
 def visualize_layer_attr(
     layer_map: Tensor,
     original_image: Tensor,
-    method_name: Optional[str] = None,
-    layer_name: Optional[str] = None,
-    score: Optional[float] = None,
-    plt_fig_axis: Optional[Tuple[Figure, Axes]] = None,
+    method_name: str | None = None,
+    layer_name: str | None = None,
+    score: float | None = None,
+    plt_fig_axis: tuple[Figure, Axes] | None = None,
     sign: str = "positive",
     outlier_perc: float = 2,
     alpha_overlay: float = 0.55,
     show_colorbar: bool = True,
-    title: Optional[str] = None,
+    title: str | None = None,
     fontsize: float = 9,
-    fig_size: Tuple[float, float] = (4.5, 5),
+    fig_size: tuple[float, float] = (4.5, 5),
     use_pyplot: bool = False,
-) -> Tuple[Figure, Axes]:
+) -> tuple[Figure, Axes]:
     r"""Draws one layer map over its image, with a colour bar and a title.
 
     The map is upsampled to the image's size and divided by its largest absolute
@@ -166,12 +166,12 @@ def visualize_layer_attr_multiple(
     layer_maps: Sequence[Tensor],
     original_image: Tensor,
     layer_names: Sequence[str],
-    method_name: Optional[str] = None,
-    scores: Optional[Sequence[float]] = None,
+    method_name: str | None = None,
+    scores: Sequence[float] | None = None,
     show_original: bool = True,
     cell_size: float = 3.0,
     **kwargs: object,
-) -> Tuple[Figure, np.ndarray]:
+) -> tuple[Figure, np.ndarray]:
     r"""Several layer maps of one image side by side, the image first.
 
     Args:
@@ -232,12 +232,12 @@ def _show_image(
 
 def layer_map_figure(
     images: Tensor,
-    maps: Dict[str, Sequence[Tensor]],
+    maps: dict[str, Sequence[Tensor]],
     layer_names: Sequence[str],
-    row_labels: Optional[Sequence[str]] = None,
-    cell_size: Optional[float] = None,
-    scores: Optional[Dict[str, Sequence[Sequence[float]]]] = None,
-    title: Optional[str] = None,
+    row_labels: Sequence[str] | None = None,
+    cell_size: float | None = None,
+    scores: dict[str, Sequence[Sequence[float]]] | None = None,
+    title: str | None = None,
 ) -> Figure:
     r"""One figure: for each image, one row per method; one column per layer.
 

@@ -8,9 +8,10 @@ these rows, so the page stays true. Print the table in reStructuredText with
 
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any
 
 import numpy as np
 import pytest
@@ -81,14 +82,14 @@ Call = Callable[[Any], Any]
 
 
 def method_case(
-    build: Callable[[str], Tuple[nn.Module, Any, Dict[str, Any]]],
+    build: Callable[[str], tuple[nn.Module, Any, dict[str, Any]]],
     inputs: Callable[[], Any] = images,
     **attribute_kwargs: Any,
-) -> Callable[[str], Tuple[Construct, Call]]:
+) -> Callable[[str], tuple[Construct, Call]]:
     """A bad call of a method: ``build(api)`` gives (forward_func, layer,
     constructor kwargs); ``attribute`` gets ``inputs()`` and the kwargs."""
 
-    def make(api: str) -> Tuple[Construct, Call]:
+    def make(api: str) -> tuple[Construct, Call]:
         def construct():
             model, layer, kwargs = build(api)
             return CLASSES[api](model, layer, **kwargs)
@@ -205,10 +206,10 @@ def returning(model: nn.Module, container: type) -> Callable[[Tensor], Any]:
     return lambda x: (model(x), model(x))
 
 
-def metric_case(**overrides: Any) -> Callable[[str], Tuple[Construct, Call]]:
+def metric_case(**overrides: Any) -> Callable[[str], tuple[Construct, Call]]:
     """A bad call of ``deletion_insertion``: a valid call with ``overrides``."""
 
-    def make(api: str) -> Tuple[Construct, Call]:
+    def make(api: str) -> tuple[Construct, Call]:
         def construct():
             torch.manual_seed(2)
             kwargs = {
@@ -233,14 +234,14 @@ class Row:
     bad_input: str  # what is wrong (reStructuredText)
     raised_at: str  # "construction" or "call"
     exception: type
-    message: Tuple[str, ...]  # fragments of the message, in order
-    make: Callable[[str], Tuple[Construct, Call]]
+    message: tuple[str, ...]  # fragments of the message, in order
+    make: Callable[[str], tuple[Construct, Call]]
 
     @property
     def id(self) -> str:
         return f"{self.api}: {self.bad_input}"
 
-    def cells(self) -> Tuple[str, str, str, str, str]:
+    def cells(self) -> tuple[str, str, str, str, str]:
         return (
             f"``{self.api}``",
             self.bad_input,
@@ -250,13 +251,13 @@ class Row:
         )
 
 
-def for_methods(apis, bad_input, raised_at, exception, message, make) -> List[Row]:
+def for_methods(apis, bad_input, raised_at, exception, message, make) -> list[Row]:
     if isinstance(message, str):
         message = (message,)
     return [Row(api, bad_input, raised_at, exception, message, make) for api in apis]
 
 
-ROWS: List[Row] = [
+ROWS: list[Row] = [
     # ---- the three methods
     *for_methods(
         METHODS,
@@ -766,7 +767,7 @@ ROWS: List[Row] = [
 
 
 # ----------------------------------------------------------------------- tests
-def _fragments_pattern(fragments: Tuple[str, ...]) -> str:
+def _fragments_pattern(fragments: tuple[str, ...]) -> str:
     return ".*".join(re.escape(f) for f in fragments)
 
 
@@ -821,13 +822,13 @@ def test_rows_are_unique_and_cover_the_brief() -> None:
         assert any(item in bad for bad in metric), item
 
 
-def parse_list_table(text: str) -> List[Tuple[str, ...]]:
+def parse_list_table(text: str) -> list[tuple[str, ...]]:
     """The data rows (header excluded) of the first ``list-table`` in ``text``."""
     lines = text.splitlines()
     start = next(
         i for i, line in enumerate(lines) if line.startswith(".. list-table::")
     )
-    rows: List[List[str]] = []
+    rows: list[list[str]] = []
     for line in lines[start + 1 :]:
         if line and not line.startswith(" "):
             break  # the end of the directive

@@ -9,7 +9,8 @@ pass (no sleeps, no timing luck).
 import copy
 import threading
 import unittest
-from typing import Any, Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from captum_shallowcam.rules import IdentityRule
 
 TIMEOUT = 60.0
 
-METHODS: Dict[str, Callable[[nn.Module, Any], Callable[[Tensor], Any]]] = {
+METHODS: dict[str, Callable[[nn.Module, Any], Callable[[Tensor], Any]]] = {
     "LayerCam": lambda m, layers: (
         lambda x: LayerCam(m, layers).attribute(x, target=[0, 2])
     ),
@@ -46,10 +47,10 @@ class Checkpoint(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.barrier: Optional[threading.Barrier] = None
-        self.entered: Optional[threading.Event] = None
-        self.release: Optional[threading.Event] = None
-        self.wait_thread: Optional[str] = None
+        self.barrier: threading.Barrier | None = None
+        self.entered: threading.Event | None = None
+        self.release: threading.Event | None = None
+        self.wait_thread: str | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         if self.barrier is not None:
@@ -101,7 +102,7 @@ def make_net() -> Net:
     return net.eval()
 
 
-def layers(net: Net) -> List[nn.Module]:
+def layers(net: Net) -> list[nn.Module]:
     return [net.relu1, net.pool, net.relu3]
 
 
@@ -110,7 +111,7 @@ def inputs(seed: int = 1) -> Tensor:
     return torch.randn(2, 3, 16, 16)
 
 
-def all_tensors(result: Any) -> List[Tensor]:
+def all_tensors(result: Any) -> list[Tensor]:
     if isinstance(result, Tensor):
         return [result]
     if isinstance(result, (list, tuple)):
@@ -130,11 +131,11 @@ def assert_same(result: Any, expected: Any) -> None:
 class Worker(threading.Thread):
     """Runs ``fn`` and keeps its result or exception."""
 
-    def __init__(self, fn: Callable[[], Any], name: Optional[str] = None) -> None:
+    def __init__(self, fn: Callable[[], Any], name: str | None = None) -> None:
         super().__init__(name=name, daemon=True)
         self.fn = fn
         self.result: Any = None
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
@@ -150,7 +151,7 @@ class Worker(threading.Thread):
         return self.result
 
 
-def checkpoint_rules() -> Dict[type, IdentityRule]:
+def checkpoint_rules() -> dict[type, IdentityRule]:
     return {Checkpoint: IdentityRule()}
 
 

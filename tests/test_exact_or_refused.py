@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import Callable, Dict, List
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -37,7 +37,7 @@ def images(n: int = 2, size: int = 8, seed: int = 1) -> Tensor:
     return torch.randn(n, 3, size, size)
 
 
-def explain(method: type, model: Callable, layers, x: Tensor, **kwargs) -> List[Tensor]:
+def explain(method: type, model: Callable, layers, x: Tensor, **kwargs) -> list[Tensor]:
     """Maps (and, for the relevance methods, deltas) as one list of tensors."""
     explainer = method(model, layers, **kwargs.pop("init", {}))
     if method is LayerCam:
@@ -50,7 +50,7 @@ def explain(method: type, model: Callable, layers, x: Tensor, **kwargs) -> List[
     return list(maps) + list(deltas)
 
 
-def assert_all_close(got: List[Tensor], want: List[Tensor], tol: float = 1e-6) -> None:
+def assert_all_close(got: list[Tensor], want: list[Tensor], tol: float = 1e-6) -> None:
     assert len(got) == len(want)
     for g, w in zip(got, want):
         scale = float(w.abs().max()) + 1e-12
@@ -100,7 +100,7 @@ def test_in_place_statements_are_explained_as_written(method: str, style: str) -
     assert_all_close(got, want)
 
 
-def engine_passes(model: nn.Module, layer: nn.Module, rules=None) -> List[Tensor]:
+def engine_passes(model: nn.Module, layer: nn.Module, rules=None) -> list[Tensor]:
     """The gradient and the relevance (one-hot on class 1) at ``layer``, from
     the engine itself."""
     engine = _Engine(model, [layer], validate_rules(rules), False, use_relevance=True)
@@ -524,7 +524,7 @@ def test_target_beyond_int64_is_a_value_error(method: str) -> None:
 
 def test_metric_integers_beyond_int64_are_value_errors() -> None:
     model = small_net()
-    kwargs: Dict = dict(inputs=images(size=16), attributions=torch.rand(2, 1, 4, 4))
+    kwargs: dict = dict(inputs=images(size=16), attributions=torch.rand(2, 1, 4, 4))
     with pytest.raises(ValueError, match="out of range"):
         deletion_insertion(model, target=2**70, **kwargs)
     with pytest.raises(ValueError, match="step"):

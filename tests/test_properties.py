@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
 
 import pytest
 import torch
@@ -49,14 +48,14 @@ class StageSpec:
     bias: bool
     batch_norm: bool
     activation: str  # one of ACTIVATIONS, or "shared"
-    residual: Optional[str]  # None, "plus" (out = out + x) or "iadd" (out += x)
+    residual: str | None  # None, "plus" (out = out + x) or "iadd" (out += x)
     residual_after_activation: bool
-    pool: Optional[str]  # None, "max2", "max3s2", "avg2"
+    pool: str | None  # None, "max2", "max3s2", "avg2"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    stages: Tuple[StageSpec, ...]
+    stages: tuple[StageSpec, ...]
     shared_activation: str  # type of the activation instance shared by stages
     classes: int
     height: int
@@ -124,7 +123,7 @@ def _activation(kind: str) -> nn.Module:
     }[kind]()
 
 
-def _pool(kind: Optional[str]) -> Optional[nn.Module]:
+def _pool(kind: str | None) -> nn.Module | None:
     if kind is None:
         return None
     return {
@@ -211,10 +210,10 @@ def make_inputs(spec: ModelSpec, batch: int) -> Tensor:
     return torch.randn(batch, 3, spec.height, spec.width, generator=generator)
 
 
-def layer_candidates(model: nn.Module, x: Tensor) -> Dict[str, Tuple[int, int]]:
+def layer_candidates(model: nn.Module, x: Tensor) -> dict[str, tuple[int, int]]:
     """Name -> (h, w) of every submodule called once with a 4-D output."""
-    calls: Dict[str, int] = {}
-    shapes: Dict[str, Tuple[int, ...]] = {}
+    calls: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     handles = []
     for name, module in model.named_modules():
         if not name:
@@ -232,7 +231,7 @@ def layer_candidates(model: nn.Module, x: Tensor) -> Dict[str, Tuple[int, int]]:
         for handle in handles:
             handle.remove()
     # A module shared by several stages has several names; count its calls once.
-    by_module: Dict[int, int] = {}
+    by_module: dict[int, int] = {}
     for name, module in model.named_modules():
         if name in calls:
             by_module[id(module)] = max(by_module.get(id(module), 0), calls[name])
@@ -334,7 +333,7 @@ def term_scale(model: nn.Module, module: nn.Module, x: Tensor) -> Tensor:
     gradient of any logit at the layer; every map term (``alpha_k ReLU(G_k)
     A_k``, ``alpha_k A_k``, the v3 mask times ``alpha_k A_k``) is within it, as
     ``|alpha_k| <= 2`` for every initial relevance."""
-    kept: List[Tensor] = []
+    kept: list[Tensor] = []
     handle = module.register_forward_hook(lambda _m, _i, out: kept.append(out))
     try:
         with torch.enable_grad():
@@ -352,7 +351,7 @@ def term_scale(model: nn.Module, module: nn.Module, x: Tensor) -> Tensor:
     return 2 * (activation * gradient).sum(1).flatten(1).amax(1)
 
 
-def as_list(result) -> List[Tensor]:
+def as_list(result) -> list[Tensor]:
     return result if isinstance(result, list) else [result]
 
 
@@ -364,7 +363,7 @@ cases = st.tuples(
 )
 
 
-def draw_layers(data, candidates: Dict[str, Tuple[int, int]], allow_list: bool):
+def draw_layers(data, candidates: dict[str, tuple[int, int]], allow_list: bool):
     names = sorted(candidates)
     if allow_list and len(names) > 1 and data.draw(st.booleans(), label="list"):
         chosen = data.draw(

@@ -8,8 +8,6 @@ The cases are built so that both fall-backs occur; each test asserts that they
 did, so a test cannot pass by never reaching the branch it is about.
 """
 
-from typing import Optional, Tuple
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,9 +27,9 @@ def explicit_zplus(
     stride: int = 1,
     padding: int = 0,
     groups: int = 1,
-    real: Optional[Tensor] = None,
+    real: Tensor | None = None,
     conserve: bool = True,
-) -> Tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """Relevance on ``x`` for ``conv2d(x, weight, None, stride, padding, 1, groups)``,
     and the masks of the outputs that took the negative and the flat fall-back.
     ``real`` marks the inputs that are not padding (default: all). Without
@@ -90,7 +88,7 @@ def _conv(stride: int, padding: int, groups: int):
 
 def _assert_rule_matches(
     x, weight, stride, padding, groups, seed
-) -> Tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
     torch.manual_seed(seed)
     out_shape = F.conv2d(x, weight, None, stride, padding, 1, groups).shape
     relevance = torch.randn(out_shape)

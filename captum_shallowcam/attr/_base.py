@@ -7,8 +7,9 @@ which are the small functions at the end of this module.
 """
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Literal, Optional, Union
 
 import torch
 from captum.attr import GradientAttribution, LayerAttribution
@@ -33,10 +34,10 @@ class CamPasses:
     """Per layer (in the order given): activation A, gradient G, relevance R."""
 
     targets: Tensor
-    activations: List[Tensor]
-    gradients: List[Optional[Tensor]] = field(default_factory=list)
-    relevances: List[Optional[Tensor]] = field(default_factory=list)
-    deltas: List[Optional[Tensor]] = field(default_factory=list)
+    activations: list[Tensor]
+    gradients: list[Tensor | None] = field(default_factory=list)
+    relevances: list[Tensor | None] = field(default_factory=list)
+    deltas: list[Tensor | None] = field(default_factory=list)
 
 
 class _LayerCamBase(LayerAttribution, GradientAttribution):
@@ -48,7 +49,7 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
         self,
         forward_func: Callable,
         layer: LayerOrLayers,
-        device_ids: Optional[List[int]] = None,
+        device_ids: list[int] | None = None,
     ) -> None:
         r"""
         Args:
@@ -89,12 +90,12 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
     def multiplies_by_inputs(self) -> bool:
         return True
 
-    def _format_result(self, maps: List[Tensor]) -> Union[Tensor, List[Tensor]]:
+    def _format_result(self, maps: list[Tensor]) -> Tensor | list[Tensor]:
         return maps if self._is_layer_list else maps[0]
 
     def _passes(
         self,
-        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        inputs: Tensor | tuple[Tensor, ...],
         target: TargetType,
         additional_forward_args: Any,
         attribute_to_layer_input: bool,
@@ -146,8 +147,8 @@ class _RelevanceCamBase(_LayerCamBase):
         self,
         forward_func: nn.Module,
         layer: LayerOrLayers,
-        device_ids: Optional[List[int]] = None,
-        rules: Optional[RuleMap] = None,
+        device_ids: list[int] | None = None,
+        rules: RuleMap | None = None,
     ) -> None:
         r"""
         Args:
@@ -171,7 +172,7 @@ class _RelevanceCamBase(_LayerCamBase):
 
     def _relevance_passes(
         self,
-        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        inputs: Tensor | tuple[Tensor, ...],
         target: TargetType,
         additional_forward_args: Any,
         attribute_to_layer_input: bool,
@@ -201,7 +202,7 @@ class _RelevanceCamBase(_LayerCamBase):
         )
 
     def _result(
-        self, maps: List[Tensor], passes: CamPasses, return_convergence_delta: bool
+        self, maps: list[Tensor], passes: CamPasses, return_convergence_delta: bool
     ):
         result = self._format_result(maps)
         if return_convergence_delta:
@@ -210,14 +211,14 @@ class _RelevanceCamBase(_LayerCamBase):
 
 
 #: ``(engine, passes, relevances) -> relevances``, run inside the passes.
-RelevanceRefinement = Callable[[_Engine, "CamPasses", List[Tensor]], List[Tensor]]
+RelevanceRefinement = Callable[[_Engine, "CamPasses", list[Tensor]], list[Tensor]]
 
 
 @dataclass
 class _RelevanceRequest:
     """Which relevance the method needs, and how to get it."""
 
-    rules: Optional[RuleMap]
+    rules: RuleMap | None
     initial_relevance: InitialRelevance = "contrastive"
     #: A further step on the relevances that needs the gradients (so they are
     #: computed first), e.g. LayerShallowCam's v2.
@@ -255,8 +256,8 @@ def _warn_if_not_conserved(
     engine: _Engine,
     output: Tensor,
     initial: Tensor,
-    deltas: List[Tensor],
-    captures: List[LayerCapture],
+    deltas: list[Tensor],
+    captures: list[LayerCapture],
 ) -> None:
     scale = initial.abs().sum(1)
     for capture, delta in zip(captures, deltas):
@@ -290,7 +291,7 @@ def _scores(output: Tensor, targets: Tensor) -> Tensor:
     return output.gather(1, targets[:, None])
 
 
-def _format_layers(layer: LayerOrLayers) -> Tuple[List[nn.Module], bool]:
+def _format_layers(layer: LayerOrLayers) -> tuple[list[nn.Module], bool]:
     if isinstance(layer, nn.Module):
         return [layer], False
     if (
@@ -308,8 +309,8 @@ def _format_layers(layer: LayerOrLayers) -> Tuple[List[nn.Module], bool]:
 
 
 def _check_inputs(
-    inputs: Union[Tensor, Tuple[Tensor, ...]], relevance: bool
-) -> Union[Tensor, Tuple[Tensor, ...]]:
+    inputs: Tensor | tuple[Tensor, ...], relevance: bool
+) -> Tensor | tuple[Tensor, ...]:
     tensors = inputs if isinstance(inputs, tuple) else (inputs,)
     for tensor in tensors:
         if not isinstance(tensor, Tensor):

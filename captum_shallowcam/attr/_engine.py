@@ -23,8 +23,9 @@ back what a train-mode forward pass changes).
 """
 
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -69,7 +70,7 @@ class LayerCapture:
     def __init__(self, layer: nn.Module, name: str) -> None:
         self.layer = layer
         self.name = name
-        self.tensor: Optional[Tensor] = None
+        self.tensor: Tensor | None = None
         self.calls = 0
         self.order = -1  # position among the captured layers in forward order
 
@@ -86,7 +87,7 @@ class _Engine:
         self,
         forward_func: Callable,
         layers: Sequence[nn.Module],
-        rules: Optional[RuleMap],
+        rules: RuleMap | None,
         attribute_to_layer_input: bool,
         use_relevance: bool,
     ) -> None:
@@ -100,15 +101,15 @@ class _Engine:
         self.use_relevance = use_relevance
         self.propagation = _Propagation()
         self.thread = threading.get_ident()
-        self.module_stack: List[Tuple[nn.Module, str]] = []
+        self.module_stack: list[tuple[nn.Module, str]] = []
         self.suspend_depth = 0
-        self.whole_module_inputs: Dict[int, tuple] = {}
+        self.whole_module_inputs: dict[int, tuple] = {}
         # The function mode of the current forward pass (relevance only).
-        self.mode: Optional[RelevanceMode] = None
+        self.mode: RelevanceMode | None = None
         # Leaf modules of unknown type with no rule (name, type, operation),
         # reported together after the forward pass.
-        self.unhandled: List[Tuple[str, str, str, bool]] = []
-        self.names: Dict[nn.Module, str] = {}
+        self.unhandled: list[tuple[str, str, str, bool]] = []
+        self.names: dict[nn.Module, str] = {}
         if self.model is not None:
             self.names = {
                 m: n or type(m).__name__ for n, m in self.model.named_modules()
@@ -117,7 +118,7 @@ class _Engine:
             LayerCapture(layer, self.names.get(layer, type(layer).__name__))
             for layer in self.layers
         ]
-        self.handles: List[Any] = []
+        self.handles: list[Any] = []
         self.captured = 0
 
     # ---------------------------------------------------------------- helpers
@@ -125,7 +126,7 @@ class _Engine:
     def suspended(self) -> bool:
         return self.suspend_depth > 0
 
-    def current_module(self) -> Tuple[Optional[nn.Module], str]:
+    def current_module(self) -> tuple[nn.Module | None, str]:
         if self.module_stack:
             return self.module_stack[-1]
         return None, "<forward function>"
@@ -176,7 +177,7 @@ class _Engine:
 
     def _whole_module_rule(
         self, module: nn.Module, name: str
-    ) -> Optional[PropagationRule]:
+    ) -> PropagationRule | None:
         """A rule for a leaf module of a type the engine does not know, or one the
         user gave a normalisation, applied to the module as a whole (its input
         to its output)."""
@@ -185,7 +186,7 @@ class _Engine:
         return resolve_rule(module, name, self.rules)
 
     def _push_hook(
-        self, module: nn.Module, name: str, whole_rule: Optional[PropagationRule]
+        self, module: nn.Module, name: str, whole_rule: PropagationRule | None
     ):
         def hook(mod, args):  # noqa: ANN001
             if not self._mine():
@@ -198,7 +199,7 @@ class _Engine:
 
         return hook
 
-    def _pop_hook(self, module: nn.Module, whole_rule: Optional[PropagationRule]):
+    def _pop_hook(self, module: nn.Module, whole_rule: PropagationRule | None):
         unknown_leaf = is_unknown_leaf(module)
         rule = None if whole_rule is None else as_relevance_rule(whole_rule)
 
@@ -347,7 +348,7 @@ class _Engine:
                 )
         return output
 
-    def gradients(self, scores: Tensor, retain_graph: bool) -> List[Tensor]:
+    def gradients(self, scores: Tensor, retain_graph: bool) -> list[Tensor]:
         """Gradients of ``scores.sum()`` at the captured layers."""
         self.propagation.mode = GRADIENT
         tensors = [c.tensor for c in self.captures]
@@ -360,7 +361,7 @@ class _Engine:
         source_relevance: Tensor,
         captures: Sequence[LayerCapture],
         retain_graph: bool,
-    ) -> List[Tensor]:
+    ) -> list[Tensor]:
         """Propagates ``source_relevance`` at ``source`` down to ``captures``."""
         self.propagation.mode = RELEVANCE
         tensors = [c.tensor for c in captures]

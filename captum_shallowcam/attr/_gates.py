@@ -9,7 +9,8 @@ decided in :mod:`._operations`.
 """
 
 import weakref
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -39,7 +40,7 @@ class _GateFunction(torch.autograd.Function):
         return output.detach()
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         gate: _Gate = ctx.gate
         if grad is None:
             return (None,) * (2 + ctx.n_inputs)
@@ -63,7 +64,7 @@ class _Gate:
     def apply(self, output: Tensor, graph_inputs: Sequence[Tensor]) -> Tensor:
         return _GateFunction.apply(self, output, *graph_inputs)
 
-    def backward_relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
+    def backward_relevance(self, relevance: Tensor) -> tuple[Tensor, ...]:
         if tuple(x._version for x in self.inputs) != self._versions:
             raise RuntimeError(
                 f"The input of {self.name} was modified in place after it was used; "
@@ -75,7 +76,7 @@ class _Gate:
             self.propagation.record(self.name, relevance, relevances)
         return relevances
 
-    def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
+    def relevance(self, relevance: Tensor) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
 
@@ -93,7 +94,7 @@ class _PassThroughGate(_Gate):
         super().__init__(propagation, name, ())
         self.shape = inputs[0].shape
 
-    def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
+    def relevance(self, relevance: Tensor) -> tuple[Tensor, ...]:
         return (pass_through(relevance, self.shape),)
 
 
@@ -107,7 +108,7 @@ class _ProportionalGate(_Gate):
         super().__init__(propagation, name, inputs)
         self.operation = operation
 
-    def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
+    def relevance(self, relevance: Tensor) -> tuple[Tensor, ...]:
         return (z_rule_relevance(self.operation, self.inputs[0], relevance),)
 
 
@@ -127,7 +128,7 @@ class _ModuleGate(_Gate):
         self.forward = forward
         self.rule = rule
 
-    def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
+    def relevance(self, relevance: Tensor) -> tuple[Tensor, ...]:
         return (self.rule.module_relevance(self.forward, self.inputs[0], relevance),)
 
 
@@ -141,9 +142,9 @@ class _WeightedGate(_Gate):
         inputs,
         operation: WeightedOperation,
         weight: Tensor,
-        bias: Optional[Tensor],
+        bias: Tensor | None,
         rule: RelevanceRule,
-        pad: Optional[Tuple[int, ...]] = None,
+        pad: tuple[int, ...] | None = None,
     ):
         super().__init__(propagation, name, inputs)
         self.operation = operation
@@ -153,7 +154,7 @@ class _WeightedGate(_Gate):
         # Zero padding (F.pad amounts) applied to the input before the operation.
         self.pad = pad
 
-    def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
+    def relevance(self, relevance: Tensor) -> tuple[Tensor, ...]:
         result = self.rule.relevance(
             self.operation,
             self.inputs[0],
@@ -172,7 +173,7 @@ class _AddGate(_Gate):
     :math:`R_a = |a| / (|a| + |b|) \\cdot R`, which conserves relevance exactly and
     cannot explode when the branches cancel."""
 
-    def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
+    def relevance(self, relevance: Tensor) -> tuple[Tensor, ...]:
         a, b = self.inputs
         abs_a, abs_b = a.abs(), b.abs()
         total = abs_a + abs_b
@@ -191,7 +192,7 @@ class _GatingMulGate(_Gate):
         super().__init__(propagation, name, inputs)
         self.signal_index = signal_index
 
-    def relevance(self, relevance: Tensor) -> Tuple[Tensor, ...]:
+    def relevance(self, relevance: Tensor) -> tuple[Tensor, ...]:
         out = [torch.zeros_like(x) for x in self.inputs]
         out[self.signal_index] = relevance.sum_to_size(
             self.inputs[self.signal_index].shape
@@ -209,9 +210,9 @@ class _Propagation:
         # reductions per operation), i.e. to explain a failed total check.
         self.recording = False
         self.worst_local_violation = 0.0
-        self.worst_module: Optional[str] = None
+        self.worst_module: str | None = None
         # Weak: the autograd graph owns the gates.
-        self.gates: List[weakref.ref[_Gate]] = []
+        self.gates: list[weakref.ref[_Gate]] = []
 
     def release(self) -> None:
         """Drops the gates' references to the activations once no relevance pass

@@ -10,7 +10,8 @@ handler here and list it in :data:`HANDLERS`.
 
 import functools
 import inspect
-from typing import Callable, Dict, Optional, Protocol, Tuple
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +49,7 @@ def _conv_like(func: Callable, args: tuple, kwargs: dict):
         bias = kwargs.pop("bias", None)
         rest = []
 
-    def operation(x_: Tensor, w_: Tensor, b_: Optional[Tensor]) -> Tensor:
+    def operation(x_: Tensor, w_: Tensor, b_: Tensor | None) -> Tensor:
         return func(x_, w_, b_, *rest, **kwargs)
 
     return x, weight, bias, operation
@@ -61,7 +62,7 @@ class RelevanceContext(Protocol):
     def suspended(self) -> bool:
         """True inside a module applied as a whole (its operations get no gates)."""
 
-    def current_module(self) -> Tuple[Optional[nn.Module], str]:
+    def current_module(self) -> tuple[nn.Module | None, str]:
         """The innermost module running now, and its name."""
 
     def rule_for_operation(self) -> RelevanceRule:
@@ -84,13 +85,13 @@ class RelevanceMode(TorchFunctionMode):
         self.propagation = propagation
         # id of a gated conv/linear output -> (output, gate, graph input), for
         # folding a BatchNorm that follows it.
-        self.weighted_outputs: Dict[int, Tuple[Tensor, _WeightedGate, Tensor]] = {}
+        self.weighted_outputs: dict[int, tuple[Tensor, _WeightedGate, Tensor]] = {}
         # id of a zero-padded tensor -> (padded, unpadded, pad amounts), to fold
         # the pad into the conv that follows.
-        self.padded_outputs: Dict[int, Tuple[Tensor, Tensor, Tuple[int, ...]]] = {}
+        self.padded_outputs: dict[int, tuple[Tensor, Tensor, tuple[int, ...]]] = {}
         # id of a sigmoid's output -> the output: a gate when it multiplies a
         # tensor of its own shape (hand-written swish, GLU).
-        self.sigmoid_outputs: Dict[int, Tensor] = {}
+        self.sigmoid_outputs: dict[int, Tensor] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
@@ -99,7 +100,7 @@ class RelevanceMode(TorchFunctionMode):
             return func(*args, **kwargs)
         return handler(self, func, args, kwargs)
 
-    def current_module(self) -> Tuple[Optional[nn.Module], str]:
+    def current_module(self) -> tuple[nn.Module | None, str]:
         return self.context.current_module()
 
     def clear_tables(self) -> None:
@@ -115,7 +116,7 @@ class RelevanceMode(TorchFunctionMode):
 
 def _handle_weighted(mode: RelevanceMode, func, args, kwargs):
     x, weight, bias, operation = _conv_like(func, args, kwargs)
-    pad: Optional[Tuple[int, ...]] = None
+    pad: tuple[int, ...] | None = None
     output = func(*args, **kwargs)
     if not graph_tensor(output):
         return output
@@ -179,7 +180,7 @@ def _handle_pad(mode: RelevanceMode, func, args, kwargs):
 
 
 @functools.cache
-def _inplace_parameter(func: Callable) -> Optional[inspect.Signature]:
+def _inplace_parameter(func: Callable) -> inspect.Signature | None:
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):
@@ -316,7 +317,7 @@ def _handle_constant_scaling(mode: RelevanceMode, func, args, kwargs):
     )
 
 
-_OUT_OF_PLACE: Dict[Callable, Callable] = {
+_OUT_OF_PLACE: dict[Callable, Callable] = {
     torch.relu_: torch.relu,
     Tensor.relu_: torch.relu,
     F.relu_: torch.relu,
@@ -327,7 +328,7 @@ _OUT_OF_PLACE: Dict[Callable, Callable] = {
 #: The operations that get a gate, and the handler that puts it. Every other
 #: operation (views, concatenation, indexing, max pooling's winner-take-all)
 #: carries relevance by its ordinary backward.
-HANDLERS: Dict[Callable, Callable] = {}
+HANDLERS: dict[Callable, Callable] = {}
 for _f in (torch.conv1d, torch.conv2d, torch.conv3d, F.linear):
     HANDLERS[_f] = _handle_weighted
 HANDLERS[F.batch_norm] = _handle_batch_norm

@@ -11,7 +11,8 @@ rewritten operation sees the rewritten weights.
 """
 
 import inspect
-from typing import Any, Callable, Dict, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ _CONV2D_PARAMETERS = (
 )
 
 
-def batch_norm_arguments(args: tuple, kwargs: dict) -> Dict[str, Any]:
+def batch_norm_arguments(args: tuple, kwargs: dict) -> dict[str, Any]:
     """The arguments of an ``F.batch_norm`` call by name, defaults filled in."""
     bound = _BATCH_NORM_SIGNATURE.bind(*args, **kwargs)
     bound.apply_defaults()
@@ -38,8 +39,8 @@ def batch_norm_arguments(args: tuple, kwargs: dict) -> Dict[str, Any]:
 
 
 def fold_batch_norm(
-    weight: Tensor, bias: Optional[Tensor], p: Dict[str, Any]
-) -> Tuple[Tensor, Tensor]:
+    weight: Tensor, bias: Tensor | None, p: dict[str, Any]
+) -> tuple[Tensor, Tensor]:
     r"""The weight and bias of ``batch_norm(conv(x, weight, bias))`` as one
     affine map, :math:`W' = W s`, :math:`b' = (b - \mu) s + \beta` with
     :math:`s = \gamma / \sqrt{\sigma^2 + \varepsilon}`; ``p`` as given by
@@ -65,7 +66,7 @@ def fold_batch_norm(
 
 def zero_pad_amounts(
     args: tuple, kwargs: dict
-) -> Optional[Tuple[Tensor, Tuple[int, ...]]]:
+) -> tuple[Tensor, tuple[int, ...]] | None:
     """``(input, pad amounts)`` of an ``F.pad`` call that pads with zeros, or None."""
     bound = _PAD_SIGNATURE.bind(*args, **kwargs)
     bound.apply_defaults()
@@ -76,8 +77,8 @@ def zero_pad_amounts(
 
 
 def conv2d_with_padding(
-    func: Callable, args: tuple, kwargs: dict, amounts: Tuple[int, ...]
-) -> Optional[Callable]:
+    func: Callable, args: tuple, kwargs: dict, amounts: tuple[int, ...]
+) -> Callable | None:
     """The conv with a symmetric zero padding moved into its own ``padding``
     argument (no padded copy of the input in the relevance pass), or None."""
     if func is not torch.conv2d or len(amounts) != 4:
@@ -93,7 +94,7 @@ def conv2d_with_padding(
     stride, dilation = params.get("stride", 1), params.get("dilation", 1)
     groups = params.get("groups", 1)
 
-    def operation(x_: Tensor, w_: Tensor, b_: Optional[Tensor]) -> Tensor:
+    def operation(x_: Tensor, w_: Tensor, b_: Tensor | None) -> Tensor:
         return torch.conv2d(x_, w_, b_, stride, (top, left), dilation, groups)
 
     return operation

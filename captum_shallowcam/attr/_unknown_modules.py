@@ -7,7 +7,8 @@ reported after the forward pass, all of them in one error that shows the
 ``rules`` that fix them.
 """
 
-from typing import Any, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -67,7 +68,7 @@ def rearranges(output: Tensor, x: Tensor) -> bool:
     return False
 
 
-def unhandled_operation(module: nn.Module, args: tuple, output: Any) -> Optional[str]:
+def unhandled_operation(module: nn.Module, args: tuple, output: Any) -> str | None:
     """The operation (autograd node name) behind the output of a leaf module of
     unknown type, or None when the engine handles it: its output comes from an
     operation the engine gates, or is its input rearranged (a view, a reshape,
@@ -86,7 +87,7 @@ def unhandled_operation(module: nn.Module, args: tuple, output: Any) -> Optional
     return type(output.grad_fn).__name__ if output.grad_fn else "unknown"
 
 
-def no_rule_error(unhandled: Sequence[Tuple[str, str, str, bool]]) -> TypeError:
+def no_rule_error(unhandled: Sequence[tuple[str, str, str, bool]]) -> TypeError:
     """One error for every leaf module (name, type, operation, whether its
     output has as many elements as its input) with no rule, so that a model
     needs one fix, not one per module. IdentityRule is only suggested where it

@@ -6,14 +6,15 @@ tensors the rule owns, lay convolutions out channels-last, and handle the few
 outputs without a positive contribution pixel by pixel where that is cheaper.
 """
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 #: ``operation(inputs, weight, bias)``: a convolution or a linear map.
-WeightedOperation = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
+WeightedOperation = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
 
 def _dense_fallback(
@@ -26,8 +27,8 @@ def _dense_fallback(
     eps: Tensor,
     dead: Tensor,
     unpadded_shape: torch.Size,
-    pad: Optional[Sequence[int]],
-) -> Tuple[List[Tensor], List[Tensor], Optional[Tensor]]:
+    pad: Sequence[int] | None,
+) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
     """The fall-back of the ``dead`` outputs (no positive contribution) as more
     terms of the rule's one backward pass: outputs and their ratios, and the
     input of the flat term (whose relevance is not multiplied by the input).
@@ -62,7 +63,7 @@ def _dense_fallback(
     return outputs, ratios, alias
 
 
-def _channels_last(x: Tensor, pad: Optional[Sequence[int]]) -> Tensor:
+def _channels_last(x: Tensor, pad: Sequence[int] | None) -> Tensor:
     """``x`` channels-last, zero-padded by ``pad`` if given, in one copy at most."""
     if pad is None:
         return x.contiguous(memory_format=torch.channels_last)
@@ -117,7 +118,7 @@ def _by_group(x: Tensor, groups: int) -> Tensor:
     return x.view((x.shape[0], groups, x.shape[1] // groups) + tuple(x.shape[2:]))
 
 
-def _at_pixels(t: Tensor, pixels: Tuple[Tensor, ...]) -> Tensor:
+def _at_pixels(t: Tensor, pixels: tuple[Tensor, ...]) -> Tensor:
     """The channel vectors of ``t`` at ``pixels`` (count x channels), a copy."""
     return t.movedim(1, -1)[pixels]
 
@@ -197,7 +198,7 @@ def _crop(x: Tensor, pad: Sequence[int]) -> Tensor:
     return x
 
 
-def per_example_extremes(z: Tensor) -> Tuple[Tensor, Tensor]:
+def per_example_extremes(z: Tensor) -> tuple[Tensor, Tensor]:
     """min and max over all but the first dimension, shaped to broadcast
     against z (two reductions: on CPU ``torch.aminmax`` over a dimension is
     several times slower than ``amin`` and ``amax`` together)."""

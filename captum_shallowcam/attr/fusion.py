@@ -1,6 +1,7 @@
 """One fine map from the maps of several layers."""
 
-from typing import Literal, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from captum.attr import LayerAttribution
@@ -13,7 +14,7 @@ FusionMode = Literal["product", "max", "mean"]
 
 def fuse_layer_maps(
     layer_maps: Sequence[Tensor],
-    size: Optional[Tuple[int, int]] = None,
+    size: tuple[int, int] | None = None,
     mode: FusionMode = "product",
     interpolate_mode: str = "bilinear",
 ) -> Tensor:

@@ -1,6 +1,6 @@
 """LayerCAM (Jiang et al., IEEE TIP 2021) as a Captum layer attribution."""
 
-from typing import Any, List, Literal, Tuple, Union
+from typing import Any, Literal
 
 import torch
 from captum.log import log_usage
@@ -44,7 +44,7 @@ class LayerCam(_LayerCamBase):
     @log_usage()
     def attribute(
         self,
-        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        inputs: Tensor | tuple[Tensor, ...],
         target: TargetType = None,
         additional_forward_args: Any = None,
         attribute_to_layer_input: bool = False,
@@ -52,7 +52,7 @@ class LayerCam(_LayerCamBase):
         scaling: Literal["none", "tanh"] = "none",
         attr_dim_summation: bool = True,
         relu_activations: bool = False,
-    ) -> Union[Tensor, List[Tensor]]:
+    ) -> Tensor | list[Tensor]:
         r"""
         Args:
 

@@ -1,6 +1,6 @@
 """Relevance-CAM (Lee et al., CVPR 2021) as a Captum layer attribution."""
 
-from typing import Any, List, Tuple, Union
+from typing import Any
 
 from captum.log import log_usage
 from torch import Tensor
@@ -43,7 +43,7 @@ class LayerRelevanceCam(_RelevanceCamBase):
     @log_usage()
     def attribute(
         self,
-        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        inputs: Tensor | tuple[Tensor, ...],
         target: TargetType = None,
         additional_forward_args: Any = None,
         attribute_to_layer_input: bool = False,
@@ -52,7 +52,7 @@ class LayerRelevanceCam(_RelevanceCamBase):
         channel_weights: ChannelWeights = "signed",
         return_convergence_delta: bool = False,
         check_conservation: bool = True,
-    ) -> Union[Tensor, List[Tensor], Tuple[Union[Tensor, List[Tensor]], Any]]:
+    ) -> Tensor | list[Tensor] | tuple[Tensor | list[Tensor], Any]:
         r"""
         Args:
 

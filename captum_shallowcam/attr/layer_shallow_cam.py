@@ -1,6 +1,6 @@
 """Shallow-layer CAM from spatial weights and inter-layer relevance (CHENG Yan et al.)."""
 
-from typing import Any, List, Literal, Tuple, Union
+from typing import Any, Literal
 
 import torch
 from captum.log import log_usage
@@ -90,7 +90,7 @@ class LayerShallowCam(_RelevanceCamBase):
     @log_usage()
     def attribute(
         self,
-        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        inputs: Tensor | tuple[Tensor, ...],
         target: TargetType = None,
         additional_forward_args: Any = None,
         attribute_to_layer_input: bool = False,
@@ -101,7 +101,7 @@ class LayerShallowCam(_RelevanceCamBase):
         return_convergence_delta: bool = False,
         check_conservation: bool = True,
         relu_activations: bool = True,
-    ) -> Union[Tensor, List[Tensor], Tuple[Union[Tensor, List[Tensor]], Any]]:
+    ) -> Tensor | list[Tensor] | tuple[Tensor | list[Tensor], Any]:
         r"""
         Args:
 
@@ -192,8 +192,8 @@ def _adjacent_layer_relevance(relu_activations: bool) -> RelevanceRefinement:
     next captured layer in forward order); the deepest keeps its v1 relevance."""
 
     def refine(
-        engine: _Engine, passes: CamPasses, relevances: List[Tensor]
-    ) -> List[Tensor]:
+        engine: _Engine, passes: CamPasses, relevances: list[Tensor]
+    ) -> list[Tensor]:
         captures = engine.captures
         order = sorted(range(len(captures)), key=lambda i: captures[i].order)
         for lower, upper in zip(order[:-1], order[1:]):

@@ -1,6 +1,6 @@
 """The per-layer passes the CAM methods are built from, as one public function."""
 
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -18,13 +18,13 @@ from captum_shallowcam.attr.rules import RuleMap
 def compute_layer_passes(
     model: nn.Module,
     layer: LayerOrLayers,
-    inputs: Union[Tensor, Tuple[Tensor, ...]],
+    inputs: Tensor | tuple[Tensor, ...],
     *,
     target: TargetType = None,
     additional_forward_args: Any = None,
     attribute_to_layer_input: bool = False,
     relevance: bool = True,
-    rules: Optional[RuleMap] = None,
+    rules: RuleMap | None = None,
     initial_relevance: InitialRelevance = "clrp",
     check_conservation: bool = True,
 ) -> CamPasses:
@@ -89,4 +89,4 @@ def compute_layer_passes(
     )
 
 
-__all__: List[str] = ["CamPasses", "compute_layer_passes"]
+__all__: list[str] = ["CamPasses", "compute_layer_passes"]

@@ -23,7 +23,8 @@ pooling is winner-take-all, average pooling and means are proportional
 dropout pass relevance unchanged.
 """
 
-from typing import Callable, Dict, Mapping, Optional, Sequence, Type, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +60,7 @@ __all__ = [
     "ZPlusRule",
 ]
 
-RuleKey = Union[Type[nn.Module], nn.Module, str]
+RuleKey = Union[type[nn.Module], nn.Module, str]
 RuleMap = Mapping[RuleKey, PropagationRule]
 
 
@@ -86,9 +87,9 @@ class RelevanceRule(PropagationRule):
         inputs: Tensor,
         weight: Tensor,
         relevance: Tensor,
-        pad: Optional[Sequence[int]] = None,
+        pad: Sequence[int] | None = None,
         *,
-        bias: Optional[Tensor] = None,
+        bias: Tensor | None = None,
     ) -> Tensor:
         """Redistributes ``relevance`` at the output of ``operation(inputs,
         weight, bias)`` (a conv or linear map) onto ``inputs``. With ``pad``
@@ -163,9 +164,9 @@ class ZPlusRule(RelevanceRule):
         inputs: Tensor,
         weight: Tensor,
         relevance: Tensor,
-        pad: Optional[Sequence[int]] = None,
+        pad: Sequence[int] | None = None,
         *,
-        bias: Optional[Tensor] = None,
+        bias: Tensor | None = None,
     ) -> Tensor:
         """Redistributes ``relevance`` at the output of ``operation(inputs, weight,
         bias)`` onto ``inputs`` (the bias is ignored).
@@ -188,7 +189,7 @@ class ZPlusRule(RelevanceRule):
         inputs: Tensor,
         weight: Tensor,
         relevance: Tensor,
-        pad: Optional[Sequence[int]] = None,
+        pad: Sequence[int] | None = None,
     ) -> Tensor:
         # This is the hot loop of the relevance pass, and on CPU a fresh large
         # tensor costs more than the arithmetic on it (page faults), so the work
@@ -215,7 +216,7 @@ class ZPlusRule(RelevanceRule):
         source = _split_signs(inputs, groups) if signed else inputs.detach()
         source.requires_grad_(True)
 
-        def stacked(first: Tensor, second: Optional[Tensor]) -> Tensor:
+        def stacked(first: Tensor, second: Tensor | None) -> Tensor:
             return torch.cat((first, second), dim=1) if signed else first
 
         with torch.enable_grad():
@@ -275,13 +276,13 @@ class ZPlusRule(RelevanceRule):
         inputs: Tensor,
         weight: Tensor,
         relevance: Tensor,
-        pad: Optional[Sequence[int]],
+        pad: Sequence[int] | None,
     ) -> Tensor:
         """A linear map on N x ... x features (ConvNeXt's MLP on channels-last
         maps, a token MLP) is a 1x1 convolution: the rule runs on the features
         moved to dim 1, where it expects the channels."""
 
-        def on_dim_1(x_: Tensor, w_: Tensor, b_: Optional[Tensor]) -> Tensor:
+        def on_dim_1(x_: Tensor, w_: Tensor, b_: Tensor | None) -> Tensor:
             return operation(x_.movedim(1, -1), w_, b_).movedim(-1, 1)
 
         padded = inputs if pad is None else F.pad(inputs, tuple(pad))
@@ -295,7 +296,7 @@ def z_rule_relevance(
     operation: Callable[[Tensor], Tensor],
     inputs: Tensor,
     relevance: Tensor,
-    epsilon: Optional[float] = None,
+    epsilon: float | None = None,
 ) -> Tensor:
     r"""The z-rule through ``operation``, linear in ``inputs`` (average pooling,
     a mean, a sum, a module applied as a whole):
@@ -336,7 +337,7 @@ def pass_through(relevance: Tensor, shape: torch.Size) -> Tensor:
     return relevance.sum_to_size(shape)  # broadcast by a constant factor
 
 
-def _stabilize(z: Tensor, epsilon: Union[float, Tensor]) -> Tensor:
+def _stabilize(z: Tensor, epsilon: float | Tensor) -> Tensor:
     """``z`` pushed away from 0 by ``epsilon`` (the LRP epsilon stabiliser)."""
     return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
 
@@ -404,7 +405,7 @@ class _CaptumWeightRule(RelevanceRule):
 class _WeightCopy:
     """Stands in for a module when a Captum rule manipulates weights."""
 
-    def __init__(self, weight: Tensor, bias: Optional[Tensor]):
+    def __init__(self, weight: Tensor, bias: Tensor | None):
         self.weight = weight.clone()
         self.bias = None if bias is None else bias.clone()
 
@@ -460,10 +461,10 @@ SUPPORTED_MODULES = NORMALISATION_MODULES + (
 
 
 def resolve_rule(
-    module: Optional[nn.Module],
-    name: Optional[str],
-    rules: Optional[RuleMap],
-) -> Optional[PropagationRule]:
+    module: nn.Module | None,
+    name: str | None,
+    rules: RuleMap | None,
+) -> PropagationRule | None:
     """Returns the rule the user chose for ``module``, or ``None`` for the default.
 
     Order: ``rules[module]``, ``rules[name]``, Captum's ``module.rule``
@@ -485,7 +486,7 @@ def resolve_rule(
     return None
 
 
-def validate_rules(rules: Optional[RuleMap]) -> Dict[RuleKey, PropagationRule]:
+def validate_rules(rules: RuleMap | None) -> dict[RuleKey, PropagationRule]:
     """Checks a user's rule mapping and returns it as a dict."""
     if rules is None:
         return {}

@@ -25,7 +25,7 @@ Group-CAM paper's step (1792) and its blur, kornia's ``gaussian_blur2d(x, (51,
 padding (the repository's scripts use step 448).
 """
 
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from captum_shallowcam.metrics._substrates import (
     GaussianBlur,
@@ -45,7 +45,7 @@ class Protocol(NamedTuple):
     source: str
 
 
-PROTOCOLS: Dict[str, Protocol] = {
+PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
         Protocol(
@@ -62,7 +62,7 @@ PROTOCOLS: Dict[str, Protocol] = {
 DEFAULT_PROTOCOL = "captum-shallowcam"
 
 
-def protocol_kwargs(name: str, **overrides: Any) -> Dict[str, Any]:
+def protocol_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
     r"""The metric's keyword arguments for protocol `name`.
 
     `overrides` (``step``, ``deletion_substrate``, ``insertion_substrate``)
@@ -73,7 +73,7 @@ def protocol_kwargs(name: str, **overrides: Any) -> Dict[str, Any]:
             f"Unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)}."
         )
     preset = PROTOCOLS[name]
-    kwargs: Dict[str, Any] = {
+    kwargs: dict[str, Any] = {
         "step": preset.step,
         "deletion_substrate": preset.deletion_substrate,
         "insertion_substrate": preset.insertion_substrate,
@@ -85,7 +85,7 @@ def protocol_kwargs(name: str, **overrides: Any) -> Dict[str, Any]:
     return kwargs
 
 
-def describe(name: str, kwargs: Optional[Dict[str, Any]] = None) -> str:
+def describe(name: str, kwargs: dict[str, Any] | None = None) -> str:
     r"""One line for result files: the protocol and the settings in force."""
     kwargs = kwargs if kwargs is not None else protocol_kwargs(name)
     deletion = describe_substrate(kwargs.get("deletion_substrate"), "zeros")
