@@ -351,7 +351,7 @@ def benchmark(args: argparse.Namespace) -> None:
         )
     _check_items(loaded, items)
     methods = _check_methods(loaded, layers, args.methods)
-    from captum_shallowcam.distributed import init_ranks, run_benchmark
+    from captum_shallowcam.distributed import close_ranks, init_ranks, run_benchmark
     from captum_shallowcam.metrics.protocols import describe, protocol_kwargs
 
     metric_kwargs = protocol_kwargs(args.protocol, step=args.step)
@@ -370,14 +370,18 @@ def benchmark(args: argparse.Namespace) -> None:
     if args.amp == "bf16":
         metric_kwargs["autocast_dtype"] = torch.bfloat16
     info = init_ranks(timeout_s=args.dist_timeout, device=args.device)
+    finished = False
     try:
         result = run_benchmark(
             loaded.model, items, loaded.preprocess, layers, methods, Path(args.out),
             metric_kwargs, settings, batch_size=args.batch_size, resume=args.resume,
             info=info,
         )  # fmt: skip
+        finished = True
     except (FileExistsError, ValueError) as error:  # earlier shards, other settings
         raise UsageError(str(error)) from None
+    finally:
+        close_ranks(info, finished)
     if result is not None:
         _write_report(result, Path(args.out))
 

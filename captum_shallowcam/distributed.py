@@ -109,6 +109,22 @@ def init_ranks(timeout_s: float = 1800.0, device: str | None = None) -> RankInfo
     return RankInfo(rank, world_size, local_rank, dev, timeout_s)
 
 
+def close_ranks(info: RankInfo, finished: bool = True) -> None:
+    """Leaves the process group: after a last barrier when the run finished, so
+    that no rank exits while the backend's threads still serve another rank (a
+    rank that exits with a live gloo group aborts with "terminate called
+    without an active exception")."""
+    if not info.distributed:
+        return
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    if finished:
+        _collective(info, "finish", dist.barrier)
+    dist.destroy_process_group()
+
+
 def _collective(info: RankInfo, stage: str, call: Callable[[], Any]) -> Any:
     try:
         return call()
