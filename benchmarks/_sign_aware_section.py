@@ -254,7 +254,7 @@ and level with the best single layer.
         f"`imagenet-samples-b` not used to choose it, step {confirm.settings['step']} "
         f"(small runs: see [docs/results.rst](docs/results.rst)):\n\n"
         + md_table(
-            [h.replace("LayerCAM overall", "LayerCAM overall") for h in heads_layers],
+            heads_layers,
             rows_b,
         )
         + "\n"

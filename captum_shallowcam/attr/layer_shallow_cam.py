@@ -174,10 +174,12 @@ class LayerShallowCam(_RelevanceCamBase):
         )
         maps = []
         for a, g, r in zip(passes.activations, passes.gradients, passes.relevances):
-            mask = spatial_mask(a, g, relu_activations)
             if relu_activations:
+                # Relevance on negative activations is not counted, and the
+                # mask (and v3's activation) uses ReLU(A), computed once here.
                 r = r * (a >= 0)
                 a = torch.relu(a)
+            mask = spatial_mask(a, g)
             weights = inter_layer_weights(r, channel_weights)
             if variant == "v3":
                 mask_2d = unit_range(mask.sum(dim=1, keepdim=True))
