@@ -42,13 +42,22 @@ def main() -> None:
     parser.add_argument(
         "--no-fusion", action="store_true", help="score single layers only"
     )
+    parser.add_argument(
+        "--fusion-modes",
+        default=",".join(FUSION_MODES),
+        help="comma-separated subset of product,max,mean (default: all three)",
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
     loaded = load_model(args.model)
     model = loaded.model.to(memory_format=torch.channels_last)
     names = list(loaded.layers)
-    fused = [] if args.no_fusion else [f"fused-{mode}" for mode in FUSION_MODES]
+    modes = () if args.no_fusion else tuple(args.fusion_modes.split(","))
+    unknown = set(modes) - set(FUSION_MODES)
+    if unknown:
+        parser.error(f"--fusion-modes: unknown {sorted(unknown)}; use {FUSION_MODES}")
+    fused = [f"fused-{mode}" for mode in modes]
     methods = args.methods.split(",")
     explainers = {
         m: make_explainer(model, list(loaded.layers.values()), m) for m in methods
@@ -80,7 +89,7 @@ def main() -> None:
         for method, explain in explainers.items():
             maps = [m.detach() for m in explain(inputs, targets)]
             scored = list(zip(names, maps))
-            for mode in () if args.no_fusion else FUSION_MODES:
+            for mode in modes:
                 scored.append(
                     (f"fused-{mode}", fuse_layer_maps(maps, inputs.shape[-2:], mode))
                 )

@@ -106,6 +106,26 @@ def candidates(a, g, r, fg, adj):
         "fgalpha_pos": torch.relu(cs(fgalpha * Sp)),
         "adj_spatial": ADJsp,
         "lc_x_adj": lc * ADJsp,
+        "gate_alphaP_pos": torch.relu(cs((alphaP > 0).to(a.dtype) * Sp)),
+        "pow4_alphaP_pos": torch.relu(cs(alphaP.pow(0.25) * Sp)),
+        "mass_alphaP_pos": torch.relu(
+            cs(alphaP / (Sp.sum((2, 3), keepdim=True) + 1e-12) * Sp)
+        ),
+        "mass_sqrt_alphaP_pos": torch.relu(
+            cs((alphaP / (Sp.sum((2, 3), keepdim=True) + 1e-12)).sqrt() * Sp)
+        ),
+        "density_alphaP_pos": torch.relu(
+            cs(alphaP / (torch.relu(a).sum((2, 3), keepdim=True) + 1e-12) * Sp)
+        ),
+        "sqrt_density_alphaP_pos": torch.relu(
+            cs((alphaP / (torch.relu(a).sum((2, 3), keepdim=True) + 1e-12)).sqrt() * Sp)
+        ),
+        "sqrt_fgalpha_pos": torch.relu(cs(fgalpha.sqrt() * Sp)),
+        "sqrt_adjalpha_pos": torch.relu(
+            cs(torch.relu(adj.sum((2, 3), keepdim=True)).sqrt() * Sp)
+        ),
+        "sqrt_x_fg": torch.relu(cs(alphaP.sqrt() * Sp)) * FGsp,
+        "lc_x_fgP": lc * torch.relu(cs(fg * P)),
     }
 
 
@@ -117,6 +137,7 @@ def main():
     p.add_argument("--step", type=int, default=3584)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--methods", default=None)
+    p.add_argument("--stages", default=None, help="comma-separated; default all")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     loaded = load_model("efficientnet-lite0")
@@ -135,6 +156,8 @@ def main():
             x, t, None, False, "clrp", "positive", False, gradients=True, refine=req
         )
         for i, name in enumerate(names):
+            if args.stages and name not in args.stages.split(","):
+                continue
             a, g, r = passes.activations[i], passes.gradients[i], passes.relevances[i]
             for m, mp in candidates(a, g, r, req.fg[i], req.adj[i]).items():
                 if want and m not in want:
@@ -161,6 +184,8 @@ def main():
                 continue
             cells = []
             for n in names:
+                if n not in scores[ref]:
+                    continue
                 mean, _, lo, hi = paired_difference(
                     scores[m][n]["overall"], scores[ref][n]["overall"]
                 )

@@ -11,8 +11,18 @@ from torch import Tensor
 from captum_shallowcam._captum_compat import TargetType
 
 
+def all_finite(tensor: Tensor) -> bool:
+    """Whether a tensor holds no NaN or inf. A finite sum proves it in one
+    reduction (NaN and inf reach the sum); only a sum that is not finite (a
+    bad value, or finite values whose sum overflows) is checked element by
+    element."""
+    if not tensor.is_floating_point():
+        return True
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
 def check_finite(tensor: Tensor, what: str) -> None:
-    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+    if not all_finite(tensor):
         raise ValueError(
             f"{what} contain NaN or inf values; explanations of non-finite values are "
             f"meaningless. Clean the {what.lower()} first (e.g. torch.nan_to_num)."

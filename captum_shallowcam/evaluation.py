@@ -9,7 +9,7 @@ The command line (``python -m captum_shallowcam benchmark``) only calls these.
 Methods are named by strings: ``layercam``, ``gradcam`` (Captum's
 ``LayerGradCam`` with ``relu_attributions=True``), ``relevancecam``,
 ``shallowcam`` (the defaults), ``shallowcam-v1`` / ``-v2`` / ``-v3``, optionally
-followed by options: ``+positive`` / ``+signed`` / ``+sqrt`` (channel weights), ``+target``
+followed by options: ``+positive`` / ``+signed`` / ``+sqrt`` / ``+geometric`` (channel weights), ``+target``
 / ``+contrastive`` / ``+clrp`` (initial relevance), ``+sign-aware`` /
 ``+plain-mask`` (``relu_activations=True`` / ``False``; ``layercam`` takes these
 two), ``+no-conserve`` (the z+ rule without its conserving fall-back,
@@ -36,6 +36,7 @@ _OPTIONS = {
     "positive": ("channel_weights", "positive"),
     "signed": ("channel_weights", "signed"),
     "sqrt": ("channel_weights", "sqrt"),
+    "geometric": ("channel_weights", "geometric"),
     "target": ("initial_relevance", "target"),
     "contrastive": ("initial_relevance", "contrastive"),
     "clrp": ("initial_relevance", "clrp"),

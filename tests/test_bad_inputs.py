@@ -552,7 +552,7 @@ ROWS: list[Row] = [
         '``channel_weights="abs"``',
         "call",
         ValueError,
-        "channel_weights must be one of 'signed', 'positive', 'sqrt'; got 'abs'",
+        "channel_weights must be one of 'signed', 'positive', 'sqrt', 'geometric'; got 'abs'",
         method_case(plain, channel_weights="abs"),
     ),
     *for_methods(

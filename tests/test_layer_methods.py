@@ -172,8 +172,25 @@ def test_shallow_cam_v1_hand_computed(tiny):
     )
     ref.assert_close(v1, _map((1.3 * A0 + 0.35 * A1) / 9))
     # the same with the flatter sqrt weights: sqrt(0.65) (2/9) A_0 + sqrt(0.35) (1/9) A_1
-    v1 = cam.attribute(X_TINY, target=1, variant="v1", initial_relevance="target")
+    v1 = cam.attribute(
+        X_TINY,
+        target=1,
+        variant="v1",
+        initial_relevance="target",
+        channel_weights="sqrt",
+    )
     ref.assert_close(v1, _map((2 * 0.65**0.5 * A0 + 0.35**0.5 * A1) / 9))
+    # geometric weights: channel k's mask S_k sums to s_k (2 * 13 / 9 and 14 / 9),
+    # w_k = sqrt(alpha_k / s_k), so each channel adds up to sqrt(alpha_k s_k)
+    v1 = cam.attribute(
+        X_TINY,
+        target=1,
+        variant="v1",
+        initial_relevance="target",
+        channel_weights="geometric",
+    )
+    w0, w1 = (0.65 / (2 * 13 / 9)) ** 0.5, (0.35 / (14 / 9)) ** 0.5
+    ref.assert_close(v1, _map((w0 * 2 * A0 + w1 * A1) / 9))
     # class 0, contrastive: ReLU(G_1) = 0, so only 0.675 * (1/9) A_0 remains
     v1 = cam.attribute(
         X_TINY,
@@ -183,10 +200,13 @@ def test_shallow_cam_v1_hand_computed(tiny):
         channel_weights="signed",
     )
     ref.assert_close(v1, _map(0.675 * A0 / 9))
-    # class 0, the defaults (CLRP, sqrt weights; the sign-aware mask equals the
-    # plain one on this ReLU output): alpha = [0.35, 0] (see the CLRP test
-    # above), so sqrt(0.35) * (1/9) A_0 remains
-    ref.assert_close(cam.attribute(X_TINY, target=0), _map(0.35**0.5 * A0 / 9))
+    # class 0, the defaults (CLRP, geometric weights; the sign-aware mask equals
+    # the plain one on this ReLU output): alpha = [0.35, 0] (see the CLRP test
+    # above) and S_0 = A_0 / 9 sums to 13 / 9, so sqrt(0.35 * 9 / 13) A_0 / 9
+    # remains
+    ref.assert_close(
+        cam.attribute(X_TINY, target=0), _map((0.35 * 9 / 13) ** 0.5 * A0 / 9)
+    )
 
 
 def test_shallow_cam_v3_hand_computed(tiny):

@@ -127,8 +127,8 @@ def test_shallow_cam_equals_explicit_relevance_and_gradient(
         expected_positive,
         rtol=ref.REL_RTOL,
     )
-    # The defaults (chosen by the benchmark): v1, CLRP relevance, sqrt weights,
-    # the sign-aware mask.
+    # The defaults (chosen by the benchmark): v1, CLRP relevance, geometric
+    # weights, the sign-aware mask.
     ref.assert_close(
         cam.attribute(x_small, target=2),
         cam.attribute(
@@ -136,7 +136,7 @@ def test_shallow_cam_equals_explicit_relevance_and_gradient(
             target=2,
             variant="v1",
             initial_relevance="clrp",
-            channel_weights="sqrt",
+            channel_weights="geometric",
             relu_activations=True,
         ),
         rtol=0,

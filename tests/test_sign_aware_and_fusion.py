@@ -201,7 +201,7 @@ def test_shallow_cam_sign_aware_equals_default_on_relu_outputs(variant):
 
 @pytest.mark.parametrize("c", [0, 1])
 def test_shallow_cam_default_hand_computed(c):
-    """The default: CLRP relevance, sign-aware mask and weights, sqrt weights."""
+    """The default: CLRP relevance, sign-aware mask and weights, geometric weights."""
     net = _positive_head_net()
     x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(5)) + 0.6
     a = F.conv2d(x, net.conv.weight)
@@ -216,14 +216,20 @@ def test_shallow_cam_default_hand_computed(c):
 
     # CLRP with two classes: the dual is the other class, max(0, R_c - R_dual)
     r = (relevance_at_layer(c) - relevance_at_layer(1 - c)).clamp(min=0)
-    weights = (r * (a >= 0)).sum((2, 3), keepdim=True).clamp(min=0).sqrt()
+    alpha_pos = (r * (a >= 0)).sum((2, 3), keepdim=True).clamp(min=0)
     g = (net.fc.weight[c] / a[0, 0].numel()).view(1, -1, 1, 1)
-    expected = (
-        (weights * g.clamp(min=0) * a.clamp(min=0)).sum(1, keepdim=True).clamp(min=0)
-    )
+    mask = g.clamp(min=0) * a.clamp(min=0)
+    weights = (alpha_pos / mask.sum((2, 3), keepdim=True)).sqrt()
+    expected = (weights * mask).sum(1, keepdim=True).clamp(min=0)
     assert expected.abs().sum() > 0
     got = LayerShallowCam(net, net.conv).attribute(x, target=c)
     torch.testing.assert_close(got, expected)
+    # The earlier development default, spelled out: sqrt weights.
+    sqrt = (alpha_pos.sqrt() * mask).sum(1, keepdim=True).clamp(min=0)
+    torch.testing.assert_close(
+        LayerShallowCam(net, net.conv).attribute(x, target=c, channel_weights="sqrt"),
+        sqrt,
+    )
     # The 0.1 default, spelled out, is the plain form with ReLU(alpha).
     plain_weights = r.sum((2, 3), keepdim=True).clamp(min=0)
     plain = (plain_weights * g.clamp(min=0) * a).sum(1, keepdim=True).clamp(min=0)
@@ -255,8 +261,10 @@ def test_compute_layer_passes_rebuild_the_methods_maps():
     for a, g, r, s_map, lc_map in zip(
         passes.activations, passes.gradients, passes.relevances, shallow, layer_cam
     ):
-        weights = (r * (a >= 0)).sum((2, 3), keepdim=True).clamp(min=0).sqrt()
         mask = g.clamp(min=0) * a.clamp(min=0)
+        alpha_pos = (r * (a >= 0)).sum((2, 3), keepdim=True).clamp(min=0)
+        weights = (alpha_pos / mask.sum((2, 3), keepdim=True)).sqrt()
+        weights = torch.where(mask.sum((2, 3), keepdim=True) > 0, weights, 0.0)
         torch.testing.assert_close(
             s_map, (weights * mask).sum(1, keepdim=True).clamp(min=0)
         )
@@ -275,3 +283,63 @@ def test_compute_layer_passes_is_keyword_only():
     net = _small_signed_net()
     with pytest.raises(TypeError):
         compute_layer_passes(net, net[1], torch.randn(1, 3, 8, 8), 1)  # type: ignore[misc]
+
+
+# ------------------------------------------------ geometric channel weights
+@pytest.mark.parametrize("c", [0, 1])
+def test_shallow_cam_geometric_weights_hand_computed(c):
+    """channel_weights="geometric": w_k = sqrt(ReLU(alpha+_k) / sum_ij S+_k)."""
+    net = _positive_head_net()
+    x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(5)) + 0.6
+    a = F.conv2d(x, net.conv.weight)
+    pooled = a.mean((2, 3))[0]
+    w = net.fc.weight[c]
+    alpha = pooled * w / (pooled * w).sum()  # z+ through the linear layer
+    r = a / a.sum((2, 3), keepdim=True) * alpha.view(1, -1, 1, 1)  # the pool
+    alpha_pos = (r * (a >= 0)).sum((2, 3), keepdim=True).clamp(min=0)
+    g = (w / a[0, 0].numel()).view(1, -1, 1, 1)
+    mask = g.clamp(min=0) * a.clamp(min=0)
+    weights = (alpha_pos / mask.sum((2, 3), keepdim=True)).sqrt()
+    expected = (weights * mask).sum(1, keepdim=True).clamp(min=0)
+    got = LayerShallowCam(net, net.conv).attribute(
+        x, target=c, initial_relevance="target", channel_weights="geometric"
+    )
+    torch.testing.assert_close(got, expected)
+    # Each channel adds up to the geometric mean of its relevance and its mask.
+    per_channel = (weights * mask).sum((2, 3))
+    torch.testing.assert_close(
+        per_channel, (alpha_pos * mask.sum((2, 3), keepdim=True)).sqrt().flatten(1)
+    )
+
+
+def test_geometric_weights_zero_where_the_term_has_no_positive_total():
+    from captum_shallowcam.attr._base import inter_layer_weights
+
+    relevance = torch.ones(1, 3, 2, 2)
+    term = torch.tensor([1.0, 0.0, -2.0]).view(1, 3, 1, 1).expand(1, 3, 2, 2)
+    weights = inter_layer_weights(relevance, "geometric", term).flatten()
+    torch.testing.assert_close(weights, torch.tensor([1.0, 0.0, 0.0]))  # sqrt(4 / 4)
+    assert bool(torch.isfinite(weights).all())
+    with pytest.raises(TypeError, match="needs the term"):
+        inter_layer_weights(relevance, "geometric")
+
+
+def test_relevance_cam_geometric_weights_use_the_activation_totals():
+    from captum_shallowcam import LayerRelevanceCam
+    from captum_shallowcam.attr import compute_layer_passes
+
+    net = _small_signed_net()
+    x = torch.randn(2, 3, 10, 10, generator=torch.Generator().manual_seed(0))
+    layer = net[1]
+    passes = compute_layer_passes(
+        net, layer, x, target=[1, 3], initial_relevance="contrastive"
+    )
+    a, r = passes.activations[0], passes.relevances[0]
+    total = a.sum((2, 3), keepdim=True)
+    weights = (r.sum((2, 3), keepdim=True).clamp(min=0) / total).sqrt()
+    weights = torch.where(total > 0, weights, torch.zeros_like(weights))
+    expected = (weights * a).sum(1, keepdim=True).clamp(min=0)
+    got = LayerRelevanceCam(net, layer).attribute(
+        x, target=[1, 3], channel_weights="geometric"
+    )
+    torch.testing.assert_close(got, expected)

@@ -22,7 +22,8 @@ from captum_shallowcam.attr._engine import LayerCapture, _Engine
 from captum_shallowcam.attr.rules import RuleMap, validate_rules
 
 InitialRelevance = Literal["contrastive", "target", "clrp"]
-ChannelWeights = Literal["signed", "positive", "sqrt"]
+ChannelWeights = Literal["signed", "positive", "sqrt", "geometric"]
+CHANNEL_WEIGHTS = ("signed", "positive", "sqrt", "geometric")
 LayerOrLayers = Union[nn.Module, Sequence[nn.Module]]
 
 #: Relative tolerance of the relevance conservation check (see ``check_conservation``).
@@ -185,7 +186,7 @@ class _RelevanceCamBase(_LayerCamBase):
         check_choice(
             "initial_relevance", initial_relevance, ("contrastive", "target", "clrp")
         )
-        check_choice("channel_weights", channel_weights, ("signed", "positive", "sqrt"))
+        check_choice("channel_weights", channel_weights, CHANNEL_WEIGHTS)
         request = _RelevanceRequest(
             self.rules,
             initial_relevance,  # type: ignore[arg-type]
@@ -344,18 +345,33 @@ def spatial_mask(
     return torch.relu(gradient) * activation
 
 
-def inter_layer_weights(relevance: Tensor, channel_weights: ChannelWeights) -> Tensor:
-    r"""Channel weights :math:`\alpha_k = \sum_{ij} R_k(i,j)` (N x K x 1 x 1):
-    ``"signed"`` as they are, ``"positive"`` :math:`\mathrm{ReLU}(\alpha_k)`,
-    ``"sqrt"`` the flatter :math:`\sqrt{\mathrm{ReLU}(\alpha_k)}`."""
+def inter_layer_weights(
+    relevance: Tensor, channel_weights: ChannelWeights, term: Tensor | None = None
+) -> Tensor:
+    r"""Channel weights from :math:`\alpha_k = \sum_{ij} R_k(i,j)` (N x K x 1 x 1):
+    ``"signed"`` :math:`\alpha_k` as it is, ``"positive"`` :math:`\mathrm{ReLU}(\alpha_k)`,
+    ``"sqrt"`` the flatter :math:`\sqrt{\mathrm{ReLU}(\alpha_k)}`, ``"geometric"``
+    :math:`\sqrt{\mathrm{ReLU}(\alpha_k) / T_k}` with :math:`T_k = \sum_{ij} t_k(i,j)`
+    the total of the per-channel ``term`` the weights multiply (0 where
+    :math:`T_k \le 0`), so that channel :math:`k` contributes
+    :math:`\sqrt{\mathrm{ReLU}(\alpha_k)\,T_k}` in all: the geometric mean of its
+    relevance and of its own evidence."""
     weights = relevance.sum(dim=(2, 3), keepdim=True)
     if channel_weights == "positive":
         return torch.relu(weights)
     if channel_weights == "sqrt":
         return torch.relu(weights).sqrt()
+    if channel_weights == "geometric":
+        if term is None:
+            raise TypeError("channel_weights='geometric' needs the term it weights.")
+        total = term.sum(dim=(2, 3), keepdim=True)
+        tiny = torch.finfo(total.dtype).tiny
+        ratio = torch.relu(weights).sqrt() / total.clamp_min(tiny).sqrt()
+        return torch.where(total > 0, ratio, torch.zeros_like(ratio))
     if channel_weights != "signed":
         raise ValueError(
-            f"channel_weights must be 'signed', 'positive' or 'sqrt', got {channel_weights!r}."
+            f"channel_weights must be one of {', '.join(map(repr, CHANNEL_WEIGHTS))}; "
+            f"got {channel_weights!r}."
         )
     return weights
 

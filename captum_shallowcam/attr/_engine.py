@@ -37,6 +37,7 @@ from captum_shallowcam._model_state import (
     exclusive,
     original_module,
 )
+from captum_shallowcam._validation import all_finite
 from captum_shallowcam.attr._gates import (
     GRADIENT,
     RELEVANCE,
@@ -406,7 +407,7 @@ def _normal(value: Any) -> Any:
 
 def _check_finite(tensor: Tensor, what: str) -> Tensor:
     """``tensor``, or a ValueError when the model produced NaN or inf in it."""
-    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+    if not all_finite(tensor):
         raise ValueError(
             f"The model produced NaN or inf values (in its {what}) from finite "
             "inputs, so the explanation would be NaN. Check the model's weights "

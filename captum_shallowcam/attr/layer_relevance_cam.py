@@ -77,7 +77,11 @@ class LayerRelevanceCam(_RelevanceCamBase):
             channel_weights (str, optional): ``"signed"`` keeps the sign of
                         :math:`\alpha` as Relevance-CAM does; ``"positive"`` uses
                         :math:`\mathrm{ReLU}(\alpha)`, ``"sqrt"``
-                        :math:`\sqrt{\mathrm{ReLU}(\alpha)}`. Default: ``"signed"``
+                        :math:`\sqrt{\mathrm{ReLU}(\alpha)}`, ``"geometric"``
+                        :math:`\sqrt{\mathrm{ReLU}(\alpha_k) / \sum_{ij} A_k}`
+                        (0 where that sum is not positive), so that channel
+                        :math:`k` adds up to the geometric mean of its
+                        relevance and its activation total. Default: ``"signed"``
             return_convergence_delta (bool, optional): Also return, per layer, the
                         output relevance minus the relevance summed at the layer
                         (N values; with ``"clrp"``, before its final ReLU).
@@ -109,7 +113,9 @@ class LayerRelevanceCam(_RelevanceCamBase):
             gradients=False,
         )
         maps = [
-            channel_sum(inter_layer_weights(r, channel_weights) * a, relu_attributions)
+            channel_sum(
+                inter_layer_weights(r, channel_weights, a) * a, relu_attributions
+            )
             for a, r in zip(passes.activations, passes.relevances)
         ]
         return self._result(maps, passes, return_convergence_delta)

@@ -33,16 +33,21 @@ class LayerShallowCam(_RelevanceCamBase):
 
     .. math::
         S^+_k = \mathrm{ReLU}(G^c_k) \odot \mathrm{ReLU}(A_k), \qquad
-        \alpha^+_k = \sum_{ij} R_k(i,j)\, [A_k(i,j) \ge 0], \qquad
-        L^c = \mathrm{ReLU}\Big(\sum_k \sqrt{\mathrm{ReLU}(\alpha^+_k)}\, S^+_k\Big)
+        \alpha^+_k = \sum_{ij} R_k(i,j)\, [A_k(i,j) \ge 0],
+
+        w_k = \sqrt{\frac{\mathrm{ReLU}(\alpha^+_k)}{\sum_{ij} S^+_k(i,j)}}, \qquad
+        L^c = \mathrm{ReLU}\Big(\sum_k w_k\, S^+_k\Big)
 
     with :math:`G^c = \partial y^c / \partial A` and :math:`R` the LRP relevance
     at the layer (contrastive LRP from the logits, ``initial_relevance="clrp"``).
-    With equal positive :math:`\alpha` this is LayerCAM with the sign-aware mask
-    (``LayerCam(...).attribute(..., relu_activations=True)``); the relevance
-    re-weights its channels, suppressing those that relevance marks as
-    unrelated to the class. The square root flattens the weights, which keeps
-    more of the mask's channels (``channel_weights="positive"`` uses
+    The mask :math:`S^+` (LayerCAM with the sign-aware mask,
+    ``LayerCam(...).attribute(..., relu_activations=True)``) says *where* in a
+    channel the evidence lies; the weights make each channel add up to
+    :math:`\sqrt{\mathrm{ReLU}(\alpha^+_k) \sum_{ij} S^+_k}`, the geometric mean
+    of the two estimates of its share of the class score (its relevance, and
+    its gradient-times-activation evidence). A channel with no relevance or no
+    evidence adds nothing (``channel_weights="geometric"``; ``"sqrt"``
+    uses :math:`\sqrt{\mathrm{ReLU}(\alpha_k)}`, ``"positive"``
     :math:`\mathrm{ReLU}(\alpha_k)`, ``"signed"`` :math:`\alpha_k` itself).
 
     The mask and weights are sign-aware (``relu_activations=True``) because
@@ -61,7 +66,8 @@ class LayerShallowCam(_RelevanceCamBase):
 
     The default was chosen on deletion/insertion scores (see the docs'
     results page); the 0.1 release's default was
-    ``relu_activations=False, channel_weights="positive"``.
+    ``relu_activations=False, channel_weights="positive"``; an earlier
+    development default was ``relu_activations=True, channel_weights="sqrt"``.
 
     Method of CHENG Yan et al., "Study on Interpretable Shallow Class Activation
     Mapping Algorithm Based on Spatial Weights and Inter-Layer Relevance",
@@ -97,7 +103,7 @@ class LayerShallowCam(_RelevanceCamBase):
         relu_attributions: bool = True,
         variant: Variant = "v1",
         initial_relevance: InitialRelevance = "clrp",
-        channel_weights: ChannelWeights = "sqrt",
+        channel_weights: ChannelWeights = "geometric",
         return_convergence_delta: bool = False,
         check_conservation: bool = True,
         relu_activations: bool = True,
@@ -130,8 +136,14 @@ class LayerShallowCam(_RelevanceCamBase):
                         :math:`\sqrt{\mathrm{ReLU}(\alpha)}`, ``"positive"``
                         :math:`\mathrm{ReLU}(\alpha)`; ``"signed"`` keeps the sign
                         of :math:`\alpha` (channels with negative relevance then
-                        subtract their mask). Default: ``"sqrt"``, chosen by
-                        the benchmark (see the docs' results page).
+                        subtract their mask); ``"geometric"`` uses
+                        :math:`\sqrt{\mathrm{ReLU}(\alpha_k) / \sum_{ij} S_k(i,j)}`,
+                        so that channel :math:`k` adds up to
+                        :math:`\sqrt{\mathrm{ReLU}(\alpha_k) \sum_{ij} S_k(i,j)}`,
+                        the geometric mean of its relevance and its LayerCAM
+                        evidence (v3: of its term :math:`M \odot A_k`).
+                        Default: ``"geometric"``, chosen by the benchmark (see
+                        the docs' results page).
             return_convergence_delta (bool, optional): Also return, per layer, the
                         output relevance minus the relevance summed at the layer
                         (N values; with ``"clrp"`` the difference before the final ReLU). Default: False
@@ -177,15 +189,15 @@ class LayerShallowCam(_RelevanceCamBase):
             if relu_activations:
                 # Relevance on negative activations is not counted, and the
                 # mask (and v3's activation) uses ReLU(A), computed once here.
-                r = r * (a >= 0)
+                r = r.masked_fill(a < 0, 0.0)
                 a = torch.relu(a)
             mask = spatial_mask(a, g)
-            weights = inter_layer_weights(r, channel_weights)
             if variant == "v3":
-                mask_2d = unit_range(mask.sum(dim=1, keepdim=True))
-                maps.append(channel_sum(mask_2d * weights * a, relu_attributions))
+                term = unit_range(mask.sum(dim=1, keepdim=True)) * a
             else:
-                maps.append(channel_sum(weights * mask, relu_attributions))
+                term = mask
+            weights = inter_layer_weights(r, channel_weights, term)
+            maps.append(channel_sum(weights * term, relu_attributions))
         return self._result(maps, passes, return_convergence_delta)
 
 
