@@ -14,8 +14,8 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -124,7 +124,7 @@ def original_module(forward_func: Callable) -> Callable:
     return forward_func
 
 
-def eager(model: Any) -> ContextManager[Any]:
+def eager(model: Any) -> AbstractContextManager[Any]:
     """Runs compiled parts of ``model`` (``torch.compile``'d submodules) as
     plain Python for the block, so that hooks and the relevance engine see
     every operation; a no-op when nothing in ``model`` is compiled."""

@@ -9,7 +9,7 @@ which are the small functions at the end of this module.
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import torch
 from captum.attr import GradientAttribution, LayerAttribution
@@ -24,7 +24,7 @@ from captum_shallowcam.attr.rules import RuleMap, validate_rules
 InitialRelevance = Literal["contrastive", "target", "clrp"]
 ChannelWeights = Literal["signed", "positive", "sqrt", "geometric"]
 CHANNEL_WEIGHTS = ("signed", "positive", "sqrt", "geometric")
-LayerOrLayers = Union[nn.Module, Sequence[nn.Module]]
+LayerOrLayers = nn.Module | Sequence[nn.Module]
 
 #: Relative tolerance of the relevance conservation check (see ``check_conservation``).
 CONSERVATION_TOLERANCE = 0.05
@@ -101,7 +101,7 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
         additional_forward_args: Any,
         attribute_to_layer_input: bool,
         gradients: bool,
-        relevance: Optional["_RelevanceRequest"] = None,
+        relevance: "_RelevanceRequest | None" = None,
     ) -> CamPasses:
         inputs = _check_inputs(inputs, relevance is not None)
         engine = _Engine(
@@ -181,7 +181,7 @@ class _RelevanceCamBase(_LayerCamBase):
         channel_weights: str,
         check_conservation: bool,
         gradients: bool,
-        refine: Optional["RelevanceRefinement"] = None,
+        refine: "RelevanceRefinement | None" = None,
     ) -> CamPasses:
         check_choice(
             "initial_relevance", initial_relevance, ("contrastive", "target", "clrp")
@@ -223,7 +223,7 @@ class _RelevanceRequest:
     initial_relevance: InitialRelevance = "contrastive"
     #: A further step on the relevances that needs the gradients (so they are
     #: computed first), e.g. LayerShallowCam's v2.
-    refine: Optional["RelevanceRefinement"] = None
+    refine: "RelevanceRefinement | None" = None
     check_conservation: bool = True
 
     def run(self, engine: _Engine, output: Tensor, passes: CamPasses) -> None:

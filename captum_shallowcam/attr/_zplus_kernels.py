@@ -7,7 +7,6 @@ outputs without a positive contribution pixel by pixel where that is cheaper.
 """
 
 from collections.abc import Callable, Sequence
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -143,7 +142,7 @@ class _FewDeadPixels:
         relevance: Tensor,
         inputs: Tensor,
         weight: Tensor,
-    ) -> Optional["_FewDeadPixels"]:
+    ) -> "_FewDeadPixels | None":
         """The pixels of the ``dead`` outputs, or None when the operation is not
         a pointwise convolution or they are too many."""
         pointwise = dead.dim() > 2 and all(k == 1 for k in weight.shape[2:])

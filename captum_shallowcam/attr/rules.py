@@ -24,7 +24,6 @@ dropout pass relevance unchanged.
 """
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +59,7 @@ __all__ = [
     "ZPlusRule",
 ]
 
-RuleKey = Union[type[nn.Module], nn.Module, str]
+RuleKey = type[nn.Module] | nn.Module | str
 RuleMap = Mapping[RuleKey, PropagationRule]
 
 
