@@ -1,4 +1,4 @@
-"""The results page's section on the sign-aware default (0.2), from its runs.
+"""The results page's section on the sign-aware mask with √ weights (an earlier default).
 
 Read by ``benchmarks/results_page.py``. Runs:
 
@@ -26,7 +26,7 @@ READINGS = {
     "layercam_pos": "sign-aware LayerCAM, Σ S⁺",
     "default_pos": "Σ ReLU(α) S⁺ (α over all positions)",
     "alphaP_pos": "Σ ReLU(α⁺) S⁺ (``channel_weights='positive'``)",
-    "sqrt_alphaP_pos": "Σ √ReLU(α⁺) S⁺ (**the default**)",
+    "sqrt_alphaP_pos": "Σ √ReLU(α⁺) S⁺ (**chosen then**)",
     "lc_x_fg": "sign-aware LayerCAM × relevance pushed from stage7 (FG-CAM)",
     "lc_x_adj": "sign-aware LayerCAM × relevance from the next stage",
 }
@@ -88,8 +88,8 @@ def fusion_rows(result, methods, labels):
     return rows
 
 
-def section(rst_table, md_table):
-    """(rst section, README markdown) of the sign-aware default's results."""
+def section(rst_table):
+    """The rst section of the √-weights default's results."""
     screen = load("readings_a_7168")
     confirm = load("fusion_b_3584")
     chosen = load("fusion_a_3584")
@@ -172,10 +172,11 @@ def section(rst_table, md_table):
         f"ahead of the sign-aware LayerCAM at {len(ahead_sa_a)} ({listed(ahead_sa_a)}), behind "
         f"at {len(behind_sa_a)} ({listed(behind_sa_a)})."
     )
-    rst = f"""The sign-aware default (0.2)
-----------------------------
+    rst = f"""The sign-aware mask with √ weights (an earlier default)
+--------------------------------------------------------
 
-LayerShallowCam's default since 0.2 is v1 with CLRP relevance, the sign-aware
+Before the geometric weights (above), LayerShallowCam's default was v1 with
+CLRP relevance, the sign-aware
 mask :math:`S^+ = \\mathrm{{ReLU}}(G)\\,\\mathrm{{ReLU}}(A)` and square-root
 channel weights :math:`\\sqrt{{\\mathrm{{ReLU}}(\\alpha^+)}}` (:doc:`method`). It is
 compared with two baselines: **LayerCAM**, the published formula
@@ -186,9 +187,10 @@ interval. {protocol}.
 
 .. warning::
    These runs are far smaller than the issue's evidence (200 photos, step 1792
-   or finer): this 2-core CPU, shared during the session, scored about 5
-   perturbed images a second. They choose on {n_a} photos and confirm on
-   {n_b}; treat the intervals as what they are.
+   or finer): this 2-core CPU was shared during that session. They choose on
+   {n_a} photos and confirm on {n_b}; treat the intervals as what they are. In
+   this section "the default" is the √ weights' default, stored as
+   ``shallowcam-v1+clrp+sqrt+sign-aware``.
 
 **Choice**: the first {n_a} photos of ``imagenet-samples``, step
 {screen.settings["step"]} ({224 * 224 // screen.settings["step"]} steps),
@@ -217,7 +219,7 @@ not used for the choice), step {confirm.settings["step"]}
 with the highest mean:
 
 {rst_table(fusion_heads, fusion)}
-**The choosing photos again, with the released code**: the same run on the
+**The choosing photos again, with the code of that default**: the same run on the
 {len(chosen.images)} photos of ``imagenet-samples`` the default was chosen on, at step
 {chosen.settings["step"]} (``benchmarks/results/fusion_a_3584.json``). Ahead of
 LayerCAM at {len(ahead_a2)} of 7 stages ({listed(ahead_a2)}; mean Δ
@@ -249,18 +251,4 @@ sign-aware LayerCAM it is level at most stages and behind at ``stage1`` on
 both photo sets. The fused product of the seven stages is far ahead of fused LayerCAM
 and level with the best single layer.
 """
-    md = (
-        f"**0.2 default (sign-aware mask, √ relevance weights)**, confirmed on {n_b} photos of "
-        f"`imagenet-samples-b` not used to choose it, step {confirm.settings['step']} "
-        f"(small runs: see [docs/results.rst](docs/results.rst)):\n\n"
-        + md_table(
-            heads_layers,
-            rows_b,
-        )
-        + "\n"
-        + md_table(fusion_heads, fusion)
-        + "\n"
-        + says.replace("``", "`")
-        + "\n\n**0.1 default** (below): the earlier runs, kept as they were.\n\n"
-    )
-    return rst, md
+    return rst

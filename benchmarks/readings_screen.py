@@ -16,14 +16,28 @@ names are the keys of the JSON):
 * ``default_pos``: ``sum_k ReLU(alpha_k) S+_k``, alpha over all positions;
 * ``alphaP_pos``: ``sum_k ReLU(alpha+_k) S+_k``, alpha+ summed where ``A > 0``
   (``LayerShallowCam(..., channel_weights="positive")``);
-* ``sqrt_alphaP_pos``: ``sum_k sqrt(ReLU(alpha+_k)) S+_k`` (the 0.2 default);
+* ``sqrt_alphaP_pos``: ``sum_k sqrt(ReLU(alpha+_k)) S+_k`` (``channel_weights="sqrt"``);
 * ``spatialR``, ``chan_spatial``, ``lc_x_R``: per-position CLRP relevance
   ``sum_k R_k``, ``sum_k S+_k R_k``, and the sign-aware LayerCAM map times
   ``sum_k R_k``;
 * ``fg_spatial``, ``lc_x_fg``: relevance pushed down from the deepest stage's
   evidence, summed over channels, alone and times the sign-aware LayerCAM map;
   ``fgalpha_pos``: its channel sums as weights;
-* ``adj_spatial``, ``lc_x_adj``: the same from the next stage's evidence.
+* ``adj_spatial``, ``lc_x_adj``: the same from the next stage's evidence;
+* ``gate_alphaP_pos``: ``sum_k [alpha+_k > 0] S+_k`` (relevance only selects);
+  ``pow4_alphaP_pos``: the weights ``ReLU(alpha+_k)^(1/4)``;
+* ``mass_alphaP_pos``: ``sum_k ReLU(alpha+_k) / T_k S+_k`` with
+  ``T_k = sum_ij S+_k`` (each channel adds up to its relevance);
+  ``mass_sqrt_alphaP_pos``: ``sum_k sqrt(ReLU(alpha+_k) / T_k) S+_k`` (each
+  channel adds up to ``sqrt(alpha+_k T_k)``, the geometric mean of relevance
+  and mask evidence: ``channel_weights="geometric"``, the default);
+* ``density_alphaP_pos``, ``sqrt_density_alphaP_pos``: the same with the
+  activation total ``sum_ij ReLU(A_k)`` in place of ``T_k``;
+* ``sqrt_fgalpha_pos``, ``sqrt_adjalpha_pos``: square-root channel weights from
+  the relevance pushed from the deepest / the next stage;
+  ``sqrt_x_fg``: the square-root default's map times ``fg_spatial``;
+  ``lc_x_fgP``: the sign-aware LayerCAM map times the pushed relevance summed
+  where ``A > 0``.
 
 A diagnostic for the results page (it reads private passes of the engine), not
 an option of the package. Usage::

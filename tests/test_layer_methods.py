@@ -162,44 +162,28 @@ def test_relevance_cam_clrp_hand_computed(tiny):
 
 def test_shallow_cam_v1_hand_computed(tiny):
     cam = LayerShallowCam(tiny, tiny.relu)
+
+    def v1(target: int, initial_relevance: str, channel_weights: str) -> Tensor:
+        return cam.attribute(
+            X_TINY,
+            target=target,
+            variant="v1",
+            initial_relevance=initial_relevance,
+            channel_weights=channel_weights,
+        )
+
     # class 1, target relevance: 0.65 * (2/9) A_0 + 0.35 * (1/9) A_1
-    v1 = cam.attribute(
-        X_TINY,
-        target=1,
-        variant="v1",
-        initial_relevance="target",
-        channel_weights="positive",
-    )
-    ref.assert_close(v1, _map((1.3 * A0 + 0.35 * A1) / 9))
+    ref.assert_close(v1(1, "target", "positive"), _map((1.3 * A0 + 0.35 * A1) / 9))
     # the same with the flatter sqrt weights: sqrt(0.65) (2/9) A_0 + sqrt(0.35) (1/9) A_1
-    v1 = cam.attribute(
-        X_TINY,
-        target=1,
-        variant="v1",
-        initial_relevance="target",
-        channel_weights="sqrt",
+    ref.assert_close(
+        v1(1, "target", "sqrt"), _map((2 * 0.65**0.5 * A0 + 0.35**0.5 * A1) / 9)
     )
-    ref.assert_close(v1, _map((2 * 0.65**0.5 * A0 + 0.35**0.5 * A1) / 9))
     # geometric weights: channel k's mask S_k sums to s_k (2 * 13 / 9 and 14 / 9),
     # w_k = sqrt(alpha_k / s_k), so each channel adds up to sqrt(alpha_k s_k)
-    v1 = cam.attribute(
-        X_TINY,
-        target=1,
-        variant="v1",
-        initial_relevance="target",
-        channel_weights="geometric",
-    )
     w0, w1 = (0.65 / (2 * 13 / 9)) ** 0.5, (0.35 / (14 / 9)) ** 0.5
-    ref.assert_close(v1, _map((w0 * 2 * A0 + w1 * A1) / 9))
+    ref.assert_close(v1(1, "target", "geometric"), _map((w0 * 2 * A0 + w1 * A1) / 9))
     # class 0, contrastive: ReLU(G_1) = 0, so only 0.675 * (1/9) A_0 remains
-    v1 = cam.attribute(
-        X_TINY,
-        target=0,
-        variant="v1",
-        initial_relevance="contrastive",
-        channel_weights="signed",
-    )
-    ref.assert_close(v1, _map(0.675 * A0 / 9))
+    ref.assert_close(v1(0, "contrastive", "signed"), _map(0.675 * A0 / 9))
     # class 0, the defaults (CLRP, geometric weights; the sign-aware mask equals
     # the plain one on this ReLU output): alpha = [0.35, 0] (see the CLRP test
     # above) and S_0 = A_0 / 9 sums to 13 / 9, so sqrt(0.35 * 9 / 13) A_0 / 9

@@ -224,6 +224,11 @@ def test_shallow_cam_default_hand_computed(c):
     assert expected.abs().sum() > 0
     got = LayerShallowCam(net, net.conv).attribute(x, target=c)
     torch.testing.assert_close(got, expected)
+    # Each channel adds up to the geometric mean of its relevance and its mask.
+    torch.testing.assert_close(
+        (weights * mask).sum((2, 3)),
+        (alpha_pos * mask.sum((2, 3), keepdim=True)).sqrt().flatten(1),
+    )
     # The earlier development default, spelled out: sqrt weights.
     sqrt = (alpha_pos.sqrt() * mask).sum(1, keepdim=True).clamp(min=0)
     torch.testing.assert_close(
@@ -286,32 +291,6 @@ def test_compute_layer_passes_is_keyword_only():
 
 
 # ------------------------------------------------ geometric channel weights
-@pytest.mark.parametrize("c", [0, 1])
-def test_shallow_cam_geometric_weights_hand_computed(c):
-    """channel_weights="geometric": w_k = sqrt(ReLU(alpha+_k) / sum_ij S+_k)."""
-    net = _positive_head_net()
-    x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(5)) + 0.6
-    a = F.conv2d(x, net.conv.weight)
-    pooled = a.mean((2, 3))[0]
-    w = net.fc.weight[c]
-    alpha = pooled * w / (pooled * w).sum()  # z+ through the linear layer
-    r = a / a.sum((2, 3), keepdim=True) * alpha.view(1, -1, 1, 1)  # the pool
-    alpha_pos = (r * (a >= 0)).sum((2, 3), keepdim=True).clamp(min=0)
-    g = (w / a[0, 0].numel()).view(1, -1, 1, 1)
-    mask = g.clamp(min=0) * a.clamp(min=0)
-    weights = (alpha_pos / mask.sum((2, 3), keepdim=True)).sqrt()
-    expected = (weights * mask).sum(1, keepdim=True).clamp(min=0)
-    got = LayerShallowCam(net, net.conv).attribute(
-        x, target=c, initial_relevance="target", channel_weights="geometric"
-    )
-    torch.testing.assert_close(got, expected)
-    # Each channel adds up to the geometric mean of its relevance and its mask.
-    per_channel = (weights * mask).sum((2, 3))
-    torch.testing.assert_close(
-        per_channel, (alpha_pos * mask.sum((2, 3), keepdim=True)).sqrt().flatten(1)
-    )
-
-
 def test_geometric_weights_zero_where_the_term_has_no_positive_total():
     from captum_shallowcam.attr._base import inter_layer_weights
 
