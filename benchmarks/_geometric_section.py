@@ -13,31 +13,31 @@ Read by ``benchmarks/results_page.py``. Runs (``benchmarks/results/``):
   merged);
 * ``lite2_geometric_b_3584.json``: the same three methods on
   EfficientNet-Lite2, ``python -m captum_shallowcam benchmark --model
-  efficientnet-lite2``.
+  efficientnet-lite2``;
+* ``nonnegative_geometric_b_3584.json``: Lite0's ReLU6 layers,
+  ``benchmarks/nonnegative_layers.py``.
 """
 
-import numpy as np
-
-from captum_shallowcam.evaluation import merge_results
-
-from _sign_aware_section import (  # noqa: I001 - a sibling script module
+from _sign_aware_section import (
     PLAIN,
     SIGN_AWARE,
     cell,
-    delta,
     fusion_rows,
     layer_rows,
     load,
+    nonnegative_table,
     targets,
 )
+
+from captum_shallowcam.evaluation import merge_results
 
 DEFAULT = "shallowcam-v1+clrp+geometric+sign-aware"
 SCREEN_SIGN_AWARE = "layercam_pos"
 #: Readings of the choice screen, as the rows name them.
 READINGS = {
-    "sqrt_alphaP_pos": "√ReLU(α⁺) (the earlier default, ``\"sqrt\"``)",
+    "sqrt_alphaP_pos": '√ReLU(α⁺) (the earlier default, ``"sqrt"``)',
     "mass_alphaP_pos": "ReLU(α⁺) / T (each channel adds up to α⁺)",
-    "mass_sqrt_alphaP_pos": "√(ReLU(α⁺) / T) (**the default**, ``\"geometric\"``)",
+    "mass_sqrt_alphaP_pos": '√(ReLU(α⁺) / T) (**the default**, ``"geometric"``)',
     "density_alphaP_pos": "ReLU(α⁺) / Σ ReLU(A)",
     "sqrt_density_alphaP_pos": "√(ReLU(α⁺) / Σ ReLU(A))",
 }
@@ -56,7 +56,10 @@ def _screen_rows(result, readings, layers):
     base = result.scores[SCREEN_SIGN_AWARE]
     return [
         [label]
-        + [cell(result.scores[key][lay]["overall"], base[lay]["overall"]) for lay in layers]
+        + [
+            cell(result.scores[key][lay]["overall"], base[lay]["overall"])
+            for lay in layers
+        ]
         for key, label in readings.items()
         if key in result.scores
     ]
@@ -88,6 +91,8 @@ def section(rst_table, md_table):
     runs = {"b": load("scale_b_1792"), "a": load("scale_a_1792")}
     both = merge_results([runs["b"], runs["a"]])
     lite2 = load("lite2_geometric_b_3584")
+    nonnegative = load("nonnegative_geometric_b_3584")
+    nn_heads, nn_rows, nn_says = nonnegative_table(nonnegative)
     stages = list(choice.settings["layers"])
     layers = [lay for lay in both.settings["layers"] if not lay.startswith("fused")]
     protocol = both.settings["protocol"]
@@ -185,6 +190,17 @@ layercam,layercam+sign-aware,shallowcam --step 3584 --limit 24 --channels-last``
 
 {rst_table(heads, rows_l2)}
 {says_l2}
+
+**Layers with non-negative activations** (the paper's setting): the ReLU6
+output inside the last block of each stage of EfficientNet-Lite0, explained as
+the input of its projection conv (``attribute_to_layer_input=True``), where
+both LayerCAMs are the same. The first {len(nonnegative.images)} photos of
+``imagenet-samples-b``, step {nonnegative.settings["step"]}
+(``benchmarks/results/nonnegative_geometric_b_3584.json``,
+``benchmarks/nonnegative_layers.py``):
+
+{rst_table(nn_heads, nn_rows)}
+{nn_says}
 
 """
     md = (

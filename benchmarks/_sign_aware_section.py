@@ -88,6 +88,29 @@ def fusion_rows(result, methods, labels):
     return rows
 
 
+def nonnegative_table(result):
+    """(heads, rows, sentence) of a ``benchmarks/nonnegative_layers.py`` run:
+    the default (``shallowcam``) and the 0.1 default against LayerCAM."""
+    layers = result.settings["layers"]
+    rows = []
+    for lay in layers:
+        base = result.scores[PLAIN][lay]["overall"]
+        rows.append([lay, f"{np.mean(base):.1f}",
+                     cell(result.scores["shallowcam"][lay]["overall"], base),
+                     cell(result.scores["shallowcam-v1+clrp+positive"][lay]["overall"], base)])  # fmt: skip
+    heads = ["layer (ReLU6 output)", "LayerCAM overall", "Δ default",
+             "Δ 0.1 default (linear weights)"]  # fmt: skip
+    default = {lay: delta(result, "shallowcam", PLAIN, lay) for lay in layers}
+    listed = ", ".join
+    ahead = [f"``{lay}``" for lay, d in default.items() if d[2] > 0]
+    behind = [f"``{lay}``" for lay, d in default.items() if d[3] < 0]
+    says = (
+        "Here the relevance weights alone decide. The default is ahead of LayerCAM at "
+        f"{listed(ahead) or 'none'}, behind at {listed(behind) or 'none'}, level elsewhere."
+    )
+    return heads, rows, says
+
+
 def section(rst_table):
     """The rst section of the √-weights default's results."""
     screen = load("readings_a_7168")
@@ -140,27 +163,7 @@ def section(rst_table):
         return ", ".join(f"``{lay}``" for lay in layers) or "none"
 
     n_a, n_b, n_l2 = len(screen.images), len(confirm.images), len(lite2.images)
-    nn_rows = []
-    for lay in nonnegative.settings["layers"]:
-        base = nonnegative.scores[PLAIN][lay]["overall"]
-        nn_rows.append([lay, f"{np.mean(base):.1f}",
-                        cell(nonnegative.scores["shallowcam"][lay]["overall"], base),
-                        cell(nonnegative.scores["shallowcam-v1+clrp+positive"][lay]["overall"], base)])  # fmt: skip
-    nn_heads = [
-        "layer (ReLU6 output)",
-        "LayerCAM overall",
-        "Δ default",
-        "Δ 0.1 default (linear weights)",
-    ]
-    nn_default = {
-        lay: delta(nonnegative, "shallowcam", PLAIN, lay)
-        for lay in nonnegative.settings["layers"]
-    }
-    nn_says = (
-        "Here the relevance weights alone decide. The default is ahead of LayerCAM at "
-        f"{listed([lay for lay, d in nn_default.items() if d[2] > 0])}, behind at "
-        f"{listed([lay for lay, d in nn_default.items() if d[3] < 0])}, level elsewhere."
-    )
+    nn_heads, nn_rows, nn_says = nonnegative_table(nonnegative)
     says = (
         f"On the confirming photos the default is ahead of LayerCAM (interval above 0) at "
         f"{len(ahead_b)} of {len(layers_b)} stages ({listed(ahead_b)}), with mean Δ "
