@@ -96,6 +96,7 @@ def section(rst_table, md_table):
     stages = list(choice.settings["layers"])
     layers = [lay for lay in both.settings["layers"] if not lay.startswith("fused")]
     protocol = both.settings["protocol"]
+    protocol = protocol[0].upper() + protocol[1:]
     step = both.settings["step"]
     heads = ["layer", "LayerCAM overall", "Δ sign-aware LayerCAM vs LayerCAM",
              "Δ default vs LayerCAM", "Δ default vs sign-aware LayerCAM"]  # fmt: skip
@@ -144,7 +145,7 @@ formula (``LayerCam``'s default, unchanged), and the **sign-aware LayerCAM**
 weights. Δ: mean paired difference of the overall score, 95% bootstrap
 interval. {protocol}.
 
-**The main run**: all {len(both.images)} development photos
+**The main run**: {"all " if len(both.images) == 200 else ""}{len(both.images)} development photos
 (``imagenet-samples-b``, {n["b"]}, and ``imagenet-samples``, {n["a"]}), step
 {step} ({224 * 224 // step} steps), labelled class, EfficientNet-Lite0 in
 channels-last memory format; ``fused-product`` is the product of the seven
@@ -204,7 +205,7 @@ both LayerCAMs are the same. The first {len(nonnegative.images)} photos of
 
 """
     md = (
-        f"**The default** (sign-aware mask, geometric relevance weights) on all "
+        f"**The default** (sign-aware mask, geometric relevance weights) on "
         f"{len(both.images)} development photos ({n['b']} of `imagenet-samples-b`, "
         f"{n['a']} of `imagenet-samples`), step {step}, EfficientNet-Lite0, labelled class. Δ: mean "
         "paired difference of the overall score (100 × (insertion AUC − deletion AUC)), "

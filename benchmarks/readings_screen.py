@@ -58,6 +58,11 @@ from captum_shallowcam.images import read_image_folder
 from captum_shallowcam.metrics import deletion_insertion
 from captum_shallowcam.models import load_model
 
+PROTOCOL = (
+    "substrate: zeros in normalised input space (mean colour); insertion from "
+    "Gaussian blur (kernel 11, sigma 5); score: softmax probability of the target"
+)
+
 
 class PushedDown:
     """A relevance refinement (run inside the passes, after the gradients) that
@@ -162,9 +167,19 @@ def main():
     scores: dict[str, dict[str, list[float]]] = {}
     want = args.methods.split(",") if args.methods else None
     t0 = time.time()
-    imgs = []
+    imgs: list[str] = []
+    targets: list[int] = []
+    settings = dict(
+        vars(args),
+        model="efficientnet-lite0",
+        n_images=len(items),
+        protocol=PROTOCOL,
+        layers=[n for n in names if not args.stages or n in args.stages.split(",")],
+        channels_last=True,
+    )
     for inames, x, t in image_batches(items, loaded.preprocess, model, args.batch):
         imgs += inames
+        targets += [int(v) for v in t]
         req = PushedDown()
         passes = explainer._relevance_passes(
             x, t, None, False, "clrp", "positive", False, gradients=True, refine=req
@@ -187,7 +202,12 @@ def main():
                 d["overall"] += res.overall.tolist()
         print(f"{len(imgs)} images {time.time() - t0:.0f}s", flush=True)
         json.dump(
-            {"settings": vars(args), "images": imgs, "scores": scores},
+            {
+                "settings": settings,
+                "images": imgs,
+                "targets": targets,
+                "scores": scores,
+            },
             open(args.out, "w"),
         )
     for ref in ("layercam", "layercam_pos"):
