@@ -104,10 +104,14 @@ def nonnegative_table(result):
     listed = ", ".join
     ahead = [f"``{lay}``" for lay, d in default.items() if d[2] > 0]
     behind = [f"``{lay}``" for lay, d in default.items() if d[3] < 0]
-    says = (
-        "Here the relevance weights alone decide. The default is ahead of LayerCAM at "
-        f"{listed(ahead) or 'none'}, behind at {listed(behind) or 'none'}, level elsewhere."
-    )
+    if ahead or behind:
+        verdict = (
+            f"ahead of LayerCAM at {listed(ahead) or 'none'}, behind at "
+            f"{listed(behind) or 'none'}, level elsewhere"
+        )
+    else:
+        verdict = "level with LayerCAM at every layer (every interval contains 0)"
+    says = f"Here the relevance weights alone decide. The default is {verdict}."
     return heads, rows, says
 
 
