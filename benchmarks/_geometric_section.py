@@ -24,6 +24,7 @@ from _sign_aware_section import (
     cell,
     fusion_rows,
     layer_rows,
+    listed,
     load,
     nonnegative_table,
     targets,
@@ -65,21 +66,17 @@ def _screen_rows(result, readings, layers):
     ]
 
 
-def _listed(layers):
-    return ", ".join(f"``{lay}``" for lay in layers) or "none"
-
-
 def _says(result, layers, n):
     ahead, shallow, ahead_sa, behind_sa = targets(
         result, layers, DEFAULT, PLAIN, SIGN_AWARE
     )
     return (
         f"On these {n} photos the default is ahead of LayerCAM (interval above 0) at "
-        f"{len(ahead)} of {len(layers)} stages ({_listed(ahead)}), with mean Δ "
+        f"{len(ahead)} of {len(layers)} stages ({listed(ahead)}), with mean Δ "
         f"{', '.join(f'{d:+.2f}' for d in shallow)} at ``stage1`` to ``stage3`` (the "
         f"paper's best gain is +2.73). Against the sign-aware LayerCAM it is ahead at "
-        f"{len(ahead_sa)} ({_listed(ahead_sa)}) and behind at {len(behind_sa)} "
-        f"({_listed(behind_sa)})."
+        f"{len(ahead_sa)} ({listed(ahead_sa)}) and behind at {len(behind_sa)} "
+        f"({listed(behind_sa)})."
     )
 
 

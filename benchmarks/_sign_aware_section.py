@@ -37,6 +37,11 @@ def load(name: str) -> EvaluationResult:
     return EvaluationResult.from_dict(json.loads((RUNS / f"{name}.json").read_text()))
 
 
+def listed(layers) -> str:
+    """Layer names as inline literals, comma-separated ("none" for none)."""
+    return ", ".join(f"``{lay}``" for lay in layers) or "none"
+
+
 def cell(values, baseline) -> str:
     diff, _, low, high = paired_difference(values, baseline)
     return f"{diff:+.2f} [{low:+.1f}, {high:+.1f}]"
@@ -101,13 +106,12 @@ def nonnegative_table(result):
     heads = ["layer (ReLU6 output)", "LayerCAM overall", "Δ default",
              "Δ 0.1 default (linear weights)"]  # fmt: skip
     default = {lay: delta(result, "shallowcam", PLAIN, lay) for lay in layers}
-    listed = ", ".join
-    ahead = [f"``{lay}``" for lay, d in default.items() if d[2] > 0]
-    behind = [f"``{lay}``" for lay, d in default.items() if d[3] < 0]
+    ahead = [lay for lay, d in default.items() if d[2] > 0]
+    behind = [lay for lay, d in default.items() if d[3] < 0]
     if ahead or behind:
         verdict = (
-            f"ahead of LayerCAM at {listed(ahead) or 'none'}, behind at "
-            f"{listed(behind) or 'none'}, level elsewhere"
+            f"ahead of LayerCAM at {listed(ahead)}, behind at "
+            f"{listed(behind)}, level elsewhere"
         )
     else:
         verdict = "level with LayerCAM at every layer (every interval contains 0)"
@@ -162,9 +166,6 @@ def section(rst_table):
     )
     fusion_heads = ["method", "fusion", "overall", "best single layer", "Δ fused vs best layer",
                     "Δ fused vs fused LayerCAM"]  # fmt: skip
-
-    def listed(layers):
-        return ", ".join(f"``{lay}``" for lay in layers) or "none"
 
     n_a, n_b, n_l2 = len(screen.images), len(confirm.images), len(lite2.images)
     nn_heads, nn_rows, nn_says = nonnegative_table(nonnegative)
