@@ -72,9 +72,14 @@ def _says(result, layers, n, photo_set=None):
         result, layers, DEFAULT, PLAIN, SIGN_AWARE
     )
     where = f"the {n} photos of ``{photo_set}``" if photo_set else f"these {n} photos"
+    level = "".join(
+        f"; ``{lay}``: {cell(result.scores[DEFAULT][lay]['overall'], result.scores[PLAIN][lay]['overall'])}"
+        for lay in layers
+        if lay not in ahead
+    )
     return (
         f"On {where} the default is ahead of LayerCAM (interval above 0) at "
-        f"{len(ahead)} of {len(layers)} stages ({listed(ahead)}), with mean Δ "
+        f"{len(ahead)} of {len(layers)} stages ({listed(ahead)}{level}), with mean Δ "
         f"{', '.join(f'{d:+.2f}' for d in shallow)} at ``stage1`` to ``stage3`` (the "
         f"paper's best gain is +2.73). Against the sign-aware LayerCAM it is ahead at "
         f"{len(ahead_sa)} ({listed(ahead_sa)}) and behind at {len(behind_sa)} "
@@ -131,6 +136,7 @@ def section(rst_table, md_table):
         lite2, list(lite2.settings["layers"]), DEFAULT, PLAIN, SIGN_AWARE
     )
     says_l2 = _says(lite2, list(lite2.settings["layers"]), len(lite2.images))
+    says_l2_md = says_l2
     lite2_sets = {"b": "imagenet-samples-b", "a": "imagenet-samples"}
     lite2_photos = " and ".join(
         f"{len(r.images)} of ``{lite2_sets[key]}``" for key, r in lite2_runs.items()
@@ -140,7 +146,8 @@ def section(rst_table, md_table):
     )
     if len(lite2_runs) > 1:
         says_l2 += "".join(
-            " " + _says(r, list(r.settings["layers"]), len(r.images), lite2_sets[key])
+            "\n\n"
+            + _says(r, list(r.settings["layers"]), len(r.images), lite2_sets[key])
             for key, r in lite2_runs.items()
         )
     confirm_rows = _screen_rows(
@@ -237,7 +244,7 @@ both LayerCAMs are the same. The first {len(nonnegative.images)} photos of
         + f"\n\n**EfficientNet-Lite2** (step {lite2.settings['step']}; "
         + lite2_photos.replace("``", "`")
         + "). "
-        + says_l2.replace("``", "`")
+        + says_l2_md.replace("``", "`")
         + "\n\n**0.1 default** (below): the earlier runs, kept as they were.\n\n"
     )
     return rst, md
