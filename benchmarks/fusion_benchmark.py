@@ -22,6 +22,7 @@ import time
 import torch
 
 from captum_shallowcam import fuse_layer_maps
+from captum_shallowcam.__main__ import PROTOCOL
 from captum_shallowcam.evaluation import EvaluationResult, image_batches, make_explainer
 from captum_shallowcam.images import read_image_folder
 from captum_shallowcam.metrics import deletion_insertion
@@ -68,8 +69,7 @@ def main() -> None:
         "images": args.images,
         "start": args.start,
         "n_images": len(items),
-        "protocol": "substrate: zeros in normalised input space (mean colour); insertion "
-        "from Gaussian blur (kernel 11, sigma 5); score: softmax probability of the target",
+        "protocol": PROTOCOL,
         "step": args.step,
         "layers": names + fused,
         "fusion": "fuse_layer_maps at the input's size, maps scaled per example to [0, 1]",

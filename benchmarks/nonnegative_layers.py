@@ -22,6 +22,7 @@ import time
 import torch
 
 from captum_shallowcam import LayerCam, LayerShallowCam
+from captum_shallowcam.__main__ import PROTOCOL
 from captum_shallowcam.evaluation import EvaluationResult, image_batches
 from captum_shallowcam.images import read_image_folder
 from captum_shallowcam.metrics import deletion_insertion
@@ -65,8 +66,7 @@ def main() -> None:
             "images": args.images,
             "start": args.start,
             "n_images": len(items),
-            "protocol": "substrate: zeros in normalised input space (mean colour); insertion "
-            "from Gaussian blur (kernel 11, sigma 5); score: softmax probability of the target",
+            "protocol": PROTOCOL,
             "step": args.step,
             "layers": names,
             "note": "inputs of each stage's last projection conv (ReLU6 outputs, A >= 0)",

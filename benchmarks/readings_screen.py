@@ -53,15 +53,11 @@ import time
 import torch
 
 from captum_shallowcam import LayerShallowCam
+from captum_shallowcam.__main__ import PROTOCOL
 from captum_shallowcam.evaluation import image_batches, paired_difference
 from captum_shallowcam.images import read_image_folder
 from captum_shallowcam.metrics import deletion_insertion
 from captum_shallowcam.models import load_model
-
-PROTOCOL = (
-    "substrate: zeros in normalised input space (mean colour); insertion from "
-    "Gaussian blur (kernel 11, sigma 5); score: softmax probability of the target"
-)
 
 
 class PushedDown:
