@@ -20,7 +20,6 @@ Read by ``benchmarks/results_page.py``. Runs (``benchmarks/results/``):
 
 from _sign_aware_section import (
     PLAIN,
-    RUNS,
     SIGN_AWARE,
     cell,
     fusion_rows,
@@ -34,6 +33,8 @@ from _sign_aware_section import (
 from captum_shallowcam.evaluation import merge_results
 
 DEFAULT = "shallowcam-v1+clrp+geometric+sign-aware"
+#: The two development photo sets, by the letter their run files carry.
+PHOTO_SETS = {"b": "imagenet-samples-b", "a": "imagenet-samples"}
 SCREEN_SIGN_AWARE = "layercam_pos"
 #: Readings of the choice screen, as the rows name them.
 READINGS = {
@@ -94,11 +95,7 @@ def section(rst_table, md_table):
     confirm = load("readings2_b_3584")
     runs = {"b": load("scale_b_1792"), "a": load("scale_a_1792")}
     both = merge_results([runs["b"], runs["a"]])
-    lite2_runs = {
-        key: load(f"lite2_geometric_{key}_3584")
-        for key in ("b", "a")
-        if (RUNS / f"lite2_geometric_{key}_3584.json").exists()
-    }
+    lite2_runs = {key: load(f"lite2_geometric_{key}_3584") for key in PHOTO_SETS}
     lite2 = merge_results(list(lite2_runs.values()))
     nonnegative = load("nonnegative_geometric_b_3584")
     nn_heads, nn_rows, nn_says = nonnegative_table(nonnegative)
@@ -119,9 +116,8 @@ def section(rst_table, md_table):
     fusion_both = fusion_rows(both, methods, labels)
     says_both = _says(both, layers, len(both.images))
     per_set = ""
-    for key, name, role in (("b", "imagenet-samples-b", "the confirming set"),
-                            ("a", "imagenet-samples", "the choosing set")):  # fmt: skip
-        r = runs[key]
+    for key, role in (("b", "the confirming set"), ("a", "the choosing set")):
+        r, name = runs[key], PHOTO_SETS[key]
         per_set += (
             f"**{name}** ({role}, {n[key]} photos, "
             f"``benchmarks/results/scale_{key}_1792.json``):\n\n"
@@ -136,20 +132,16 @@ def section(rst_table, md_table):
         lite2, list(lite2.settings["layers"]), DEFAULT, PLAIN, SIGN_AWARE
     )
     says_l2 = _says(lite2, list(lite2.settings["layers"]), len(lite2.images))
-    says_l2_md = says_l2
-    lite2_sets = {"b": "imagenet-samples-b", "a": "imagenet-samples"}
     lite2_photos = " and ".join(
-        f"{len(r.images)} of ``{lite2_sets[key]}``" for key, r in lite2_runs.items()
+        f"{len(r.images)} of ``{PHOTO_SETS[key]}``" for key, r in lite2_runs.items()
     )
     lite2_files = ", ".join(
         f"``benchmarks/results/lite2_geometric_{key}_3584.json``" for key in lite2_runs
     )
-    if len(lite2_runs) > 1:
-        says_l2 += "".join(
-            "\n\n"
-            + _says(r, list(r.settings["layers"]), len(r.images), lite2_sets[key])
-            for key, r in lite2_runs.items()
-        )
+    says_l2_sets = "".join(
+        "\n\n" + _says(r, list(r.settings["layers"]), len(r.images), PHOTO_SETS[key])
+        for key, r in lite2_runs.items()
+    )
     confirm_rows = _screen_rows(
         confirm, {"mass_sqrt_alphaP_pos": READINGS["mass_sqrt_alphaP_pos"],
                   "sqrt_density_alphaP_pos": READINGS["sqrt_density_alphaP_pos"]}, stages
@@ -216,7 +208,7 @@ run per photo set (``imagenet-samples-b`` in two parts, ``--limit 24`` and
         --methods layercam,layercam+sign-aware,shallowcam --out lite2_b.json
 
 {rst_table(heads, rows_l2)}
-{says_l2}
+{says_l2}{says_l2_sets}
 
 **Layers with non-negative activations** (the paper's setting): the ReLU6
 output inside the last block of each stage of EfficientNet-Lite0, explained as
@@ -245,7 +237,7 @@ both LayerCAMs are the same. The first {len(nonnegative.images)} photos of
         + f"\n\n**EfficientNet-Lite2** (step {lite2.settings['step']}; "
         + lite2_photos.replace("``", "`")
         + "). "
-        + says_l2_md.replace("``", "`")
+        + says_l2.replace("``", "`")
         + "\n\n**0.1 default** (below): the earlier runs, kept as they were.\n\n"
     )
     return rst, md
