@@ -20,10 +20,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from captum_shallowcam.evaluation import (
-    METHOD_NAMES,
-    METHOD_OPTIONS,
     EvaluationResult,
-    make_explainer,
     markdown_table,
     merge_results,
     overall_plot,
@@ -35,6 +32,7 @@ from captum_shallowcam.images import (
     read_image_folder,
     sample_images,
 )
+from captum_shallowcam.methods import make_explainer, method_names, methods_help
 from captum_shallowcam.metrics import PROTOCOLS, deletion_insertion
 from captum_shallowcam.models import (
     available_models,
@@ -102,7 +100,9 @@ def _check_methods(loaded, layers, text: str) -> list[str]:
     """The method names, each checked by building its explainer (no computation)."""
     methods = [m.strip() for m in text.split(",") if m.strip()]
     if not methods:
-        raise UsageError(f"--method(s) is empty; choose from {', '.join(METHOD_NAMES)}")
+        raise UsageError(
+            f"--method(s) is empty; choose from {', '.join(method_names())}"
+        )
     for method in methods:
         try:
             make_explainer(loaded.model, list(layers.values()), method)
@@ -514,13 +514,6 @@ def _layers_help() -> str:
     )
 
 
-def _methods_help() -> str:
-    return (
-        f"names: {', '.join(METHOD_NAMES)}; a shallowcam or relevancecam name may add "
-        f"options: {', '.join('+' + o for o in METHOD_OPTIONS)} (e.g. shallowcam-v2+positive)"
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = _Parser(prog=PROG, description=DESCRIPTION, formatter_class=formatter)
@@ -569,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--method", default="layercam,shallowcam",
-        help=f"comma-separated methods (default: layercam,shallowcam); {_methods_help()}",
+        help=f"comma-separated methods (default: layercam,shallowcam); {methods_help()}",
     )  # fmt: skip
     p.add_argument(
         "--target", type=int, default=None,
@@ -620,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--methods", default=default_methods,
-        help=f"comma-separated methods (default: {default_methods}); {_methods_help()}",
+        help=f"comma-separated methods (default: {default_methods}); {methods_help()}",
     )  # fmt: skip
     p.add_argument(
         "--protocol",

@@ -46,7 +46,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from captum_shallowcam.evaluation import EvaluationResult, make_explainer, score_batch
+from captum_shallowcam.evaluation import EvaluationResult, score_batch
+from captum_shallowcam.methods import make_explainer
 
 __all__ = [
     "CollectiveTimeout",

@@ -6,15 +6,9 @@ insertion AUC and overall score (:func:`captum_shallowcam.metrics.deletion_inser
 bootstrap interval; :func:`markdown_table` and :func:`overall_plot` report them.
 The command line (``python -m captum_shallowcam benchmark``) only calls these.
 
-Methods are named by strings: ``layercam``, ``gradcam`` (Captum's
-``LayerGradCam`` with ``relu_attributions=True``), ``relevancecam``,
-``shallowcam`` (the defaults), ``shallowcam-v1`` / ``-v2`` / ``-v3``, optionally
-followed by options: ``+positive`` / ``+signed`` / ``+sqrt`` / ``+geometric`` (channel weights), ``+target``
-/ ``+contrastive`` / ``+clrp`` (initial relevance), ``+sign-aware`` /
-``+plain-mask`` (``relu_activations=True`` / ``False``; ``layercam`` takes these
-two), ``+no-conserve`` (the z+ rule without its conserving fall-back,
-``ZPlusRule(conserve=False)``), e.g. ``shallowcam-v2+positive`` or
-``layercam+sign-aware``.
+Methods are named as in the method registry (:mod:`captum_shallowcam.methods`),
+e.g. ``layercam``, ``shallowcam``, ``layercam+sign-aware`` or
+``shallowcam-v2+positive``.
 """
 
 import math
@@ -23,98 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from captum.attr import LayerGradCam
 from torch import Tensor, nn
 
-from captum_shallowcam.attr import LayerCam, LayerRelevanceCam, LayerShallowCam
-from captum_shallowcam.attr.rules import ZPlusRule
+from captum_shallowcam.methods import Explainer, make_explainer
 from captum_shallowcam.metrics import DeletionInsertionResult, deletion_insertion
-
-Explainer = Callable[[Tensor, Tensor], list[Tensor]]
-
-_OPTIONS = {
-    "positive": ("channel_weights", "positive"),
-    "signed": ("channel_weights", "signed"),
-    "sqrt": ("channel_weights", "sqrt"),
-    "geometric": ("channel_weights", "geometric"),
-    "target": ("initial_relevance", "target"),
-    "contrastive": ("initial_relevance", "contrastive"),
-    "clrp": ("initial_relevance", "clrp"),
-    "sign-aware": ("relu_activations", True),
-    "plain-mask": ("relu_activations", False),
-}
-#: The options ``layercam`` takes (the mask); the relevance methods take all.
-_MASK_OPTIONS = ("sign-aware", "plain-mask")
-#: The option that chooses the LRP rules (a constructor argument, not ``attribute``'s).
-_NO_CONSERVE = "no-conserve"
-METHOD_NAMES = (
-    "layercam",
-    "gradcam",
-    "relevancecam",
-    "shallowcam",
-    "shallowcam-v1",
-    "shallowcam-v2",
-    "shallowcam-v3",
-)
-#: The options a ``shallowcam...`` or ``relevancecam`` name may add, e.g. ``+positive``.
-METHOD_OPTIONS = (*_OPTIONS, _NO_CONSERVE)
-
-
-def make_explainer(
-    model: nn.Module, layers: Sequence[nn.Module], method: str
-) -> Explainer:
-    """An explainer ``(inputs, targets) -> [map per layer]`` for a method name."""
-    base, *options = method.split("+")
-    kwargs: dict[str, object] = {}
-    rules = None
-    for option in options:
-        if option == _NO_CONSERVE:
-            # The z+ rule without its fall-back (see ZPlusRule's ``conserve``).
-            rule = ZPlusRule(conserve=False)
-            rules = {nn.Conv1d: rule, nn.Conv2d: rule, nn.Conv3d: rule, nn.Linear: rule}
-            kwargs["check_conservation"] = False
-            continue
-        if option not in _OPTIONS:
-            raise ValueError(
-                f"Unknown option '+{option}' in method '{method}'; options are "
-                + ", ".join(f"+{o}" for o in (*_OPTIONS, _NO_CONSERVE))
-                + "."
-            )
-        key, value = _OPTIONS[option]
-        kwargs[key] = value
-    if base not in METHOD_NAMES:
-        raise ValueError(
-            f"Unknown method '{base}'; choose from {', '.join(METHOD_NAMES)}."
-        )
-    if base == "layercam":
-        if any(option not in _MASK_OPTIONS for option in options):
-            raise ValueError(
-                f"Method 'layercam' takes only the options +sign-aware and +plain-mask "
-                f"(got '{method}')."
-            )
-    elif options and not base.startswith(("shallowcam", "relevancecam")):
-        raise ValueError(f"Method '{base}' takes no options (got '{method}').")
-    elif base == "relevancecam" and "relu_activations" in kwargs:
-        raise ValueError(
-            "Method 'relevancecam' has no mask, so +sign-aware and +plain-mask do not "
-            f"apply (got '{method}')."
-        )
-    layers = list(layers)
-    if base == "layercam":
-        explainer = LayerCam(model, layers)
-        return lambda x, t: explainer.attribute(x, target=t, **kwargs)
-    if base == "gradcam":
-        per_layer = [LayerGradCam(model, layer) for layer in layers]
-        return lambda x, t: [
-            g.attribute(x, target=t, relu_attributions=True) for g in per_layer
-        ]
-    if base == "relevancecam":
-        relevance_cam = LayerRelevanceCam(model, layers, rules=rules)
-        return lambda x, t: relevance_cam.attribute(x, target=t, **kwargs)
-    shallow_cam = LayerShallowCam(model, layers, rules=rules)
-    if base != "shallowcam":
-        kwargs["variant"] = base.split("-")[1]
-    return lambda x, t: shallow_cam.attribute(x, target=t, **kwargs)
 
 
 @dataclass

@@ -43,7 +43,7 @@ extensions = [
 ]
 
 templates_path: list[str] = []
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
 root_doc = "index"
 
 # -- autodoc / napoleon -------------------------------------------------------
@@ -98,5 +98,43 @@ def _process_bases(app, name, obj, options, bases: list) -> None:
     bases[:] = _public_bases(list(bases))
 
 
+# -- The method list, written from the method registry -------------------------
+def _write_method_table(app) -> None:
+    """docs/_generated/methods.rst: one row per registered method, so that the
+    docs' list is the registry's (included by api.rst)."""
+    from captum_shallowcam.methods import METHODS
+
+    rows = [
+        ".. list-table:: Methods by name (``--methods``, ``make_explainer``)",
+        "   :header-rows: 1",
+        "   :widths: 16 22 38 24",
+        "",
+        "   * - Name",
+        "     - Class",
+        "     - Map",
+        "     - Citation",
+    ]
+    for spec in METHODS.values():
+        module = spec.method.__module__
+        public = "captum.attr" if module.startswith("captum.") else "captum_shallowcam"
+        options = ", ".join(f"``+{o}``" for o in spec.options)
+        defaults = ", ".join(f"``{k}={v!r}``" for k, v in spec.defaults.items())
+        rows += [
+            f"   * - ``{spec.name}``",
+            f"     - :class:`{public}.{spec.method.__name__}`"
+            + (f" ({defaults})" if defaults else ""),
+            f"     - {spec.description}" + (f"; options: {options}" if options else ""),
+            f"     - {spec.citation}",
+        ]
+    folder = os.path.join(app.srcdir, "_generated")
+    os.makedirs(folder, exist_ok=True)
+    text = "\n".join(rows) + "\n"
+    path = os.path.join(folder, "methods.rst")
+    if not os.path.exists(path) or open(path).read() != text:
+        with open(path, "w") as f:
+            f.write(text)
+
+
 def setup(app) -> None:
     app.connect("autodoc-process-bases", _process_bases)
+    app.connect("builder-inited", _write_method_table)

@@ -127,8 +127,8 @@ def test_unknown_method_names_are_refused():
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2)
     )
-    with pytest.raises(ValueError, match="Unknown method 'scorecam'"):
-        make_explainer(model, [model[0]], "scorecam")
+    with pytest.raises(ValueError, match="Unknown method 'smoothcam'"):
+        make_explainer(model, [model[0]], "smoothcam")
     with pytest.raises(ValueError, match=r"Unknown option '\+sharp'"):
         make_explainer(model, [model[0]], "shallowcam-v1+sharp")
     with pytest.raises(ValueError, match=r"takes only the options \+sign-aware"):
@@ -341,7 +341,7 @@ CAT = str(sample_images()[0].path)
     "argv, message",
     [
         (["explain", CAT, "--layer", "stage9"], "Unknown layer 'stage9' of efficientnet-lite0: choose from stage1, "),
-        (["explain", CAT, "--method", "layercam,scorecam"], "Unknown method 'scorecam'; choose from layercam, "),
+        (["explain", CAT, "--method", "layercam,smoothcam"], "Unknown method 'smoothcam'; choose from layercam, "),
         (["explain", CAT, "--method", "shallowcam+sharp"], "Unknown option '+sharp'"),
         (["explain", CAT, "--target", "1000"], "--target 1000 is not a class of efficientnet-lite0: give 0 to 999"),
         (["explain", CAT, "--target", "-1"], "--target -1 is not a class"),

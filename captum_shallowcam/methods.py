@@ -1,0 +1,282 @@
+"""The CAM methods by name: one table that everything else reads.
+
+Each :class:`MethodSpec` names one method as the command line, the benchmark,
+the docs' method list and the cross-cutting tests know it: its Captum layer
+attribution class, the ``attribute`` options it is run with, the ``+options``
+a name may add, one line of description and the citation. Adding a method is
+its class plus one :func:`register_method` call::
+
+    >>> from captum_shallowcam.methods import MethodSpec, register_method
+    >>> register_method(MethodSpec("mycam", MyLayerCam, "my CAM", "Me et al., 2026"))
+    >>> explain = make_explainer(model, [model.layer1], "mycam")
+    >>> maps = explain(inputs, targets)          # [N x 1 x h x w per layer]
+
+Method names are strings such as ``shallowcam``, ``layercam+sign-aware`` or
+``shallowcam-v2+positive``: a registered name, then ``+option``\\ s from
+:data:`OPTIONS` that the method accepts.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from captum.attr import LayerGradCam
+from torch import Tensor, nn
+
+from captum_shallowcam.attr import LayerCam, LayerRelevanceCam, LayerShallowCam
+from captum_shallowcam.attr.rules import ZPlusRule
+
+#: ``(inputs, targets) -> [map per layer]``, what :func:`make_explainer` returns.
+Explainer = Callable[[Tensor, Tensor], list[Tensor]]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A ``+name`` suffix of a method name: ``attribute`` keyword arguments, and
+    optionally the LRP rules the method is constructed with."""
+
+    description: str
+    attribute: Mapping[str, object] = field(default_factory=dict)
+    rules: Callable[[], dict] | None = None
+
+
+def _no_conserve_rules() -> dict:
+    rule = ZPlusRule(conserve=False)
+    return {nn.Conv1d: rule, nn.Conv2d: rule, nn.Conv3d: rule, nn.Linear: rule}
+
+
+#: Every ``+option`` a method name may carry; each method says which it accepts.
+OPTIONS: Mapping[str, Option] = MappingProxyType(
+    {
+        "positive": Option(
+            "ReLU(alpha) channel weights", {"channel_weights": "positive"}
+        ),
+        "signed": Option("signed channel weights", {"channel_weights": "signed"}),
+        "sqrt": Option(
+            "sqrt(ReLU(alpha)) channel weights", {"channel_weights": "sqrt"}
+        ),
+        "geometric": Option(
+            "geometric-mean channel weights", {"channel_weights": "geometric"}
+        ),
+        "target": Option("one-hot initial relevance", {"initial_relevance": "target"}),
+        "contrastive": Option(
+            "contrastive initial relevance", {"initial_relevance": "contrastive"}
+        ),
+        "clrp": Option("CLRP initial relevance", {"initial_relevance": "clrp"}),
+        "sign-aware": Option("mask ReLU(G) ReLU(A)", {"relu_activations": True}),
+        "plain-mask": Option("mask ReLU(G) A", {"relu_activations": False}),
+        "no-conserve": Option(
+            "the z+ rule without its conserving fall-back",
+            {"check_conservation": False},
+            _no_conserve_rules,
+        ),
+    }
+)
+_MASK = ("sign-aware", "plain-mask")
+_RELEVANCE = ("positive", "signed", "sqrt", "geometric", "target", "contrastive")
+_RELEVANCE += ("clrp", "no-conserve")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method of the registry.
+
+    Attributes:
+        name: The name on the command line and in results (``--methods``).
+        method: The Captum layer attribution class, constructed as
+            ``method(model, layers)`` (``rules=`` too where ``relevance``).
+        description: One line: what the map is.
+        citation: Authors, venue and year (and a link).
+        defaults: ``attribute`` keyword arguments the name stands for.
+        options: The ``+options`` (keys of :data:`OPTIONS`) the name accepts.
+        relevance: The method propagates LRP relevance (it takes ``rules=``
+            and needs the ``nn.Module`` itself).
+        perturbation: The method runs extra forward passes per channel or
+            group (slow: about one forward pass per channel).
+        one_layer: The class takes a single layer (Captum's own layer
+            methods); a list of layers gets one instance per layer.
+    """
+
+    name: str
+    method: type
+    description: str
+    citation: str
+    defaults: Mapping[str, object] = field(default_factory=dict)
+    options: tuple[str, ...] = ()
+    relevance: bool = False
+    perturbation: bool = False
+    one_layer: bool = False
+
+    def explainer(
+        self, model: nn.Module, layers: Sequence[nn.Module], options: Sequence[str] = ()
+    ) -> Explainer:
+        """``(inputs, targets) -> [map per layer]`` for this method with ``options``."""
+        kwargs = dict(self.defaults)
+        constructor: dict[str, object] = {}
+        for name in options:
+            option = OPTIONS[name]
+            kwargs.update(option.attribute)
+            if option.rules is not None:
+                constructor["rules"] = option.rules()
+        layers = list(layers)
+        if self.one_layer:
+            per_layer = [self.method(model, layer, **constructor) for layer in layers]
+            return lambda x, t: [m.attribute(x, target=t, **kwargs) for m in per_layer]
+        instance = self.method(model, layers, **constructor)
+        return lambda x, t: instance.attribute(x, target=t, **kwargs)
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+#: The registered methods, by name (read-only view; add with :func:`register_method`).
+METHODS: Mapping[str, MethodSpec] = MappingProxyType(_REGISTRY)
+
+
+def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
+    """Adds ``spec`` to :data:`METHODS`; a name already taken is refused unless
+    ``replace``. Returns ``spec``."""
+    if "+" in spec.name or "," in spec.name or not spec.name:
+        raise ValueError(f"A method name has no '+' or ',' (got {spec.name!r}).")
+    unknown = [o for o in spec.options if o not in OPTIONS]
+    if unknown:
+        raise ValueError(
+            f"Method {spec.name!r}: unknown options {unknown}; options are "
+            + ", ".join(OPTIONS)
+            + "."
+        )
+    if spec.name in _REGISTRY and not replace:
+        raise ValueError(
+            f"A method named {spec.name!r} is registered already; pass replace=True "
+            "to replace it, or choose another name."
+        )
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister_method(name: str) -> None:
+    """Removes a method (e.g. one a test registered)."""
+    _REGISTRY.pop(name, None)
+
+
+def method_names() -> tuple[str, ...]:
+    """The registered names, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def parse_method(method: str) -> tuple[MethodSpec, list[str]]:
+    """The spec and options of a name such as ``layercam+sign-aware``; an
+    unknown name or option, or one the method does not take, is refused."""
+    base, *options = method.split("+")
+    for option in options:
+        if option not in OPTIONS:
+            raise ValueError(
+                f"Unknown option '+{option}' in method '{method}'; options are "
+                + ", ".join(f"+{o}" for o in OPTIONS)
+                + "."
+            )
+    if base not in _REGISTRY:
+        raise ValueError(
+            f"Unknown method '{base}'; choose from {', '.join(_REGISTRY)}."
+        )
+    spec = _REGISTRY[base]
+    refused = [o for o in options if o not in spec.options]
+    if refused:
+        if not spec.options:
+            raise ValueError(f"Method '{base}' takes no options (got '{method}').")
+        if spec.relevance and set(refused) <= set(_MASK):
+            raise ValueError(
+                f"Method '{base}' has no mask, so +sign-aware and +plain-mask do not "
+                f"apply (got '{method}')."
+            )
+        raise ValueError(
+            f"Method '{base}' takes only the options {_listing(spec.options)} "
+            f"(got '{method}')."
+        )
+    return spec, options
+
+
+def _listing(options: Sequence[str]) -> str:
+    names = [f"+{o}" for o in options]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def make_explainer(
+    model: nn.Module, layers: Sequence[nn.Module], method: str
+) -> Explainer:
+    """An explainer ``(inputs, targets) -> [map per layer]`` for a method name."""
+    spec, options = parse_method(method)
+    return spec.explainer(model, layers, options)
+
+
+def methods_help() -> str:
+    """The names and options, for the command line's help."""
+    with_options = ", ".join(s.name for s in _REGISTRY.values() if s.options)
+    return (
+        f"names: {', '.join(_REGISTRY)}; {with_options} may add options: "
+        + ", ".join(
+            f"+{o}" for o in OPTIONS if any(o in s.options for s in _REGISTRY.values())
+        )
+        + " (e.g. shallowcam-v2+positive, layercam+sign-aware)"
+    )
+
+
+_LAYERCAM = (
+    "Jiang et al., LayerCAM, IEEE TIP 2021, https://doi.org/10.1109/TIP.2021.3089943"
+)
+_RELEVANCE_CAM = (
+    "Lee et al., Relevance-CAM, CVPR 2021, https://arxiv.org/abs/2103.13859"
+)
+_SHALLOW_CAM = (
+    "CHENG Yan et al., Computer Science 52(6A), 2025, "
+    "https://doi.org/10.11896/jsjkx.240500140"
+)
+
+for _spec in (
+    MethodSpec(
+        "layercam",
+        LayerCam,
+        "ReLU(sum_k ReLU(G_k) A_k), gradients weight every position",
+        _LAYERCAM,
+        options=_MASK,
+    ),
+    MethodSpec(
+        "gradcam",
+        LayerGradCam,
+        "Captum's LayerGradCam: channels weighted by their mean gradient",
+        "Selvaraju et al., Grad-CAM, ICCV 2017, https://arxiv.org/abs/1610.02391",
+        defaults={"relu_attributions": True},
+        one_layer=True,
+    ),
+    MethodSpec(
+        "relevancecam",
+        LayerRelevanceCam,
+        "ReLU(sum_k alpha_k A_k), channels weighted by their LRP relevance",
+        _RELEVANCE_CAM,
+        options=_RELEVANCE,
+        relevance=True,
+    ),
+    MethodSpec(
+        "shallowcam",
+        LayerShallowCam,
+        "LayerShallowCam's default: LayerCAM's mask times inter-layer relevance weights",
+        _SHALLOW_CAM,
+        options=(*_RELEVANCE, *_MASK),
+        relevance=True,
+    ),
+    *(
+        MethodSpec(
+            f"shallowcam-{variant}",
+            LayerShallowCam,
+            f"LayerShallowCam, variant='{variant}': {what}",
+            _SHALLOW_CAM,
+            defaults={"variant": variant},
+            options=(*_RELEVANCE, *_MASK),
+            relevance=True,
+        )
+        for variant, what in (
+            ("v1", "relevance from the logits"),
+            ("v2", "relevance from the next layer's evidence"),
+            ("v3", "a 2-D mask times relevance-weighted activations"),
+        )
+    ),
+):
+    register_method(_spec)
