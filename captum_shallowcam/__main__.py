@@ -35,6 +35,7 @@ from captum_shallowcam.images import (
 from captum_shallowcam.methods import make_explainer, method_names, methods_help
 from captum_shallowcam.metrics import PROTOCOLS, deletion_insertion
 from captum_shallowcam.models import (
+    NORMALIZATIONS,
     available_models,
     default_layer_names,
     load_model,
@@ -75,7 +76,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _load(name: str):
+def _load(name: str, normalization: str = "own"):
     """``load_model``, with a missing weights file reported as a usage error."""
     if name in ("vgg16", "vgg16_bn", "resnet18", "resnet50"):
         path = Path(torchvision_checkpoint_path(name))
@@ -86,7 +87,7 @@ def _load(name: str):
                 "TORCH_HOME to the folder that has it, or use --model efficientnet-lite0"
             )
     try:
-        return load_model(name)
+        return load_model(name, normalization=normalization)
     except FileNotFoundError as error:
         raise UsageError(str(error)) from None
 
@@ -335,7 +336,7 @@ def benchmark(args: argparse.Namespace) -> None:
         items = read_image_folder(args.images, args.labels, devkit=args.devkit)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(f"--images: {error}") from None
-    loaded = _load(args.model)
+    loaded = _load(args.model, args.normalization)
     if args.channels_last:
         loaded.model.to(memory_format=torch.channels_last)
     layers = _select_layers(loaded, args.layers)
@@ -366,6 +367,8 @@ def benchmark(args: argparse.Namespace) -> None:
         "channels_last": args.channels_last,
         "amp": args.amp,
     }
+    if args.normalization != "own":  # recorded only when not the model's own
+        settings["normalization"] = args.normalization
     metric_kwargs["max_examples_per_batch"] = args.max_examples_per_batch
     if args.amp == "bf16":
         metric_kwargs["autocast_dtype"] = torch.bfloat16
@@ -607,6 +610,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--layers", default=None,
         help="comma-separated layer names, or module paths of the model (default: all of "
         f"the model's layers; {_layers_help()})",
+    )  # fmt: skip
+    p.add_argument(
+        "--normalization", default="own", choices=sorted(NORMALIZATIONS),
+        help="input statistics: own (those the weights were trained with; "
+        "EfficientNet-Lite: [-1, 1]) or imagenet (ImageNet mean and std, as many "
+        "pipelines use for every model) (default: own)",
     )  # fmt: skip
     default_methods = (
         "layercam,shallowcam-v1,shallowcam-v2,shallowcam-v3,relevancecam,gradcam"

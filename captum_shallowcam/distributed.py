@@ -60,7 +60,16 @@ __all__ = [
 ]
 
 #: Settings that must agree between a run and the shard files it resumes.
-_MUST_MATCH = ("model", "images", "step", "layers", "methods", "protocol", "amp")
+_MUST_MATCH = (
+    "model",
+    "images",
+    "step",
+    "layers",
+    "methods",
+    "protocol",
+    "amp",
+    "normalization",
+)
 Key = tuple[str, str, str]  # (image, layer, method)
 
 

@@ -248,3 +248,24 @@ def test_torchvision_loads_from_cache(tmp_path, monkeypatch):
     assert not loaded.model.training
     for key, value in reference.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[key], value), key
+
+
+def test_imagenet_normalization_is_an_input_regime():
+    """``normalization="imagenet"`` gives ImageNet mean/std inputs (and the
+    matching inverse); the weights are the same."""
+    from PIL import Image
+
+    own = load_model("efficientnet-lite1")
+    imagenet = load_model("efficientnet-lite1", normalization="imagenet")
+    image = Image.new("RGB", (300, 280), (124, 116, 104))  # ~ ImageNet's mean colour
+    assert own.preprocess(image).shape == (3, 240, 240)
+    x = imagenet.preprocess(image)
+    assert x.abs().max() < 0.02
+    torch.testing.assert_close(
+        imagenet.unnormalize(x)[:, 0, 0], torch.tensor([124, 116, 104]) / 255
+    )
+    torch.testing.assert_close(own.model.state_dict(), imagenet.model.state_dict())
+    with pytest.raises(
+        ValueError, match="Unknown normalization 'zscore'; choose from own, imagenet"
+    ):
+        load_model("efficientnet-lite0", normalization="zscore")

