@@ -11,6 +11,7 @@ stderr, with exit status 2.
 import argparse
 import json
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -182,9 +183,10 @@ def _explain_and_score(
     step: int,
     out: Path,
     target_source: str,
-) -> None:
-    """Explains, scores and draws ``items``. An item's ``target`` of None means its
-    predicted class; ``target_source`` says where the other targets come from."""
+) -> dict[str, list[list[float]]]:
+    """Explains, scores and draws ``items``; returns ``scores[method][layer][photo]``.
+    An item's ``target`` of None means its predicted class; ``target_source`` says
+    where the other targets come from."""
     inputs = torch.stack([loaded.preprocess(item.load()) for item in items])
     with torch.no_grad():
         probabilities = loaded.model(inputs).softmax(dim=1)
@@ -253,6 +255,31 @@ def _explain_and_score(
     )  # fmt: skip
     fig.savefig(out, dpi=100)
     print(f"\nfigure: {out}")
+    return scores
+
+
+def _what_few_photos_show(
+    scores: dict[str, list[list[float]]], method: str, baseline: str
+) -> str:
+    """The demo's caveat: how often ``method`` leads ``baseline`` here, and why
+    that is no ranking."""
+    diffs = [
+        a - b
+        for per_layer, base_layer in zip(scores[method], scores[baseline])
+        for a, b in zip(per_layer, base_layer)
+    ]
+    ahead = sum(d > 0 for d in diffs)
+    n_photos = len(scores[method][0])
+    return (
+        f"what {n_photos} photos can show: {method} is ahead of {baseline} in {ahead} of "
+        f"{len(diffs)} (photo, layer) pairs here, with differences from "
+        f"{min(diffs):+.1f} to {max(diffs):+.1f} points. From photo to photo such "
+        "differences change sign, so a handful of photos cannot rank two methods; "
+        "they show what the maps look like. The ranking comes from paired "
+        "comparisons on 200 photos with 95% intervals (the README's table and "
+        "docs/results.rst); run it on your own photos with "
+        f"'{PROG} benchmark --images FOLDER'."
+    )
 
 
 def demo(args: argparse.Namespace) -> None:
@@ -268,10 +295,11 @@ def demo(args: argparse.Namespace) -> None:
     loaded = _load("efficientnet-lite0")
     layers = dict(loaded.layers)
     print(f"EfficientNet-Lite0 (ImageNet weights), layers: {', '.join(layers)}")
-    _explain_and_score(
+    scores = _explain_and_score(
         loaded, sample_images(), layers, ["layercam", "shallowcam"], args.step, figure,
         target_source="the photo's label",
     )  # fmt: skip
+    print("\n" + textwrap.fill(_what_few_photos_show(scores, "shallowcam", "layercam")))
     print(f"\ndone in {time.time() - start:.0f} s")
 
 

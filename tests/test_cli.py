@@ -296,7 +296,12 @@ def test_class_lines_name_prediction_label_and_given_target(
 
 def test_demo_writes_into_its_output_folder(tmp_path, no_computation):
     calls = []
-    no_computation._explain_and_score = lambda *args, **kwargs: calls.append(args)
+
+    def record(*args, **kwargs):
+        calls.append(args)
+        return {"shallowcam": [[50.0, 40.0, 30.0]], "layercam": [[45.0, 42.0, 31.0]]}
+
+    no_computation._explain_and_score = record
     main(["demo", "--out", str(tmp_path / "demo")])
     assert calls[-1][5] == tmp_path / "demo" / "layer_maps.png"
     assert [i.path.stem for i in calls[-1][1]] == [
@@ -305,6 +310,21 @@ def test_demo_writes_into_its_output_folder(tmp_path, no_computation):
         "rocket_launch",
     ]
     assert (tmp_path / "demo").is_dir()
+
+
+def test_demo_says_what_three_photos_can_show(capsys, tmp_path, no_computation):
+    """The demo's photos cannot rank the methods, and its summary says so and
+    points to the evidence."""
+    no_computation._explain_and_score = lambda *args, **kwargs: {
+        "shallowcam": [[50.0, 40.0, 30.0], [20.0, 21.0, 22.0]],
+        "layercam": [[45.0, 42.0, 31.0], [25.0, 20.0, 22.5]],
+    }
+    main(["demo", "--out", str(tmp_path / "demo")])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "shallowcam is ahead of layercam in 2 of 6 (photo, layer) pairs" in out
+    assert "differences from -5.0 to +5.0 points" in out
+    assert "cannot rank two methods" in out and "200 photos" in out
+    assert "docs/results.rst" in out
 
 
 @pytest.fixture
@@ -317,7 +337,7 @@ def no_computation(monkeypatch, efficientnet_lite0):
     def forbidden(*args, **kwargs):
         raise AssertionError("computed before the user error was reported")
 
-    monkeypatch.setattr(cli, "load_model", lambda name: efficientnet_lite0)
+    monkeypatch.setattr(cli, "load_model", lambda name, **kw: efficientnet_lite0)
     monkeypatch.setattr(cli, "_explain_and_score", forbidden)
     monkeypatch.setattr(distributed, "run_benchmark", forbidden)
     monkeypatch.setattr(cli, "deletion_insertion", forbidden)
