@@ -65,6 +65,7 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
         "clrp": Option("CLRP initial relevance", {"initial_relevance": "clrp"}),
         "sign-aware": Option("mask ReLU(G) ReLU(A)", {"relu_activations": True}),
         "plain-mask": Option("mask ReLU(G) A", {"relu_activations": False}),
+        "both-signs": Option("mask ReLU(G A)", {"mask": "both-signs"}),
         "no-conserve": Option(
             "the z+ rule without its conserving fall-back",
             {"check_conservation": False},
@@ -72,7 +73,7 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
         ),
     }
 )
-_MASK = ("sign-aware", "plain-mask")
+_MASK = ("sign-aware", "plain-mask", "both-signs")
 _RELEVANCE = ("positive", "signed", "sqrt", "geometric", "target", "contrastive")
 _RELEVANCE += ("clrp", "no-conserve")
 
@@ -184,7 +185,7 @@ def parse_method(method: str) -> tuple[MethodSpec, list[str]]:
             raise ValueError(f"Method '{base}' takes no options (got '{method}').")
         if spec.relevance and set(refused) <= set(_MASK):
             raise ValueError(
-                f"Method '{base}' has no mask, so +sign-aware and +plain-mask do not "
+                f"Method '{base}' has no mask, so {_listing(_MASK)} do not "
                 f"apply (got '{method}')."
             )
         raise ValueError(

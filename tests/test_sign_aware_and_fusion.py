@@ -322,3 +322,83 @@ def test_relevance_cam_geometric_weights_use_the_activation_totals():
         x, target=[1, 3], channel_weights="geometric"
     )
     torch.testing.assert_close(got, expected)
+
+
+# ------------------------------------------------------- the both-signs mask
+@pytest.mark.parametrize("c", [0, 1])
+def test_layer_cam_both_signs_mask_hand_computed(c):
+    """``mask="both-signs"`` is ReLU(G A): a negative activation under a negative
+    gradient (channel 1 for class 0) counts as evidence."""
+    net = BottleneckNet().eval()
+    x = torch.randn(1, 1, 6, 6, generator=torch.Generator().manual_seed(c))
+    a = F.conv2d(x, net.conv.weight)
+    g = (net.fc.weight[c] / a[0, 0].numel()).view(1, -1, 1, 1).expand_as(a)
+    expected = (g * a).clamp(min=0).sum(1, keepdim=True)
+    got = LayerCam(net, net.conv).attribute(x, target=c, mask="both-signs")
+    torch.testing.assert_close(got, expected)
+    if c == 0:  # channel 1 has a negative gradient: the masks differ there
+        sign_aware = LayerCam(net, net.conv).attribute(x, target=c, mask="sign-aware")
+        assert bool((got >= sign_aware).all()) and not torch.allclose(got, sign_aware)
+
+
+@pytest.mark.parametrize("c", [0, 1])
+def test_shallow_cam_both_signs_hand_computed(c):
+    """Both-signs: mask ReLU(G A), CLRP relevance summed over all positions,
+    geometric weights."""
+    net = _positive_head_net()
+    x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(5)) + 0.6
+    a = F.conv2d(x, net.conv.weight)
+    pooled = a.mean((2, 3))[0]
+
+    def relevance_at_layer(k: int) -> Tensor:
+        w = net.fc.weight[k]
+        alpha = pooled * w / (pooled * w).sum()
+        return a / a.sum((2, 3), keepdim=True) * alpha.view(1, -1, 1, 1)
+
+    r = (relevance_at_layer(c) - relevance_at_layer(1 - c)).clamp(min=0)
+    alpha = r.sum((2, 3), keepdim=True).clamp(min=0)
+    g = (net.fc.weight[c] / a[0, 0].numel()).view(1, -1, 1, 1)
+    mask = (g * a).clamp(min=0)
+    weights = (alpha / mask.sum((2, 3), keepdim=True)).sqrt()
+    expected = (weights * mask).sum(1, keepdim=True).clamp(min=0)
+    assert expected.abs().sum() > 0
+    got = LayerShallowCam(net, net.conv).attribute(x, target=c, mask="both-signs")
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2", "v3"])
+def test_both_signs_equals_the_plain_mask_on_relu_outputs(variant):
+    torch.manual_seed(2)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU6(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    layers = [net[1], net[3]]
+    explainer = LayerShallowCam(net, layers)
+    for kwargs in ({}, {"variant": variant}):
+        plain = explainer.attribute(x, target=[2, 4], mask="plain", **kwargs)
+        both = explainer.attribute(x, target=[2, 4], mask="both-signs", **kwargs)
+        for p, b in zip(plain, both):
+            assert p.abs().sum() > 0
+            torch.testing.assert_close(p, b)
+    for p, b in zip(
+        LayerCam(net, layers).attribute(x, target=[2, 4]),
+        LayerCam(net, layers).attribute(x, target=[2, 4], mask="both-signs"),
+    ):
+        torch.testing.assert_close(p, b)
+
+
+@pytest.mark.parametrize("cls", [LayerCam, LayerShallowCam])
+def test_mask_and_relu_activations_are_one_choice(cls):
+    net = BottleneckNet().eval()
+    x = torch.randn(1, 1, 6, 6)
+    explainer = cls(net, net.conv)
+    with pytest.raises(ValueError, match="Give mask= or relu_activations=, not both"):
+        explainer.attribute(x, target=0, mask="plain", relu_activations=True)
+    with pytest.raises(ValueError, match="mask must be one of 'plain', 'sign-aware'"):
+        explainer.attribute(x, target=0, mask="signs")
+    torch.testing.assert_close(
+        explainer.attribute(x, target=0, relu_activations=True),
+        explainer.attribute(x, target=0, mask="sign-aware"),
+    )

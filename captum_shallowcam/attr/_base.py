@@ -23,6 +23,8 @@ from captum_shallowcam.attr.rules import RuleMap, validate_rules
 
 InitialRelevance = Literal["contrastive", "target", "clrp"]
 ChannelWeights = Literal["signed", "positive", "sqrt", "geometric"]
+MaskKind = Literal["plain", "sign-aware", "both-signs"]
+MASKS = ("plain", "sign-aware", "both-signs")
 CHANNEL_WEIGHTS = ("signed", "positive", "sqrt", "geometric")
 LayerOrLayers = nn.Module | Sequence[nn.Module]
 
@@ -335,14 +337,37 @@ def _check_inputs(
 
 # ------------------------------------------------------------ the map formulas
 def spatial_mask(
-    activation: Tensor, gradient: Tensor, relu_activations: bool = False
+    activation: Tensor, gradient: Tensor, mask: "MaskKind | bool" = "plain"
 ) -> Tensor:
-    r"""LayerCAM's spatially weighted feature maps :math:`S_k = \mathrm{ReLU}(G_k) A_k`,
-    or with ``relu_activations`` the sign-aware
-    :math:`S^+_k = \mathrm{ReLU}(G_k)\,\mathrm{ReLU}(A_k)` (equal where :math:`A \ge 0`)."""
-    if relu_activations:
-        activation = torch.relu(activation)
+    r"""LayerCAM's spatially weighted feature maps :math:`S_k = \mathrm{ReLU}(G_k) A_k`
+    (``"plain"``, or False), the sign-aware
+    :math:`S^+_k = \mathrm{ReLU}(G_k)\,\mathrm{ReLU}(A_k)` (``"sign-aware"``, or
+    True), or the both-signs :math:`S^\pm_k = \mathrm{ReLU}(G_k A_k)`
+    (``"both-signs"``); all three are equal where :math:`A \ge 0`."""
+    if mask is True or mask == "sign-aware":
+        return torch.relu(gradient) * torch.relu(activation)
+    if mask == "both-signs":
+        return torch.relu(gradient * activation)
     return torch.relu(gradient) * activation
+
+
+def resolve_mask(
+    mask: "MaskKind | None", relu_activations: bool | None, default: "MaskKind"
+) -> "MaskKind":
+    """The mask kind from ``mask`` or the older ``relu_activations`` flag (one of
+    them, not both; neither given: ``default``)."""
+    if mask is not None and relu_activations is not None:
+        raise ValueError(
+            f"Give mask= or relu_activations=, not both (got mask={mask!r} and "
+            f"relu_activations={relu_activations!r}); relu_activations=True is "
+            "mask='sign-aware', False is mask='plain'."
+        )
+    if mask is not None:
+        check_choice("mask", mask, MASKS)
+        return mask
+    if relu_activations is None:
+        return default
+    return "sign-aware" if relu_activations else "plain"
 
 
 def inter_layer_weights(

@@ -8,8 +8,10 @@ from torch import Tensor
 
 from captum_shallowcam._captum_compat import TargetType
 from captum_shallowcam.attr._base import (
+    MaskKind,
     _LayerCamBase,
     channel_sum,
+    resolve_mask,
     spatial_mask,
 )
 
@@ -23,13 +25,16 @@ class LayerCam(_LayerCamBase):
         L^c = \mathrm{ReLU}\Big(\sum_k \mathrm{ReLU}(G^c_k) \odot A_k\Big),
         \qquad G^c = \frac{\partial y^c}{\partial A}
 
-    With ``relu_activations=True`` the mask is sign-aware,
-    :math:`\mathrm{ReLU}(G^c_k) \odot \mathrm{ReLU}(A_k)`: on layers whose
-    activations can be negative (linear bottlenecks, residual sums before an
-    activation) a negative activation under a positive gradient then counts as
-    no evidence instead of evidence against the class. Where the activations are
-    non-negative (ReLU outputs, the setting of the LayerCAM paper) both forms are
-    equal. The default is the published formula.
+    On layers whose activations can be negative (linear bottlenecks, residual
+    sums before an activation) two other masks are offered. ``mask="sign-aware"``
+    (or ``relu_activations=True``),
+    :math:`\mathrm{ReLU}(G^c_k) \odot \mathrm{ReLU}(A_k)`: a negative activation
+    under a positive gradient counts as no evidence instead of evidence against
+    the class. ``mask="both-signs"``, :math:`\mathrm{ReLU}(G^c_k \odot A_k)`: a
+    position counts wherever its activation pushes the class score up to first
+    order, so a negative activation under a negative gradient is evidence too.
+    Where the activations are non-negative (ReLU outputs, the setting of the
+    LayerCAM paper) all three are equal. The default is the published formula.
 
     Unlike Grad-CAM, whose channel weights are spatial averages of the gradient,
     the per-position weights keep fine detail at shallow layers. Details in
@@ -51,7 +56,8 @@ class LayerCam(_LayerCamBase):
         relu_attributions: bool = True,
         scaling: Literal["none", "tanh"] = "none",
         attr_dim_summation: bool = True,
-        relu_activations: bool = False,
+        relu_activations: bool | None = None,
+        mask: MaskKind | None = None,
     ) -> Tensor | list[Tensor]:
         r"""
         Args:
@@ -77,9 +83,15 @@ class LayerCam(_LayerCamBase):
                         per-channel maps :math:`\mathrm{ReLU}(G^c_k) \odot A_k`
                         (N x K x h x w), with ``relu_attributions`` applied to
                         each element. Default: True
-            relu_activations (bool, optional): Use the sign-aware mask
-                        :math:`\mathrm{ReLU}(G^c_k) \odot \mathrm{ReLU}(A_k)`
-                        (see above). Default: False, the published LayerCAM
+            relu_activations (bool, optional): True is ``mask="sign-aware"``,
+                        False ``mask="plain"``. Default: None (see ``mask``)
+            mask (str, optional): ``"plain"``
+                        :math:`\mathrm{ReLU}(G^c_k) \odot A_k`, the published
+                        LayerCAM; ``"sign-aware"``
+                        :math:`\mathrm{ReLU}(G^c_k) \odot \mathrm{ReLU}(A_k)`;
+                        ``"both-signs"`` :math:`\mathrm{ReLU}(G^c_k \odot A_k)`
+                        (see above). Give ``mask`` or ``relu_activations``, not
+                        both. Default: None, which is ``"plain"``
 
         Returns:
             *Tensor* or *list[Tensor]* of **attributions**:
@@ -95,6 +107,7 @@ class LayerCam(_LayerCamBase):
             >>> maps = layer_cam.attribute(x, target=3)           # 2 x 1 x 56 x 56
             >>> upsampled = LayerAttribution.interpolate(maps, (224, 224), "bilinear")
         """
+        mask_kind = resolve_mask(mask, relu_activations, "plain")
         if scaling not in ("none", "tanh"):
             raise ValueError(f"scaling must be 'none' or 'tanh', got {scaling!r}.")
         passes = self._passes(
@@ -106,11 +119,11 @@ class LayerCam(_LayerCamBase):
         )
         maps = []
         for activation, gradient in zip(passes.activations, passes.gradients):
-            mask = spatial_mask(activation, gradient, relu_activations)
+            weighted = spatial_mask(activation, gradient, mask_kind)
             if attr_dim_summation:
-                cam = channel_sum(mask, relu_attributions)
+                cam = channel_sum(weighted, relu_attributions)
             else:
-                cam = torch.relu(mask) if relu_attributions else mask
+                cam = torch.relu(weighted) if relu_attributions else weighted
             if scaling == "tanh":
                 peak = cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
                 cam = torch.tanh(2 * cam / peak)

@@ -11,11 +11,13 @@ from captum_shallowcam.attr._base import (
     CamPasses,
     ChannelWeights,
     InitialRelevance,
+    MaskKind,
     RelevanceRefinement,
     _RelevanceCamBase,
     channel_sum,
     check_choice,
     inter_layer_weights,
+    resolve_mask,
     spatial_mask,
     unit_range,
 )
@@ -106,7 +108,8 @@ class LayerShallowCam(_RelevanceCamBase):
         channel_weights: ChannelWeights = "geometric",
         return_convergence_delta: bool = False,
         check_conservation: bool = True,
-        relu_activations: bool = True,
+        relu_activations: bool | None = None,
+        mask: MaskKind | None = None,
     ) -> Tensor | list[Tensor] | tuple[Tensor | list[Tensor], Any]:
         r"""
         Args:
@@ -151,11 +154,17 @@ class LayerShallowCam(_RelevanceCamBase):
                         that difference exceeds 5% of the output's absolute
                         relevance. Turn off for layers inside a branch.
                         Default: True
-            relu_activations (bool, optional): The sign-aware mask and weights
-                        :math:`S^+_k`, :math:`\alpha^+_k` (see above); False
-                        gives the plain :math:`S_k`, :math:`\alpha_k`.
-                        Default: True, chosen by the benchmark (see the docs'
-                        results page)
+            relu_activations (bool, optional): True is ``mask="sign-aware"``,
+                        False ``mask="plain"``. Default: None (see ``mask``)
+            mask (str, optional): ``"sign-aware"``: the mask and weights
+                        :math:`S^+_k`, :math:`\alpha^+_k` (see above);
+                        ``"plain"``: :math:`S_k`, :math:`\alpha_k`;
+                        ``"both-signs"``: the mask
+                        :math:`S^\pm_k = \mathrm{ReLU}(G^c_k A_k)` and
+                        :math:`\alpha_k` over all positions. Give ``mask`` or
+                        ``relu_activations``, not both. Default: None, which is
+                        ``"sign-aware"``, chosen by the benchmark (see the
+                        docs' results page)
 
         Returns:
             *Tensor* or *list[Tensor]* of **attributions** (N x 1 x h x w per
@@ -171,6 +180,7 @@ class LayerShallowCam(_RelevanceCamBase):
             >>> up = LayerAttribution.interpolate(maps[0], (224, 224), "bilinear")
         """
         check_choice("variant", variant, ("v1", "v2", "v3"))
+        mask_kind = resolve_mask(mask, relu_activations, "sign-aware")
         passes = self._relevance_passes(
             inputs,
             target,
@@ -180,28 +190,28 @@ class LayerShallowCam(_RelevanceCamBase):
             channel_weights,
             check_conservation,
             gradients=True,
-            refine=_adjacent_layer_relevance(relu_activations)
-            if variant == "v2"
-            else None,
+            refine=_adjacent_layer_relevance(mask_kind) if variant == "v2" else None,
         )
         maps = []
         for a, g, r in zip(passes.activations, passes.gradients, passes.relevances):
-            if relu_activations:
+            if mask_kind == "sign-aware":
                 # Relevance on negative activations is not counted, and the
                 # mask (and v3's activation) uses ReLU(A), computed once here.
                 r = r.masked_fill(a < 0, 0.0)
                 a = torch.relu(a)
-            mask = spatial_mask(a, g)
+            spatial = spatial_mask(
+                a, g, "plain" if mask_kind == "sign-aware" else mask_kind
+            )
             if variant == "v3":
-                term = unit_range(mask.sum(dim=1, keepdim=True)) * a
+                term = unit_range(spatial.sum(dim=1, keepdim=True)) * a
             else:
-                term = mask
+                term = spatial
             weights = inter_layer_weights(r, channel_weights, term)
             maps.append(channel_sum(weights * term, relu_attributions))
         return self._result(maps, passes, return_convergence_delta)
 
 
-def _adjacent_layer_relevance(relu_activations: bool) -> RelevanceRefinement:
+def _adjacent_layer_relevance(mask_kind: MaskKind) -> RelevanceRefinement:
     """v2: one LRP step from the LayerCAM evidence of the next layer up (the
     next captured layer in forward order); the deepest keeps its v1 relevance."""
 
@@ -212,7 +222,7 @@ def _adjacent_layer_relevance(relu_activations: bool) -> RelevanceRefinement:
         order = sorted(range(len(captures)), key=lambda i: captures[i].order)
         for lower, upper in zip(order[:-1], order[1:]):
             evidence = spatial_mask(
-                passes.activations[upper], passes.gradients[upper], relu_activations
+                passes.activations[upper], passes.gradients[upper], mask_kind
             )
             (relevances[lower],) = engine.relevance(
                 captures[upper].tensor, evidence, [captures[lower]], retain_graph=True
