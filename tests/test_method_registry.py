@@ -118,6 +118,7 @@ def test_option_messages_list_what_the_method_takes(toy_method):
     with pytest.raises(ValueError, match=r"'toycam' takes no options"):
         make_explainer(model, [model[0]], "toycam+sign-aware")
     with pytest.raises(
-        ValueError, match=r"takes only the options \+sign-aware and \+plain-mask"
+        ValueError,
+        match=r"takes only the options \+sign-aware, \+plain-mask and \+both-signs",
     ):
         make_explainer(model, [model[0]], "layercam+sqrt")
