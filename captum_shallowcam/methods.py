@@ -111,7 +111,9 @@ class MethodSpec:
     def explainer(
         self, model: nn.Module, layers: Sequence[nn.Module], options: Sequence[str] = ()
     ) -> Explainer:
-        """``(inputs, targets) -> [map per layer]`` for this method with ``options``."""
+        """``(inputs, targets) -> [map per layer]`` for this method with
+        ``options``; the maps are detached (Captum's LayerGradCam returns them
+        with their graph)."""
         kwargs = dict(self.defaults)
         constructor: dict[str, object] = {}
         for name in options:
@@ -122,9 +124,13 @@ class MethodSpec:
         layers = list(layers)
         if self.one_layer:
             per_layer = [self.method(model, layer, **constructor) for layer in layers]
-            return lambda x, t: [m.attribute(x, target=t, **kwargs) for m in per_layer]
+            return lambda x, t: [
+                m.attribute(x, target=t, **kwargs).detach() for m in per_layer
+            ]
         instance = self.method(model, layers, **constructor)
-        return lambda x, t: instance.attribute(x, target=t, **kwargs)
+        return lambda x, t: [
+            m.detach() for m in instance.attribute(x, target=t, **kwargs)
+        ]
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
