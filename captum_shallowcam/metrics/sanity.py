@@ -201,7 +201,7 @@ def model_randomization(
         >>> def explain(model, x, target):
         ...     return LayerCam(model, model.features[-1]).attribute(x, target=target)
         >>> result = model_randomization(net, explain, torch.randn(4, 3, 224, 224))
-        >>> result.modules        # ['classifier', ..., 'features.0']
+        >>> result.modules        # output first: ['classifier.6', ..., 'features.0']
         >>> result.spearman.mean(dim=1)   # one mean correlation per step
     """
     spearmanr, structural_similarity = _similarity_functions(ssim=True)
