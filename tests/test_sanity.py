@@ -193,9 +193,10 @@ def test_constant_map_gives_nan_with_a_warning(model, x):
         trained = torch.equal(m.fc.weight, model.fc.weight)
         return maps if trained else torch.zeros_like(maps)
 
-    with pytest.warns(RuntimeWarning, match="constant map"):
+    with pytest.warns(RuntimeWarning, match="9 comparison") as record:  # 3 x 3
         result = model_randomization(model, constant_after_randomizing, x)
     assert result.spearman.isnan().all() and result.ssim.isnan().all()
+    assert record[0].filename == __file__  # the warning points at the call
 
 
 def test_maps_too_small_for_ssim_give_nan_with_a_warning(model, x):
@@ -258,9 +259,10 @@ def test_model_without_resettable_modules_is_refused(x):
         def forward(self, x: Tensor) -> Tensor:
             return x.mean(dim=(2, 3)) * self.scale
 
-    with pytest.warns(RuntimeWarning, match="no reset_parameters"):
+    with pytest.warns(RuntimeWarning, match="no reset_parameters") as record:
         with pytest.raises(ValueError, match="nothing to randomize"):
             model_randomization(OwnParameter(), lambda m, x, t: x[:, :1], x)
+    assert record[0].filename == __file__
 
 
 def test_missing_dependency_names_the_extra(model, x, monkeypatch):

@@ -428,7 +428,8 @@ def _steps(
     order: the called modules from the output down, or the given groups."""
     if modules is None:
         resettable = [n for n in called if _randomizable(model.get_submodule(n))]
-        _warn_not_resettable([n for n in called if n not in resettable])
+        # Warned to model_randomization's caller (past Captum's log_usage).
+        _warn_not_resettable([n for n in called if n not in resettable], 5)
         if not resettable:
             raise ValueError(
                 "No module with its own parameters and a reset_parameters() method "
@@ -463,7 +464,7 @@ def _group(model: nn.Module, entry: str | Sequence[str]) -> tuple[str, list[str]
                 members.append(sub_name)
             elif next(sub.parameters(recurse=False), None) is not None:
                 skipped.append(sub_name)
-    _warn_not_resettable(skipped)
+    _warn_not_resettable(skipped, 6)
     if not members:
         raise ValueError(
             f"modules entry {entry!r} holds no module with its own parameters and a "
@@ -473,14 +474,14 @@ def _group(model: nn.Module, entry: str | Sequence[str]) -> tuple[str, list[str]
     return "+".join(names), list(dict.fromkeys(members))
 
 
-def _warn_not_resettable(names: list[str]) -> None:
+def _warn_not_resettable(names: list[str], stacklevel: int) -> None:
     if names:
         warnings.warn(
             f"{len(names)} module(s) with parameters have no reset_parameters() and "
             f"keep their trained parameters: {', '.join(names)}. Give them a "
             "reset_parameters() method to include them.",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
 
 
@@ -539,31 +540,31 @@ class _Undefined:
     r"""Counts comparisons without a defined value, for one warning."""
 
     def __init__(self) -> None:
-        self.count = 0
-        self.first = ""
+        self.cases: dict[tuple[str, int], None] = {}
         self.small_ssim = False
 
     def add(self, when: str, example: int) -> None:
-        if not self.count:
-            self.first = f"{when}, example {example}"
-        self.count += 1
+        self.cases[when, example] = None
 
     def warn(self) -> None:
-        if self.count:
+        # Four levels up: this, the public function, Captum's log_usage, the caller.
+        if self.cases:
+            when, example = next(iter(self.cases))
             warnings.warn(
-                f"{self.count} comparison(s) involve a constant map or one with NaN "
-                f"or inf (the first: {self.first}); a rank correlation and SSIM are "
+                f"{len(self.cases)} comparison(s) involve a constant map or one with "
+                f"NaN or inf (the first: {when}, example {example}); a rank "
+                "correlation and SSIM are "
                 "undefined there and set to NaN. Average with torch.nanmean, and "
                 "count the NaN as maps that carry no ranking.",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         if self.small_ssim:
             warnings.warn(
                 "The maps are smaller than 3 x 3 pixels, too small for SSIM: ssim is "
                 "NaN. Explain a layer with a larger resolution to get SSIM.",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
 
 
