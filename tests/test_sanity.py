@@ -117,10 +117,25 @@ def test_model_and_random_state_unchanged():
 
 def test_batchnorm_is_randomized_with_its_statistics():
     model = SmallVggBN().eval()
-    result = model_randomization(model, layer_cam, torch.randn(2, 3, 8, 8))
+    with torch.no_grad():
+        bn = model.features[1]
+        bn.running_mean.uniform_(1, 2)
+        bn.running_var.uniform_(2, 3)
+    seen = []
+
+    def explain(m, inputs, target):
+        bn = m.features[1]
+        seen.append((bn.running_mean.clone(), bn.running_var.clone(), bn.weight))
+        return layer_cam(m, inputs, target)
+
+    result = model_randomization(model, explain, torch.randn(2, 3, 8, 8))
     assert result.modules == [
         "fc", "features.5", "features.4", "features.1", "features.0"
     ]  # fmt: skip
+    # seen[0]: the trained copy; seen[k + 1]: after step k (features.1 is k = 3).
+    assert (seen[3][0] >= 1).all() and (seen[3][1] >= 2).all()
+    for mean, var, weight in seen[4:]:
+        assert (mean == 0).all() and (var == 1).all() and (weight == 1).all()
 
 
 def test_target_is_fixed_at_the_trained_prediction(model, x):
