@@ -258,6 +258,16 @@ def test_bad_input_is_refused_and_model_unchanged(model, x, kwargs, error, messa
     assert hook_counts(model) == hook_counts(SmallVgg(bias=True))
 
 
+def test_maps_that_change_shape_between_steps_are_refused(model, x):
+    def shape_changes(m, inputs, target):
+        maps = layer_cam(m, inputs, target)
+        trained = torch.equal(m.fc.weight, model.fc.weight)
+        return maps if trained else maps[..., :-1]
+
+    with pytest.raises(ValueError, match="at step 'fc'.*same layers"):
+        model_randomization(model, shape_changes, x)
+
+
 def test_model_without_parameters_is_refused(x):
     with pytest.raises(ValueError, match="no parameters"):
         model_randomization(NoParameters(), first_conv_activation, x)
@@ -337,6 +347,17 @@ def test_class_sensitivity_with_layer_cam_is_the_rank_correlation_of_the_maps():
     last = class_sensitivity(model, explain, x, other="last")
     expected = spearman_by_ranks(x[0, 0].relu(), x[0, 1].relu())
     assert abs(float(last[0]) - expected) < 1e-12
+
+
+def test_class_sensitivity_of_a_list_of_maps_is_a_list():
+    x = torch.randn(2, 3, 4, 4)
+
+    def two_maps(m, inputs, target):
+        return [input_channel(m, inputs, target), -input_channel(m, inputs, target)]
+
+    first, negated = class_sensitivity(ChannelMeans(), two_maps, x)
+    assert torch.allclose(first, negated, rtol=0, atol=1e-12)
+    assert torch.allclose(first, class_sensitivity(ChannelMeans(), input_channel, x))
 
 
 def test_class_sensitivity_bad_inputs():
