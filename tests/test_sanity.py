@@ -74,6 +74,16 @@ def test_map_below_the_cascade_correlates_exactly_one_until_reached(model, x):
         assert (field[2] < 0.99).all()
 
 
+def test_map_that_ignores_the_model_fails_the_check(model, x):
+    # An edge detector of the input: what the test is designed to catch.
+    def input_edges(m, inputs, target):
+        return inputs.diff(dim=-1).abs().sum(dim=1, keepdim=True)
+
+    result = model_randomization(model, input_edges, x)
+    assert ((result.spearman - 1).abs() < 1e-12).all()
+    assert ((result.ssim - 1).abs() < 1e-12).all()
+
+
 def test_independent_randomizes_one_module_at_a_time(model, x):
     independent = model_randomization(
         model, first_conv_activation, x, order="independent"
