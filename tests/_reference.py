@@ -16,6 +16,7 @@ LRP conventions (those documented in ``/work/shared/DESIGN.md``):
 
 from __future__ import annotations
 
+import copy
 import unittest
 
 import torch
@@ -288,3 +289,56 @@ def assert_close(
     expected = torch.as_tensor(expected, dtype=actual.dtype)
     delta = atol + rtol * float(expected.abs().max()) if expected.numel() else atol
     assertTensorAlmostEqual(_TEST_CASE, actual, expected, delta=delta, mode="max")
+
+
+# ------------------------------------------------------------------ sanity checks
+def average_ranks(values: Tensor) -> Tensor:
+    """Ranks 1..n of a 1-D tensor; tied values share the mean of their ranks."""
+    order = torch.argsort(values, stable=True)
+    ranks = torch.empty(values.numel(), dtype=torch.float64)
+    ranks[order] = torch.arange(1, values.numel() + 1, dtype=torch.float64)
+    for value in values.unique():
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman_by_ranks(a: Tensor, b: Tensor) -> float:
+    """Spearman's rho: the Pearson correlation of the average ranks."""
+    ra = average_ranks(a.flatten().double())
+    rb = average_ranks(b.flatten().double())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / ((ra**2).sum() * (rb**2).sum()).sqrt())
+
+
+def randomization_reference(
+    model: nn.Module,
+    explain,
+    x: Tensor,
+    target: Tensor,
+    top_down: list[str],
+    cumulative: bool,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Adebayo et al. (NeurIPS 2018, Sec. 3.1), as the paper describes it: the
+    modules ``top_down`` (named by hand, output first) are re-initialised one
+    after the other, cumulatively (cascading) or each in a fresh copy of the
+    trained model (independent); module k under ``manual_seed(seed + k)``.
+    Returns K x N rank correlations of the maps and of their absolute values
+    with the trained model's maps."""
+    trained = explain(copy.deepcopy(model), x, target).detach()
+    randomized = copy.deepcopy(model)
+    plain, absolute = [], []
+    for k, name in enumerate(top_down):
+        if not cumulative:
+            randomized = copy.deepcopy(model)
+        torch.manual_seed(seed + k)
+        randomized.get_submodule(name).reset_parameters()
+        maps = explain(randomized, x, target).detach()
+        plain.append([spearman_by_ranks(a, b) for a, b in zip(trained, maps)])
+        absolute.append(
+            [spearman_by_ranks(a.abs(), b.abs()) for a, b in zip(trained, maps)]
+        )
+    return torch.tensor(plain, dtype=torch.float64), torch.tensor(
+        absolute, dtype=torch.float64
+    )

@@ -6,13 +6,21 @@ from captum_shallowcam.metrics.deletion_insertion import (
     deletion_insertion,
 )
 from captum_shallowcam.metrics.protocols import PROTOCOLS, protocol_kwargs
+from captum_shallowcam.metrics.sanity import (
+    ModelRandomizationResult,
+    class_sensitivity,
+    model_randomization,
+)
 
 __all__ = [
     "PROTOCOLS",
     "DeletionInsertionResult",
     "GaussianBlur",
+    "ModelRandomizationResult",
     "RiseBlur",
+    "class_sensitivity",
     "deletion_insertion",
+    "model_randomization",
     "protocol_kwargs",
     "rise_kernel",
 ]
