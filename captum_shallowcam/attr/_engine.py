@@ -24,7 +24,7 @@ back what a train-mode forward pass changes).
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -385,7 +385,7 @@ class _Engine:
             self._check_modules()
         # The passes run with autograd also under torch.inference_mode().
         with exclusive(self.model), torch.inference_mode(False), eager(self.model):
-            with buffers_preserved(self.forward_func):
+            with buffers_preserved(self.forward_func), self._precision():
                 try:
                     self._register_hooks()
                     yield self
@@ -395,6 +395,28 @@ class _Engine:
                     self.handles.clear()
                     self.module_stack.clear()
                     self._clear_forward_tables()
+
+    def _precision(self) -> ExitStack:
+        """Relevance is computed in the model's own dtype: an outer
+        ``torch.autocast`` is switched off for the call, as half-precision inputs
+        are refused (the rules divide by small activations). The gradient
+        methods explain the model as it is run, autocast included."""
+        stack = ExitStack()
+        if self.use_relevance:
+            for device_type in _AUTOCAST_DEVICE_TYPES:
+                if _autocast_enabled(device_type):
+                    stack.enter_context(torch.autocast(device_type, enabled=False))
+        return stack
+
+
+_AUTOCAST_DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps", "hpu")
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type this build of torch does not know
+        return False
 
 
 def _normal(value: Any) -> Any:
