@@ -358,8 +358,11 @@ def benchmark(args: argparse.Namespace) -> None:
     settings = {
         "model": args.model,
         "images": str(args.images),
+        "labels": args.labels and str(Path(args.labels).resolve()),
+        "devkit": args.devkit and str(Path(args.devkit).resolve()),
         "n_images": len(items),
         "start": args.start,
+        "limit": args.limit,
         "classes": args.classes,
         "protocol": args.protocol,
         "metric": describe(args.protocol, metric_kwargs),
