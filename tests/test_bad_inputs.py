@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from captum_shallowcam import LayerCam, LayerRelevanceCam, LayerShallowCam
 from captum_shallowcam.metrics import deletion_insertion
-from captum_shallowcam.rules import GammaRule
+from captum_shallowcam.rules import EpsilonRule, GammaRule
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "robustness.rst"
 METHODS = ("LayerCam", "LayerRelevanceCam", "LayerShallowCam")
@@ -538,6 +538,25 @@ ROWS: list[Row] = [
         TypeError,
         "rules must be instances of captum's PropagationRule",
         method_case(with_rules({nn.Conv2d: "epsilon"})),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        '``rules`` key naming no module (``"conv2x"``, misspelt)',
+        "construction",
+        ValueError,
+        (
+            "rules has the key 'conv2x', which names no module of the model",
+            "closest names: 'conv2'",
+        ),
+        method_case(with_rules({"conv2x": EpsilonRule()})),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        "``rules`` key a module of another model",
+        "construction",
+        ValueError,
+        "rules has a Conv2d module as a key that is not a module of the model",
+        method_case(with_rules({nn.Conv2d(4, 4, 3): EpsilonRule()})),
     ),
     *for_methods(
         RELEVANCE_METHODS,

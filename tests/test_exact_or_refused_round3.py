@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_shallowcam import LayerRelevanceCam, LayerShallowCam
+from captum_shallowcam.rules import EpsilonRule, IdentityRule
 
 RELEVANCE_METHODS = {
     "LayerRelevanceCam": LayerRelevanceCam,
@@ -66,3 +67,41 @@ def test_autocast_is_back_on_after_the_call() -> None:
         quiet_attribute(LayerShallowCam(model, model.relu1), x, target=0)
         assert torch.is_autocast_enabled("cpu")
         assert model(x).dtype == torch.bfloat16
+
+
+# -------------------------------------------------- 3. rules that match nothing
+@pytest.mark.parametrize("name", RELEVANCE_METHODS)
+def test_a_misspelt_rule_key_is_refused_with_the_closest_names(name: str) -> None:
+    model = small_net()
+    with pytest.raises(ValueError, match="'c2x'.*closest names: 'conv2'"):
+        RELEVANCE_METHODS[name](model, model.relu1, rules={"c2x": EpsilonRule(10)})
+
+
+def test_a_rule_keyed_by_a_module_of_another_model_is_refused() -> None:
+    model, other = small_net(), small_net()
+    with pytest.raises(ValueError, match="not a module of the model"):
+        LayerShallowCam(model, model.relu1, rules={other.conv2: EpsilonRule(10)})
+
+
+def test_a_rule_keyed_by_the_second_name_of_a_shared_module_is_refused() -> None:
+    model = small_net()
+    model.relu_again = model.relu1  # one module, two names
+    with pytest.raises(ValueError, match="second name of module 'relu1'"):
+        LayerShallowCam(model, model.conv1, rules={"relu_again": IdentityRule()})
+
+
+def test_rule_keys_that_match_still_work() -> None:
+    model, x = small_net(), images()
+    by_name = LayerShallowCam(model, model.relu1, rules={"conv2": EpsilonRule(10)})
+    by_module = LayerShallowCam(
+        model, model.relu1, rules={model.conv2: EpsilonRule(10)}
+    )
+    default = LayerShallowCam(model, model.relu1)
+    # A type the model lacks is allowed: one rule map serves many models.
+    by_type = LayerShallowCam(
+        model, model.relu1, rules={nn.Conv2d: EpsilonRule(10), nn.Conv3d: EpsilonRule()}
+    )
+    named = quiet_attribute(by_name, x, target=0)
+    torch.testing.assert_close(named, quiet_attribute(by_module, x, target=0))
+    assert not torch.allclose(named, quiet_attribute(default, x, target=0))
+    quiet_attribute(by_type, x, target=0)

@@ -16,7 +16,7 @@ from captum.attr import GradientAttribution, LayerAttribution
 from torch import Tensor, nn
 
 from captum_shallowcam._captum_compat import TargetType
-from captum_shallowcam._model_state import check_not_scripted
+from captum_shallowcam._model_state import check_not_scripted, original_module
 from captum_shallowcam._validation import check_finite, target_indices
 from captum_shallowcam.attr._engine import LayerCapture, _Engine
 from captum_shallowcam.attr.rules import RuleMap, validate_rules
@@ -169,7 +169,7 @@ class _RelevanceCamBase(_LayerCamBase):
                         :class:`~captum_shallowcam.rules.ZPlusRule` everywhere.
         """
         super().__init__(forward_func, layer, device_ids)
-        self.rules = validate_rules(rules)
+        self.rules = validate_rules(rules, original_module(forward_func))
 
     def _relevance_passes(
         self,
