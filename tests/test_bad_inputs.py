@@ -199,6 +199,54 @@ def nested(api: str):
     return model, model.net.conv2, {}
 
 
+class ChannelsLast(nn.Module):
+    """A conv, then a LayerNorm and a Linear over channels-last (N x h x w x K)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.norm = nn.LayerNorm(4)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm(self.conv(x).permute(0, 2, 3, 1))
+        return self.fc(h.mean((1, 2)))
+
+
+def channels_last(api: str):
+    torch.manual_seed(0)
+    model = ChannelsLast().eval()
+    return model, model.norm, {}
+
+
+class Attention(nn.Module):
+    """A conv, then self-attention over its positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = torch.relu(self.conv(x)).flatten(2).transpose(1, 2)
+        scores = torch.softmax(tokens @ tokens.transpose(1, 2), -1)
+        return self.fc((scores @ tokens).mean(1))
+
+
+def attention(api: str):
+    torch.manual_seed(0)
+    model = Attention().eval()
+    return model, model.conv, {}
+
+
+def with_reshape(reshape_transform: Any):
+    def build(api: str):
+        model = net()
+        return model, model.conv2, {"reshape_transform": reshape_transform}
+
+    return build
+
+
 def returning(model: nn.Module, container: type) -> Callable[[Tensor], Any]:
     """``model`` with its logits wrapped in a dict or a tuple."""
     if container is dict:
@@ -450,6 +498,46 @@ ROWS: list[Row] = [
     ),
     *for_methods(
         METHODS,
+        "channels-last layer output (N x h x w x K: a ``LayerNorm`` over the "
+        "last dimension)",
+        "call",
+        ValueError,
+        (
+            "has shape (2, 8, 8, 4) and looks channels-last",
+            "reshape_transform=lambda t: t.permute(0, 3, 1, 2)",
+        ),
+        method_case(channels_last),
+    ),
+    *for_methods(
+        ["LayerCam"],
+        "``reshape_transform`` returning a 2-D tensor",
+        "call",
+        ValueError,
+        "into (2, 4); it must return a 4-D feature map N x K x h x w",
+        method_case(with_reshape(lambda t: t.mean((2, 3)))),
+    ),
+    *for_methods(
+        ["LayerCam"],
+        "``reshape_transform`` not a function",
+        "construction",
+        TypeError,
+        "reshape_transform must be a function of a tensor, got str",
+        method_case(with_reshape("permute")),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        "self-attention (a product of two activations) between layer and output",
+        "call",
+        TypeError,
+        (
+            "multiplies two tensors computed from the explained layer (matmul), as "
+            "attention does",
+            "Explain this model with LayerCam",
+        ),
+        method_case(attention),
+    ),
+    *for_methods(
+        METHODS,
         "NaN weight in the model",
         "call",
         ValueError,
@@ -598,6 +686,18 @@ ROWS: list[Row] = [
         ValueError,
         "Sum or average multi-channel layer maps over channels",
         metric_case(attributions=torch.rand(2, 2, 4, 4)),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "N x 1 x h x w map of another aspect ratio (a channels-last layer's 16 x 96)",
+        "call",
+        ValueError,
+        (
+            "attributions of shape (2, 1, 16, 96) cannot be maps of inputs of shape "
+            "(2, 3, 16, 16)",
+            "another aspect ratio",
+        ),
+        metric_case(attributions=torch.rand(2, 1, 16, 96)),
     ),
     *for_methods(
         ["deletion_insertion"],

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from captum_shallowcam import LayerRelevanceCam, LayerShallowCam
+from captum_shallowcam import LayerCam, LayerRelevanceCam, LayerShallowCam
 from captum_shallowcam.rules import EpsilonRule, IdentityRule
 
 RELEVANCE_METHODS = {
@@ -105,3 +105,123 @@ def test_rule_keys_that_match_still_work() -> None:
     torch.testing.assert_close(named, quiet_attribute(by_module, x, target=0))
     assert not torch.allclose(named, quiet_attribute(default, x, target=0))
     quiet_attribute(by_type, x, target=0)
+
+
+# ------------------------------------------ 4. token and channels-last layers
+def channels_first(t: Tensor) -> Tensor:
+    return t.permute(0, 3, 1, 2)
+
+
+def layer_cam_by_hand(model, layer, x: Tensor, target: int, reshape) -> Tensor:
+    """relu(sum_k relu(G_k) A_k) with A, G taken by a hook and torch.autograd."""
+    captured = []
+    handle = layer.register_forward_hook(lambda m, i, o: captured.append(o))
+    try:
+        score = model(x)[:, target].sum()
+    finally:
+        handle.remove()
+    (gradient,) = torch.autograd.grad(score, captured[0])
+    a, g = reshape(captured[0].detach()), reshape(gradient)
+    return torch.relu((torch.relu(g) * a).sum(1, keepdim=True))
+
+
+@pytest.fixture(scope="module")
+def swin():
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.swin_t(weights=None).eval()
+
+
+def test_a_channels_last_layer_is_refused_without_reshape_transform(swin) -> None:
+    x = images(1, 64)
+    with pytest.raises(ValueError, match=r"\(1, 16, 16, 96\) and looks channels-last"):
+        LayerCam(swin, swin.features[1]).attribute(x, target=0)
+
+
+def test_layer_cam_with_reshape_transform_on_swin(swin) -> None:
+    x = images(1, 64)
+    cam = LayerCam(swin, swin.features[1], reshape_transform=channels_first)
+    got = cam.attribute(x, target=3)
+    assert got.shape == (1, 1, 16, 16)
+    want = layer_cam_by_hand(swin, swin.features[1], x, 3, channels_first)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+class TinyViT(nn.Module):
+    """Patches of 4 x 4 pixels, a class token, one encoder block, a head."""
+
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.patches = nn.Conv2d(3, dim, 4, stride=4)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim))
+        self.block = nn.TransformerEncoderLayer(
+            dim, 2, 32, dropout=0.0, batch_first=True
+        )
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.patches(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(len(x), -1, -1), tokens], 1)
+        return self.head(self.block(tokens)[:, 0])
+
+
+def tokens_to_map(t: Tensor) -> Tensor:
+    return t[:, 1:].unflatten(1, (4, 4)).permute(0, 3, 1, 2)
+
+
+def tiny_vit() -> TinyViT:
+    torch.manual_seed(0)
+    return TinyViT().eval()
+
+
+def test_layer_cam_with_reshape_transform_on_a_vit_block() -> None:
+    model, x = tiny_vit(), images(2, 16)
+    cam = LayerCam(model, model.block, reshape_transform=tokens_to_map)
+    got = cam.attribute(x, target=[1, 1])
+    assert got.shape == (2, 1, 4, 4)
+    want = layer_cam_by_hand(model, model.block, x, 1, tokens_to_map)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_tokens_without_reshape_transform_name_it() -> None:
+    model, x = tiny_vit(), images(2, 16)
+    with pytest.raises(ValueError, match="has shape .2, 17, 16.*reshape_transform"):
+        LayerCam(model, model.block).attribute(x, target=0)
+
+
+def test_a_reshape_transform_that_gives_no_feature_map_is_refused() -> None:
+    model, x = tiny_vit(), images(2, 16)
+    cam = LayerCam(model, model.block, reshape_transform=lambda t: t[:, 0])
+    with pytest.raises(ValueError, match=r"into \(2, 16\); it must return a 4-D"):
+        cam.attribute(x, target=0)
+
+
+@pytest.mark.parametrize("name", RELEVANCE_METHODS)
+def test_relevance_through_attention_is_refused(name: str, swin) -> None:
+    model = tiny_vit()
+    method = RELEVANCE_METHODS[name](model, model.patches)
+    with pytest.raises(TypeError, match="'block.self_attn' .* as attention does"):
+        method.attribute(images(2, 16), target=0)
+    method = RELEVANCE_METHODS[name](swin, swin.features[0][0])
+    with pytest.raises(TypeError, match=r"'features\.1\.0\.attn' .*matmul"):
+        method.attribute(images(1, 64), target=0)
+
+
+@pytest.mark.parametrize("name", RELEVANCE_METHODS)
+def test_attention_below_the_layer_is_no_reason_to_refuse(name: str) -> None:
+    """Relevance stops at the layer: a product of activations under it is never crossed."""
+
+    class AttentionBelow(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 5)
+
+        def forward(self, x: Tensor) -> Tensor:
+            x = x * torch.sigmoid(torch.einsum("nchw,nchw->nhw", x, x))[:, None]
+            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = AttentionBelow().eval()
+    quiet_attribute(RELEVANCE_METHODS[name](model, model.conv), images(), target=0)

@@ -45,6 +45,8 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
     """Shared constructor and passes of the CAM methods in this package."""
 
     _needs_model = False
+    #: Brings a layer's activation and gradient to N x K x h x w (LayerCam's).
+    _reshape_transform: Callable[[Tensor], Tensor] | None = None
 
     def __init__(
         self,
@@ -110,7 +112,9 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
             relevance.rules if relevance is not None else None,
             attribute_to_layer_input,
             use_relevance=relevance is not None,
+            reshape_transform=self._reshape_transform,
         )
+        reshape = self._reshape_transform or (lambda tensor: tensor)
         # Grad mode on for the whole call: Captum's NoiseTunnel and users may
         # call under torch.no_grad().
         with engine.hooked(), torch.enable_grad():
@@ -118,7 +122,7 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
             targets = target_indices(target, output)
             passes = CamPasses(
                 targets=targets,
-                activations=[c.activation for c in engine.captures],
+                activations=[reshape(c.activation) for c in engine.captures],
             )
             # The last pass frees the graph as it goes, which makes it markedly
             # faster on CPU (memory is reused instead of freshly mapped); the
@@ -129,6 +133,7 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
                 passes.gradients = engine.gradients(
                     _scores(output, targets), retain_graph=relevance is not None
                 )
+                passes.gradients = [reshape(g) for g in passes.gradients]
             if relevance is not None:
                 relevance.run(engine, output, passes)
             if gradients and not gradients_first:

@@ -91,6 +91,7 @@ class _Engine:
         rules: RuleMap | None,
         attribute_to_layer_input: bool,
         use_relevance: bool,
+        reshape_transform: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         # A torch.compile'd model is explained as the module it compiled.
         forward_func = original_module(forward_func)
@@ -100,6 +101,10 @@ class _Engine:
         self.rules = rules
         self.attribute_to_layer_input = attribute_to_layer_input
         self.use_relevance = use_relevance
+        self.reshape_transform = reshape_transform
+        # Last dimensions of 4-D tensors that a Linear or LayerNorm works on: the
+        # model runs channels-last (N x h x w x K) there.
+        self.channels_last_widths: set[int] = set()
         self.propagation = _Propagation()
         self.thread = threading.get_ident()
         self.module_stack: list[tuple[nn.Module, str]] = []
@@ -121,6 +126,9 @@ class _Engine:
         ]
         self.handles: list[Any] = []
         self.captured = 0
+        # The first product of two activations above an explained layer
+        # (module name, module type, operation), refused after the forward pass.
+        self.product: tuple[str, str, str] | None = None
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -141,6 +149,36 @@ class _Engine:
             if rule is not None:
                 return as_relevance_rule(rule)
         return default_rule()
+
+    def note_product_of_activations(self, operation: str, operands: list) -> None:
+        if self.product is not None or not self.captured:
+            return  # one is enough; below every layer relevance never comes
+        # Attention passes its query (and key) once: count them as two.
+        attention = operation in ("scaled_dot_product_attention",
+                                  "multi_head_attention_forward")  # fmt: skip
+        needed = 1 if attention else 2
+        if sum(self._depends_on_layers(t) for t in operands[:2]) >= needed:
+            module, name = self.current_module()
+            kind = type(module).__name__ if module is not None else "function"
+            self.product = (name, kind, operation)
+
+    def _depends_on_layers(self, tensor: Tensor) -> bool:
+        """Whether ``tensor`` is computed from a captured layer's tensor."""
+        if not graph_tensor(tensor) or tensor.grad_fn is None:
+            return False
+        targets = {c.tensor.grad_fn for c in self.captures if c.tensor is not None}
+        leaves = {id(c.tensor) for c in self.captures if c.tensor is not None}
+        seen: set[Any] = set()
+        stack = [tensor.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            if node in targets or id(getattr(node, "variable", None)) in leaves:
+                return True
+            seen.add(node)
+            stack.extend(n for n, _ in node.next_functions)
+        return False
 
     def _next_order(self) -> int:
         self.captured += 1
@@ -165,6 +203,12 @@ class _Engine:
                         self._pop_hook(module, whole_rule), always_call=True
                     )
                 )
+        if self.model is not None and self.reshape_transform is None:
+            for module in self.model.modules():
+                if isinstance(module, (nn.Linear, nn.LayerNorm)):
+                    self.handles.append(
+                        module.register_forward_pre_hook(self._note_channels_last)
+                    )
         for capture in self.captures:
             if self.attribute_to_layer_input:
                 hook = capture.layer.register_forward_pre_hook(
@@ -242,6 +286,18 @@ class _Engine:
             ).apply(output, (x,))
 
         return hook
+
+    def _note_channels_last(self, module: nn.Module, args: tuple) -> None:
+        if isinstance(module, nn.Linear):
+            width = module.in_features
+        elif len(module.normalized_shape) == 1:
+            width = module.normalized_shape[0]
+        else:
+            return  # a LayerNorm over several dimensions
+        x = args[0] if args else None
+        if self._mine() and isinstance(x, Tensor) and x.dim() == 4:
+            if x.shape[-1] == width:
+                self.channels_last_widths.add(width)
 
     def _capture_output(self, capture: LayerCapture):
         def hook(mod, args, output):  # noqa: ANN001
@@ -328,6 +384,16 @@ class _Engine:
             _check_finite(output, "output")
         if self.unhandled:
             raise no_rule_error(self.unhandled)
+        if self.product is not None:
+            name, kind, operation = self.product
+            raise TypeError(
+                f"Module '{name}' ({kind}) multiplies two tensors computed from the "
+                f"explained layer ({operation}), as attention does: the relevance "
+                "engine has no LRP rule for a product of activations, so the map "
+                "would not be a relevance. Explain this model with LayerCam (with "
+                "reshape_transform for a layer whose output is not N x K x h x w), "
+                "or a layer after the last attention."
+            )
         for capture in self.captures:
             if capture.calls == 0:
                 raise ValueError(
@@ -340,14 +406,53 @@ class _Engine:
                     "forward pass, so its activation is ambiguous. Choose a module that "
                     "is called once (e.g. the block that contains it)."
                 )
-            if capture.tensor.dim() != 4:
-                where = "input" if self.attribute_to_layer_input else "output"
-                raise ValueError(
-                    f"The {where} of layer '{capture.name}' has shape "
-                    f"{tuple(capture.tensor.shape)}; CAM methods need a 4-D feature map "
-                    "(N x K x h x w). Choose a convolutional or pooling layer."
-                )
+            self._check_layout(capture)
         return output
+
+    def _check_layout(self, capture: LayerCapture) -> None:
+        """The captured tensor (after ``reshape_transform``) is N x K x h x w."""
+        where = "input" if self.attribute_to_layer_input else "output"
+        shape = tuple(capture.tensor.shape)
+        if self.reshape_transform is not None:
+            reshaped = self.reshape_transform(capture.tensor.detach())
+            if not isinstance(reshaped, Tensor) or reshaped.dim() != 4:
+                got = (
+                    tuple(reshaped.shape)
+                    if isinstance(reshaped, Tensor)
+                    else type(reshaped).__name__
+                )
+                raise ValueError(
+                    f"reshape_transform turned the {where} of layer '{capture.name}' "
+                    f"({shape}) into {got}; it must return a 4-D feature map "
+                    "N x K x h x w."
+                )
+            if reshaped.shape[0] != shape[0]:
+                raise ValueError(
+                    f"reshape_transform turned the {where} of layer '{capture.name}' "
+                    f"({shape}) into {tuple(reshaped.shape)}: it must keep the "
+                    "batch dimension N first."
+                )
+            return
+        if len(shape) != 4:
+            raise ValueError(
+                f"The {where} of layer '{capture.name}' has shape "
+                f"{shape}; CAM methods need a 4-D feature map "
+                "(N x K x h x w). Choose a convolutional or pooling layer"
+                + (
+                    ", or pass LayerCam a reshape_transform that brings tokens to "
+                    "N x K x h x w."
+                    if len(shape) == 3
+                    else "."
+                )
+            )
+        if shape[-1] in self.channels_last_widths and shape[1] != shape[-1]:
+            raise ValueError(
+                f"The {where} of layer '{capture.name}' has shape {shape} and looks "
+                f"channels-last (N x h x w x K): the model applies a Linear or "
+                f"LayerNorm over the last dimension ({shape[-1]}) of 4-D tensors, so "
+                "it would be taken as N x K x h x w with the wrong axes. Pass "
+                "LayerCam reshape_transform=lambda t: t.permute(0, 3, 1, 2)."
+            )
 
     def gradients(self, scores: Tensor, retain_graph: bool) -> list[Tensor]:
         """Gradients of ``scores.sum()`` at the captured layers."""
