@@ -10,6 +10,7 @@ stderr, with exit status 2.
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -484,7 +485,26 @@ def report(args: argparse.Namespace) -> None:
         merged.settings["classes"] = args.classes
     if not merged.images:
         raise UsageError("no images left to report after --classes; loosen it")
+    _check_finite_scores(merged)
     _write_report(merged, Path(args.out))
+
+
+def _check_finite_scores(result: EvaluationResult) -> None:
+    """A NaN score would make its row of the table NaN without a word."""
+    for method, per_layer in result.scores.items():
+        for layer, entry in per_layer.items():
+            for kind, values in entry.items():
+                bad = [
+                    i
+                    for i, v in enumerate(values)
+                    if not isinstance(v, (int, float)) or not math.isfinite(v)
+                ]
+                if bad:
+                    raise UsageError(
+                        f"the {kind} score of {method} at {layer} is {values[bad[0]]} "
+                        f"for {result.images[bad[0]]} ({len(bad)} images in all); "
+                        "score those photos again or leave them out"
+                    )
 
 
 def _read_result(path: Path) -> EvaluationResult:

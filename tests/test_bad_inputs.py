@@ -20,7 +20,7 @@ from captum.testing.helpers.basic_models import BasicModel_ConvNet
 from torch import Tensor, nn
 
 from captum_shallowcam import LayerCam, LayerRelevanceCam, LayerShallowCam
-from captum_shallowcam.metrics import deletion_insertion
+from captum_shallowcam.metrics import RiseBlur, deletion_insertion
 from captum_shallowcam.rules import EpsilonRule, GammaRule
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "robustness.rst"
@@ -243,6 +243,37 @@ def with_reshape(reshape_transform: Any):
     def build(api: str):
         model = net()
         return model, model.conv2, {"reshape_transform": reshape_transform}
+
+    return build
+
+
+class PerImageStd(nn.Module):
+    """Divides each image by its own std: NaN on a constant image."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x / x.std((1, 2, 3), keepdim=True))
+
+
+class Returning(nn.Module):
+    """``Net`` with its logits in a dict or a tuple."""
+
+    def __init__(self, container: type) -> None:
+        super().__init__()
+        self.net, self.container = net(), container
+
+    def forward(self, x: Tensor) -> Any:
+        logits = self.net(x)
+        return {"logits": logits} if self.container is dict else (logits, logits)
+
+
+def returning_module(container: type):
+    def build(api: str):
+        model = Returning(container)
+        return model, model.net.conv2, {}
 
     return build
 
@@ -535,6 +566,29 @@ ROWS: list[Row] = [
             "Explain this model with LayerCam",
         ),
         method_case(attention),
+    ),
+    *for_methods(
+        METHODS,
+        "model returning a dict",
+        "call",
+        TypeError,
+        (
+            "The model returned a dict with keys ['logits'], not a tensor of class "
+            "scores",
+            "return self.model(x)['logits']",
+        ),
+        method_case(returning_module(dict)),
+    ),
+    *for_methods(
+        METHODS,
+        "model returning a tuple",
+        "call",
+        TypeError,
+        (
+            "The model returned a tuple of 2 elements",
+            "return self.model(x)[0]",
+        ),
+        method_case(returning_module(tuple)),
     ),
     *for_methods(
         METHODS,
@@ -873,6 +927,41 @@ ROWS: list[Row] = [
         ValueError,
         "step 1180591620717411303424 is out of range",
         metric_case(step=2**70),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "``insertion_substrate=RiseBlur(10, 5)`` (an even window)",
+        "construction",
+        ValueError,
+        "RiseBlur kernel_size must be an odd positive int",
+        metric_case(insertion_substrate=lambda kw: RiseBlur(10, 5)),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "``insertion_substrate=RiseBlur(11, sigma=0)``",
+        "construction",
+        ValueError,
+        "RiseBlur sigma must be a finite number > 0",
+        metric_case(insertion_substrate=lambda kw: RiseBlur(11, sigma=0)),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "model NaN on the all-zero deletion image (each image divided by its std)",
+        "call",
+        ValueError,
+        (
+            "forward_func returned NaN or inf on example 0 at the deletion point",
+            "deletion substrate (zeros, the default)",
+        ),
+        metric_case(forward_func=lambda kw: PerImageStd(kw["forward_func"])),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "``score_func`` returning NaN",
+        "call",
+        ValueError,
+        "score_func returned NaN or inf for finite model outputs",
+        metric_case(score_func=lambda kw: lambda out, t: out[:, 0] * float("nan")),
     ),
     *for_methods(
         ["deletion_insertion"],

@@ -3,13 +3,21 @@ output or a raw internal error, pinned by the behaviour that replaced it."""
 
 from __future__ import annotations
 
+import json
 import warnings
+from collections import namedtuple
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from captum_shallowcam import LayerCam, LayerRelevanceCam, LayerShallowCam
+from captum_shallowcam import (
+    LayerCam,
+    LayerRelevanceCam,
+    LayerShallowCam,
+    fuse_layer_maps,
+)
+from captum_shallowcam.metrics import GaussianBlur, RiseBlur, deletion_insertion
 from captum_shallowcam.rules import EpsilonRule, IdentityRule
 
 RELEVANCE_METHODS = {
@@ -225,3 +233,123 @@ def test_attention_below_the_layer_is_no_reason_to_refuse(name: str) -> None:
     torch.manual_seed(0)
     model = AttentionBelow().eval()
     quiet_attribute(RELEVANCE_METHODS[name](model, model.conv), images(), target=0)
+
+
+# ------------------------------------------------------- 5. NaN without a word
+class PerImageStandardised(nn.Module):
+    """Normalises each image by its own std: NaN on a constant image."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean((1, 2, 3), keepdim=True)
+        return self.net((x - mean) / x.std((1, 2, 3), keepdim=True))
+
+
+def test_a_nan_from_the_deletion_substrate_is_refused_naming_it() -> None:
+    model, x = PerImageStandardised(small_net()), images(size=16)
+    maps = torch.rand(2, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"deletion substrate \(zeros, the default\)"):
+        deletion_insertion(model, x, maps, target=0, step=64)
+    # With a substrate on which the model is finite, it works.
+    result = deletion_insertion(
+        model, x, maps, target=0, step=64, deletion_substrate=GaussianBlur(5, 2.0)
+    )
+    assert torch.isfinite(result.overall).all()
+
+
+def test_a_score_func_returning_nan_is_refused() -> None:
+    model, x = small_net(), images(size=16)
+
+    def nan_score(outputs: Tensor, targets: Tensor) -> Tensor:
+        return outputs.gather(1, targets[:, None])[:, 0].log()  # logits < 0 -> NaN
+
+    with pytest.raises(ValueError, match="score_func returned NaN or inf for finite"):
+        deletion_insertion(
+            model, x, torch.rand(2, 1, 4, 4), target=0, step=64, score_func=nan_score
+        )
+
+
+@pytest.mark.parametrize(
+    "blur, message",
+    [
+        (lambda: RiseBlur(11, sigma=0), "RiseBlur sigma must be a finite number > 0"),
+        (lambda: RiseBlur(10, 5), "RiseBlur kernel_size must be an odd positive int"),
+        (lambda: GaussianBlur(4, 1.0), "GaussianBlur kernel_size must be an odd"),
+        (lambda: GaussianBlur(5, float("nan")), "GaussianBlur sigma must be a finite"),
+        (lambda: RiseBlur(11.5, 5), "got 11.5"),
+    ],
+)
+def test_blur_parameters_are_validated(blur, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        blur()
+
+
+def test_fusing_a_nan_map_is_refused() -> None:
+    maps = [torch.rand(2, 1, 4, 4), torch.rand(2, 1, 8, 8)]
+    maps[1][0, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"Map 1 of layer_maps .* NaN or inf"):
+        fuse_layer_maps(maps)
+
+
+def test_report_refuses_nan_scores(tmp_path, capsys) -> None:
+    from captum_shallowcam.__main__ import main
+    from captum_shallowcam.evaluation import EvaluationResult
+
+    result = EvaluationResult(
+        {"model": "m", "images": "i", "step": 64, "layers": ["a"], "protocol": "p"},
+        ["x.jpg", "y.jpg"],
+        [0, 1],
+    )
+    result.scores = {
+        "layercam": {
+            "a": {
+                "deletion": [0.2, float("nan")],
+                "insertion": [0.6, 0.8],
+                "overall": [40.0, float("nan")],
+            }
+        }
+    }
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(result.to_dict()))
+    with pytest.raises(SystemExit) as refused:
+        main(["report", str(path), "--out", str(tmp_path / "out.json")])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "the deletion score of layercam at a is nan for y.jpg" in err
+    assert not (tmp_path / "out.md").exists()
+
+
+# --------------------------------------------- 6. models returning containers
+class WithAux(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = small_net()
+
+    def forward(self, x: Tensor):
+        logits = self.net(x)
+        return namedtuple("Output", "logits aux")(logits, logits.relu())
+
+
+class Scores(nn.Module):
+    """The wrapper the message suggests."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x).logits
+
+
+@pytest.mark.parametrize("name", ["LayerCam", *RELEVANCE_METHODS])
+def test_a_model_returning_a_named_tuple_is_refused_with_the_wrapper(name) -> None:
+    method = {"LayerCam": LayerCam, **RELEVANCE_METHODS}[name]
+    model, x = WithAux().eval(), images()
+    with pytest.raises(TypeError, match=r"named tuple Output\('logits', 'aux'\)"):
+        method(model, model.net.relu1).attribute(x, target=0)
+    wrapped = quiet_attribute(method(Scores(model), model.net.relu1), x, target=0)
+    plain = quiet_attribute(method(model.net, model.net.relu1), x, target=0)
+    torch.testing.assert_close(wrapped, plain)

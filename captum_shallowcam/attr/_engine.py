@@ -380,8 +380,9 @@ class _Engine:
         with torch.enable_grad(), gates:
             output = _run_forward(self.forward_func, x, None, additional_forward_args)
         self._clear_forward_tables()
-        if isinstance(output, Tensor):
-            _check_finite(output, "output")
+        if not isinstance(output, Tensor):
+            raise TypeError(_not_a_tensor_message(output))
+        _check_finite(output, "output")
         if self.unhandled:
             raise no_rule_error(self.unhandled)
         if self.product is not None:
@@ -522,6 +523,28 @@ def _autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except RuntimeError:  # a device type this build of torch does not know
         return False
+
+
+def _not_a_tensor_message(output: Any) -> str:
+    """How to wrap a model whose output is a container, not the class scores."""
+    if isinstance(output, dict):
+        what, pick = (
+            f"a dict with keys {list(output)[:5]}",
+            f"[{next(iter(output), 'key')!r}]",
+        )
+    elif isinstance(output, tuple) and hasattr(output, "_fields"):
+        what = f"a named tuple {type(output).__name__}{tuple(output._fields)}"
+        pick = f".{output._fields[0]}" if output._fields else "[0]"
+    elif isinstance(output, (tuple, list)):
+        what, pick = f"a {type(output).__name__} of {len(output)} elements", "[0]"
+    else:
+        what, pick = f"a {type(output).__name__}", ""
+    return (
+        f"The model returned {what}, not a tensor of class scores (N x C). Wrap it "
+        "in a module that returns the scores, e.g. class Scores(nn.Module) with "
+        f"forward(self, x): return self.model(x){pick}, and explain Scores(model) "
+        "with the same layer."
+    )
 
 
 def _normal(value: Any) -> Any:
