@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.utils.checkpoint
 from captum.testing.helpers.basic_models import BasicModel_ConvNet
 from torch import Tensor, nn
 
@@ -274,6 +275,31 @@ def returning_module(container: type):
     def build(api: str):
         model = Returning(container)
         return model, model.net.conv2, {}
+
+    return build
+
+
+class Cut(nn.Module):
+    """``Net``'s layers with the graph cut after ``conv1``."""
+
+    def __init__(self, cut: str) -> None:
+        super().__init__()
+        self.net, self.cut = net(), cut
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.net.conv1(x))
+        if self.cut == "detach":
+            h = h.detach()
+        if self.cut == "checkpoint":
+            h = torch.utils.checkpoint.checkpoint(self.net.conv2, h, use_reentrant=True)
+        y = self.net.fc(torch.flatten(self.net.gap(torch.relu(h)), 1))
+        return (100 * y).long() if self.cut == "integer" else y
+
+
+def cut(kind: str):
+    def build(api: str):
+        model = Cut(kind).eval()
+        return model, model.net.conv1, {}
 
     return build
 
@@ -589,6 +615,33 @@ ROWS: list[Row] = [
             "return self.model(x)[0]",
         ),
         method_case(returning_module(tuple)),
+    ),
+    *for_methods(
+        METHODS,
+        "graph cut after the layer (``.detach()``)",
+        "call",
+        ValueError,
+        (
+            "Layer 'net.conv1' is not joined to the model's output by autograd",
+            "Explain a layer after the cut",
+        ),
+        method_case(cut("detach")),
+    ),
+    *for_methods(
+        METHODS,
+        "``torch.utils.checkpoint`` with ``use_reentrant=True`` after the layer",
+        "call",
+        ValueError,
+        ("torch.utils.checkpoint with use_reentrant=True", "use_reentrant=False"),
+        method_case(cut("checkpoint")),
+    ),
+    *for_methods(
+        METHODS,
+        "integer model output",
+        "call",
+        TypeError,
+        "The model's output has dtype torch.int64",
+        method_case(cut("integer")),
     ),
     *for_methods(
         METHODS,

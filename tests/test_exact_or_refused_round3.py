@@ -10,6 +10,7 @@ from collections import namedtuple
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from captum_shallowcam import (
     LayerCam,
@@ -353,3 +354,81 @@ def test_a_model_returning_a_named_tuple_is_refused_with_the_wrapper(name) -> No
     wrapped = quiet_attribute(method(Scores(model), model.net.relu1), x, target=0)
     plain = quiet_attribute(method(model.net, model.net.relu1), x, target=0)
     torch.testing.assert_close(wrapped, plain)
+
+
+# ------------------------------------------ 7. graph cut between layer and output
+class CutNet(nn.Module):
+    """``SmallNet``'s function with the graph cut after ``conv1`` in one of many ways."""
+
+    def __init__(self, cut: str) -> None:
+        super().__init__()
+        self.net, self.cut = small_net(), cut
+        if cut == "quantized":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao
+                self.net.fc = torch.ao.quantization.quantize_dynamic(
+                    nn.Sequential(self.net.fc), {nn.Linear}, dtype=torch.qint8
+                )
+
+    def forward(self, x: Tensor) -> Tensor:
+        net = self.net
+        h = net.relu1(net.conv1(x))
+        if self.cut == "detach":
+            h = h.detach()
+        if self.cut == "no_grad":
+            with torch.no_grad():
+                h = net.relu2(net.conv2(h))
+        elif self.cut.startswith("checkpoint"):
+            reentrant = self.cut == "checkpoint_reentrant"
+            h = checkpoint(self.stage2, h, use_reentrant=reentrant)
+        else:
+            h = self.stage2(h)
+        y = net.fc(torch.flatten(net.pool(h), 1))
+        if self.cut == "integer_output":
+            y = (100 * y).long()
+        if self.cut == "detached_output":
+            y = y.detach()
+        return y
+
+    def stage2(self, h: Tensor) -> Tensor:
+        return self.net.relu2(self.net.conv2(h))
+
+
+ALL_METHODS = {"LayerCam": LayerCam, **RELEVANCE_METHODS}
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+@pytest.mark.parametrize(
+    "cut, error, message",
+    [
+        ("detach", ValueError, "Layer 'net.conv1' is not joined to the model's output"),
+        ("no_grad", ValueError, "Layer 'net.conv1' is not joined .* torch.no_grad"),
+        ("quantized", ValueError, "not joined .*a dynamically quantized nn.Linear"),
+        ("checkpoint_reentrant", ValueError, "use_reentrant=True.*use_reentrant=False"),
+        ("integer_output", TypeError, "output has dtype torch.int64"),
+        ("detached_output", ValueError, "output does not depend on its input"),
+    ],
+)
+def test_a_graph_cut_between_layer_and_output_is_named(name, cut, error, message):
+    model = CutNet(cut).eval()
+    state = {
+        k: v.clone() for k, v in model.state_dict().items() if isinstance(v, Tensor)
+    }
+    method = ALL_METHODS[name](model, model.net.conv1)
+    with pytest.raises(error, match=message):
+        quiet_attribute(method, images(), target=0)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_non_reentrant_checkpointing_is_explained_exactly(name: str) -> None:
+    plain, checkpointed, x = (
+        CutNet("none").eval(),
+        CutNet("checkpoint").eval(),
+        images(),
+    )
+    want = quiet_attribute(ALL_METHODS[name](plain, plain.net.conv1), x, target=[0, 3])
+    got = quiet_attribute(
+        ALL_METHODS[name](checkpointed, checkpointed.net.conv1), x, target=[0, 3]
+    )
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -408,6 +408,7 @@ class _Engine:
                     "is called once (e.g. the block that contains it)."
                 )
             self._check_layout(capture)
+        self._check_connected(output)
         return output
 
     def _check_layout(self, capture: LayerCapture) -> None:
@@ -455,11 +456,58 @@ class _Engine:
                 "LayerCam reshape_transform=lambda t: t.permute(0, 3, 1, 2)."
             )
 
+    def _check_connected(self, output: Tensor) -> None:
+        """Every captured layer is joined to the output by autograd, and no
+        reentrant checkpoint (which ``torch.autograd.grad`` cannot run) is
+        between them; otherwise an error naming the cause and the fix."""
+        if not output.is_floating_point():
+            raise TypeError(
+                f"The model's output has dtype {output.dtype}: class scores must be "
+                "floating point to take gradients. Return the logits (e.g. before "
+                ".argmax() or .long())."
+            )
+        if output.grad_fn is None:
+            raise ValueError(
+                "The model's output does not depend on its input through autograd: "
+                + _CUT
+                + "."
+            )
+        seen: set[Any] = set()
+        reentrant = False
+        stack = [output.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            reentrant = reentrant or type(node).__name__ == "CheckpointFunctionBackward"
+            stack.extend(n for n, _ in node.next_functions)
+        if reentrant:
+            raise ValueError(
+                "The model uses torch.utils.checkpoint with use_reentrant=True, "
+                "which cannot give gradients at a layer (torch.autograd.grad). Pass "
+                "use_reentrant=False to checkpoint (the same values; PyTorch's "
+                "recommended setting), or call the model without checkpointing "
+                "for the explanation."
+            )
+        variables = {
+            id(getattr(node, "variable", None))
+            for node in seen
+            if type(node).__name__ == "AccumulateGrad"
+        }
+        for capture in self.captures:
+            tensor = capture.tensor
+            if tensor.grad_fn not in seen and id(tensor) not in variables:
+                raise _not_joined(capture)
+
     def gradients(self, scores: Tensor, retain_graph: bool) -> list[Tensor]:
         """Gradients of ``scores.sum()`` at the captured layers."""
         self.propagation.mode = GRADIENT
         tensors = [c.tensor for c in self.captures]
-        grads = torch.autograd.grad(scores.sum(), tensors, retain_graph=retain_graph)
+        grads = torch.autograd.grad(
+            scores.sum(), tensors, retain_graph=retain_graph, allow_unused=True
+        )
+        _check_used(grads, self.captures)
         return [_check_finite(g.detach(), "gradient") for g in grads]
 
     def relevance(
@@ -473,8 +521,13 @@ class _Engine:
         self.propagation.mode = RELEVANCE
         tensors = [c.tensor for c in captures]
         relevances = torch.autograd.grad(
-            source, tensors, source_relevance, retain_graph=retain_graph
+            source,
+            tensors,
+            source_relevance,
+            retain_graph=retain_graph,
+            allow_unused=True,
         )
+        _check_used(relevances, captures)
         return [_check_finite(r.detach(), "relevance") for r in relevances]
 
     @contextmanager
@@ -523,6 +576,30 @@ def _autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_enabled(device_type)
     except RuntimeError:  # a device type this build of torch does not know
         return False
+
+
+_CUT = (
+    "the computation after it is cut: a .detach(), torch.no_grad() around part "
+    "of the model, or a module without gradients (a dynamically quantized "
+    "nn.Linear). Explain a layer after the cut, or run the explanation on a "
+    "model without it (the float model, no detach)"
+)
+
+
+def _not_joined(capture: LayerCapture) -> ValueError:
+    return ValueError(
+        f"Layer '{capture.name}' is not joined to the model's output by autograd: "
+        + _CUT
+        + "."
+    )
+
+
+def _check_used(results: Sequence[Tensor | None], captures: Sequence[LayerCapture]):
+    """A backward pass that reached no captured tensor met a cut (an operation
+    whose backward gives no gradient)."""
+    for result, capture in zip(results, captures):
+        if result is None:
+            raise _not_joined(capture)
 
 
 def _not_a_tensor_message(output: Any) -> str:
