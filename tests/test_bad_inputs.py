@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from captum_shallowcam import LayerCam, LayerRelevanceCam, LayerShallowCam
 from captum_shallowcam.metrics import RiseBlur, deletion_insertion
-from captum_shallowcam.rules import EpsilonRule, GammaRule
+from captum_shallowcam.rules import EpsilonRule, GammaRule, IdentityRule
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "robustness.rst"
 METHODS = ("LayerCam", "LayerRelevanceCam", "LayerShallowCam")
@@ -752,6 +752,19 @@ ROWS: list[Row] = [
         ValueError,
         "rules has a Conv2d module as a key that is not a module of the model",
         method_case(with_rules({nn.Conv2d(4, 4, 3): EpsilonRule()})),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        "``IdentityRule`` for an operation that changes the number of elements "
+        "(the ``nn.Linear`` head, 4 to 5)",
+        "call",
+        ValueError,
+        (
+            "IdentityRule was given for module 'fc', whose output (2, 5) has "
+            "another number of elements than its input (2, 4)",
+            "Give it EpsilonRule()",
+        ),
+        method_case(with_rules({"fc": IdentityRule()})),
     ),
     *for_methods(
         RELEVANCE_METHODS,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from captum_shallowcam.attr.rules import (
@@ -155,6 +156,16 @@ class _WeightedGate(_Gate):
         self.pad = pad
 
     def relevance(self, relevance: Tensor) -> tuple[Tensor, ...]:
+        x = self.inputs[0]
+        size = x.numel() if self.pad is None else F.pad(x, tuple(self.pad)).numel()
+        if self.rule.element_wise and relevance.numel() != size:
+            raise ValueError(
+                f"{type(getattr(self.rule, 'rule', self.rule)).__name__} was given "
+                f"for module '{self.name}', whose output {tuple(relevance.shape)} has "
+                f"another number of elements than its input {tuple(x.shape)}: "
+                "relevance cannot pass through unchanged. Give it EpsilonRule() "
+                "(or leave it to the default rule)."
+            )
         result = self.rule.relevance(
             self.operation,
             self.inputs[0],
