@@ -10,6 +10,7 @@ stderr, with exit status 2.
 
 import argparse
 import json
+import math
 import sys
 import textwrap
 import time
@@ -96,6 +97,11 @@ def _load(name: str, normalization: str = "own"):
 def _check_step(step: int | None) -> None:
     if step is not None and step <= 0:
         raise UsageError(f"--step must be a positive number of pixels, got {step}")
+    if step is not None and step >= 2**63:
+        raise UsageError(
+            f"--step {step} does not fit in a 64-bit integer; a step of H x W pixels "
+            "or more already perturbs the whole image at once"
+        )
 
 
 def _check_methods(loaded, layers, text: str) -> list[str]:
@@ -124,6 +130,50 @@ def _prepare_out(path: Path, what: str) -> None:
             f"cannot create the folder {path.parent} for --out ({error.strerror}); "
             "choose another --out"
         ) from None
+    existed = path.exists()
+    try:  # writable now, not after the work
+        with open(path, "a"):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"cannot write --out {path} ({error.strerror}); choose another --out"
+        ) from None
+    if not existed:
+        path.unlink()
+
+
+def _check_layer_outputs(loaded, layers, image: torch.Tensor) -> None:
+    """One forward pass of ``image``: each layer is called once and gives a
+    feature map, or a one-line error before any map is computed."""
+    calls: dict[str, list] = {name: [] for name in layers}
+    handles = [
+        module.register_forward_hook(
+            lambda m, i, output, name=name: calls[name].append(output)
+        )
+        for name, module in layers.items()
+    ]
+    try:
+        with torch.no_grad():
+            loaded.model(image[None])
+    finally:
+        for handle in handles:
+            handle.remove()
+    for name, outputs in calls.items():
+        if len(outputs) != 1:
+            raise UsageError(
+                f"layer '{name}' is called {len(outputs)} times in one forward pass "
+                f"of {loaded.name}; choose a layer called once, e.g. "
+                f"{', '.join(loaded.layers)}"
+            )
+        output = outputs[0]
+        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            shape = (
+                tuple(output.shape) if isinstance(output, torch.Tensor) else "no tensor"
+            )
+            raise UsageError(
+                f"layer '{name}' gives {shape}, not a feature map N x K x h x w; "
+                f"choose a convolutional layer, e.g. {', '.join(loaded.layers)}"
+            )
 
 
 def _check_figure_suffix(path: Path) -> None:
@@ -319,10 +369,11 @@ def _photo(text: str) -> LabelledImage:
         raise UsageError(f"{text} is not a file; give the path of a JPEG or PNG photo")
     try:
         with Image.open(path) as image:
-            image.verify()
+            image.load()  # decodes it all: a truncated file fails here
     except Exception as error:  # PIL raises several types for unreadable files
         raise UsageError(
-            f"cannot read {path} as an image ({type(error).__name__}); give a JPEG or PNG photo"
+            f"cannot read {path} as an image ({type(error).__name__}: {error}); give "
+            "a JPEG or PNG photo"
         ) from None
     return LabelledImage(path, None, path.stem)
 
@@ -335,6 +386,7 @@ def explain(args: argparse.Namespace) -> None:
     _prepare_out(out, "figure")
     loaded = _load(args.model)
     layers = _select_layers(loaded, args.layer)
+    _check_layer_outputs(loaded, layers, loaded.preprocess(item.load()))
     methods = _check_methods(loaded, layers, args.method)
     if args.target is not None:
         n_classes = len(loaded.categories)
@@ -359,6 +411,7 @@ def explain(args: argparse.Namespace) -> None:
 def benchmark(args: argparse.Namespace) -> None:
     _check_step(args.step)
     _check_counts(args)
+    _check_device(args.device)
     _prepare_out(Path(args.out), "results")
     try:
         items = read_image_folder(args.images, args.labels, devkit=args.devkit)
@@ -379,6 +432,7 @@ def benchmark(args: argparse.Namespace) -> None:
             "no images left to evaluate after --classes, --start and --limit; loosen them"
         )
     _check_items(loaded, items)
+    _check_layer_outputs(loaded, layers, loaded.preprocess(items[0].load()))
     methods = _check_methods(loaded, layers, args.methods)
     from captum_shallowcam.distributed import close_ranks, init_ranks, run_benchmark
     from captum_shallowcam.metrics.protocols import describe, protocol_kwargs
@@ -387,8 +441,11 @@ def benchmark(args: argparse.Namespace) -> None:
     settings = {
         "model": args.model,
         "images": str(args.images),
+        "labels": args.labels and str(Path(args.labels).resolve()),
+        "devkit": args.devkit and str(Path(args.devkit).resolve()),
         "n_images": len(items),
         "start": args.start,
+        "limit": args.limit,
         "classes": args.classes,
         "protocol": args.protocol,
         "metric": describe(args.protocol, metric_kwargs),
@@ -432,6 +489,28 @@ def _check_counts(args: argparse.Namespace) -> None:
         _parse_ranges(args.classes)
 
 
+def _check_device(text: str | None) -> None:
+    if text is None:
+        return
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(
+            f"--device {text!r} is not a device; give cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(
+                f"--device {text}: no CUDA GPU is available here; use --device cpu"
+            )
+        if device.index is not None and device.index >= count:
+            raise UsageError(
+                f"--device {text}: this machine has {count} CUDA GPU(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
+
+
 def _check_items(loaded, items: Sequence[LabelledImage]) -> None:
     """Every photo is there and every label is a class of the model."""
     missing = [str(item.path) for item in items if not item.path.is_file()]
@@ -440,6 +519,15 @@ def _check_items(loaded, items: Sequence[LabelledImage]) -> None:
         raise UsageError(
             f"photo {missing[0]}{more} not found; fix the labels file or the folder"
         )
+    for item in items:
+        try:
+            with Image.open(item.path) as image:
+                image.load()  # decodes it all: a truncated file fails here
+        except Exception as error:  # PIL raises several types
+            raise UsageError(
+                f"cannot read photo {item.path} ({type(error).__name__}: {error}); "
+                "replace it or leave it out of the labels file"
+            ) from None
     n_classes = len(loaded.categories)
     bad = [
         item
@@ -499,9 +587,10 @@ def report(args: argparse.Namespace) -> None:
                 f"no shard files (*.shard-*.jsonl) in {given}; give JSON or .jsonl files"
             )
         if shards or given.suffix == ".jsonl":
-            results.append(merge_shards(shards or [given]))
+            results.append(_read_shards(given, shards or [given], merge_shards))
         else:
             results.append(_read_result(given))
+        _check_result(results[-1], given)
     try:
         merged = merge_results(results)
     except ValueError as error:
@@ -512,7 +601,68 @@ def report(args: argparse.Namespace) -> None:
         merged.settings["classes"] = args.classes
     if not merged.images:
         raise UsageError("no images left to report after --classes; loosen it")
+    _check_finite_scores(merged)
     _write_report(merged, Path(args.out))
+
+
+def _check_finite_scores(result: EvaluationResult) -> None:
+    """A NaN score would make its row of the table NaN without a word."""
+    for method, per_layer in result.scores.items():
+        for layer, entry in per_layer.items():
+            for kind, values in entry.items():
+                bad = [
+                    i
+                    for i, v in enumerate(values)
+                    if not isinstance(v, (int, float)) or not math.isfinite(v)
+                ]
+                if bad:
+                    raise UsageError(
+                        f"the {kind} score of {method} at {layer} is {values[bad[0]]} "
+                        f"for {result.images[bad[0]]} ({len(bad)} images in all); "
+                        "score those photos again or leave them out"
+                    )
+
+
+def _read_shards(given: Path, paths: list[Path], merge_shards) -> EvaluationResult:
+    try:
+        return merge_shards(paths)
+    except FileNotFoundError:
+        raise UsageError(
+            f"no shard file {given}; give files written by benchmark"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+        # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        detail = f"{type(error).__name__}: {error}"
+        raise UsageError(
+            f"{given} is not shard files written by benchmark ({detail})"
+        ) from None
+
+
+def _check_result(result: EvaluationResult, path: Path) -> None:
+    """Every (method, layer) of the result has one score of each kind per photo."""
+    layers = result.settings.get("layers")
+    n = len(result.images)
+    problem = None
+    if not isinstance(layers, list) or not layers:
+        problem = "its settings name no layers"
+    elif len(result.targets) != n:
+        problem = f"it has {len(result.targets)} targets for {n} images"
+    elif not result.scores:
+        problem = "it holds no scores"
+    for method, per_layer in result.scores.items():
+        for layer in layers or []:
+            entry = per_layer.get(layer) if isinstance(per_layer, dict) else None
+            for kind in ("deletion", "insertion", "overall"):
+                values = entry.get(kind) if isinstance(entry, dict) else None
+                if problem is None and (
+                    not isinstance(values, list) or len(values) != n
+                ):
+                    count = len(values) if isinstance(values, list) else "no"
+                    problem = (
+                        f"{method} at {layer} has {count} {kind} scores for {n} images"
+                    )
+    if problem is not None:
+        raise UsageError(f"{path} is not a complete benchmark result: {problem}")
 
 
 def _read_result(path: Path) -> EvaluationResult:
@@ -524,6 +674,11 @@ def _read_result(path: Path) -> EvaluationResult:
         ) from None
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         raise UsageError(f"{path} is not a JSON file written by benchmark") from None
+    except (OSError, ValueError) as error:
+        raise UsageError(
+            f"cannot read {path} ({type(error).__name__}: {error}); give JSON files "
+            "written by benchmark"
+        ) from None
 
 
 def _parse_ranges(text: str) -> set:

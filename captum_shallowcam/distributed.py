@@ -21,7 +21,9 @@ in one process or in each process that ``torchrun`` starts:
   read first (whatever the number of ranks that wrote it) and a
   (photo, layer, method) already there is not computed again; a batch is
   recomputed whole, in the same composition, only for its missing rows.
-  Settings that differ from the files' are refused.
+  Settings that differ from the files' (:data:`_MUST_MATCH`), and rows of
+  photos that this run does not select at the same position with the same
+  class, are refused.
 * **Merge.** At the end rank 0 collects every rank's rows and builds the
   usual :class:`~captum_shallowcam.evaluation.EvaluationResult`;
   :func:`merge_shards` does the same for a folder of shard files
@@ -59,17 +61,13 @@ __all__ = [
     "shard_paths",
 ]
 
-#: Settings that must agree between a run and the shard files it resumes.
+#: Settings that must agree between a run and the shard files it resumes: all
+#: that choose the photos, their classes, their inputs or how they are scored
+#: (``channels_last``, the device and the batch sizes change the float rounding only).
 _MUST_MATCH = (
-    "model",
-    "images",
-    "step",
-    "layers",
-    "methods",
-    "protocol",
-    "amp",
-    "normalization",
-)
+    "model", "images", "labels", "devkit", "classes", "start", "limit", "n_images",
+    "step", "layers", "methods", "protocol", "amp", "normalization",
+)  # fmt: skip
 Key = tuple[str, str, str]  # (image, layer, method)
 
 
@@ -231,11 +229,39 @@ def _check_settings(
     for old in previous:
         for key in _MUST_MATCH:
             if old.get(key) != settings.get(key):
-                raise ValueError(
-                    f"Cannot resume: the shard files beside the result were written with "
-                    f"{key} = {old.get(key)!r}, this run has {settings.get(key)!r}. Use "
-                    "another --out, or the same settings."
+                written = (
+                    f"with {key} = {old.get(key)!r}"
+                    if key in old
+                    else f"by an earlier version that did not record {key}"
                 )
+                raise ValueError(
+                    f"Cannot resume: the shard files beside the result were written "
+                    f"{written}, this run has {settings.get(key)!r}. Use another "
+                    "--out, or the same settings."
+                )
+
+
+def _check_rows(
+    rows: dict[Key, dict[str, Any]], items: Sequence[Any], first_index: int
+) -> None:
+    """Every row already written names a photo of this run at the same position
+    with the same class, so that rows of two photo selections never mix."""
+    where = {item.name: (first_index + i, item.target) for i, item in enumerate(items)}
+    for (image, _, _), row in rows.items():
+        index, target = where.get(image, (None, None))
+        if index is None:
+            problem = "which this run does not select"
+        elif index != row["index"]:
+            problem = f"at position {row['index']}, which this run has at {index}"
+        elif target is not None and target != row["target"]:
+            problem = f"as class {row['target']}, which this run labels {target}"
+        else:
+            continue
+        raise ValueError(
+            f"Cannot resume: the shard files beside the result score photo {image!r} "
+            f"{problem}: the photos or labels differ (--images, --labels, --classes, "
+            "--start, --limit). Use another --out, or the same photos and labels."
+        )
 
 
 def rows_to_result(
@@ -333,6 +359,7 @@ def run_benchmark(
     if resume:
         previous, rows = read_shards(shard_paths(out))
         _check_settings(previous, settings)
+        _check_rows(rows, items, int(settings.get("start") or 0))
         done = set(rows)
         del rows
     elif shard_paths(out):

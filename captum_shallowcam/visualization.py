@@ -18,6 +18,7 @@ import textwrap
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from captum.attr import LayerAttribution
 from captum.attr import visualization as viz
 from matplotlib.axes import Axes
@@ -54,6 +55,37 @@ def upsample_and_normalize(layer_map: Tensor, size: tuple[int, int]) -> np.ndarr
     if peak > 0.0:
         upsampled = upsampled / peak
     return to_hwc(upsampled)
+
+
+def _check_map_and_image(layer_map: Tensor, original_image: Tensor) -> None:
+    """One map (1 x h x w or h x w) and one image (C x H x W) as tensors, finite."""
+    for name, value in (("layer_map", layer_map), ("original_image", original_image)):
+        if not isinstance(value, Tensor):
+            hint = (
+                " (for an H x W x C array: torch.from_numpy(array).permute(2, 0, 1))"
+                if isinstance(value, np.ndarray)
+                else ""
+            )
+            raise TypeError(
+                f"{name} must be a torch.Tensor, got {type(value).__name__}{hint}."
+            )
+    shape = tuple(layer_map.shape)
+    if not (layer_map.dim() == 2 or (layer_map.dim() == 3 and shape[0] == 1)):
+        raise ValueError(
+            f"layer_map has shape {shape}; pass one example's map, 1 x h x w (e.g. "
+            "maps[i] of a batch N x 1 x h x w)."
+        )
+    image_shape = tuple(original_image.shape)
+    if original_image.dim() != 3 or image_shape[0] not in (1, 3):
+        raise ValueError(
+            f"original_image has shape {image_shape}; pass one image, 3 x H x W (e.g. "
+            "images[i] of a batch)."
+        )
+    if not torch.isfinite(layer_map).all():
+        raise ValueError(
+            "layer_map holds NaN or inf values, which cannot be drawn; fix the map "
+            "(e.g. torch.nan_to_num)."
+        )
 
 
 def layer_title(
@@ -130,6 +162,7 @@ def visualize_layer_attr(
         ... )
         >>> fig.savefig("layer1.png")
     """
+    _check_map_and_image(layer_map, original_image)
     if plt_fig_axis is None:
         fig = Figure(figsize=fig_size)
         plt_fig_axis = (fig, fig.subplots())

@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.utils.checkpoint
 from captum.testing.helpers.basic_models import BasicModel_ConvNet
 from torch import Tensor, nn
 
 from captum_shallowcam import LayerCam, LayerRelevanceCam, LayerShallowCam
-from captum_shallowcam.metrics import deletion_insertion
-from captum_shallowcam.rules import GammaRule
+from captum_shallowcam.metrics import RiseBlur, deletion_insertion
+from captum_shallowcam.rules import EpsilonRule, GammaRule, IdentityRule
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "robustness.rst"
 METHODS = ("LayerCam", "LayerRelevanceCam", "LayerShallowCam")
@@ -197,6 +198,110 @@ class Nested(nn.Module):
 def nested(api: str):
     model = Nested(api)
     return model, model.net.conv2, {}
+
+
+class ChannelsLast(nn.Module):
+    """A conv, then a LayerNorm and a Linear over channels-last (N x h x w x K)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.norm = nn.LayerNorm(4)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm(self.conv(x).permute(0, 2, 3, 1))
+        return self.fc(h.mean((1, 2)))
+
+
+def channels_last(api: str):
+    torch.manual_seed(0)
+    model = ChannelsLast().eval()
+    return model, model.norm, {}
+
+
+class Attention(nn.Module):
+    """A conv, then self-attention over its positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = torch.relu(self.conv(x)).flatten(2).transpose(1, 2)
+        scores = torch.softmax(tokens @ tokens.transpose(1, 2), -1)
+        return self.fc((scores @ tokens).mean(1))
+
+
+def attention(api: str):
+    torch.manual_seed(0)
+    model = Attention().eval()
+    return model, model.conv, {}
+
+
+def with_reshape(reshape_transform: Any):
+    def build(api: str):
+        model = net()
+        return model, model.conv2, {"reshape_transform": reshape_transform}
+
+    return build
+
+
+class PerImageStd(nn.Module):
+    """Divides each image by its own std: NaN on a constant image."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x / x.std((1, 2, 3), keepdim=True))
+
+
+class Returning(nn.Module):
+    """``Net`` with its logits in a dict or a tuple."""
+
+    def __init__(self, container: type) -> None:
+        super().__init__()
+        self.net, self.container = net(), container
+
+    def forward(self, x: Tensor) -> Any:
+        logits = self.net(x)
+        return {"logits": logits} if self.container is dict else (logits, logits)
+
+
+def returning_module(container: type):
+    def build(api: str):
+        model = Returning(container)
+        return model, model.net.conv2, {}
+
+    return build
+
+
+class Cut(nn.Module):
+    """``Net``'s layers with the graph cut after ``conv1``."""
+
+    def __init__(self, cut: str) -> None:
+        super().__init__()
+        self.net, self.cut = net(), cut
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.net.conv1(x))
+        if self.cut == "detach":
+            h = h.detach()
+        if self.cut == "checkpoint":
+            h = torch.utils.checkpoint.checkpoint(self.net.conv2, h, use_reentrant=True)
+        y = self.net.fc(torch.flatten(self.net.gap(torch.relu(h)), 1))
+        return (100 * y).long() if self.cut == "integer" else y
+
+
+def cut(kind: str):
+    def build(api: str):
+        model = Cut(kind).eval()
+        return model, model.net.conv1, {}
+
+    return build
 
 
 def returning(model: nn.Module, container: type) -> Callable[[Tensor], Any]:
@@ -450,6 +555,96 @@ ROWS: list[Row] = [
     ),
     *for_methods(
         METHODS,
+        "channels-last layer output (N x h x w x K: a ``LayerNorm`` over the "
+        "last dimension)",
+        "call",
+        ValueError,
+        (
+            "has shape (2, 8, 8, 4) and looks channels-last",
+            "reshape_transform=lambda t: t.permute(0, 3, 1, 2)",
+        ),
+        method_case(channels_last),
+    ),
+    *for_methods(
+        ["LayerCam"],
+        "``reshape_transform`` returning a 2-D tensor",
+        "call",
+        ValueError,
+        "into (2, 4); it must return a 4-D feature map N x K x h x w",
+        method_case(with_reshape(lambda t: t.mean((2, 3)))),
+    ),
+    *for_methods(
+        ["LayerCam"],
+        "``reshape_transform`` not a function",
+        "construction",
+        TypeError,
+        "reshape_transform must be a function of a tensor, got str",
+        method_case(with_reshape("permute")),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        "self-attention (a product of two activations) between layer and output",
+        "call",
+        TypeError,
+        (
+            "multiplies two tensors computed from the explained layer (matmul), as "
+            "attention does",
+            "Explain this model with LayerCam",
+        ),
+        method_case(attention),
+    ),
+    *for_methods(
+        METHODS,
+        "model returning a dict",
+        "call",
+        TypeError,
+        (
+            "The model returned a dict with keys ['logits'], not a tensor of class "
+            "scores",
+            "return self.model(x)['logits']",
+        ),
+        method_case(returning_module(dict)),
+    ),
+    *for_methods(
+        METHODS,
+        "model returning a tuple",
+        "call",
+        TypeError,
+        (
+            "The model returned a tuple of 2 elements",
+            "return self.model(x)[0]",
+        ),
+        method_case(returning_module(tuple)),
+    ),
+    *for_methods(
+        METHODS,
+        "graph cut after the layer (``.detach()``)",
+        "call",
+        ValueError,
+        (
+            "Layer 'net.conv1' is not joined to the model's output by autograd",
+            "Explain a layer after the cut",
+        ),
+        method_case(cut("detach")),
+    ),
+    *for_methods(
+        METHODS,
+        "``torch.utils.checkpoint`` with ``use_reentrant=True`` after the layer",
+        "call",
+        ValueError,
+        ("torch.utils.checkpoint with use_reentrant=True", "use_reentrant=False"),
+        method_case(cut("checkpoint")),
+    ),
+    *for_methods(
+        METHODS,
+        "integer model output",
+        "call",
+        TypeError,
+        "The model's output has dtype torch.int64",
+        method_case(cut("integer")),
+    ),
+    *for_methods(
+        METHODS,
         "NaN weight in the model",
         "call",
         ValueError,
@@ -541,6 +736,38 @@ ROWS: list[Row] = [
     ),
     *for_methods(
         RELEVANCE_METHODS,
+        '``rules`` key naming no module (``"conv2x"``, misspelt)',
+        "construction",
+        ValueError,
+        (
+            "rules has the key 'conv2x', which names no module of the model",
+            "closest names: 'conv2'",
+        ),
+        method_case(with_rules({"conv2x": EpsilonRule()})),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        "``rules`` key a module of another model",
+        "construction",
+        ValueError,
+        "rules has a Conv2d module as a key that is not a module of the model",
+        method_case(with_rules({nn.Conv2d(4, 4, 3): EpsilonRule()})),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
+        "``IdentityRule`` for an operation that changes the number of elements "
+        "(the ``nn.Linear`` head, 4 to 5)",
+        "call",
+        ValueError,
+        (
+            "IdentityRule was given for module 'fc', whose output (2, 5) has "
+            "another number of elements than its input (2, 4)",
+            "Give it EpsilonRule()",
+        ),
+        method_case(with_rules({"fc": IdentityRule()})),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
         '``initial_relevance="logit"``',
         "call",
         ValueError,
@@ -579,6 +806,18 @@ ROWS: list[Row] = [
         ValueError,
         "Sum or average multi-channel layer maps over channels",
         metric_case(attributions=torch.rand(2, 2, 4, 4)),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "N x 1 x h x w map of another aspect ratio (a channels-last layer's 16 x 96)",
+        "call",
+        ValueError,
+        (
+            "attributions of shape (2, 1, 16, 96) cannot be maps of inputs of shape "
+            "(2, 3, 16, 16)",
+            "another aspect ratio",
+        ),
+        metric_case(attributions=torch.rand(2, 1, 16, 96)),
     ),
     *for_methods(
         ["deletion_insertion"],
@@ -754,6 +993,41 @@ ROWS: list[Row] = [
         ValueError,
         "step 1180591620717411303424 is out of range",
         metric_case(step=2**70),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "``insertion_substrate=RiseBlur(10, 5)`` (an even window)",
+        "construction",
+        ValueError,
+        "RiseBlur kernel_size must be an odd positive int",
+        metric_case(insertion_substrate=lambda kw: RiseBlur(10, 5)),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "``insertion_substrate=RiseBlur(11, sigma=0)``",
+        "construction",
+        ValueError,
+        "RiseBlur sigma must be a finite number > 0",
+        metric_case(insertion_substrate=lambda kw: RiseBlur(11, sigma=0)),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "model NaN on the all-zero deletion image (each image divided by its std)",
+        "call",
+        ValueError,
+        (
+            "forward_func returned NaN or inf on example 0 at the deletion point",
+            "deletion substrate (zeros, the default)",
+        ),
+        metric_case(forward_func=lambda kw: PerImageStd(kw["forward_func"])),
+    ),
+    *for_methods(
+        ["deletion_insertion"],
+        "``score_func`` returning NaN",
+        "call",
+        ValueError,
+        "score_func returned NaN or inf for finite model outputs",
+        metric_case(score_func=lambda kw: lambda out, t: out[:, 0] * float("nan")),
     ),
     *for_methods(
         ["deletion_insertion"],

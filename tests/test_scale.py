@@ -119,6 +119,18 @@ def test_two_torchrun_ranks_equal_one_process(images, clean_run, tmp_path, capsy
     assert _scores(merged) == _scores(clean_run)
 
 
+def test_cli_resume_with_another_limit_is_refused_naming_it(images, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    one = ["benchmark", "--limit", "1", "--layers", "stage7", "--methods", "layercam"]
+    main([*one, "--step", "25088", "--images", str(images), "--out", str(out)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main([*one[:2], "2", *one[3:], "--step", "25088", "--resume",
+              "--images", str(images), "--out", str(out)])  # fmt: skip
+    assert refused.value.code == 2
+    assert "written with limit = 1, this run has 2" in capsys.readouterr().err
+
+
 _TINY_RUN = """
 import os, signal, sys
 from pathlib import Path
@@ -232,6 +244,52 @@ def test_resume_refuses_other_settings_and_a_second_run_without_resume(tmp_path)
         _tiny_run(out, step=8, resume=True)
     again = _tiny_run(out, resume=True)  # nothing left to do: the same result
     assert again.scores == result.scores
+
+
+def _resume_with(out: Path, photos=None, **settings):
+    model, tiny_photos, layers = _tiny()
+    info = RankInfo(0, 1, 0, torch.device("cpu"), 60.0)
+    return run_benchmark(
+        model, tiny_photos if photos is None else photos, lambda x: x, layers,
+        ["layercam", "shallowcam"], out, {"step": 16},
+        {"model": "tiny", "images": "random", **settings}, batch_size=2,
+        resume=True, info=info, show_progress=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "setting, value",
+    [("labels", "/other/labels.csv"), ("limit", 3), ("start", 1), ("classes", "1-3"),
+     ("devkit", "/devkit"), ("n_images", 4)],
+)  # fmt: skip
+def test_resume_refuses_a_run_of_other_photos_named_by_the_setting(
+    tmp_path, setting, value
+):
+    out = tmp_path / "r.json"
+    _tiny_run(out)
+    with pytest.raises(ValueError, match=f"Cannot resume: .* {setting}"):
+        _resume_with(out, **{setting: value})
+
+
+def test_resume_refuses_rows_of_other_photos_or_labels(tmp_path):
+    """Even where the settings agree (a labels file edited in place, photos
+    added to the folder), rows of two selections never mix."""
+    out = tmp_path / "r.json"
+    _tiny_run(out)
+    _, photos, _ = _tiny()
+    photos[1].target = 2
+    with pytest.raises(
+        ValueError, match="photo 'p1' as class 1, which this run labels 2"
+    ):
+        _resume_with(out, photos)
+    _, photos, _ = _tiny()
+    with pytest.raises(
+        ValueError, match="photo 'p0' at position 0, which this run has at 1"
+    ):
+        _resume_with(out, [photos[1], photos[0], *photos[2:]])
+    with pytest.raises(ValueError, match="photo 'p4' which this run does not select"):
+        _resume_with(out, photos[:4])
+    assert _resume_with(out).images == [f"p{i}" for i in range(5)]
 
 
 def test_ranks_of_a_simulated_world_merge_to_the_one_process_result(tmp_path):

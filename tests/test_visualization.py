@@ -1,6 +1,9 @@
 """The plotting helpers: upsampled, normalised maps with colour bars and titles."""
 
+import re
+
 import numpy as np
+import pytest
 import torch
 
 from captum_shallowcam.visualization import (
@@ -61,3 +64,19 @@ def test_multiple_and_grid_show_every_score():
         "a, s1 (16 x 16)\noverall 1.5",
         "a, s2 (4 x 4)\noverall 2.5",
     ]
+
+
+@pytest.mark.parametrize(
+    "layer_map, image, error, message",
+    [
+        (torch.rand(2, 1, 4, 4), torch.rand(3, 8, 8), ValueError, "layer_map has shape (2, 1, 4, 4); pass one example's map"),
+        (torch.rand(1, 4, 4), torch.rand(2, 3, 8, 8), ValueError, "original_image has shape (2, 3, 8, 8); pass one image"),
+        (torch.rand(1, 4, 4), np.zeros((8, 8, 3)), TypeError, "original_image must be a torch.Tensor, got ndarray (for an H x W x C array"),
+        (torch.full((1, 4, 4), float("nan")), torch.rand(3, 8, 8), ValueError, "layer_map holds NaN or inf values"),
+    ],
+)  # fmt: skip
+def test_visualize_layer_attr_refuses_what_it_cannot_draw(
+    layer_map, image, error, message
+):
+    with pytest.raises(error, match=re.escape(message)):
+        visualize_layer_attr(layer_map, image)

@@ -16,7 +16,7 @@ from captum.attr import GradientAttribution, LayerAttribution
 from torch import Tensor, nn
 
 from captum_shallowcam._captum_compat import TargetType
-from captum_shallowcam._model_state import check_not_scripted
+from captum_shallowcam._model_state import check_not_scripted, original_module
 from captum_shallowcam._validation import check_finite, target_indices
 from captum_shallowcam.attr._engine import LayerCapture, _Engine
 from captum_shallowcam.attr.rules import RuleMap, validate_rules
@@ -47,6 +47,8 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
     """Shared constructor and passes of the CAM methods in this package."""
 
     _needs_model = False
+    #: Brings a layer's activation and gradient to N x K x h x w (LayerCam's).
+    _reshape_transform: Callable[[Tensor], Tensor] | None = None
 
     def __init__(
         self,
@@ -112,7 +114,9 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
             relevance.rules if relevance is not None else None,
             attribute_to_layer_input,
             use_relevance=relevance is not None,
+            reshape_transform=self._reshape_transform,
         )
+        reshape = self._reshape_transform or (lambda tensor: tensor)
         # Grad mode on for the whole call: Captum's NoiseTunnel and users may
         # call under torch.no_grad().
         with engine.hooked(), torch.enable_grad():
@@ -120,7 +124,7 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
             targets = target_indices(target, output)
             passes = CamPasses(
                 targets=targets,
-                activations=[c.activation for c in engine.captures],
+                activations=[reshape(c.activation) for c in engine.captures],
             )
             # The last pass frees the graph as it goes, which makes it markedly
             # faster on CPU (memory is reused instead of freshly mapped); the
@@ -131,6 +135,7 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
                 passes.gradients = engine.gradients(
                     _scores(output, targets), retain_graph=relevance is not None
                 )
+                passes.gradients = [reshape(g) for g in passes.gradients]
             if relevance is not None:
                 relevance.run(engine, output, passes)
             if gradients and not gradients_first:
@@ -171,7 +176,7 @@ class _RelevanceCamBase(_LayerCamBase):
                         :class:`~captum_shallowcam.rules.ZPlusRule` everywhere.
         """
         super().__init__(forward_func, layer, device_ids)
-        self.rules = validate_rules(rules)
+        self.rules = validate_rules(rules, original_module(forward_func))
 
     def _relevance_passes(
         self,

@@ -24,7 +24,7 @@ back what a train-mode forward pass changes).
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -91,6 +91,7 @@ class _Engine:
         rules: RuleMap | None,
         attribute_to_layer_input: bool,
         use_relevance: bool,
+        reshape_transform: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         # A torch.compile'd model is explained as the module it compiled.
         forward_func = original_module(forward_func)
@@ -100,6 +101,10 @@ class _Engine:
         self.rules = rules
         self.attribute_to_layer_input = attribute_to_layer_input
         self.use_relevance = use_relevance
+        self.reshape_transform = reshape_transform
+        # Last dimensions of 4-D tensors that a Linear or LayerNorm works on: the
+        # model runs channels-last (N x h x w x K) there.
+        self.channels_last_widths: set[int] = set()
         self.propagation = _Propagation()
         self.thread = threading.get_ident()
         self.module_stack: list[tuple[nn.Module, str]] = []
@@ -121,6 +126,9 @@ class _Engine:
         ]
         self.handles: list[Any] = []
         self.captured = 0
+        # The first product of two activations above an explained layer
+        # (module name, module type, operation), refused after the forward pass.
+        self.product: tuple[str, str, str] | None = None
 
     # ---------------------------------------------------------------- helpers
     @property
@@ -141,6 +149,36 @@ class _Engine:
             if rule is not None:
                 return as_relevance_rule(rule)
         return default_rule()
+
+    def note_product_of_activations(self, operation: str, operands: list) -> None:
+        if self.product is not None or not self.captured:
+            return  # one is enough; below every layer relevance never comes
+        # Attention passes its query (and key) once: count them as two.
+        attention = operation in ("scaled_dot_product_attention",
+                                  "multi_head_attention_forward")  # fmt: skip
+        needed = 1 if attention else 2
+        if sum(self._depends_on_layers(t) for t in operands[:2]) >= needed:
+            module, name = self.current_module()
+            kind = type(module).__name__ if module is not None else "function"
+            self.product = (name, kind, operation)
+
+    def _depends_on_layers(self, tensor: Tensor) -> bool:
+        """Whether ``tensor`` is computed from a captured layer's tensor."""
+        if not graph_tensor(tensor) or tensor.grad_fn is None:
+            return False
+        targets = {c.tensor.grad_fn for c in self.captures if c.tensor is not None}
+        leaves = {id(c.tensor) for c in self.captures if c.tensor is not None}
+        seen: set[Any] = set()
+        stack = [tensor.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            if node in targets or id(getattr(node, "variable", None)) in leaves:
+                return True
+            seen.add(node)
+            stack.extend(n for n, _ in node.next_functions)
+        return False
 
     def _next_order(self) -> int:
         self.captured += 1
@@ -165,6 +203,12 @@ class _Engine:
                         self._pop_hook(module, whole_rule), always_call=True
                     )
                 )
+        if self.model is not None and self.reshape_transform is None:
+            for module in self.model.modules():
+                if isinstance(module, (nn.Linear, nn.LayerNorm)):
+                    self.handles.append(
+                        module.register_forward_pre_hook(self._note_channels_last)
+                    )
         for capture in self.captures:
             if self.attribute_to_layer_input:
                 hook = capture.layer.register_forward_pre_hook(
@@ -242,6 +286,18 @@ class _Engine:
             ).apply(output, (x,))
 
         return hook
+
+    def _note_channels_last(self, module: nn.Module, args: tuple) -> None:
+        if isinstance(module, nn.Linear):
+            width = module.in_features
+        elif len(module.normalized_shape) == 1:
+            width = module.normalized_shape[0]
+        else:
+            return  # a LayerNorm over several dimensions
+        x = args[0] if args else None
+        if self._mine() and isinstance(x, Tensor) and x.dim() == 4:
+            if x.shape[-1] == width:
+                self.channels_last_widths.add(width)
 
     def _capture_output(self, capture: LayerCapture):
         def hook(mod, args, output):  # noqa: ANN001
@@ -324,10 +380,21 @@ class _Engine:
         with torch.enable_grad(), gates:
             output = _run_forward(self.forward_func, x, None, additional_forward_args)
         self._clear_forward_tables()
-        if isinstance(output, Tensor):
-            _check_finite(output, "output")
+        if not isinstance(output, Tensor):
+            raise TypeError(_not_a_tensor_message(output))
+        _check_finite(output, "output")
         if self.unhandled:
             raise no_rule_error(self.unhandled)
+        if self.product is not None:
+            name, kind, operation = self.product
+            raise TypeError(
+                f"Module '{name}' ({kind}) multiplies two tensors computed from the "
+                f"explained layer ({operation}), as attention does: the relevance "
+                "engine has no LRP rule for a product of activations, so the map "
+                "would not be a relevance. Explain this model with LayerCam (with "
+                "reshape_transform for a layer whose output is not N x K x h x w), "
+                "or a layer after the last attention."
+            )
         for capture in self.captures:
             if capture.calls == 0:
                 raise ValueError(
@@ -340,20 +407,107 @@ class _Engine:
                     "forward pass, so its activation is ambiguous. Choose a module that "
                     "is called once (e.g. the block that contains it)."
                 )
-            if capture.tensor.dim() != 4:
-                where = "input" if self.attribute_to_layer_input else "output"
-                raise ValueError(
-                    f"The {where} of layer '{capture.name}' has shape "
-                    f"{tuple(capture.tensor.shape)}; CAM methods need a 4-D feature map "
-                    "(N x K x h x w). Choose a convolutional or pooling layer."
-                )
+            self._check_layout(capture)
+        self._check_connected(output)
         return output
+
+    def _check_layout(self, capture: LayerCapture) -> None:
+        """The captured tensor (after ``reshape_transform``) is N x K x h x w."""
+        where = "input" if self.attribute_to_layer_input else "output"
+        shape = tuple(capture.tensor.shape)
+        if self.reshape_transform is not None:
+            reshaped = self.reshape_transform(capture.tensor.detach())
+            if not isinstance(reshaped, Tensor) or reshaped.dim() != 4:
+                got = (
+                    tuple(reshaped.shape)
+                    if isinstance(reshaped, Tensor)
+                    else type(reshaped).__name__
+                )
+                raise ValueError(
+                    f"reshape_transform turned the {where} of layer '{capture.name}' "
+                    f"({shape}) into {got}; it must return a 4-D feature map "
+                    "N x K x h x w."
+                )
+            if reshaped.shape[0] != shape[0]:
+                raise ValueError(
+                    f"reshape_transform turned the {where} of layer '{capture.name}' "
+                    f"({shape}) into {tuple(reshaped.shape)}: it must keep the "
+                    "batch dimension N first."
+                )
+            return
+        if len(shape) != 4:
+            raise ValueError(
+                f"The {where} of layer '{capture.name}' has shape "
+                f"{shape}; CAM methods need a 4-D feature map "
+                "(N x K x h x w). Choose a convolutional or pooling layer"
+                + (
+                    ", or pass LayerCam a reshape_transform that brings tokens to "
+                    "N x K x h x w."
+                    if len(shape) == 3
+                    else "."
+                )
+            )
+        if shape[-1] in self.channels_last_widths and shape[1] != shape[-1]:
+            raise ValueError(
+                f"The {where} of layer '{capture.name}' has shape {shape} and looks "
+                f"channels-last (N x h x w x K): the model applies a Linear or "
+                f"LayerNorm over the last dimension ({shape[-1]}) of 4-D tensors, so "
+                "it would be taken as N x K x h x w with the wrong axes. Pass "
+                "LayerCam reshape_transform=lambda t: t.permute(0, 3, 1, 2)."
+            )
+
+    def _check_connected(self, output: Tensor) -> None:
+        """Every captured layer is joined to the output by autograd, and no
+        reentrant checkpoint (which ``torch.autograd.grad`` cannot run) is
+        between them; otherwise an error naming the cause and the fix."""
+        if not output.is_floating_point():
+            raise TypeError(
+                f"The model's output has dtype {output.dtype}: class scores must be "
+                "floating point to take gradients. Return the logits (e.g. before "
+                ".argmax() or .long())."
+            )
+        if output.grad_fn is None:
+            raise ValueError(
+                "The model's output does not depend on its input through autograd: "
+                + _CUT
+                + "."
+            )
+        seen: set[Any] = set()
+        reentrant = False
+        stack = [output.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            reentrant = reentrant or type(node).__name__ == "CheckpointFunctionBackward"
+            stack.extend(n for n, _ in node.next_functions)
+        if reentrant:
+            raise ValueError(
+                "The model uses torch.utils.checkpoint with use_reentrant=True, "
+                "which cannot give gradients at a layer (torch.autograd.grad). Pass "
+                "use_reentrant=False to checkpoint (the same values; PyTorch's "
+                "recommended setting), or call the model without checkpointing "
+                "for the explanation."
+            )
+        variables = {
+            id(getattr(node, "variable", None))
+            for node in seen
+            if type(node).__name__ == "AccumulateGrad"
+        }
+        for capture in self.captures:
+            tensor = capture.tensor
+            if tensor.grad_fn not in seen and id(tensor) not in variables:
+                raise _not_joined(capture)
 
     def gradients(self, scores: Tensor, retain_graph: bool) -> list[Tensor]:
         """Gradients of ``scores.sum()`` at the captured layers."""
         self.propagation.mode = GRADIENT
         tensors = [c.tensor for c in self.captures]
-        grads = torch.autograd.grad(scores.sum(), tensors, retain_graph=retain_graph)
+        grads = torch.autograd.grad(
+            scores.sum(), tensors, retain_graph=retain_graph, allow_unused=True
+        )
+        _check_used(grads, self.captures)
         return [_check_finite(g.detach(), "gradient") for g in grads]
 
     def relevance(
@@ -367,8 +521,13 @@ class _Engine:
         self.propagation.mode = RELEVANCE
         tensors = [c.tensor for c in captures]
         relevances = torch.autograd.grad(
-            source, tensors, source_relevance, retain_graph=retain_graph
+            source,
+            tensors,
+            source_relevance,
+            retain_graph=retain_graph,
+            allow_unused=True,
         )
+        _check_used(relevances, captures)
         return [_check_finite(r.detach(), "relevance") for r in relevances]
 
     @contextmanager
@@ -385,7 +544,7 @@ class _Engine:
             self._check_modules()
         # The passes run with autograd also under torch.inference_mode().
         with exclusive(self.model), torch.inference_mode(False), eager(self.model):
-            with buffers_preserved(self.forward_func):
+            with buffers_preserved(self.forward_func), self._precision():
                 try:
                     self._register_hooks()
                     yield self
@@ -395,6 +554,74 @@ class _Engine:
                     self.handles.clear()
                     self.module_stack.clear()
                     self._clear_forward_tables()
+
+    def _precision(self) -> ExitStack:
+        """Relevance is computed in the model's own dtype: an outer
+        ``torch.autocast`` is switched off for the call, as half-precision inputs
+        are refused (the rules divide by small activations). The gradient
+        methods explain the model as it is run, autocast included."""
+        stack = ExitStack()
+        if self.use_relevance:
+            for device_type in _AUTOCAST_DEVICE_TYPES:
+                if _autocast_enabled(device_type):
+                    stack.enter_context(torch.autocast(device_type, enabled=False))
+        return stack
+
+
+_AUTOCAST_DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps", "hpu")
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type this build of torch does not know
+        return False
+
+
+_CUT = (
+    "the computation after it is cut: a .detach(), torch.no_grad() around part "
+    "of the model, or a module without gradients (a dynamically quantized "
+    "nn.Linear). Explain a layer after the cut, or run the explanation on a "
+    "model without it (the float model, no detach)"
+)
+
+
+def _not_joined(capture: LayerCapture) -> ValueError:
+    return ValueError(
+        f"Layer '{capture.name}' is not joined to the model's output by autograd: "
+        + _CUT
+        + "."
+    )
+
+
+def _check_used(results: Sequence[Tensor | None], captures: Sequence[LayerCapture]):
+    """A backward pass that reached no captured tensor met a cut (an operation
+    whose backward gives no gradient)."""
+    for result, capture in zip(results, captures):
+        if result is None:
+            raise _not_joined(capture)
+
+
+def _not_a_tensor_message(output: Any) -> str:
+    """How to wrap a model whose output is a container, not the class scores."""
+    if isinstance(output, dict):
+        what, pick = (
+            f"a dict with keys {list(output)[:5]}",
+            f"[{next(iter(output), 'key')!r}]",
+        )
+    elif isinstance(output, tuple) and hasattr(output, "_fields"):
+        what = f"a named tuple {type(output).__name__}{tuple(output._fields)}"
+        pick = f".{output._fields[0]}" if output._fields else "[0]"
+    elif isinstance(output, (tuple, list)):
+        what, pick = f"a {type(output).__name__} of {len(output)} elements", "[0]"
+    else:
+        what, pick = f"a {type(output).__name__}", ""
+    return (
+        f"The model returned {what}, not a tensor of class scores (N x C). Wrap it "
+        "in a module that returns the scores, e.g. class Scores(nn.Module) with "
+        f"forward(self, x): return self.model(x){pick}, and explain Scores(model) "
+        "with the same layer."
+    )
 
 
 def _normal(value: Any) -> Any:

@@ -8,6 +8,7 @@ arithmetic is the rule's, in :mod:`.rules`). Which operations get a gate is
 decided in :mod:`._operations`.
 """
 
+import math
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -155,6 +156,15 @@ class _WeightedGate(_Gate):
         self.pad = pad
 
     def relevance(self, relevance: Tensor) -> tuple[Tensor, ...]:
+        x = self.inputs[0]
+        if self.rule.element_wise and relevance.numel() != _padded_numel(x, self.pad):
+            raise ValueError(
+                f"{type(getattr(self.rule, 'rule', self.rule)).__name__} was given "
+                f"for module '{self.name}', whose output {tuple(relevance.shape)} has "
+                f"another number of elements than its input {tuple(x.shape)}: "
+                "relevance cannot pass through unchanged. Give it EpsilonRule() "
+                "(or leave it to the default rule)."
+            )
         result = self.rule.relevance(
             self.operation,
             self.inputs[0],
@@ -164,6 +174,14 @@ class _WeightedGate(_Gate):
             bias=self.bias,
         )
         return (result,)
+
+
+def _padded_numel(x: Tensor, pad: Sequence[int] | None) -> int:
+    """The number of elements of ``F.pad(x, pad)``, without padding it."""
+    shape = list(x.shape)
+    for i in range(len(pad or ()) // 2):
+        shape[-1 - i] += pad[2 * i] + pad[2 * i + 1]
+    return math.prod(shape)
 
 
 class _AddGate(_Gate):

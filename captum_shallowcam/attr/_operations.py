@@ -68,6 +68,11 @@ class RelevanceContext(Protocol):
     def rule_for_operation(self) -> RelevanceRule:
         """The rule of a conv or linear operation running now."""
 
+    def note_product_of_activations(self, operation: str, operands: list) -> None:
+        """An operation multiplies tensors (``operands``); the engine refuses
+        the call after the forward pass when two of them depend on an explained
+        layer (attention), since no rule covers that product."""
+
 
 class RelevanceMode(TorchFunctionMode):
     """Puts a gate on every operation of :data:`HANDLERS` that the model runs.
@@ -317,6 +322,19 @@ def _handle_constant_scaling(mode: RelevanceMode, func, args, kwargs):
     )
 
 
+def _handle_product(mode: RelevanceMode, func, args, kwargs):
+    """Matrix products and attention: relevance has no rule through a product
+    of two activations (attention scores times values, queries times keys)."""
+    operands = [a for a in args if isinstance(a, Tensor)]
+    for value in list(args) + list(kwargs.values()):
+        if isinstance(value, (list, tuple)):  # torch.einsum(equation, [a, b])
+            operands += [a for a in value if isinstance(a, Tensor)]
+    mode.context.note_product_of_activations(
+        getattr(func, "__name__", str(func)), operands
+    )
+    return func(*args, **kwargs)
+
+
 _OUT_OF_PLACE: dict[Callable, Callable] = {
     torch.relu_: torch.relu,
     Tensor.relu_: torch.relu,
@@ -362,3 +380,9 @@ _DIVISIONS = (torch.div, Tensor.div, Tensor.__truediv__)
 _SIGMOIDS = (F.sigmoid, torch.sigmoid, Tensor.sigmoid, F.hardsigmoid)
 for _f in _DIVISIONS:
     HANDLERS[_f] = _handle_constant_scaling
+for _f in (
+    torch.matmul, Tensor.matmul, Tensor.__matmul__, Tensor.__rmatmul__, torch.bmm,
+    Tensor.bmm, torch.baddbmm, Tensor.baddbmm, torch.einsum,
+    F.scaled_dot_product_attention, F.multi_head_attention_forward,
+):  # fmt: skip
+    HANDLERS[_f] = _handle_product

@@ -80,6 +80,13 @@ def fuse_layer_maps(
                 f"Each map must be a tensor of shape N x 1 x h x w; got {shape}. Sum "
                 "per-channel maps over dim 1 first."
             )
+    for index, layer_map in enumerate(layer_maps):
+        if not torch.isfinite(layer_map).all():
+            raise ValueError(
+                f"Map {index} of layer_maps (shape {tuple(layer_map.shape)}) holds "
+                "NaN or inf values, so the fused map would too. Fix the map (e.g. "
+                "torch.nan_to_num) or leave it out."
+            )
     if len({m.shape[0] for m in layer_maps}) != 1:
         raise ValueError(
             "The maps hold different numbers of examples; fuse maps of one batch."

@@ -1,5 +1,6 @@
 """LayerCAM (Jiang et al., IEEE TIP 2021) as a Captum layer attribution."""
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -8,6 +9,7 @@ from torch import Tensor
 
 from captum_shallowcam._captum_compat import TargetType
 from captum_shallowcam.attr._base import (
+    LayerOrLayers,
     MaskKind,
     _LayerCamBase,
     channel_sum,
@@ -45,6 +47,45 @@ class LayerCam(_LayerCamBase):
     :meth:`captum.attr.LayerAttribution.interpolate` to bring it to the input's.
     The gradient backward stops at the layer and fills no parameter ``.grad``.
     """
+
+    def __init__(
+        self,
+        forward_func: Callable,
+        layer: LayerOrLayers,
+        device_ids: list[int] | None = None,
+        reshape_transform: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        r"""
+        Args:
+
+            forward_func (Callable): The forward function of the model or any
+                        modification of it.
+            layer (torch.nn.Module or list[torch.nn.Module]): Layer (or layers)
+                        for which attributions are computed. Each must be called
+                        once per forward pass and produce a 4-D feature map
+                        N x K x h x w (or one that ``reshape_transform`` brings to
+                        it). With a list, ``attribute`` returns a list.
+            device_ids (list[int]): Kept for compatibility with Captum's layer
+                        methods; DataParallel models are not supported (pass
+                        ``model.module``).
+            reshape_transform (Callable, optional): Applied to each layer's
+                        activation and to its gradient, to bring them to
+                        N x K x h x w, as in pytorch-grad-cam: for a
+                        channels-last layer (Swin, ConvNeXt blocks)
+                        ``lambda t: t.permute(0, 3, 1, 2)``; for ViT tokens
+                        N x (1 + h w) x K
+                        ``lambda t: t[:, 1:].unflatten(1, (h, w)).permute(0, 3, 1, 2)``.
+                        The map has the transformed h x w. It gets detached
+                        tensors and must keep N first. Default: None, the
+                        layer's tensor as it is.
+        """
+        super().__init__(forward_func, layer, device_ids)
+        if reshape_transform is not None and not callable(reshape_transform):
+            raise TypeError(
+                "reshape_transform must be a function of a tensor, got "
+                f"{type(reshape_transform).__name__}."
+            )
+        self._reshape_transform = reshape_transform
 
     @log_usage()
     def attribute(

@@ -23,6 +23,7 @@ pooling is winner-take-all, average pooling and means are proportional
 dropout pass relevance unchanged.
 """
 
+import difflib
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -485,8 +486,12 @@ def resolve_rule(
     return None
 
 
-def validate_rules(rules: RuleMap | None) -> dict[RuleKey, PropagationRule]:
-    """Checks a user's rule mapping and returns it as a dict."""
+def validate_rules(
+    rules: RuleMap | None, model: nn.Module | None = None
+) -> dict[RuleKey, PropagationRule]:
+    """Checks a user's rule mapping and returns it as a dict. With ``model``,
+    every name and module key must be one of its modules: a key that matches
+    nothing would leave the default rule in place without a word."""
     if rules is None:
         return {}
     if not isinstance(rules, Mapping):
@@ -507,4 +512,45 @@ def validate_rules(rules: RuleMap | None) -> dict[RuleKey, PropagationRule]:
             raise TypeError(
                 f"rules keys must be module types, modules or module names; got {key!r}."
             )
+    if model is not None:
+        _check_keys_match(rules, model)
     return dict(rules)
+
+
+def _check_keys_match(rules: RuleMap, model: nn.Module) -> None:
+    """Each name or module key of ``rules`` is a module of ``model`` (type keys
+    may name types the model lacks: one rule map serves many models)."""
+    # The names the engine gives modules: a module registered twice has the first.
+    names = {m: n or type(m).__name__ for n, m in model.named_modules()}
+    known = set(names.values())
+    for key in rules:
+        if isinstance(key, str) and key not in known:
+            aliases = {
+                n: names[m]
+                for n, m in model.named_modules(remove_duplicate=False)
+                if m in names
+            }
+            if key in aliases:
+                raise ValueError(
+                    f"rules has the key {key!r}, a second name of module "
+                    f"{aliases[key]!r} (registered twice in the model); rules go by "
+                    f"the first name: use {aliases[key]!r}."
+                )
+            close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.5)
+            hint = (
+                f"closest names: {', '.join(map(repr, close))}"
+                if close
+                else f"its modules are named like {', '.join(map(repr, sorted(known)[:3]))}"
+            )
+            raise ValueError(
+                f"rules has the key {key!r}, which names no module of the model "
+                f"({hint}). Use a name from model.named_modules(), the module itself, "
+                "or a module type."
+            )
+        if isinstance(key, nn.Module) and key not in names:
+            raise ValueError(
+                f"rules has a {type(key).__name__} module as a key that is not a "
+                "module of the model (a module of another model or a copy?). Use "
+                "a module of this model, its name, or the module type "
+                f"{type(key).__name__}."
+            )

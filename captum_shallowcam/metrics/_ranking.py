@@ -58,6 +58,15 @@ def pixel_attributions(attributions: Tensor, inputs: Tensor) -> Tensor:
     elif shape[1:] == (channels, height, width):
         pixel = attr.sum(dim=1)
     elif shape[1] == 1:
+        if not _same_grid(shape[2], shape[3], height, width):
+            raise ValueError(
+                f"attributions of shape {shape} cannot be maps of inputs of shape "
+                f"{tuple(inputs.shape)}: an h x w = {shape[2]} x {shape[3]} grid "
+                f"has another aspect ratio than the H x W = {height} x {width} "
+                "image, so it cannot cover it with one stride (a channels-last or "
+                "token layer taken as N x K x h x w? Pass LayerCam a "
+                "reshape_transform). Pass maps of the layer's spatial grid."
+            )
         pixel = F.interpolate(
             attr, size=(height, width), mode="bilinear", align_corners=False
         ).squeeze(1)
@@ -68,6 +77,17 @@ def pixel_attributions(attributions: Tensor, inputs: Tensor) -> Tensor:
             "multi-channel layer maps over channels (keepdim=True) first."
         )
     return pixel.reshape(n, height * width)
+
+
+def _same_grid(h: int, w: int, height: int, width: int) -> bool:
+    """Whether an h x w map can be the grid of an H x W image: some one stride
+    gives both sizes, give or take one cell of rounding or padding."""
+
+    def strides(cells: int, pixels: int) -> tuple[float, float]:
+        return pixels / (cells + 1), pixels / (cells - 1) if cells > 1 else float("inf")
+
+    (low_h, high_h), (low_w, high_w) = strides(h, height), strides(w, width)
+    return max(low_h, low_w) <= min(high_h, high_w)
 
 
 def pixel_ranks(pixel_attr: Tensor) -> Tensor:

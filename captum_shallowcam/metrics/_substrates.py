@@ -16,6 +16,8 @@ papers' protocols differ in exactly this:
   padding, so border pixels darken towards zero.
 """
 
+import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -33,6 +35,29 @@ __all__ = [
 SubstrateType = Tensor | Callable[[Tensor], Tensor] | None
 
 
+def _checked_blur(kind: str, kernel_size: int, sigma: float) -> tuple[int, float]:
+    """``(kernel_size, sigma)``, or a ValueError: an even window shifts the
+    image by half a pixel (and changes its size), and sigma 0 divides by 0."""
+    if (
+        isinstance(kernel_size, bool)
+        or not isinstance(kernel_size, numbers.Integral)
+        or kernel_size < 1
+        or kernel_size % 2 == 0
+    ):
+        raise ValueError(
+            f"{kind} kernel_size must be an odd positive int (the window is "
+            f"centred on each pixel), got {kernel_size!r}; e.g. {kind}(11, 5)."
+        )
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
+        raise ValueError(f"{kind} sigma must be a number, got {sigma!r}.")
+    if not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(
+            f"{kind} sigma must be a finite number > 0 (the Gaussian's standard "
+            f"deviation in pixels), got {sigma!r}; e.g. {kind}(11, 5)."
+        )
+    return int(kernel_size), float(sigma)
+
+
 class GaussianBlur:
     r"""torchvision's ``gaussian_blur`` (reflection padding) as a substrate.
 
@@ -42,8 +67,7 @@ class GaussianBlur:
     """
 
     def __init__(self, kernel_size: int = 11, sigma: float = 5.0) -> None:
-        self.kernel_size = int(kernel_size)
-        self.sigma = float(sigma)
+        self.kernel_size, self.sigma = _checked_blur("GaussianBlur", kernel_size, sigma)
 
     def check_size(self, images: Tensor) -> None:
         r"""Raises if the images are too small for reflection padding."""
@@ -111,8 +135,7 @@ class RiseBlur:
     """
 
     def __init__(self, kernel_size: int = 11, sigma: float = 5.0) -> None:
-        self.kernel_size = int(kernel_size)
-        self.sigma = float(sigma)
+        self.kernel_size, self.sigma = _checked_blur("RiseBlur", kernel_size, sigma)
         self.kernel = rise_kernel(self.kernel_size, self.sigma)
 
     def check_size(self, images: Tensor) -> None:

@@ -336,12 +336,18 @@ def deletion_insertion(
         else:
             target_tensor = target_tensor.to(outputs.device)
             check_target_range(target_tensor, outputs.shape[1])
-        clean_scores = checked_scores(score_func, outputs, target_tensor)
+        if not torch.isfinite(outputs).all():
+            example = int((~torch.isfinite(outputs)).any(1).nonzero()[0])
+            raise ValueError(
+                f"forward_func returned NaN or inf for the unperturbed example "
+                f"{example}, so its curves would be NaN. Check the model on it."
+            )
+        clean_scores = _finite_scores(score_func, outputs, target_tensor)
         del outputs
 
         def score(outputs: Tensor, examples: Tensor) -> Tensor:
             targets = target_tensor.index_select(0, examples.to(target_tensor.device))
-            return checked_scores(score_func, outputs, targets)
+            return _finite_scores(score_func, outputs, targets)
 
         n_points = games.counts.shape[0]
         # curves[0] = deletion, curves[1] = insertion.
@@ -357,6 +363,7 @@ def deletion_insertion(
             forward, score, games.prepare, spans, games.counts, curves,
             max_examples_per_batch, show_progress=show_progress,
         )  # fmt: skip
+        _check_curves(curves, games.counts, deletion_substrate, insertion_substrate)
         deletion_auc = torch.trapezoid(curves[0], x=games.fractions, dim=-1)
         insertion_auc = torch.trapezoid(curves[1], x=games.fractions, dim=-1)
         return DeletionInsertionResult(
@@ -367,6 +374,52 @@ def deletion_insertion(
             insertion_curve=curves[1],
             fractions=games.fractions,
         )
+
+
+def _finite_scores(
+    score_func: Callable[[Tensor, Tensor], Tensor], outputs: Tensor, targets: Tensor
+) -> Tensor:
+    """The scores; a ValueError where score_func makes NaN or inf of finite
+    outputs (non-finite outputs are reported with their game by _check_curves)."""
+    scores = checked_scores(score_func, outputs, targets)
+    bad = ~torch.isfinite(scores)
+    if bad.any() and torch.isfinite(outputs[bad]).all():
+        raise ValueError(
+            "score_func returned NaN or inf for finite model outputs, so the AUCs "
+            "would be NaN. Make it return finite scores (the default is the "
+            "target's softmax probability)."
+        )
+    return scores
+
+
+def _check_curves(
+    curves: Tensor,
+    counts: Tensor,
+    deletion_substrate: SubstrateType,
+    insertion_substrate: SubstrateType,
+) -> None:
+    """A ValueError naming the substrate where the model gave NaN or inf."""
+    bad = ~torch.isfinite(curves)
+    if not bad.any():
+        return
+    game, example, point = (int(i) for i in bad.nonzero()[0])
+    kind = ("deletion", "insertion")[game]
+    substrate = (deletion_substrate, insertion_substrate)[game]
+    if substrate is None:
+        substrate = "zeros, the default" if game == 0 else repr(_DEFAULT_BLUR)
+    elif isinstance(substrate, Tensor):
+        substrate = f"a tensor of shape {tuple(substrate.shape)}"
+    else:
+        substrate = repr(substrate)
+    perturbed = int(counts[point])
+    raise ValueError(
+        f"forward_func returned NaN or inf on example {example} at the {kind} "
+        f"point with {perturbed} pixels perturbed, an image made from the {kind} "
+        f"substrate ({substrate}), so its {kind} AUC would be NaN. A model "
+        "that normalises each image by its own statistics divides by 0 on a "
+        f"constant image: pass another {kind}_substrate (e.g. a blur, or the "
+        "inputs' mean colour) or make the model finite on it."
+    )
 
 
 def _forward_on_examples(

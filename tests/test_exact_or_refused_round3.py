@@ -1,0 +1,434 @@
+"""Issue 22, "exact or refused, round 3": each defect that gave silently wrong
+output or a raw internal error, pinned by the behaviour that replaced it."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import namedtuple
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from captum_shallowcam import (
+    LayerCam,
+    LayerRelevanceCam,
+    LayerShallowCam,
+    fuse_layer_maps,
+)
+from captum_shallowcam.metrics import GaussianBlur, RiseBlur, deletion_insertion
+from captum_shallowcam.rules import EpsilonRule, IdentityRule
+
+RELEVANCE_METHODS = {
+    "LayerRelevanceCam": LayerRelevanceCam,
+    "LayerShallowCam": LayerShallowCam,
+}
+
+
+class SmallNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.relu2(self.conv2(self.relu1(self.conv1(x))))
+        return self.fc(torch.flatten(self.pool(h), 1))
+
+
+def small_net() -> SmallNet:
+    torch.manual_seed(0)
+    return SmallNet().eval()
+
+
+def images(n: int = 2, size: int = 8, seed: int = 1) -> Tensor:
+    torch.manual_seed(seed)
+    return torch.randn(n, 3, size, size)
+
+
+def quiet_attribute(method, x: Tensor, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # conservation
+        return method.attribute(x, **kwargs)
+
+
+# ------------------------------------------------------------- 1. autocast
+@pytest.mark.parametrize("name", RELEVANCE_METHODS)
+def test_relevance_under_autocast_equals_float32(name: str) -> None:
+    model, x = small_net(), images(size=16)
+    method = RELEVANCE_METHODS[name](model, model.relu1)
+    want = quiet_attribute(method, x, target=[1, 3])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = quiet_attribute(method, x, target=[1, 3])
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_autocast_is_back_on_after_the_call() -> None:
+    model, x = small_net(), images()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        quiet_attribute(LayerShallowCam(model, model.relu1), x, target=0)
+        assert torch.is_autocast_enabled("cpu")
+        assert model(x).dtype == torch.bfloat16
+
+
+# -------------------------------------------------- 3. rules that match nothing
+@pytest.mark.parametrize("name", RELEVANCE_METHODS)
+def test_a_misspelt_rule_key_is_refused_with_the_closest_names(name: str) -> None:
+    model = small_net()
+    with pytest.raises(ValueError, match="'c2x'.*closest names: 'conv2'"):
+        RELEVANCE_METHODS[name](model, model.relu1, rules={"c2x": EpsilonRule(10)})
+
+
+def test_a_rule_keyed_by_a_module_of_another_model_is_refused() -> None:
+    model, other = small_net(), small_net()
+    with pytest.raises(ValueError, match="not a module of the model"):
+        LayerShallowCam(model, model.relu1, rules={other.conv2: EpsilonRule(10)})
+
+
+def test_a_rule_keyed_by_the_second_name_of_a_shared_module_is_refused() -> None:
+    model = small_net()
+    model.relu_again = model.relu1  # one module, two names
+    with pytest.raises(ValueError, match="second name of module 'relu1'"):
+        LayerShallowCam(model, model.conv1, rules={"relu_again": IdentityRule()})
+
+
+def test_rule_keys_that_match_still_work() -> None:
+    model, x = small_net(), images()
+    by_name = LayerShallowCam(model, model.relu1, rules={"conv2": EpsilonRule(10)})
+    by_module = LayerShallowCam(
+        model, model.relu1, rules={model.conv2: EpsilonRule(10)}
+    )
+    default = LayerShallowCam(model, model.relu1)
+    # A type the model lacks is allowed: one rule map serves many models.
+    by_type = LayerShallowCam(
+        model, model.relu1, rules={nn.Conv2d: EpsilonRule(10), nn.Conv3d: EpsilonRule()}
+    )
+    named = quiet_attribute(by_name, x, target=0)
+    torch.testing.assert_close(named, quiet_attribute(by_module, x, target=0))
+    assert not torch.allclose(named, quiet_attribute(default, x, target=0))
+    quiet_attribute(by_type, x, target=0)
+
+
+# ------------------------------------------ 4. token and channels-last layers
+def channels_first(t: Tensor) -> Tensor:
+    return t.permute(0, 3, 1, 2)
+
+
+def layer_cam_by_hand(model, layer, x: Tensor, target: int, reshape) -> Tensor:
+    """relu(sum_k relu(G_k) A_k) with A, G taken by a hook and torch.autograd."""
+    captured = []
+    handle = layer.register_forward_hook(lambda m, i, o: captured.append(o))
+    try:
+        score = model(x)[:, target].sum()
+    finally:
+        handle.remove()
+    (gradient,) = torch.autograd.grad(score, captured[0])
+    a, g = reshape(captured[0].detach()), reshape(gradient)
+    return torch.relu((torch.relu(g) * a).sum(1, keepdim=True))
+
+
+@pytest.fixture(scope="module")
+def swin():
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.swin_t(weights=None).eval()
+
+
+def test_a_channels_last_layer_is_refused_without_reshape_transform(swin) -> None:
+    x = images(1, 64)
+    with pytest.raises(ValueError, match=r"\(1, 16, 16, 96\) and looks channels-last"):
+        LayerCam(swin, swin.features[1]).attribute(x, target=0)
+
+
+def test_layer_cam_with_reshape_transform_on_swin(swin) -> None:
+    x = images(1, 64)
+    cam = LayerCam(swin, swin.features[1], reshape_transform=channels_first)
+    got = cam.attribute(x, target=3)
+    assert got.shape == (1, 1, 16, 16)
+    want = layer_cam_by_hand(swin, swin.features[1], x, 3, channels_first)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+class TinyViT(nn.Module):
+    """Patches of 4 x 4 pixels, a class token, one encoder block, a head."""
+
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+        self.patches = nn.Conv2d(3, dim, 4, stride=4)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim))
+        self.block = nn.TransformerEncoderLayer(
+            dim, 2, 32, dropout=0.0, batch_first=True
+        )
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.patches(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(len(x), -1, -1), tokens], 1)
+        return self.head(self.block(tokens)[:, 0])
+
+
+def tokens_to_map(t: Tensor) -> Tensor:
+    return t[:, 1:].unflatten(1, (4, 4)).permute(0, 3, 1, 2)
+
+
+def tiny_vit() -> TinyViT:
+    torch.manual_seed(0)
+    return TinyViT().eval()
+
+
+def test_layer_cam_with_reshape_transform_on_a_vit_block() -> None:
+    model, x = tiny_vit(), images(2, 16)
+    cam = LayerCam(model, model.block, reshape_transform=tokens_to_map)
+    got = cam.attribute(x, target=[1, 1])
+    assert got.shape == (2, 1, 4, 4)
+    want = layer_cam_by_hand(model, model.block, x, 1, tokens_to_map)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_tokens_without_reshape_transform_name_it() -> None:
+    model, x = tiny_vit(), images(2, 16)
+    with pytest.raises(ValueError, match="has shape .2, 17, 16.*reshape_transform"):
+        LayerCam(model, model.block).attribute(x, target=0)
+
+
+def test_a_reshape_transform_that_gives_no_feature_map_is_refused() -> None:
+    model, x = tiny_vit(), images(2, 16)
+    cam = LayerCam(model, model.block, reshape_transform=lambda t: t[:, 0])
+    with pytest.raises(ValueError, match=r"into \(2, 16\); it must return a 4-D"):
+        cam.attribute(x, target=0)
+
+
+@pytest.mark.parametrize("name", RELEVANCE_METHODS)
+def test_relevance_through_attention_is_refused(name: str, swin) -> None:
+    model = tiny_vit()
+    method = RELEVANCE_METHODS[name](model, model.patches)
+    with pytest.raises(TypeError, match="'block.self_attn' .* as attention does"):
+        method.attribute(images(2, 16), target=0)
+    method = RELEVANCE_METHODS[name](swin, swin.features[0][0])
+    with pytest.raises(TypeError, match=r"'features\.1\.0\.attn' .*matmul"):
+        method.attribute(images(1, 64), target=0)
+
+
+@pytest.mark.parametrize("name", RELEVANCE_METHODS)
+def test_attention_below_the_layer_is_no_reason_to_refuse(name: str) -> None:
+    """Relevance stops at the layer: a product of activations under it is never crossed."""
+
+    class AttentionBelow(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 5)
+
+        def forward(self, x: Tensor) -> Tensor:
+            x = x * torch.sigmoid(torch.einsum("nchw,nchw->nhw", x, x))[:, None]
+            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = AttentionBelow().eval()
+    quiet_attribute(RELEVANCE_METHODS[name](model, model.conv), images(), target=0)
+
+
+# ------------------------------------------------------- 5. NaN without a word
+class PerImageStandardised(nn.Module):
+    """Normalises each image by its own std: NaN on a constant image."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean((1, 2, 3), keepdim=True)
+        return self.net((x - mean) / x.std((1, 2, 3), keepdim=True))
+
+
+def test_a_nan_from_the_deletion_substrate_is_refused_naming_it() -> None:
+    model, x = PerImageStandardised(small_net()), images(size=16)
+    maps = torch.rand(2, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"deletion substrate \(zeros, the default\)"):
+        deletion_insertion(model, x, maps, target=0, step=64)
+    # With a substrate on which the model is finite, it works.
+    result = deletion_insertion(
+        model, x, maps, target=0, step=64, deletion_substrate=GaussianBlur(5, 2.0)
+    )
+    assert torch.isfinite(result.overall).all()
+
+
+def test_a_score_func_returning_nan_is_refused() -> None:
+    model, x = small_net(), images(size=16)
+
+    def nan_score(outputs: Tensor, targets: Tensor) -> Tensor:
+        return outputs.gather(1, targets[:, None])[:, 0].log()  # logits < 0 -> NaN
+
+    with pytest.raises(ValueError, match="score_func returned NaN or inf for finite"):
+        deletion_insertion(
+            model, x, torch.rand(2, 1, 4, 4), target=0, step=64, score_func=nan_score
+        )
+
+
+@pytest.mark.parametrize(
+    "blur, message",
+    [
+        (lambda: RiseBlur(11, sigma=0), "RiseBlur sigma must be a finite number > 0"),
+        (lambda: RiseBlur(10, 5), "RiseBlur kernel_size must be an odd positive int"),
+        (lambda: GaussianBlur(4, 1.0), "GaussianBlur kernel_size must be an odd"),
+        (lambda: GaussianBlur(5, float("nan")), "GaussianBlur sigma must be a finite"),
+        (lambda: RiseBlur(11.5, 5), "got 11.5"),
+    ],
+)
+def test_blur_parameters_are_validated(blur, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        blur()
+
+
+def test_fusing_a_nan_map_is_refused() -> None:
+    maps = [torch.rand(2, 1, 4, 4), torch.rand(2, 1, 8, 8)]
+    maps[1][0, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"Map 1 of layer_maps .* NaN or inf"):
+        fuse_layer_maps(maps)
+
+
+def test_report_refuses_nan_scores(tmp_path, capsys) -> None:
+    from captum_shallowcam.__main__ import main
+    from captum_shallowcam.evaluation import EvaluationResult
+
+    result = EvaluationResult(
+        {"model": "m", "images": "i", "step": 64, "layers": ["a"], "protocol": "p"},
+        ["x.jpg", "y.jpg"],
+        [0, 1],
+    )
+    result.scores = {
+        "layercam": {
+            "a": {
+                "deletion": [0.2, float("nan")],
+                "insertion": [0.6, 0.8],
+                "overall": [40.0, float("nan")],
+            }
+        }
+    }
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(result.to_dict()))
+    with pytest.raises(SystemExit) as refused:
+        main(["report", str(path), "--out", str(tmp_path / "out.json")])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert "the deletion score of layercam at a is nan for y.jpg" in err
+    assert not (tmp_path / "out.md").exists()
+
+
+# --------------------------------------------- 6. models returning containers
+class WithAux(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = small_net()
+
+    def forward(self, x: Tensor):
+        logits = self.net(x)
+        return namedtuple("Output", "logits aux")(logits, logits.relu())
+
+
+class Scores(nn.Module):
+    """The wrapper the message suggests."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x).logits
+
+
+@pytest.mark.parametrize("name", ["LayerCam", *RELEVANCE_METHODS])
+def test_a_model_returning_a_named_tuple_is_refused_with_the_wrapper(name) -> None:
+    method = {"LayerCam": LayerCam, **RELEVANCE_METHODS}[name]
+    model, x = WithAux().eval(), images()
+    with pytest.raises(TypeError, match=r"named tuple Output\('logits', 'aux'\)"):
+        method(model, model.net.relu1).attribute(x, target=0)
+    wrapped = quiet_attribute(method(Scores(model), model.net.relu1), x, target=0)
+    plain = quiet_attribute(method(model.net, model.net.relu1), x, target=0)
+    torch.testing.assert_close(wrapped, plain)
+
+
+# ------------------------------------------ 7. graph cut between layer and output
+class CutNet(nn.Module):
+    """``SmallNet``'s function with the graph cut after ``conv1`` in one of many ways."""
+
+    def __init__(self, cut: str) -> None:
+        super().__init__()
+        self.net, self.cut = small_net(), cut
+        if cut == "quantized":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao
+                self.net.fc = torch.ao.quantization.quantize_dynamic(
+                    nn.Sequential(self.net.fc), {nn.Linear}, dtype=torch.qint8
+                )
+
+    def forward(self, x: Tensor) -> Tensor:
+        net = self.net
+        h = net.relu1(net.conv1(x))
+        if self.cut == "detach":
+            h = h.detach()
+        if self.cut == "no_grad":
+            with torch.no_grad():
+                h = net.relu2(net.conv2(h))
+        elif self.cut.startswith("checkpoint"):
+            reentrant = self.cut == "checkpoint_reentrant"
+            h = checkpoint(self.stage2, h, use_reentrant=reentrant)
+        else:
+            h = self.stage2(h)
+        y = net.fc(torch.flatten(net.pool(h), 1))
+        if self.cut == "integer_output":
+            y = (100 * y).long()
+        if self.cut == "detached_output":
+            y = y.detach()
+        return y
+
+    def stage2(self, h: Tensor) -> Tensor:
+        return self.net.relu2(self.net.conv2(h))
+
+
+ALL_METHODS = {"LayerCam": LayerCam, **RELEVANCE_METHODS}
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+@pytest.mark.parametrize(
+    "cut, error, message",
+    [
+        ("detach", ValueError, "Layer 'net.conv1' is not joined to the model's output"),
+        ("no_grad", ValueError, "Layer 'net.conv1' is not joined .* torch.no_grad"),
+        ("quantized", ValueError, "not joined .*a dynamically quantized nn.Linear"),
+        ("checkpoint_reentrant", ValueError, "use_reentrant=True.*use_reentrant=False"),
+        ("integer_output", TypeError, "output has dtype torch.int64"),
+        ("detached_output", ValueError, "output does not depend on its input"),
+    ],
+)
+def test_a_graph_cut_between_layer_and_output_is_named(name, cut, error, message):
+    model = CutNet(cut).eval()
+    state = {
+        k: v.clone() for k, v in model.state_dict().items() if isinstance(v, Tensor)
+    }
+    method = ALL_METHODS[name](model, model.net.conv1)
+    with pytest.raises(error, match=message):
+        quiet_attribute(method, images(), target=0)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_non_reentrant_checkpointing_is_explained_exactly(name: str) -> None:
+    plain, checkpointed, x = (
+        CutNet("none").eval(),
+        CutNet("checkpoint").eval(),
+        images(),
+    )
+    want = quiet_attribute(ALL_METHODS[name](plain, plain.net.conv1), x, target=[0, 3])
+    got = quiet_attribute(
+        ALL_METHODS[name](checkpointed, checkpointed.net.conv1), x, target=[0, 3]
+    )
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
