@@ -9,7 +9,9 @@ class and of the second and the last class). The explained class is the
 trained model's prediction. ``--granularity block`` randomizes one step per
 top-level part (``_fc``, ``_conv_head`` with ``_bn1``, ``_blocks.15`` ...
 ``_blocks.0``, ``_conv_stem`` with ``_bn0``: 19 steps) instead of one per
-module (99 steps). Writes ``sanity_lite0_<n>.json`` and a PNG of the curves.
+module (99 steps); ``--granularity none`` computes the class sensitivity only
+(no randomization: cheap). Writes ``sanity_lite0_<n>.json`` (``_module``,
+``_class`` for the other granularities) and a PNG of the curves.
 
 Usage::
 
@@ -63,19 +65,28 @@ def nan_to_none(values):
 
 
 def method_scores(explain, model, inputs, layers, modules, seed) -> tuple[dict, list]:
-    """Randomization curves and class sensitivities of one batch, per layer
-    (``{layer: {field: rows}}``, one row or value per image), and the steps."""
-    randomized = model_randomization(model, explain, inputs, modules=modules, seed=seed)
+    """Randomization curves (unless ``modules == "none"``) and class
+    sensitivities of one batch, per layer (``{layer: {field: rows}}``, one row or
+    value per image), and the steps."""
     second = class_sensitivity(model, explain, inputs, other="second")
     last = class_sensitivity(model, explain, inputs, other="last")
-    scores = {}
-    for layer, result, sec, lst in zip(layers, randomized, second, last):
-        scores[layer] = {
-            field: getattr(result, field).T.tolist()  # N x K
-            for field in ("spearman", "spearman_abs", "ssim")
+    scores = {
+        layer: {
+            "class_sensitivity_second": sec.tolist(),
+            "class_sensitivity_last": lst.tolist(),
         }
-        scores[layer]["class_sensitivity_second"] = sec.tolist()
-        scores[layer]["class_sensitivity_last"] = lst.tolist()
+        for layer, sec, lst in zip(layers, second, last)
+    }
+    if modules == "none":
+        return scores, []
+    randomized = model_randomization(model, explain, inputs, modules=modules, seed=seed)
+    for layer, result in zip(layers, randomized):
+        scores[layer].update(
+            {
+                field: getattr(result, field).T.tolist()  # N x K
+                for field in ("spearman", "spearman_abs", "ssim")
+            }
+        )
     return scores, randomized[0].modules
 
 
@@ -87,7 +98,7 @@ def run(args: argparse.Namespace, items: list, save) -> dict:
     module_names = {module: name for name, module in model.named_modules()}
     layers = args.layers.split(",")
     layer_names = [module_names[loaded.layers[layer]] for layer in layers]
-    modules = block_steps(model) if args.granularity == "block" else None
+    modules = {"block": block_steps(model), "none": "none"}.get(args.granularity)
     result = {
         "settings": {
             "model": "efficientnet-lite0",
@@ -182,15 +193,17 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--layers", default=DEFAULT_LAYERS)
-    parser.add_argument("--granularity", choices=("module", "block"), default="block")
+    parser.add_argument(
+        "--granularity", choices=("module", "block", "none"), default="block"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args()
     items = read_image_folder(args.images)[args.start : args.start + args.limit]
     stem = f"sanity_lite0_{len(items)}"
-    if args.granularity == "module":
-        stem += "_module"
+    if args.granularity != "block":
+        stem += {"module": "_module", "none": "_class"}[args.granularity]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
 
@@ -198,10 +211,13 @@ def main() -> None:
         result["wall_seconds"] = time.time() - started
         with open(args.out_dir / f"{stem}.json", "w") as f:
             json.dump(result, f)
-        plot(result, args.out_dir / f"{stem}.png")
+        if args.granularity != "none":
+            plot(result, args.out_dir / f"{stem}.png")
 
     run(args, items, save)
-    print(f"wrote {args.out_dir / stem}.json and .png in {time.time() - started:.0f} s")
+    print(
+        f"wrote {args.out_dir / stem}.json (and .png) in {time.time() - started:.0f} s"
+    )
 
 
 if __name__ == "__main__":

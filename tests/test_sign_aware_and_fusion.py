@@ -402,3 +402,28 @@ def test_mask_and_relu_activations_are_one_choice(cls):
         explainer.attribute(x, target=0, relu_activations=True),
         explainer.attribute(x, target=0, mask="sign-aware"),
     )
+
+
+def test_the_masks_screen_builds_the_registered_methods_maps():
+    """benchmarks/masks_screen.py builds five maps from one set of passes; each
+    equals the map of the registered method of the same name."""
+    import importlib.util
+    from pathlib import Path
+
+    from captum_shallowcam.attr import compute_layer_passes
+    from captum_shallowcam.methods import make_explainer
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "masks_screen.py"
+    spec = importlib.util.spec_from_file_location("masks_screen", path)
+    screen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screen)
+    net = _small_signed_net()
+    x, t = torch.randn(3, 3, 8, 8), torch.tensor([0, 3, 1])
+    passes = compute_layer_passes(net, [net[2]], x, target=t, check_conservation=False)
+    built = screen.maps(
+        passes.activations[0], passes.gradients[0], passes.relevances[0]
+    )
+    assert set(built) == set(screen.METHODS)
+    for name, layer_map in built.items():
+        (expected,) = make_explainer(net, [net[2]], name)(x, t)
+        torch.testing.assert_close(layer_map, expected, rtol=1e-5, atol=1e-7)

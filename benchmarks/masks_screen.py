@@ -1,0 +1,122 @@
+"""Screens LayerCAM's masks and LayerShallowCam's weights on any model and input regime.
+
+One set of passes per batch (:func:`captum_shallowcam.attr.compute_layer_passes`:
+activations ``A``, gradients ``G``, CLRP relevance ``R`` at every stage) gives
+the maps of five registered methods, scored by deletion/insertion:
+
+* ``layercam``: ``ReLU(sum_k ReLU(G_k) A_k)``, the published LayerCAM;
+* ``layercam+sign-aware``: ``sum_k ReLU(G_k) ReLU(A_k)``;
+* ``shallowcam``: the default, geometric weights on ``alpha+`` times the
+  sign-aware mask;
+* ``layercam+both-signs``: ``sum_k ReLU(G_k A_k)``;
+* ``shallowcam+both-signs``: geometric weights on ``alpha`` (all positions)
+  times the both-signs mask.
+
+The maps equal what ``make_explainer(model, layers, name)`` returns (tested in
+``tests/test_sign_aware_and_fusion.py``); computing them from one set of passes
+costs a fifth. The result is the benchmark's JSON, so ``python -m
+captum_shallowcam report`` and the results page read it. Usage::
+
+    python benchmarks/masks_screen.py --model efficientnet-lite1 \\
+        --images ../shared/data/imagenet-samples --limit 16 --step 7168 \\
+        --out benchmarks/results/masks_lite1_own_a_7168.json
+"""
+
+import argparse
+import json
+import time
+
+import torch
+
+from captum_shallowcam.attr import compute_layer_passes
+from captum_shallowcam.attr._base import channel_sum, inter_layer_weights, spatial_mask
+from captum_shallowcam.evaluation import EvaluationResult, image_batches
+from captum_shallowcam.images import read_image_folder
+from captum_shallowcam.metrics import deletion_insertion
+from captum_shallowcam.metrics.protocols import describe, protocol_kwargs
+from captum_shallowcam.models import NORMALIZATIONS, load_model
+
+METHODS = (
+    "layercam",
+    "layercam+sign-aware",
+    "shallowcam",
+    "layercam+both-signs",
+    "shallowcam+both-signs",
+)
+
+
+def maps(a: torch.Tensor, g: torch.Tensor, r: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The five maps of one layer from its passes."""
+    sign_aware = spatial_mask(torch.relu(a), g)
+    both_signs = spatial_mask(a, g, "both-signs")
+    r_positive = r.masked_fill(a < 0, 0.0)
+    return {
+        "layercam": channel_sum(spatial_mask(a, g), True),
+        "layercam+sign-aware": channel_sum(sign_aware, True),
+        "shallowcam": channel_sum(
+            inter_layer_weights(r_positive, "geometric", sign_aware) * sign_aware, True
+        ),
+        "layercam+both-signs": channel_sum(both_signs, True),
+        "shallowcam+both-signs": channel_sum(
+            inter_layer_weights(r, "geometric", both_signs) * both_signs, True
+        ),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="efficientnet-lite0")
+    p.add_argument("--normalization", default="own", choices=sorted(NORMALIZATIONS))
+    p.add_argument("--images", required=True)
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--limit", type=int, default=16)
+    p.add_argument("--step", type=int, default=7168)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--layers", default=None, help="comma-separated; default all")
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    loaded = load_model(args.model, normalization=args.normalization)
+    model = loaded.model.to(memory_format=torch.channels_last)
+    names = args.layers.split(",") if args.layers else list(loaded.layers)
+    layers = [loaded.layers[n] for n in names]
+    items = read_image_folder(args.images)[args.start : args.start + args.limit]
+    metric_kwargs = protocol_kwargs("captum-shallowcam", step=args.step)
+    result = EvaluationResult(
+        settings={
+            "model": args.model,
+            "normalization": args.normalization,
+            "images": args.images,
+            "start": args.start,
+            "n_images": len(items),
+            "protocol": "captum-shallowcam",
+            "metric": describe("captum-shallowcam", metric_kwargs),
+            "step": args.step,
+            "layers": names,
+            "methods": list(METHODS),
+            "channels_last": True,
+            "script": "benchmarks/masks_screen.py",
+        }
+    )
+    started = time.time()
+    for image_names, x, t in image_batches(
+        items, loaded.preprocess, model, args.batch_size
+    ):
+        result.images += image_names
+        result.targets += t.tolist()
+        passes = compute_layer_passes(
+            model, layers, x, target=t, check_conservation=False
+        )
+        for i, name in enumerate(names):
+            a, g, r = passes.activations[i], passes.gradients[i], passes.relevances[i]
+            for method, layer_map in maps(a, g, r).items():
+                scores = deletion_insertion(
+                    model, x, layer_map.detach(), target=t, **metric_kwargs
+                )
+                result.add_scores(method, name, scores)
+        print(f"{len(result.images)} images {time.time() - started:.0f} s", flush=True)
+        with open(args.out, "w") as f:
+            json.dump(result.to_dict(), f)
+
+
+if __name__ == "__main__":
+    main()
