@@ -423,9 +423,11 @@ def group_cam_authors(
     alpha = gradients.view(b, k, -1).mean(2)
     weights = alpha.view(b, k, 1, 1)
     activations = weights * activations
-    saliency_map = torch.cat(
-        activations.chunk(groups, 1), dim=0
-    )  # needs K % groups == 0
+    chunks = activations.chunk(groups, 1)
+    # the authors reshape to `groups` rows, which fails when torch.chunk makes
+    # fewer (K < groups, or K not a multiple): the chunks actually made are used
+    groups = len(chunks)
+    saliency_map = torch.cat(chunks, dim=0)
     saliency_map = F.relu(saliency_map.sum(1, keepdim=True))
     saliency_map = F.interpolate(
         saliency_map, size=(h, w), mode="bilinear", align_corners=False

@@ -272,6 +272,16 @@ def test_group_cam_matches_authors_code(resnet18, images, groups):
     assert max(peaks) > 0
 
 
+def test_group_cam_blur_too_large_for_the_images_names_the_option():
+    model = small_net()
+    with pytest.raises(ValueError, match="blur_kernel_size"):
+        LayerGroupCam(model, model[4]).attribute(torch.randn(1, 3, 20, 20), target=0)
+    maps = LayerGroupCam(model, model[4]).attribute(
+        torch.randn(1, 3, 20, 20), target=0, blur_kernel_size=11, blur_sigma=5.0
+    )
+    assert maps.shape == (1, 1, 20, 20)
+
+
 # -------------------------------------------------- Integrated Grad-CAM
 @pytest.mark.parametrize("layer_name", ["layer3", "layer4"])
 def test_integrated_grad_cam_matches_authors_code(resnet18, images, layer_name):

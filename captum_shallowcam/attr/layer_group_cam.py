@@ -121,6 +121,13 @@ class LayerGroupCam(_LayerCamBase):
             raise ValueError(f"groups must be a positive int, got {groups!r}.")
         batch_size = check_batch_size(max_examples_per_batch)
         args = format_forward_args(additional_forward_args, images.shape[0])
+        if min(images.shape[2:]) <= blur_kernel_size // 2:
+            raise ValueError(
+                f"{type(self).__name__} blurs the images with a {blur_kernel_size}-tap "
+                f"kernel and reflection padding, which needs images larger than "
+                f"{blur_kernel_size // 2} pixels a side; got "
+                f"{tuple(images.shape[2:])}. Pass a smaller blur_kernel_size."
+            )
         blurred = GaussianBlur(blur_kernel_size, blur_sigma)(images)
         passes = self._passes(
             images,
