@@ -51,7 +51,7 @@ class LayerIntegratedGradCam(_LayerCamBase):
 
     Sattarzadeh et al., "Integrated Grad-CAM: Sensitivity-Aware Visual
     Explanation of Deep Convolutional Networks via Integrated Gradient-Based
-    Scoring", ICASSP 2021, https://doi.org/10.1109/ICASSP39728.2021.9415064
+    Scoring", ICASSP 2021, https://ieeexplore.ieee.org/document/9415064
     """
 
     @log_usage()
