@@ -342,3 +342,181 @@ def randomization_reference(
     return torch.tensor(plain, dtype=torch.float64), torch.tensor(
         absolute, dtype=torch.float64
     )
+
+
+# ------------------------------------------------- the CAM family (authors' code)
+# Each reference below follows the authors' published code step by step (one
+# image, one channel or group at a time, maps at the input's size where the
+# authors work there), with plain hooks and torch.autograd.grad, independently
+# of the package's engine and batching.
+
+
+def hooked_activation_and_gradient(
+    model: nn.Module, layer: nn.Module, x: Tensor, target: list[int]
+) -> tuple[Tensor, Tensor]:
+    """The layer's output and the gradient of the target logits there."""
+    kept: list[Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: kept.append(out))
+    try:
+        with torch.enable_grad():
+            logits = model(x)
+            score = logits.gather(1, torch.as_tensor(target)[:, None]).sum()
+            (grad,) = torch.autograd.grad(score, kept[0])
+    finally:
+        handle.remove()
+    return kept[0].detach(), grad
+
+
+def grad_cam_plus_plus_authors(activation: Tensor, gradient: Tensor) -> Tensor:
+    """adityac94/Grad_CAM_plus_plus misc/utils.py, per example, without the
+    exp(score) factor (a positive constant per example): the map before ReLU."""
+    maps = []
+    for a, g in zip(activation.double(), gradient.double()):
+        global_sum = a.sum(dim=(1, 2)).view(-1, 1, 1)
+        alpha_num = g**2
+        alpha_denom = g**2 * 2.0 + g**3 * global_sum
+        alpha_denom = torch.where(alpha_denom != 0.0, alpha_denom, 1.0)
+        alphas = alpha_num / alpha_denom
+        weights = torch.clamp(g, min=0.0)
+        alphas_thresholding = torch.where(weights != 0, alphas, 0.0)
+        norm = alphas_thresholding.sum(dim=(1, 2))
+        norm = torch.where(norm != 0.0, norm, 1.0)
+        alphas = alphas / norm.view(-1, 1, 1)
+        deep_linearization_weights = (weights * alphas).sum(dim=(1, 2))
+        maps.append((deep_linearization_weights.view(-1, 1, 1) * a).sum(0))
+    return torch.stack(maps)[:, None].float()
+
+
+def score_cam_authors(model: nn.Module, layer: nn.Module, x: Tensor, c: int) -> Tensor:
+    """haofanwang/Score-CAM cam/scorecam.py for one image (1 x C x H x W): the
+    ReLU'd sum of score-weighted upsampled channels, before the final scaling."""
+    kept: list[Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: kept.append(out))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    activations = kept[0]
+    _, k, _, _ = activations.shape
+    h, w = x.shape[2:]
+    score_saliency_map = torch.zeros((1, 1, h, w))
+    with torch.no_grad():
+        for i in range(k):
+            saliency_map = activations[:, i : i + 1]
+            saliency_map = F.interpolate(
+                saliency_map, size=(h, w), mode="bilinear", align_corners=False
+            )
+            if saliency_map.max() == saliency_map.min():
+                continue
+            norm_saliency_map = (saliency_map - saliency_map.min()) / (
+                saliency_map.max() - saliency_map.min()
+            )
+            output = F.softmax(model(x * norm_saliency_map), dim=1)
+            score_saliency_map += output[0][c] * saliency_map
+    return F.relu(score_saliency_map)
+
+
+def ablation_cam_reference(
+    model: nn.Module, layer: nn.Module, x: Tensor, c: int
+) -> Tensor:
+    """Ramaswamy's weights (y - y_k) / y for one image, channel k zeroed at the
+    layer's output one forward pass at a time: the map before ReLU."""
+    state = {"channel": None}
+
+    def ablate(_m, _i, out):
+        if state["channel"] is None:
+            return None
+        out = out.clone()
+        out[:, state["channel"]] = 0
+        return out
+
+    kept: list[Tensor] = []
+    keep = layer.register_forward_hook(lambda _m, _i, out: kept.append(out))
+    handle = layer.register_forward_hook(ablate)
+    try:
+        with torch.no_grad():
+            y = model(x)[0, c]
+            activation = kept[0]
+            weights = []
+            for k in range(activation.shape[1]):
+                state["channel"] = k
+                weights.append((y - model(x)[0, c]) / y)
+    finally:
+        keep.remove()
+        handle.remove()
+    weights = torch.stack(weights).view(1, -1, 1, 1)
+    return (weights * activation).sum(1, keepdim=True)
+
+
+def gaussian_blur_reflect(x: Tensor, kernel_size: int, sigma: float) -> Tensor:
+    """kornia's gaussian_blur2d (reflection padding), as separable convolutions."""
+    half = kernel_size // 2
+    taps = torch.arange(kernel_size, dtype=x.dtype) - half
+    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = x.shape[1]
+    padded = F.pad(x, (half, half, half, half), mode="reflect")
+    rows = F.conv2d(
+        padded, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels
+    )
+    return F.conv2d(
+        rows, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels
+    )
+
+
+def group_cam_authors(
+    model: nn.Module, layer: nn.Module, x: Tensor, c: int, groups: int
+) -> Tensor:
+    """wofmanaf/Group-CAM cam/groupcam.py for one image (no clustering), before
+    the final scaling; groups whose map is constant (the authors' 0/0) get
+    weight 0."""
+    _, _, h, w = x.shape
+    activations, gradients = hooked_activation_and_gradient(model, layer, x, [c])
+    b, k, u, v = activations.size()
+    alpha = gradients.view(b, k, -1).mean(2)
+    weights = alpha.view(b, k, 1, 1)
+    activations = weights * activations
+    chunks = activations.chunk(groups, 1)
+    # the authors reshape to `groups` rows, which fails when torch.chunk makes
+    # fewer (K < groups, or K not a multiple): the chunks actually made are used
+    groups = len(chunks)
+    saliency_map = torch.cat(chunks, dim=0)
+    saliency_map = F.relu(saliency_map.sum(1, keepdim=True))
+    saliency_map = F.interpolate(
+        saliency_map, size=(h, w), mode="bilinear", align_corners=False
+    )
+    flat = saliency_map.reshape(groups, -1)
+    inter_min = flat.min(dim=-1, keepdim=True)[0]
+    inter_max = flat.max(dim=-1, keepdim=True)[0]
+    constant = (inter_max == inter_min).view(-1)
+    norm = (flat - inter_min) / torch.where(
+        inter_max > inter_min, inter_max - inter_min, 1.0
+    )
+    norm_saliency_map = norm.reshape(groups, 1, h, w)
+    blurred = gaussian_blur_reflect(x, 51, 50.0)
+    with torch.no_grad():
+        base_line = F.softmax(model(blurred), dim=-1)[0][c]
+        blur_x = x * norm_saliency_map + blurred * (1 - norm_saliency_map)
+        output = F.softmax(model(blur_x), dim=-1)
+    score = F.relu(output[:, c] - base_line)
+    score = torch.where(constant, 0.0, score).view(-1, 1, 1, 1)
+    return torch.sum(saliency_map * score, dim=0, keepdim=True)
+
+
+def integrated_grad_cam_authors(
+    model: nn.Module, layer: nn.Module, x: Tensor, c: int, num_steps: int
+) -> Tensor:
+    """smstrzd/IntegratedGradCAM ``integrated_gradcam`` for one image (zero
+    baseline): the sum over the path of TorchRay's ReLU'd Grad-CAM maps, at the
+    layer's resolution (before the authors' resize)."""
+    baseline = x[0] * 0.0
+    image_stack = torch.stack(
+        [baseline + (x[0] - baseline) * (i / num_steps) for i in range(num_steps)]
+    )
+    activation, gradient = hooked_activation_and_gradient(
+        model, layer, image_stack, [c] * num_steps
+    )
+    grad_weight = gradient.mean(dim=(2, 3), keepdim=True)
+    saliency = torch.clamp((activation * grad_weight).sum(1, keepdim=True), min=0)
+    return saliency.sum(0, keepdim=True)
