@@ -23,7 +23,17 @@ from types import MappingProxyType
 from captum.attr import LayerGradCam
 from torch import Tensor, nn
 
-from captum_shallowcam.attr import LayerCam, LayerRelevanceCam, LayerShallowCam
+from captum_shallowcam.attr import (
+    LayerAblationCam,
+    LayerCam,
+    LayerGradCamPlusPlus,
+    LayerGroupCam,
+    LayerIntegratedGradCam,
+    LayerRelevanceCam,
+    LayerScoreCam,
+    LayerShallowCam,
+    LayerXGradCam,
+)
 from captum_shallowcam.attr.rules import ZPlusRule
 
 #: ``(inputs, targets) -> [map per layer]``, what :func:`make_explainer` returns.
@@ -141,8 +151,11 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType(_REGISTRY)
 def register_method(spec: MethodSpec, *, replace: bool = False) -> MethodSpec:
     """Adds ``spec`` to :data:`METHODS`; a name already taken is refused unless
     ``replace``. Returns ``spec``."""
-    if "+" in spec.name or "," in spec.name or not spec.name:
-        raise ValueError(f"A method name has no '+' or ',' (got {spec.name!r}).")
+    if "+" in spec.name.rstrip("+") or "," in spec.name or not spec.name.rstrip("+"):
+        raise ValueError(
+            "A method name has no ',' and no '+' but at its end, as in 'gradcam++' "
+            f"(got {spec.name!r})."
+        )
     unknown = [o for o in spec.options if o not in OPTIONS]
     if unknown:
         raise ValueError(
@@ -172,7 +185,10 @@ def method_names() -> tuple[str, ...]:
 def parse_method(method: str) -> tuple[MethodSpec, list[str]]:
     """The spec and options of a name such as ``layercam+sign-aware``; an
     unknown name or option, or one the method does not take, is refused."""
-    base, *options = method.split("+")
+    named = [n for n in _REGISTRY if method == n or method.startswith(n + "+")]
+    base = max(named, key=len) if named else method.split("+")[0]
+    rest = method[len(base) :]
+    options = rest[1:].split("+") if rest else []
     for option in options:
         if option not in OPTIONS:
             raise ValueError(
@@ -252,6 +268,47 @@ for _spec in (
         "Selvaraju et al., Grad-CAM, ICCV 2017, https://arxiv.org/abs/1610.02391",
         defaults={"relu_attributions": True},
         one_layer=True,
+    ),
+    MethodSpec(
+        "gradcam++",
+        LayerGradCamPlusPlus,
+        "channels weighted by positive gradients with second-order coefficients",
+        "Chattopadhay et al., Grad-CAM++, WACV 2018, https://arxiv.org/abs/1710.11063",
+    ),
+    MethodSpec(
+        "xgradcam",
+        LayerXGradCam,
+        "channels weighted by activation-normalised gradient sums (axiom-based)",
+        "Fu et al., XGrad-CAM, BMVC 2020, https://arxiv.org/abs/2008.02312",
+    ),
+    MethodSpec(
+        "scorecam",
+        LayerScoreCam,
+        "channels weighted by the class probability of the input masked by each",
+        "Wang et al., Score-CAM, CVPRW 2020, https://arxiv.org/abs/1910.01279",
+        perturbation=True,
+    ),
+    MethodSpec(
+        "ablationcam",
+        LayerAblationCam,
+        "channels weighted by the drop of the class score when each is zeroed",
+        "Ramaswamy (Desai and Ramaswamy), Ablation-CAM, WACV 2020",
+        perturbation=True,
+    ),
+    MethodSpec(
+        "groupcam",
+        LayerGroupCam,
+        "channel groups weighted by the score of the input masked by each group",
+        "Zhang et al., Group-CAM, arXiv 2021, https://arxiv.org/abs/2103.13859",
+        perturbation=True,
+    ),
+    MethodSpec(
+        "integrated-gradcam",
+        LayerIntegratedGradCam,
+        "Grad-CAM with gradients integrated along a path of scaled inputs",
+        "Sattarzadeh et al., Integrated Grad-CAM, ICASSP 2021, "
+        "https://ieeexplore.ieee.org/document/9415064",
+        perturbation=True,
     ),
     MethodSpec(
         "relevancecam",

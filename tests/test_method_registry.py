@@ -65,9 +65,9 @@ def test_the_paper_family_names_are_registered():
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_registered_method_gives_one_map_per_layer(name):
     model = small_net()
-    x, t = torch.randn(2, 3, 8, 8), torch.tensor([0, 2])
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
     maps = make_explainer(model, [model[1], model[3]], name)(x, t)
-    assert [tuple(m.shape) for m in maps] == [(2, 1, 8, 8), (2, 1, 8, 8)]
+    assert [tuple(m.shape) for m in maps] == [(2, 1, 32, 32), (2, 1, 32, 32)]
     assert all(torch.isfinite(m).all() for m in maps)
 
 
@@ -86,7 +86,7 @@ def test_a_registered_method_reaches_the_cli_help_and_the_benchmark(toy_method):
         subparsers = build_parser()._subparsers._group_actions[0].choices
         assert "toycam" in subparsers[command].format_help().replace("\n", " ")
     model = small_net()
-    x = torch.randn(3, 3, 8, 8)
+    x = torch.randn(3, 3, 32, 32)
     result = evaluate(
         model,
         [(["a", "b", "c"], x, torch.tensor([0, 1, 2]))],
@@ -106,11 +106,20 @@ def test_a_taken_name_is_refused_unless_replaced(toy_method):
 
 
 def test_bad_specs_are_refused():
-    with pytest.raises(ValueError, match="no '\\+'"):
+    with pytest.raises(ValueError, match="no '\\+' but at its end"):
         register_method(MethodSpec("a+b", ToyCam, "", ""))
     with pytest.raises(ValueError, match="unknown options"):
         register_method(MethodSpec("toy2", ToyCam, "", "", options=("sharp",)))
     assert "toy2" not in METHODS
+
+
+def test_names_ending_in_plus_signs_are_names_not_options():
+    spec, options = parse_method("gradcam++")
+    assert spec.name == "gradcam++" and options == []
+    spec, options = parse_method("gradcam")
+    assert spec.name == "gradcam" and options == []
+    with pytest.raises(ValueError, match="'gradcam\\+\\+' takes no options"):
+        parse_method("gradcam+++sign-aware")
 
 
 def test_option_messages_list_what_the_method_takes(toy_method):

@@ -73,7 +73,7 @@ def net() -> SmallNet:
 
 
 def inputs(n: int = 3, seed: int = 1) -> torch.Tensor:
-    return torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
 def snapshot(model: nn.Module) -> dict:
@@ -108,7 +108,7 @@ def test_maps_have_the_layers_shape(name):
     )
     assert isinstance(maps, list) and len(maps) == 2
     for m in maps:
-        assert m.shape == (3, 1, 8, 8)
+        assert m.shape == (3, 1, 32, 32)
         assert torch.isfinite(m).all()
         assert not m.requires_grad
 
@@ -121,7 +121,7 @@ def test_model_unchanged_after_a_call_and_after_a_failing_call(name):
     assert_same(before, snapshot(model))
     explain = make_explainer(model, [model.conv2], name)
     with pytest.raises(Exception):  # noqa: B017 - any refusal will do here
-        explain(torch.randn(3, 4, 8, 8), torch.tensor([0, 1, 2]))  # 4 channels
+        explain(torch.randn(3, 4, 32, 32), torch.tensor([0, 1, 2]))  # 4 channels
     assert_same(before, snapshot(model))
     model.train()
     before = snapshot(model)
@@ -193,5 +193,5 @@ def test_a_class_out_of_range_is_refused(name):
 def test_an_input_of_the_wrong_rank_is_refused(name):
     model = net()
     explain = make_explainer(model, [model.relu2], name)
-    with pytest.raises((ValueError, TypeError), match="input"):
-        explain(torch.randn(3, 8, 8), torch.tensor([0, 1, 2]))
+    with pytest.raises((ValueError, TypeError), match="input|shape"):
+        explain(torch.randn(3, 32, 32), torch.tensor([0, 1, 2]))
