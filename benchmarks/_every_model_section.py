@@ -16,8 +16,12 @@ step), the labelled class:
   ``benchmarks/sanity_checks.py --granularity none``, 50 photos.
 """
 
+import json
+
 import numpy as np
-from _sign_aware_section import cell, load
+from _sign_aware_section import RUNS, cell, listed, load
+
+from captum_shallowcam.evaluation import paired_difference
 
 PLAIN = "layercam"
 COLUMNS = {
@@ -74,10 +78,63 @@ def sensitivity_rows(result: dict) -> list[list[str]]:
     return rows
 
 
-def section(rst_table) -> str:
-    import json
-    from pathlib import Path
+def _ahead(result, method, baseline) -> tuple[list[str], list[str]]:
+    """The layers where ``method`` is ahead of / behind ``baseline`` (interval
+    above / below 0)."""
+    ahead, behind = [], []
+    for layer in result.settings["layers"]:
+        _, _, low, high = paired_difference(
+            result.scores[method][layer]["overall"],
+            result.scores[baseline][layer]["overall"],
+        )
+        if low > 0:
+            ahead.append(layer)
+        elif high < 0:
+            behind.append(layer)
+    return ahead, behind
 
+
+def _delta(result, method, baseline, layer) -> str:
+    return cell(
+        result.scores[method][layer]["overall"],
+        result.scores[baseline][layer]["overall"],
+    )
+
+
+def _says(result) -> str:
+    """What one screen shows, in numbers: where the default and the both-signs
+    ShallowCam are ahead of LayerCAM and where not, and what the relevance
+    weights add to the both-signs mask."""
+    n, layers = len(result.images), result.settings["layers"]
+    parts = []
+    for method, label in (
+        ("shallowcam", "The default"),
+        ("shallowcam+both-signs", "The both-signs ShallowCam"),
+    ):
+        ahead, behind = _ahead(result, method, PLAIN)
+        not_ahead = [lay for lay in layers if lay not in ahead]
+        where = "; ".join(
+            f"``{lay}`` {_delta(result, method, PLAIN, lay)}" for lay in not_ahead
+        )
+        parts.append(
+            f"{label} is ahead of LayerCAM at {len(ahead)} of {len(layers)} layers"
+            + (f", behind at {listed(behind)}" if behind else "")
+            + (f" (not ahead: {where})" if not_ahead else "")
+            + "."
+        )
+    weights_ahead, weights_behind = _ahead(
+        result, "shallowcam+both-signs", "layercam+both-signs"
+    )
+    parts.append(
+        f"Its relevance weights are ahead of their own mask alone at {listed(weights_ahead)}"
+        + (f" and behind at {listed(weights_behind)}" if weights_behind else "")
+        + f" ({n} photos)."
+    )
+    return " ".join(parts)
+
+
+def section(rst_table) -> tuple[str, str, int]:
+    """The screens (a table and a paragraph each) and the class-sensitivity table."""
     heads = [
         "layer",
         "LayerCAM",
@@ -88,11 +145,40 @@ def section(rst_table) -> str:
     for name, title in SCREENS.items():
         result = load(name)
         parts.append(
-            f"{title}, step {result.settings['step']}:\n\n{rst_table(heads, screen_rows(result))}"
+            f"{title}, step {result.settings['step']}:\n\n"
+            f"{rst_table(heads, screen_rows(result))}\n{_says(result)}\n"
         )
-    sanity = json.loads(
-        (Path(__file__).parent / "results" / f"{SANITY}.json").read_text()
-    )
+    sanity = json.loads((RUNS / f"{SANITY}.json").read_text())
     layers = list(sanity["settings"]["layers"])
     sensitivity = rst_table(["method", *layers], sensitivity_rows(sanity))
     return "\n".join(parts), sensitivity, sanity["settings"]["n_images"]
+
+
+def less_sensitive_than_layercam(method: str) -> list[str]:
+    """The layers where ``method``'s maps for the top and the last class agree
+    more than LayerCAM's (it is less class-sensitive there)."""
+    sanity = json.loads((RUNS / f"{SANITY}.json").read_text())
+    scores = sanity["scores"]
+
+    def mean(m, layer):
+        values = scores[m][layer]["class_sensitivity_last"]
+        return float(np.nanmean([np.nan if v is None else v for v in values]))
+
+    return [
+        lay
+        for lay in sanity["settings"]["layers"]
+        if mean(method, lay) > mean(PLAIN, lay)
+    ]
+
+
+def randomized_end(methods: list[str], layers: list[str]) -> str:
+    """The mean rank correlation after the last randomization step of the
+    8-photo cascading run, as "low to high" over ``methods`` and ``layers``."""
+    run = json.loads((RUNS / "sanity_lite0_8.json").read_text())
+    values = []
+    for method in methods:
+        for layer in layers:
+            rows = run["scores"][method][layer]["spearman"]
+            last = [np.nan if r[-1] is None else r[-1] for r in rows]
+            values.append(float(np.nanmean(last)))
+    return f"{min(values):.2f} to {max(values):.2f}"
