@@ -182,3 +182,24 @@ def randomized_end(methods: list[str], layers: list[str]) -> str:
             last = [np.nan if r[-1] is None else r[-1] for r in rows]
             values.append(float(np.nanmean(last)))
     return f"{min(values):.2f} to {max(values):.2f}"
+
+
+def readme_lines() -> str:
+    """The README's lines on the screens and on class sensitivity (markdown)."""
+    lines = [
+        "**Every model we ship** (screens of 16 to 24 photos at step 7168, "
+        "`benchmarks/masks_screen.py`; the 200-photo measure on Lite1 is still to "
+        "run), on where the default is and is not ahead of LayerCAM:"
+    ]
+    for name, title in SCREENS.items():
+        says = _says(load(name)).split(" Its relevance weights")[0]
+        lines.append(f"- {title.replace('``', '`')}: {says.replace('``', '`')}")
+    less = less_sensitive_than_layercam("shallowcam")
+    lines.append(
+        f"\n**Class sensitivity**: the default's maps for the predicted and the least "
+        f"likely class agree more than LayerCAM's at {len(less)} of 7 stages of "
+        "EfficientNet-Lite0 (50 photos): its deletion/insertion gain comes with maps "
+        "that depend less on the class. Details in "
+        "[docs/results.rst](docs/results.rst).\n\n"
+    )
+    return "\n".join(lines)

@@ -63,6 +63,26 @@ def maps(a: torch.Tensor, g: torch.Tensor, r: torch.Tensor) -> dict[str, torch.T
     }
 
 
+def print_signs(model, layers, names, items, preprocess, batch_size) -> None:
+    """Per layer: the share of negative activations, and the share of the CLRP
+    relevance that falls on them, over all photos."""
+    totals = {n: torch.zeros(4, dtype=torch.float64) for n in names}
+    for _, x, t in image_batches(items, preprocess, model, batch_size):
+        passes = compute_layer_passes(
+            model, layers, x, target=t, check_conservation=False
+        )
+        for n, a, r in zip(names, passes.activations, passes.relevances):
+            negative = a < 0
+            totals[n] += torch.tensor(
+                [negative.sum(), a.numel(), r[negative].sum(), r.sum()],
+                dtype=torch.float64,
+            )
+    for n, (neg, size, r_neg, r_all) in totals.items():
+        print(
+            f"{n}: negative activations {neg / size:.0%}, relevance on them {r_neg / r_all:.0%}"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="efficientnet-lite0")
@@ -73,8 +93,16 @@ def main() -> None:
     p.add_argument("--step", type=int, default=7168)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--layers", default=None, help="comma-separated; default all")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", default=None, help="results JSON (required unless --signs)")
+    p.add_argument(
+        "--signs",
+        action="store_true",
+        help="print, per layer, the share of negative activations and of the CLRP "
+        "relevance on them, and exit (no scores)",
+    )
     args = p.parse_args()
+    if args.out is None and not args.signs:
+        p.error("--out is required (or give --signs)")
     loaded = load_model(args.model, normalization=args.normalization)
     model = loaded.model.to(memory_format=torch.channels_last)
     names = args.layers.split(",") if args.layers else list(loaded.layers)
@@ -97,6 +125,9 @@ def main() -> None:
             "script": "benchmarks/masks_screen.py",
         }
     )
+    if args.signs:
+        print_signs(model, layers, names, items, loaded.preprocess, args.batch_size)
+        return
     started = time.time()
     for image_names, x, t in image_batches(
         items, loaded.preprocess, model, args.batch_size
