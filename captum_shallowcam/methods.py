@@ -270,6 +270,38 @@ for _spec in (
         one_layer=True,
     ),
     MethodSpec(
+        "relevancecam",
+        LayerRelevanceCam,
+        "ReLU(sum_k alpha_k A_k), channels weighted by their LRP relevance",
+        _RELEVANCE_CAM,
+        options=_RELEVANCE,
+        relevance=True,
+    ),
+    MethodSpec(
+        "shallowcam",
+        LayerShallowCam,
+        "LayerShallowCam's default: LayerCAM's mask times inter-layer relevance weights",
+        _SHALLOW_CAM,
+        options=(*_RELEVANCE, *_MASK),
+        relevance=True,
+    ),
+    *(
+        MethodSpec(
+            f"shallowcam-{variant}",
+            LayerShallowCam,
+            f"LayerShallowCam, variant='{variant}': {what}",
+            _SHALLOW_CAM,
+            defaults={"variant": variant},
+            options=(*_RELEVANCE, *_MASK),
+            relevance=True,
+        )
+        for variant, what in (
+            ("v1", "relevance from the logits"),
+            ("v2", "relevance from the next layer's evidence"),
+            ("v3", "a 2-D mask times relevance-weighted activations"),
+        )
+    ),
+    MethodSpec(
         "gradcam++",
         LayerGradCamPlusPlus,
         "channels weighted by positive gradients with second-order coefficients",
@@ -309,38 +341,6 @@ for _spec in (
         "Sattarzadeh et al., Integrated Grad-CAM, ICASSP 2021, "
         "https://ieeexplore.ieee.org/document/9415064",
         perturbation=True,
-    ),
-    MethodSpec(
-        "relevancecam",
-        LayerRelevanceCam,
-        "ReLU(sum_k alpha_k A_k), channels weighted by their LRP relevance",
-        _RELEVANCE_CAM,
-        options=_RELEVANCE,
-        relevance=True,
-    ),
-    MethodSpec(
-        "shallowcam",
-        LayerShallowCam,
-        "LayerShallowCam's default: LayerCAM's mask times inter-layer relevance weights",
-        _SHALLOW_CAM,
-        options=(*_RELEVANCE, *_MASK),
-        relevance=True,
-    ),
-    *(
-        MethodSpec(
-            f"shallowcam-{variant}",
-            LayerShallowCam,
-            f"LayerShallowCam, variant='{variant}': {what}",
-            _SHALLOW_CAM,
-            defaults={"variant": variant},
-            options=(*_RELEVANCE, *_MASK),
-            relevance=True,
-        )
-        for variant, what in (
-            ("v1", "relevance from the logits"),
-            ("v2", "relevance from the next layer's evidence"),
-            ("v3", "a 2-D mask times relevance-weighted activations"),
-        )
     ),
 ):
     register_method(_spec)
