@@ -28,8 +28,12 @@ import time
 
 import torch
 
-from captum_shallowcam.attr import compute_layer_passes
-from captum_shallowcam.attr._base import channel_sum, inter_layer_weights, spatial_mask
+from captum_shallowcam.attr import (
+    channel_sum,
+    compute_layer_passes,
+    inter_layer_weights,
+    spatial_mask,
+)
 from captum_shallowcam.evaluation import EvaluationResult, image_batches
 from captum_shallowcam.images import read_image_folder
 from captum_shallowcam.metrics import deletion_insertion

@@ -39,8 +39,9 @@ names are the keys of the JSON):
   ``lc_x_fgP``: the sign-aware LayerCAM map times the pushed relevance summed
   where ``A > 0``.
 
-A diagnostic for the results page (it reads private passes of the engine), not
-an option of the package. Usage::
+A diagnostic for the results page (its pushed-down relevance is a ``refine``
+step of :func:`~captum_shallowcam.attr.compute_layer_passes`), not an option of
+the package. Usage::
 
     python benchmarks/readings_screen.py --images ../shared/data/imagenet-samples \
         --limit 24 --step 7168 --methods layercam,layercam_pos,sqrt_alphaP_pos --out screen.json
@@ -52,8 +53,8 @@ import time
 
 import torch
 
-from captum_shallowcam import LayerShallowCam
 from captum_shallowcam.__main__ import PROTOCOL
+from captum_shallowcam.attr import compute_layer_passes
 from captum_shallowcam.evaluation import image_batches, paired_difference
 from captum_shallowcam.images import read_image_folder
 from captum_shallowcam.metrics import deletion_insertion
@@ -158,7 +159,7 @@ def main():
     loaded = load_model("efficientnet-lite0")
     model = loaded.model.to(memory_format=torch.channels_last)
     names = list(loaded.layers)
-    explainer = LayerShallowCam(model, [loaded.layers[n] for n in names])
+    layers = [loaded.layers[n] for n in names]
     items = read_image_folder(args.images)[args.start : args.start + args.limit]
     scores: dict[str, dict[str, list[float]]] = {}
     want = args.methods.split(",") if args.methods else None
@@ -177,8 +178,8 @@ def main():
         imgs += inames
         targets += [int(v) for v in t]
         req = PushedDown()
-        passes = explainer._relevance_passes(
-            x, t, None, False, "clrp", "positive", False, gradients=True, refine=req
+        passes = compute_layer_passes(
+            model, layers, x, target=t, check_conservation=False, refine=req
         )
         for i, name in enumerate(names):
             if args.stages and name not in args.stages.split(","):

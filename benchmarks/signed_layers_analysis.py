@@ -36,8 +36,7 @@ import json
 import numpy as np
 import torch
 
-from captum_shallowcam.attr import compute_layer_passes
-from captum_shallowcam.attr._base import channel_sum, spatial_mask
+from captum_shallowcam.attr import channel_sum, compute_layer_passes, spatial_mask
 from captum_shallowcam.evaluation import image_batches, paired_difference
 from captum_shallowcam.images import read_image_folder
 from captum_shallowcam.metrics import deletion_insertion

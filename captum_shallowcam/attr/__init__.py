@@ -15,7 +15,13 @@ from captum_shallowcam.attr.layer_relevance_cam import LayerRelevanceCam
 from captum_shallowcam.attr.layer_score_cam import LayerScoreCam
 from captum_shallowcam.attr.layer_shallow_cam import LayerShallowCam
 from captum_shallowcam.attr.layer_xgrad_cam import LayerXGradCam
-from captum_shallowcam.attr.passes import CamPasses, compute_layer_passes
+from captum_shallowcam.attr.passes import (
+    CamPasses,
+    channel_sum,
+    compute_layer_passes,
+    inter_layer_weights,
+    spatial_mask,
+)
 from captum_shallowcam.attr.weighted_cam import LayerWeightedCam
 
 __all__ = [
@@ -32,4 +38,7 @@ __all__ = [
     "fuse_layer_maps",
     "compute_layer_passes",
     "CamPasses",
+    "spatial_mask",
+    "inter_layer_weights",
+    "channel_sum",
 ]

@@ -415,6 +415,7 @@ def unit_range(maps: Tensor) -> Tensor:
 
 
 def channel_sum(maps: Tensor, relu: bool) -> Tensor:
+    r""":math:`\sum_k m_k` over dimension 1 (N x 1 x h x w), ReLU'd when ``relu``."""
     summed = maps.sum(dim=1, keepdim=True)
     return torch.relu(summed) if relu else summed
 

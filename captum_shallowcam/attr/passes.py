@@ -1,4 +1,6 @@
-"""The per-layer passes the CAM methods are built from, as one public function."""
+"""The per-layer passes the CAM methods are built from, as one public function,
+and the map formulas the methods apply to them (:func:`spatial_mask`,
+:func:`inter_layer_weights`, :func:`channel_sum`), for building other maps."""
 
 from typing import Any
 
@@ -9,8 +11,12 @@ from captum_shallowcam.attr._base import (
     CamPasses,
     InitialRelevance,
     LayerOrLayers,
+    RelevanceRefinement,
     _LayerCamBase,
     _RelevanceCamBase,
+    channel_sum,
+    inter_layer_weights,
+    spatial_mask,
 )
 from captum_shallowcam.attr.rules import RuleMap
 
@@ -27,6 +33,7 @@ def compute_layer_passes(
     rules: RuleMap | None = None,
     initial_relevance: InitialRelevance = "clrp",
     check_conservation: bool = True,
+    refine: RelevanceRefinement | None = None,
 ) -> CamPasses:
     r"""
     The activation :math:`A`, gradient :math:`G = \partial y^c / \partial A` and
@@ -58,6 +65,11 @@ def compute_layer_passes(
                     Default: ``"clrp"``
         check_conservation (bool, optional): Warn when relevance is not
                     conserved. Default: True
+        refine (callable, optional): ``refine(engine, passes, relevances) ->
+                    relevances``, run inside the call after the gradient pass
+                    (e.g. to push relevance down from another layer's evidence
+                    with ``engine.relevance``, as ``variant="v2"`` does).
+                    Default: None
 
     Returns:
         :class:`CamPasses` with ``targets`` (N) and, per layer in the order given,
@@ -86,7 +98,14 @@ def compute_layer_passes(
         "positive",
         check_conservation,
         gradients=True,
+        refine=refine,
     )
 
 
-__all__: list[str] = ["CamPasses", "compute_layer_passes"]
+__all__: list[str] = [
+    "CamPasses",
+    "channel_sum",
+    "compute_layer_passes",
+    "inter_layer_weights",
+    "spatial_mask",
+]
