@@ -203,3 +203,59 @@ def readme_lines() -> str:
         "[docs/results.rst](docs/results.rst).\n\n"
     )
     return "\n".join(lines)
+
+
+FAMILY = "family_lite0_a_7168"
+
+
+def family_rows(result) -> list[list[str]]:
+    """Per layer and method: the mean overall score, its rank at that layer, and
+    the default's paired Δ to it."""
+    rows = []
+    for layer in result.settings["layers"]:
+        means = {
+            m: float(np.mean(s[layer]["overall"])) for m, s in result.scores.items()
+        }
+        order = sorted(means, key=lambda m: -means[m])
+        for method in order:
+            delta = (
+                "—"
+                if method == "shallowcam"
+                else _delta(result, "shallowcam", method, layer)
+            )
+            rows.append(
+                [
+                    layer,
+                    method,
+                    f"{means[method]:.1f}",
+                    str(order.index(method) + 1),
+                    delta,
+                ]
+            )
+    return rows
+
+
+def family_says(result) -> str:
+    """Where the default ranks at each layer, and whom it is ahead of / behind."""
+    parts = []
+    for layer in result.settings["layers"]:
+        means = {
+            m: float(np.mean(s[layer]["overall"])) for m, s in result.scores.items()
+        }
+        order = sorted(means, key=lambda m: -means[m])
+        ahead, behind = [], []
+        for method in order:
+            if method == "shallowcam":
+                continue
+            _, _, low, high = paired_difference(
+                result.scores["shallowcam"][layer]["overall"],
+                result.scores[method][layer]["overall"],
+            )
+            (ahead if low > 0 else behind if high < 0 else []).append(method)
+        parts.append(
+            f"at ``{layer}`` the default ranks {order.index('shallowcam') + 1} of "
+            f"{len(order)} (first: {order[0]}), ahead (interval above 0) of "
+            f"{len(ahead)} and behind {len(behind)}"
+            + (f" ({', '.join(behind)})" if behind else "")
+        )
+    return "; ".join(parts)

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 from _every_model_section import (
+    FAMILY,
+    family_rows,
+    family_says,
     less_sensitive_than_layercam,
     randomized_end,
     readme_lines,
@@ -403,6 +406,11 @@ def main() -> None:
     sign_aware_rst = sign_aware_section(rst_table)
     geometric_rst, geometric_md = geometric_section(rst_table, md_table)
     screens_rst, sensitivity_rst, n_sanity = every_model_section(rst_table)
+    family = load(FAMILY)
+    family_table = rst_table(
+        ["layer", "method", "overall", "rank", "Δ default vs method"],
+        family_rows(family),
+    )
     less_sensitive = less_sensitive_than_layercam("shallowcam")
     less_sensitive_text = ", ".join(f"``{s}``" for s in less_sensitive) or "none"
     survive = randomized_end(
@@ -435,6 +443,20 @@ Regenerate: ``python -m captum_shallowcam benchmark`` (see
    layer.
 
 {geometric_rst}
+The CAM family the paper compares with: a first look
+---------------------------------------------------
+
+Every method of the registry, on EfficientNet-Lite0 at ``stage1`` to ``stage3``,
+the first {len(family.images)} photos of ``imagenet-samples``, step
+{family.settings["step"]}, labelled class (``python -m captum_shallowcam
+benchmark --layers stage1,stage2,stage3 --methods {",".join(family.scores)}
+--step {family.settings["step"]} --limit {len(family.images)} --channels-last``,
+``benchmarks/results/{FAMILY}.json``). This is not the comparison the paper's
+claim needs (all seven stages, 200 photos, step 1792); the perturbation methods
+cost one forward pass per channel or group, which this 2-core CPU could not
+give them in one session. What it shows: {family_says(family)}.
+
+{family_table}
 Every model we ship, both input regimes: screens
 ------------------------------------------------
 
