@@ -194,6 +194,13 @@ def readme_lines() -> str:
     for name, title in SCREENS.items():
         says = _says(load(name)).split(" Its relevance weights")[0]
         lines.append(f"- {title.replace('``', '`')}: {says.replace('``', '`')}")
+    family = load(FAMILY)
+    lines.append(
+        f"\n**The CAM family** (a first look: EfficientNet-Lite0, {len(family.images)} "
+        f"photos, step {family.settings['step']}, `stage1` to `stage3` only): "
+        + family_says(family).replace("``", "`")
+        + "."
+    )
     less = less_sensitive_than_layercam("shallowcam")
     lines.append(
         f"\n**Class sensitivity**: the default's maps for the predicted and the least "
