@@ -44,6 +44,17 @@ class LabelledImage:
         return Image.open(self.path).convert("RGB")
 
 
+def _class_index(text: str | None, path: Path, line: int) -> int:
+    """A labels file's class index, or an error naming the file and the row."""
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise ValueError(
+            f"{path}, line {line}: class_index {text!r} is not an integer class "
+            "index; write the model's class number (e.g. 281), not its name."
+        ) from None
+
+
 def sample_images() -> list[LabelledImage]:
     """The photographs shipped with the package (no download needed)."""
     return [
@@ -98,10 +109,10 @@ def read_image_folder(
             (
                 LabelledImage(
                     folder / r["file"],
-                    int(r["class_index"]),
+                    _class_index(r["class_index"], labels_path, line),
                     r.get("name") or r["file"],
                 )
-                for r in rows
+                for line, r in enumerate(rows, start=2)
             ),
             key=lambda item: item.path.name,
         )

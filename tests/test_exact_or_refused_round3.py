@@ -432,3 +432,40 @@ def test_non_reentrant_checkpointing_is_explained_exactly(name: str) -> None:
         ALL_METHODS[name](checkpointed, checkpointed.net.conv1), x, target=[0, 3]
     )
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+# ------------------------------------------------- the "unclear" items
+def test_an_autocast_dtype_that_is_not_a_float_is_refused():
+    from captum_shallowcam.metrics import deletion_insertion
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 14 * 14, 3)
+    ).eval()
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="autocast_dtype must be torch.bfloat16 or"):
+        deletion_insertion(
+            model, x, torch.rand(1, 1, 16, 16), target=0, step=64,
+            autocast_dtype=torch.int32,
+        )  # fmt: skip
+
+
+def test_a_class_name_in_labels_csv_names_the_file_and_the_line(tmp_path):
+    from PIL import Image
+
+    from captum_shallowcam.images import read_image_folder
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.jpg")
+    Image.new("RGB", (32, 32)).save(tmp_path / "b.jpg")
+    (tmp_path / "labels.csv").write_text("file,class_index\na.jpg,3\nb.jpg,cat\n")
+    with pytest.raises(ValueError, match=r"labels.csv, line 3: class_index 'cat'"):
+        read_image_folder(tmp_path)
+
+
+@pytest.mark.parametrize("key", [nn.BatchNorm2d, "1"])
+def test_a_rule_for_batch_norm_is_refused_not_ignored(key):
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(4, 3),
+    ).eval()  # fmt: skip
+    with pytest.raises(ValueError, match="BatchNorm gets no rule, it is folded"):
+        LayerShallowCam(model, model[2], rules={key: EpsilonRule()})

@@ -512,9 +512,27 @@ def validate_rules(
             raise TypeError(
                 f"rules keys must be module types, modules or module names; got {key!r}."
             )
+        _refuse_batch_norm_key(key, model)
     if model is not None:
         _check_keys_match(rules, model)
     return dict(rules)
+
+
+def _refuse_batch_norm_key(key: object, model: nn.Module | None) -> None:
+    """A rule for BatchNorm would never be used: BatchNorm is folded into the conv
+    or linear map before it, and a standalone one passes relevance on as it is."""
+    module = key
+    if isinstance(key, str) and model is not None:
+        module = dict(model.named_modules()).get(key)
+    is_batch_norm = isinstance(module, nn.modules.batchnorm._BatchNorm) or (
+        isinstance(module, type) and issubclass(module, nn.modules.batchnorm._BatchNorm)
+    )
+    if is_batch_norm:
+        raise ValueError(
+            f"The rule given for {key!r} would never be used: BatchNorm gets no rule, "
+            "it is folded into the conv or linear layer before it (a standalone "
+            "BatchNorm passes relevance on unchanged). Give the rule to that conv."
+        )
 
 
 def _check_keys_match(rules: RuleMap, model: nn.Module) -> None:

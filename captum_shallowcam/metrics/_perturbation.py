@@ -48,6 +48,11 @@ def forward_context(autocast_dtype: torch.dtype | None, device: torch.device):
     """
     if autocast_dtype is None:
         return contextlib.nullcontext()
+    if autocast_dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(
+            f"autocast_dtype must be torch.bfloat16 or torch.float16 (or None for "
+            f"full precision), got {autocast_dtype}."
+        )
     return torch.autocast(device_type=device.type, dtype=autocast_dtype)
 
 
