@@ -32,10 +32,10 @@ COLUMNS = {
 }
 #: The screens, as the tables name them.
 SCREENS = {
-    "masks_lite1_own_a_7168": "EfficientNet-Lite1, own inputs, ``imagenet-samples`` (16 photos)",
-    "masks_lite1_own_b_7168": "EfficientNet-Lite1, own inputs, ``imagenet-samples-b`` (16 photos)",
-    "masks_lite1_imagenet_a_7168": "EfficientNet-Lite1, ImageNet mean/std inputs, ``imagenet-samples`` (16 photos)",
-    "masks_lite0_imagenet_a_7168": "EfficientNet-Lite0, ImageNet mean/std inputs, ``imagenet-samples`` (16 photos)",
+    "masks_lite1_own_a_7168": "EfficientNet-Lite1, own inputs, ``imagenet-samples``",
+    "masks_lite1_own_b_7168": "EfficientNet-Lite1, own inputs, ``imagenet-samples-b``",
+    "masks_lite1_imagenet_a_7168": "EfficientNet-Lite1, ImageNet mean/std inputs, ``imagenet-samples``",
+    "masks_lite0_imagenet_a_7168": "EfficientNet-Lite0, ImageNet mean/std inputs, ``imagenet-samples``",
 }  # fmt: skip
 SANITY = "sanity_lite0_50_class"
 
@@ -145,7 +145,7 @@ def section(rst_table) -> tuple[str, str, int]:
     for name, title in SCREENS.items():
         result = load(name)
         parts.append(
-            f"{title}, step {result.settings['step']}:\n\n"
+            f"{title} ({len(result.images)} photos), step {result.settings['step']}:\n\n"
             f"{rst_table(heads, screen_rows(result))}\n{_says(result)}\n"
         )
     sanity = json.loads((RUNS / f"{SANITY}.json").read_text())
@@ -193,7 +193,10 @@ def readme_lines() -> str:
     ]
     for name, title in SCREENS.items():
         says = _says(load(name)).split(" Its relevance weights")[0]
-        lines.append(f"- {title.replace('``', '`')}: {says.replace('``', '`')}")
+        n = len(load(name).images)
+        lines.append(
+            f"- {title.replace('``', '`')} ({n} photos): {says.replace('``', '`')}"
+        )
     family = load(FAMILY)
     lines.append(
         f"\n**The CAM family** (a first look: EfficientNet-Lite0, {len(family.images)} "
@@ -261,7 +264,9 @@ def family_says(result) -> str:
             (ahead if low > 0 else behind if high < 0 else []).append(method)
         parts.append(
             f"at ``{layer}`` the default ranks {order.index('shallowcam') + 1} of "
-            f"{len(order)} (first: {order[0]}), ahead (interval above 0) of "
+            f"{len(order)}"
+            + (f" (first: {order[0]})" if order[0] != "shallowcam" else "")
+            + ", ahead (interval above 0) of "
             f"{len(ahead)} and behind {len(behind)}"
             + (f" ({', '.join(behind)})" if behind else "")
         )
