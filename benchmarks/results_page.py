@@ -444,7 +444,7 @@ Regenerate: ``python -m captum_shallowcam benchmark`` (see
 
 {geometric_rst}
 The CAM family the paper compares with: a first look
----------------------------------------------------
+----------------------------------------------------
 
 Every method of the registry, on EfficientNet-Lite0 at ``stage1`` to ``stage3``,
 the first {len(family.images)} photos of ``imagenet-samples``, step
