@@ -66,16 +66,15 @@ def exclusive(model: Any) -> Iterator[None]:
 @contextmanager
 def buffers_preserved(forward_func: Callable) -> Iterator[None]:
     """Forward passes in the block leave every buffer as it was (train-mode
-    BatchNorm updates its running statistics; an explanation or a metric must
-    not). For an ``nn.Module`` all its buffers are saved when any of its modules
-    is training; for a function, the buffers of each training module it calls,
-    saved before that module's first call (a global forward pre-hook, for this
-    thread only)."""
+    BatchNorm updates its running statistics, and a model may count its own
+    calls in a buffer in any mode; an explanation or a metric must change
+    neither). For an ``nn.Module`` all its buffers are saved; for a function,
+    the buffers of each module it calls, saved before that module's first call
+    (a global forward pre-hook, for this thread only)."""
     saved: list[tuple[Tensor, Tensor]] = []
     handle = None
     if isinstance(forward_func, nn.Module):
-        if any(m.training for m in forward_func.modules()):
-            saved = _copies(forward_func.buffers())
+        saved = _copies(forward_func.buffers())
     else:
         me = threading.get_ident()
         seen: weakref.WeakSet[nn.Module] = weakref.WeakSet()
@@ -84,8 +83,7 @@ def buffers_preserved(forward_func: Callable) -> Iterator[None]:
             if threading.get_ident() != me or module in seen:
                 return
             seen.add(module)
-            if module.training:
-                saved.extend(_copies(module.buffers(recurse=False)))
+            saved.extend(_copies(module.buffers(recurse=False)))
 
         handle = nn.modules.module.register_module_forward_pre_hook(
             save_before_first_call

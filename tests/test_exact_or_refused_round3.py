@@ -469,3 +469,30 @@ def test_a_rule_for_batch_norm_is_refused_not_ignored(key):
     ).eval()  # fmt: skip
     with pytest.raises(ValueError, match="BatchNorm gets no rule, it is folded"):
         LayerShallowCam(model, model[2], rules={key: EpsilonRule()})
+
+
+class CountsItsCalls(nn.Module):
+    """An eval-mode model that counts its forward calls in a buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        return self.fc(self.relu(self.conv(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_a_buffer_the_model_changes_itself_is_put_back(wrap):
+    model = CountsItsCalls().eval()
+    forward = (lambda x: model(x)) if wrap else model
+    x = torch.randn(2, 3, 8, 8)
+    LayerCam(forward, model.relu).attribute(x, target=0)
+    deletion_insertion(forward, x, torch.rand(2, 1, 6, 6), target=0, step=16)
+    if not wrap:
+        LayerShallowCam(model, model.relu).attribute(x, target=0)
+    assert model.calls.item() == 0
