@@ -192,8 +192,9 @@ def readme_lines() -> str:
         "run), on where the default is and is not ahead of LayerCAM:"
     ]
     for name, title in SCREENS.items():
-        says = _says(load(name)).split(" Its relevance weights")[0]
-        n = len(load(name).images)
+        result = load(name)
+        says = _says(result).split(" Its relevance weights")[0]
+        n = len(result.images)
         lines.append(
             f"- {title.replace('``', '`')} ({n} photos): {says.replace('``', '`')}"
         )

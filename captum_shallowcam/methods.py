@@ -84,8 +84,10 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
     }
 )
 _MASK = ("sign-aware", "plain-mask", "both-signs")
-_RELEVANCE = ("positive", "signed", "sqrt", "geometric", "target", "contrastive")
-_RELEVANCE += ("clrp", "no-conserve")
+_RELEVANCE = (
+    "positive", "signed", "sqrt", "geometric", "target", "contrastive", "clrp",
+    "no-conserve",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,13 @@ def _write_method_table(app) -> None:
             f"   * - ``{spec.name}``",
             f"     - :class:`{public}.{spec.method.__name__}`"
             + (f" ({defaults})" if defaults else ""),
-            f"     - {spec.description}" + (f"; options: {options}" if options else ""),
+            f"     - {spec.description}"
+            + (
+                "; extra forward passes per channel, group or step"
+                if spec.perturbation
+                else ""
+            )
+            + (f"; options: {options}" if options else ""),
             f"     - {spec.citation}",
         ]
     folder = os.path.join(app.srcdir, "_generated")
