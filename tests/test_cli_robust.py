@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_cli import CAT, _cub_folder, _user_error, no_computation  # noqa: F401
 
-from captum_shallowcam.__main__ import main
+from captum_shallowcam.cli import main
 
 
 def truncated_copy(path, to):
@@ -74,7 +74,7 @@ def test_an_unwritable_out_is_refused_before_work(capsys):
 
 @pytest.mark.usefixtures("no_computation")
 def test_a_writable_out_is_left_as_it_was(tmp_path, monkeypatch):
-    import captum_shallowcam.__main__ as cli
+    import captum_shallowcam.cli.maps as cli
 
     computed = []
     monkeypatch.setattr(cli, "_explain_and_score", lambda *a, **k: computed.append(a))

@@ -16,8 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-from captum_shallowcam.__main__ import main
-from captum_shallowcam.distributed import (
+from captum_shallowcam.cli import main
+from captum_shallowcam.experiments.images import sample_images
+from captum_shallowcam.experiments.sharding import (
     RankInfo,
     merge_shards,
     read_shards,
@@ -25,7 +26,6 @@ from captum_shallowcam.distributed import (
     shard_batches,
     shard_paths,
 )
-from captum_shallowcam.images import sample_images
 
 REPO = Path(__file__).resolve().parents[1]
 # Three photos, in a batch of two and one of one: rank 0 gets batch 0, rank 1
@@ -136,7 +136,7 @@ import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_scale import _tiny_run
-from captum_shallowcam import distributed
+from captum_shallowcam.experiments import sharding as distributed
 
 kill_after = int(sys.argv[3])
 write = distributed.ShardWriter.write
@@ -330,7 +330,7 @@ def test_shards_are_balanced_batches_in_round_robin():
 _TIMEOUT = """
 import os, sys, time
 import torch.distributed as dist
-from captum_shallowcam.distributed import CollectiveTimeout, _collective, init_ranks
+from captum_shallowcam.experiments.ranks import CollectiveTimeout, _collective, init_ranks
 
 info = init_ranks(timeout_s=2)
 if info.rank == 1:

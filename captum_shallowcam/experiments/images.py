@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
-DATA_DIR = Path(__file__).with_name("data")
+DATA_DIR = Path(__file__).parent.parent / "data"
 _SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 #: The bundled photographs and their ImageNet class (index, name).

@@ -25,7 +25,7 @@ in one process or in each process that ``torchrun`` starts:
   photos that this run does not select at the same position with the same
   class, are refused.
 * **Merge.** At the end rank 0 collects every rank's rows and builds the
-  usual :class:`~captum_shallowcam.evaluation.EvaluationResult`;
+  usual :class:`~captum_shallowcam.experiments.results.EvaluationResult`;
   :func:`merge_shards` does the same for a folder of shard files
   (``python -m captum_shallowcam report FOLDER``).
 * **Progress.** Rank 0 shows one tqdm bar over all ranks' remaining work. Its
@@ -36,24 +36,31 @@ in one process or in each process that ``torchrun`` starts:
 """
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from captum_shallowcam.evaluation import EvaluationResult, score_batch
+from captum_shallowcam.experiments.ranks import (
+    CollectiveTimeout,
+    RankInfo,
+    _collective,
+    _log,
+    close_ranks,
+    init_ranks,
+)
+from captum_shallowcam.experiments.results import EvaluationResult
+from captum_shallowcam.experiments.scoring import load_batch, score_batch
 from captum_shallowcam.methods import make_explainer
 
 __all__ = [
     "CollectiveTimeout",
     "RankInfo",
+    "close_ranks",
     "init_ranks",
     "merge_shards",
     "run_benchmark",
@@ -69,81 +76,6 @@ _MUST_MATCH = (
     "step", "layers", "methods", "protocol", "amp", "normalization",
 )  # fmt: skip
 Key = tuple[str, str, str]  # (image, layer, method)
-
-
-class CollectiveTimeout(RuntimeError):
-    """A collective waited longer than the timeout: another rank is gone or stuck."""
-
-
-@dataclass(frozen=True)
-class RankInfo:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-    timeout_s: float
-
-    @property
-    def distributed(self) -> bool:
-        """Whether this process is in a process group of several ranks."""
-        import torch.distributed as dist
-
-        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
-
-
-def init_ranks(timeout_s: float = 1800.0, device: str | None = None) -> RankInfo:
-    """Reads torchrun's environment and joins the process group (if any).
-
-    ``device`` None picks ``cuda:LOCAL_RANK`` when CUDA is available, else
-    the CPU. The backend follows the device: ``nccl`` for CUDA, ``gloo`` for
-    the CPU.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world_size > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group(
-                backend="nccl" if dev.type == "cuda" else "gloo",
-                timeout=timedelta(seconds=timeout_s),
-            )
-    return RankInfo(rank, world_size, local_rank, dev, timeout_s)
-
-
-def close_ranks(info: RankInfo, finished: bool = True) -> None:
-    """Leaves the process group: after a last barrier when the run finished, so
-    that no rank exits while the backend's threads still serve another rank (a
-    rank that exits with a live gloo group aborts with "terminate called
-    without an active exception")."""
-    if not info.distributed:
-        return
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        return
-    if finished:
-        _collective(info, "finish", dist.barrier)
-    dist.destroy_process_group()
-
-
-def _collective(info: RankInfo, stage: str, call: Callable[[], Any]) -> Any:
-    try:
-        return call()
-    except RuntimeError as error:  # gloo and nccl report timeouts this way
-        raise CollectiveTimeout(
-            f"rank {info.rank} of {info.world_size}: waiting for the other ranks at "
-            f"'{stage}' failed after at most {info.timeout_s:g} s ({error}). "
-            "Another rank has probably crashed or is stuck: read its log. The rows "
-            "already written are kept; run the same command again with --resume "
-            "to finish (raise --dist-timeout if ranks are just slow)."
-        ) from error
 
 
 def shard_batches(
@@ -312,12 +244,6 @@ def merge_shards(paths: Sequence[Path]) -> EvaluationResult:
     return result
 
 
-def _log(info: RankInfo, message: str) -> None:
-    print(
-        f"[rank {info.rank}/{info.world_size}] {message}", file=sys.stderr, flush=True
-    )
-
-
 def run_benchmark(
     model: nn.Module,
     items: Sequence[Any],
@@ -413,14 +339,7 @@ def run_benchmark(
             if not todo(batch):
                 continue
             chunk = [items[i] for i in batch]
-            inputs = torch.stack([preprocess(item.load()) for item in chunk]).to(
-                info.device
-            )
-            targets = [item.target for item in chunk]
-            if any(t is None for t in targets):
-                with torch.no_grad():
-                    predicted = model(inputs).argmax(1).tolist()
-                targets = [p if t is None else t for t, p in zip(targets, predicted)]
+            inputs, targets = load_batch(chunk, preprocess, model, info.device)
             target_tensor = torch.tensor(targets, device=info.device)
 
             def wanted(method: str, layer: str, chunk: list[Any] = chunk) -> bool:
