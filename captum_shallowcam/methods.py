@@ -34,7 +34,7 @@ from captum_shallowcam.attr import (
     LayerShallowCam,
     LayerXGradCam,
 )
-from captum_shallowcam.attr.rules import ZPlusRule
+from captum_shallowcam.attr.presets import rule_preset
 
 #: ``(inputs, targets) -> [map per layer]``, what :func:`make_explainer` returns.
 Explainer = Callable[[Tensor, Tensor], list[Tensor]]
@@ -43,16 +43,12 @@ Explainer = Callable[[Tensor, Tensor], list[Tensor]]
 @dataclass(frozen=True)
 class Option:
     """A ``+name`` suffix of a method name: ``attribute`` keyword arguments, and
-    optionally the LRP rules the method is constructed with."""
+    optionally the rule preset (:mod:`captum_shallowcam.attr.presets`) the
+    method is constructed with."""
 
     description: str
     attribute: Mapping[str, object] = field(default_factory=dict)
-    rules: Callable[[], dict] | None = None
-
-
-def _no_conserve_rules() -> dict:
-    rule = ZPlusRule(conserve=False)
-    return {nn.Conv1d: rule, nn.Conv2d: rule, nn.Conv3d: rule, nn.Linear: rule}
+    rules: str | None = None
 
 
 #: Every ``+option`` a method name may carry; each method says which it accepts.
@@ -79,7 +75,7 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
         "no-conserve": Option(
             "the z+ rule without its conserving fall-back",
             {"check_conservation": False},
-            _no_conserve_rules,
+            "zplus-no-conserve",
         ),
     }
 )
@@ -121,18 +117,31 @@ class MethodSpec:
     one_layer: bool = False
 
     def explainer(
-        self, model: nn.Module, layers: Sequence[nn.Module], options: Sequence[str] = ()
+        self,
+        model: nn.Module,
+        layers: Sequence[nn.Module],
+        options: Sequence[str] = (),
+        rules: str | None = None,
     ) -> Explainer:
         """``(inputs, targets) -> [map per layer]`` for this method with
         ``options``; the maps are detached (Captum's LayerGradCam returns them
-        with their graph)."""
+        with their graph). ``rules`` names a rule preset for a relevance
+        method (the others propagate no relevance and ignore it)."""
         kwargs = dict(self.defaults)
-        constructor: dict[str, object] = {}
+        preset = rules if self.relevance else None
         for name in options:
             option = OPTIONS[name]
             kwargs.update(option.attribute)
             if option.rules is not None:
-                constructor["rules"] = option.rules()
+                if preset not in (None, option.rules):
+                    raise ValueError(
+                        f"Method {self.name}+{name} uses the rules {option.rules!r}, "
+                        f"not {preset!r}: drop the rule preset or the +{name}."
+                    )
+                preset = option.rules
+        constructor: dict[str, object] = {}
+        if preset is not None:
+            constructor["rules"] = rule_preset(preset)
         layers = list(layers)
         if self.one_layer:
             per_layer = [self.method(model, layer, **constructor) for layer in layers]
@@ -225,11 +234,16 @@ def _listing(options: Sequence[str]) -> str:
 
 
 def make_explainer(
-    model: nn.Module, layers: Sequence[nn.Module], method: str
+    model: nn.Module,
+    layers: Sequence[nn.Module],
+    method: str,
+    rules: str | None = None,
 ) -> Explainer:
-    """An explainer ``(inputs, targets) -> [map per layer]`` for a method name."""
+    """An explainer ``(inputs, targets) -> [map per layer]`` for a method name;
+    ``rules`` names a rule preset (:func:`~captum_shallowcam.attr.presets.rule_preset`)
+    for the relevance methods (default: each method's own rules)."""
     spec, options = parse_method(method)
-    return spec.explainer(model, layers, options)
+    return spec.explainer(model, layers, options, rules)
 
 
 def methods_help() -> str:

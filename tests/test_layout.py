@@ -131,3 +131,46 @@ def test_old_module_names_give_the_same_objects(old, new, names):
     old_module, new_module = importlib.import_module(old), importlib.import_module(new)
     for name in names:
         assert getattr(old_module, name) is getattr(new_module, name), name
+
+
+#: A function past this many lines of code is several ideas (docs/architecture.rst).
+MAX_FUNCTION_LINES = 60
+
+
+def _lines_of_code(lines: list[str], node: ast.AST) -> int:
+    """Lines of ``node`` (signature included) that are neither blank, nor
+    comments, nor its docstring."""
+    first = node.body[0]
+    docstring = (
+        range(first.lineno, first.end_lineno + 1)
+        if isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+        else range(0)
+    )
+    return sum(
+        1
+        for number in range(node.lineno, node.end_lineno + 1)
+        if number not in docstring
+        and lines[number - 1].strip()
+        and not lines[number - 1].strip().startswith("#")
+    )
+
+
+def test_no_function_is_longer_than_60_lines_of_code():
+    too_long = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text()
+        lines = source.splitlines()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                count = _lines_of_code(lines, node)
+                if count > MAX_FUNCTION_LINES:
+                    too_long[f"{_module_name(path)}.{node.name}"] = count
+    assert too_long == {}
+
+
+def test_the_function_length_count_skips_docstrings_comments_and_blanks():
+    source = 'def f(x):\n    """Doc.\n\n    More."""\n\n    # why\n    return x\n'
+    node = ast.parse(source).body[0]
+    assert _lines_of_code(source.splitlines(), node) == 2

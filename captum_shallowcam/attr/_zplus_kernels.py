@@ -80,6 +80,23 @@ def _channels_last(x: Tensor, pad: Sequence[int] | None) -> Tensor:
     return out
 
 
+def _operand_layout(
+    inputs: Tensor, weight: Tensor, relevance: Tensor, pad: Sequence[int] | None
+) -> tuple[Tensor, Tensor]:
+    """The inputs (padded by ``pad``) and the relevance in the layout the
+    operation runs fastest in."""
+    if inputs.dim() == 4 and weight.dim() == 4:
+        # Convolutions (depthwise above all) run faster channels-last on CPU.
+        inputs = _channels_last(inputs, pad)
+        # Only a channels-first relevance is copied; a view of a
+        # channels-last one (cropped by the rule above) is read as it is.
+        if relevance.is_contiguous() and relevance.shape[1] > 1:
+            relevance = relevance.contiguous(memory_format=torch.channels_last)
+    elif pad is not None:
+        inputs = F.pad(inputs, tuple(pad))
+    return inputs, relevance
+
+
 def _split_signs(x: Tensor, groups: int) -> Tensor:
     """[x^+, x^-] stacked along the channels of each of the ``groups`` groups."""
     out = _empty_with_channels(x, 2 * x.shape[1])

@@ -39,11 +39,11 @@ from captum_shallowcam._captum_compat import (
 )
 from captum_shallowcam.attr._zplus_kernels import (
     WeightedOperation,
-    _channels_last,
     _crop,
     _dense_fallback,
     _FewDeadPixels,
     _merge_signs,
+    _operand_layout,
     _split_signs,
     per_example_extremes,
 )
@@ -197,15 +197,7 @@ class ZPlusRule(RelevanceRule):
         # One reduction, no mask: the check runs on every (often wide) input.
         signed = inputs.numel() > 0 and bool(inputs.amin() < 0)
         unpadded_shape = inputs.shape
-        if inputs.dim() == 4 and weight.dim() == 4:
-            # Convolutions (depthwise above all) run faster channels-last on CPU.
-            inputs = _channels_last(inputs, pad)
-            # Only a channels-first relevance is copied; a view of a
-            # channels-last one (cropped by the rule above) is read as it is.
-            if relevance.is_contiguous() and relevance.shape[1] > 1:
-                relevance = relevance.contiguous(memory_format=torch.channels_last)
-        elif pad is not None:
-            inputs = F.pad(inputs, tuple(pad))
+        inputs, relevance = _operand_layout(inputs, weight, relevance, pad)
         groups = inputs.shape[1] // weight.shape[1]
         positive_weight = weight.clamp(min=0)
         # W^- only for signed inputs and the fall-back (a copy of a large linear
@@ -230,15 +222,7 @@ class ZPlusRule(RelevanceRule):
             # out pixel by pixel when they are few and the operation is
             # pointwise, else as more terms of the one backward pass (without
             # ``conserve``, their relevance is dropped).
-            few = dead = None
-            if bool((lowest <= eps).any()):
-                dead = z <= eps
-                if self.conserve:
-                    dead.logical_and_(relevance != 0)
-                    if not bool(dead.any()):
-                        dead = None
-                    else:
-                        few = _FewDeadPixels.find(dead, eps, relevance, inputs, weight)
+            few, dead = self._dead_outputs(z, lowest, eps, relevance, inputs, weight)
             # z+ becomes the ratio R / z+ in place: the backward of the
             # operation reads neither its output nor the ratio's old value.
             ratio = torch.div(relevance, z.clamp_min_(eps), out=z)
@@ -269,6 +253,29 @@ class ZPlusRule(RelevanceRule):
         if pad is not None:
             result = _crop(result, pad)
         return result
+
+    def _dead_outputs(
+        self,
+        z: Tensor,
+        lowest: Tensor,
+        eps: Tensor,
+        relevance: Tensor,
+        inputs: Tensor,
+        weight: Tensor,
+    ) -> tuple[_FewDeadPixels | None, Tensor | None]:
+        """``(few, dead)``: the outputs with no positive contribution
+        (``z <= eps``), or None when there are none; with ``conserve``, only
+        those that carry relevance, and ``few`` when they are few enough to be
+        written out pixel by pixel."""
+        if not bool((lowest <= eps).any()):
+            return None, None
+        dead = z <= eps
+        if not self.conserve:
+            return None, dead
+        dead.logical_and_(relevance != 0)
+        if not bool(dead.any()):
+            return None, None
+        return _FewDeadPixels.find(dead, eps, relevance, inputs, weight), dead
 
     def _linear_on_last_dim(
         self,

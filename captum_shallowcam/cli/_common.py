@@ -12,12 +12,13 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
+from captum_shallowcam.attr.presets import RULE_PRESETS
 from captum_shallowcam.methods import make_explainer, method_names, methods_help
 from captum_shallowcam.models import (
     available_models,
     default_layer_names,
     load_model,
-    torchvision_checkpoint_path,
+    model_spec,
 )
 
 PROG = "python -m captum_shallowcam"
@@ -41,8 +42,9 @@ class _Parser(argparse.ArgumentParser):
 
 def load(name: str, normalization: str = "own"):
     """``load_model``, with a missing weights file reported as a usage error."""
-    if name in ("vgg16", "vgg16_bn", "resnet18", "resnet50"):
-        path = Path(torchvision_checkpoint_path(name))
+    spec = model_spec(name)
+    if spec.checkpoint is not None:
+        path = Path(spec.checkpoint())
         if not path.is_file():
             raise UsageError(
                 f"no ImageNet weights for {name}: expected {path} (captum_shallowcam never "
@@ -65,7 +67,7 @@ def check_step(step: int | None) -> None:
         )
 
 
-def check_methods(loaded, layers, text: str) -> list[str]:
+def check_methods(loaded, layers, text: str, rules: str | None = None) -> list[str]:
     """The method names, each checked by building its explainer (no computation)."""
     methods = [m.strip() for m in text.split(",") if m.strip()]
     if not methods:
@@ -74,7 +76,7 @@ def check_methods(loaded, layers, text: str) -> list[str]:
         )
     for method in methods:
         try:
-            make_explainer(loaded.model, list(layers.values()), method)
+            make_explainer(loaded.model, list(layers.values()), method, rules)
         except ValueError as error:
             raise UsageError(str(error)) from None
     return methods
@@ -208,6 +210,16 @@ def add_layers_argument(parser: argparse.ArgumentParser, flag: str) -> None:
         flag, default=None,
         help="comma-separated layer names, or module paths of the model (default: all of "
         f"the model's layers; {layers_help()})",
+    )  # fmt: skip
+
+
+def add_rules_argument(parser: argparse.ArgumentParser) -> None:
+    """``--rules``: a rule preset for the relevance methods."""
+    presets = "; ".join(f"{p.name}: {p.description}" for p in RULE_PRESETS.values())
+    parser.add_argument(
+        "--rules", default=None, choices=list(RULE_PRESETS), metavar="PRESET",
+        help=f"LRP rule preset of the relevance methods ({presets}) (default: each "
+        "method's own, z+)",
     )  # fmt: skip
 
 

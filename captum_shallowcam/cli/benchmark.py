@@ -18,6 +18,7 @@ from captum_shallowcam.cli._common import (
     add_layers_argument,
     add_methods_argument,
     add_model_argument,
+    add_rules_argument,
     check_layer_outputs,
     check_methods,
     check_step,
@@ -57,6 +58,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "pipelines use for every model) (default: own)",
     )  # fmt: skip
     add_methods_argument(p, "--methods", DEFAULT_METHODS)
+    add_rules_argument(p)
     _add_metric_arguments(p)
     _add_selection_arguments(p)
     _add_run_arguments(p)
@@ -176,7 +178,7 @@ def run(args: argparse.Namespace) -> None:
     items = _select_items(args, items)
     _check_items(loaded, items)
     check_layer_outputs(loaded, layers, loaded.preprocess(items[0].load()))
-    methods = check_methods(loaded, layers, args.methods)
+    methods = check_methods(loaded, layers, args.methods, args.rules)
     metric_kwargs = protocol_kwargs(args.protocol, step=args.step)
     settings = _settings(args, items, metric_kwargs)
     metric_kwargs["max_examples_per_batch"] = args.max_examples_per_batch
@@ -188,7 +190,7 @@ def run(args: argparse.Namespace) -> None:
         result = sharding.run_benchmark(
             loaded.model, items, loaded.preprocess, layers, methods, Path(args.out),
             metric_kwargs, settings, batch_size=args.batch_size, resume=args.resume,
-            info=info,
+            info=info, rules=args.rules,
         )  # fmt: skip
         finished = True
     except (FileExistsError, ValueError) as error:  # earlier shards, other settings
@@ -234,6 +236,8 @@ def _settings(args: argparse.Namespace, items, metric_kwargs) -> dict[str, objec
     }
     if args.normalization != "own":  # recorded only when not the model's own
         settings["normalization"] = args.normalization
+    if args.rules is not None:  # recorded only when not the methods' own
+        settings["rules"] = args.rules
     return settings
 
 

@@ -11,6 +11,7 @@ from captum_shallowcam.cli._common import (
     add_layers_argument,
     add_methods_argument,
     add_model_argument,
+    add_rules_argument,
     check_figure_suffix,
     check_layer_outputs,
     check_methods,
@@ -44,6 +45,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     add_model_argument(p)
     add_layers_argument(p, "--layer")
     add_methods_argument(p, "--method", "layercam,shallowcam")
+    add_rules_argument(p)
     p.add_argument(
         "--target", type=int, default=None,
         help="ImageNet class index to explain, 0 to 999 (default: the predicted class)",
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> None:
     loaded = load(args.model)
     layers = select_layers(loaded, args.layer)
     check_layer_outputs(loaded, layers, loaded.preprocess(item.load()))
-    methods = check_methods(loaded, layers, args.method)
+    methods = check_methods(loaded, layers, args.method, args.rules)
     if args.target is not None:
         n_classes = len(loaded.categories)
         if not 0 <= args.target < n_classes:
@@ -87,6 +89,7 @@ def run(args: argparse.Namespace) -> None:
         args.step,
         out,
         target_source="given by --target",
+        rules=args.rules,
     )
 
 

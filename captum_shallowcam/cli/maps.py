@@ -36,6 +36,7 @@ def _explain_and_score(
     step: int,
     out: Path,
     target_source: str,
+    rules: str | None = None,
 ) -> dict[str, list[list[float]]]:
     """Explains, scores and draws ``items``; returns ``scores[method][layer][photo]``.
     An item's ``target`` of None means its predicted class; ``target_source`` says
@@ -50,7 +51,9 @@ def _explain_and_score(
     names = [_photo_name(item) for item in items]
     _print_classes(loaded, items, names, targets, probabilities, target_source)
     maps = {
-        m: make_explainer(loaded.model, list(layers.values()), m)(inputs, targets)
+        m: make_explainer(loaded.model, list(layers.values()), m, rules)(
+            inputs, targets
+        )
         for m in methods
     }
     scores: dict[str, list[list[float]]] = {

@@ -16,7 +16,11 @@ from captum_shallowcam.cli._common import (
     prepare_out,
 )
 from captum_shallowcam.experiments.reports import markdown_table, overall_plot
-from captum_shallowcam.experiments.results import EvaluationResult, merge_results
+from captum_shallowcam.experiments.results import (
+    SCORE_FIELDS,
+    EvaluationResult,
+    merge_results,
+)
 from captum_shallowcam.experiments.sharding import merge_shards
 from captum_shallowcam.experiments.statistics import summary_rows
 
@@ -124,7 +128,7 @@ def _check_result(result: EvaluationResult, path: Path) -> None:
     for method, per_layer in result.scores.items():
         for layer in layers or []:
             entry = per_layer.get(layer) if isinstance(per_layer, dict) else None
-            for kind in ("deletion", "insertion", "overall"):
+            for kind in SCORE_FIELDS:
                 values = entry.get(kind) if isinstance(entry, dict) else None
                 if problem is None and (
                     not isinstance(values, list) or len(values) != n

@@ -81,6 +81,14 @@ def close_ranks(info: RankInfo, finished: bool = True) -> None:
     dist.destroy_process_group()
 
 
+def barrier(info: RankInfo, stage: str) -> None:
+    """Waits for every rank (nothing to wait for in one process)."""
+    if info.distributed:
+        import torch.distributed as dist
+
+        _collective(info, stage, dist.barrier)
+
+
 def _collective(info: RankInfo, stage: str, call: Callable[[], Any]) -> Any:
     try:
         return call()

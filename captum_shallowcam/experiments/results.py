@@ -8,12 +8,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from captum_shallowcam.metrics import DeletionInsertionResult
+from captum_shallowcam.metrics.registry import DEFAULT_METRIC, METRICS
 
 #: How result files written before the named protocols
 #: (:mod:`captum_shallowcam.metrics.protocols`) record the ``captum-shallowcam``
 #: protocol in their settings. The benchmark scripts whose results are merged
 #: with those files record the same words, since :func:`merge_results` refuses
 #: results whose ``protocol`` differs.
+#: The fields of a score record (``deletion``, ``insertion``, ``overall``), as
+#: the metric registry names them.
+SCORE_FIELDS: tuple[str, ...] = tuple(METRICS[DEFAULT_METRIC].fields)
+
+
+def empty_scores() -> dict[str, list[float]]:
+    """A (method, layer) entry before any image is scored."""
+    return {kind: [] for kind in SCORE_FIELDS}
+
+
 PROTOCOL_BEFORE_PRESETS = (
     "substrate: zeros in normalised input space (mean colour); insertion from "
     "Gaussian blur (kernel 11, sigma 5); score: softmax probability of the target"
@@ -34,12 +45,9 @@ class EvaluationResult:
         self, method: str, layer: str, scores: DeletionInsertionResult
     ) -> None:
         """Appends one metric result's per-image AUCs and overall scores."""
-        entry = self.scores.setdefault(method, {}).setdefault(
-            layer, {"deletion": [], "insertion": [], "overall": []}
-        )
-        entry["deletion"].extend(scores.deletion_auc.tolist())
-        entry["insertion"].extend(scores.insertion_auc.tolist())
-        entry["overall"].extend(scores.overall.tolist())
+        entry = self.scores.setdefault(method, {}).setdefault(layer, empty_scores())
+        for kind, values in METRICS[DEFAULT_METRIC].record(scores).items():
+            entry[kind].extend(values)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -115,8 +123,7 @@ def merge_results(results: Sequence[EvaluationResult]) -> EvaluationResult:
             continue
         merged.scores[method] = {
             layer: {
-                kind: [by_image[n][layer][kind] for n in names]
-                for kind in ("deletion", "insertion", "overall")
+                kind: [by_image[n][layer][kind] for n in names] for kind in SCORE_FIELDS
             }
             for layer in layers
         }

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from captum_shallowcam.experiments.results import EvaluationResult
+from captum_shallowcam.experiments.results import EvaluationResult, empty_scores
 from captum_shallowcam.methods import Explainer, make_explainer
 from captum_shallowcam.metrics import DeletionInsertionResult, deletion_insertion
 
@@ -66,6 +66,7 @@ def evaluate(
     settings: dict[str, object] | None = None,
     progress: Callable[[int], None] | None = None,
     metric_kwargs: dict[str, object] | None = None,
+    rules: str | None = None,
 ) -> EvaluationResult:
     """Deletion/insertion of every method at every layer, image by image.
 
@@ -83,20 +84,23 @@ def evaluate(
         metric_kwargs (dict, optional): Further keyword arguments of the
                     metric (substrates, ``autocast_dtype``; see
                     :func:`captum_shallowcam.metrics.protocols.protocol_kwargs`).
+        rules (str, optional): A rule preset of the relevance methods
+                    (:mod:`captum_shallowcam.attr.presets`). Default: each
+                    method's own
 
     Returns:
         EvaluationResult
     """
     names = list(layers)
-    explainers = {m: make_explainer(model, list(layers.values()), m) for m in methods}
+    explainers = {
+        m: make_explainer(model, list(layers.values()), m, rules) for m in methods
+    }
     result = EvaluationResult(settings=dict(settings or {}, step=step, layers=names))
     kwargs = dict(
         metric_kwargs or {}, step=step, max_examples_per_batch=max_examples_per_batch
     )
     for method in methods:
-        result.scores[method] = {
-            layer: {"deletion": [], "insertion": [], "overall": []} for layer in names
-        }
+        result.scores[method] = {layer: empty_scores() for layer in names}
     for image_names, inputs, targets in batches:
         result.images.extend(image_names)
         result.targets.extend(int(t) for t in targets)

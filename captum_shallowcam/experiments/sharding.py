@@ -39,6 +39,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,14 @@ from captum_shallowcam.experiments.ranks import (
     RankInfo,
     _collective,
     _log,
+    barrier,
     close_ranks,
     init_ranks,
 )
-from captum_shallowcam.experiments.results import EvaluationResult
+from captum_shallowcam.experiments.results import SCORE_FIELDS, EvaluationResult
 from captum_shallowcam.experiments.scoring import load_batch, score_batch
 from captum_shallowcam.methods import make_explainer
+from captum_shallowcam.metrics.registry import DEFAULT_METRIC, METRICS
 
 __all__ = [
     "CollectiveTimeout",
@@ -73,7 +76,7 @@ __all__ = [
 #: (``channels_last``, the device and the batch sizes change the float rounding only).
 _MUST_MATCH = (
     "model", "images", "labels", "devkit", "classes", "start", "limit", "n_images",
-    "step", "layers", "methods", "protocol", "amp", "normalization",
+    "step", "layers", "methods", "protocol", "amp", "normalization", "rules",
 )  # fmt: skip
 Key = tuple[str, str, str]  # (image, layer, method)
 
@@ -219,7 +222,7 @@ def rows_to_result(
         result.scores[method] = {
             layer: {
                 kind: [rows[(image, layer, method)][kind] for image in complete]
-                for kind in ("deletion", "insertion", "overall")
+                for kind in SCORE_FIELDS
             }
             for layer in layers
         }
@@ -258,135 +261,205 @@ def run_benchmark(
     info: RankInfo | None = None,
     show_progress: bool = True,
     log_every_s: float = 60.0,
+    rules: str | None = None,
 ) -> EvaluationResult | None:
     """Scores ``items`` (``LabelledImage``-like: ``.name``, ``.target``,
     ``.load()``) on this rank's shard; returns the merged result on rank 0
     and None on the others.
 
     ``metric_kwargs`` go to :func:`~captum_shallowcam.metrics.deletion_insertion`
-    (``step`` among them). ``settings`` are recorded (with ``layers``,
+    (``step`` among them); ``rules`` names a rule preset of the relevance
+    methods. ``settings`` are recorded (with ``layers``,
     ``methods``, ``step`` and ``world_size`` added).
     """
     info = info or init_ranks()
     out = Path(out)
-    seen: set[str] = set()
-    twice = sorted(
-        {item.name for item in items if item.name in seen or seen.add(item.name)}
-    )
-    if twice:  # rows are keyed by photo name
-        raise ValueError(
-            f"Photo names must be unique to key the rows; repeated: {', '.join(twice[:5])}."
-        )
+    _check_unique_names(items)
     names = list(layers)
     settings = dict(
         settings, step=metric_kwargs["step"], layers=names, methods=list(methods)
     )
-    done: set[Key] = set()
+    done = _rows_done(out, resume, settings, items)
+    barrier(info, "start")  # no rank writes before every rank has read the files
+
+    model = model.to(info.device)
+    explainers = {
+        m: make_explainer(model, list(layers.values()), m, rules) for m in methods
+    }
+    work = _Work(items, names, list(methods), done, int(settings.get("start") or 0))
+    mine = shard_batches(len(items), batch_size, info.rank, info.world_size)
+    my_work = sum(work.todo(b) for b in mine)
+    work.log_start(info, mine, my_work)
+    writer = ShardWriter(_shard_path(out, info.rank))
+    writer.write(
+        {"settings": dict(settings, world_size=info.world_size, rank=info.rank)}
+    )
+    progress = _Progress(
+        info, my_work, work.todo(range(len(items))), show_progress, log_every_s
+    )
+    try:
+        for batch in mine:
+            if not work.todo(batch):
+                continue
+            chunk = [items[i] for i in batch]
+            inputs, targets = load_batch(chunk, preprocess, model, info.device)
+            target_tensor = torch.tensor(targets, device=info.device)
+            for method, layer, scores in score_batch(
+                model, explainers, names, inputs, target_tensor, metric_kwargs,
+                work.wanted(chunk),
+            ):  # fmt: skip
+                progress.add(
+                    work.write_rows(writer, batch, targets, method, layer, scores)
+                )
+            progress.log_now_and_then()
+    finally:
+        writer.close()
+        progress.close()
+    progress.log_done()
+    return _gather(info, out, settings)
+
+
+class _Progress:
+    """Rank 0's tqdm bar over all ranks' work (an estimate: its own progress
+    scaled by its share) and every rank's log lines."""
+
+    def __init__(
+        self,
+        info: RankInfo,
+        my_work: int,
+        all_work: int,
+        show: bool,
+        log_every_s: float,
+    ) -> None:
+        self.info, self.my_work, self.log_every_s = info, my_work, log_every_s
+        self.bar = None
+        if show and info.rank == 0:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=all_work, unit="score", file=sys.stderr, desc="all ranks (est.)"
+            )
+        self.scale = all_work / my_work if my_work else 0.0
+        self.start = self.last_log = time.time()
+        self.written = 0
+
+    def add(self, fresh: int) -> None:
+        self.written += fresh
+        if self.bar is not None:
+            self.bar.update(min(fresh * self.scale, self.bar.total - self.bar.n))
+
+    def log_now_and_then(self) -> None:
+        if time.time() - self.last_log >= self.log_every_s:
+            self.last_log = time.time()
+            rate = self.written / (self.last_log - self.start)
+            _log(self.info, f"{self.written}/{self.my_work} scores, {rate:.2f}/s")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def log_done(self) -> None:
+        elapsed = time.time() - self.start
+        rate = self.written / max(elapsed, 1e-9)
+        _log(
+            self.info,
+            f"done: {self.written} scores in {elapsed:.0f} s ({rate:.2f}/s)",
+        )
+
+
+def _check_unique_names(items: Sequence[Any]) -> None:
+    """Rows are keyed by photo name: a name given twice is refused."""
+    seen: set[str] = set()
+    twice = sorted(
+        {item.name for item in items if item.name in seen or seen.add(item.name)}
+    )
+    if twice:
+        raise ValueError(
+            f"Photo names must be unique to key the rows; repeated: {', '.join(twice[:5])}."
+        )
+
+
+def _rows_done(
+    out: Path, resume: bool, settings: dict[str, Any], items: Sequence[Any]
+) -> set[Key]:
+    """The rows the shard files beside ``out`` hold already (with ``resume``,
+    after checking they belong to this run); without ``resume`` there must be
+    no shard files."""
     if resume:
         previous, rows = read_shards(shard_paths(out))
         _check_settings(previous, settings)
         _check_rows(rows, items, int(settings.get("start") or 0))
-        done = set(rows)
-        del rows
-    elif shard_paths(out):
+        return set(rows)
+    if shard_paths(out):
         raise FileExistsError(
             f"Shard files of an earlier run lie beside {out}: "
             f"{', '.join(p.name for p in shard_paths(out))}. Pass --resume to "
             "continue that run, or remove them (or use another --out)."
         )
-    if info.distributed:  # no rank writes before every rank has read the files
-        import torch.distributed as dist
+    return set()
 
-        _collective(info, "start", dist.barrier)
 
-    model = model.to(info.device)
-    explainers = {m: make_explainer(model, list(layers.values()), m) for m in methods}
-    per_photo = len(names) * len(methods)
-    first_index = int(settings.get("start") or 0)  # positions in the selected list
+@dataclass
+class _Work:
+    """The (photo, layer, method) rows of a run, and which are done."""
 
-    def todo(batch: range) -> int:
+    items: Sequence[Any]
+    layers: list[str]
+    methods: list[str]
+    done: set[Key]
+    first_index: int  # the position of items[0] in the selected list
+
+    def todo(self, batch: range) -> int:
+        """How many rows of the photos at positions ``batch`` are not done."""
         return sum(
-            (items[i].name, layer, m) not in done
+            (self.items[i].name, layer, m) not in self.done
             for i in batch
-            for layer in names
-            for m in methods
+            for layer in self.layers
+            for m in self.methods
         )
 
-    mine = shard_batches(len(items), batch_size, info.rank, info.world_size)
-    my_work = sum(todo(b) for b in mine)
-    all_work = todo(range(len(items)))
-    _log(
-        info,
-        f"{len(mine)} batches ({sum(len(b) for b in mine)} photos) on {info.device}; "
-        f"{my_work} of {len(mine) and sum(len(b) for b in mine) * per_photo} scores to do",
-    )
-    writer = ShardWriter(_shard_path(out, info.rank))
-    writer.write(
-        {"settings": dict(settings, world_size=info.world_size, rank=info.rank)}
-    )
-    bar = None
-    if show_progress and info.rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=all_work, unit="score", file=sys.stderr, desc="all ranks (est.)"
+    def log_start(self, info: RankInfo, mine: list[range], my_work: int) -> None:
+        n_mine = sum(len(b) for b in mine)
+        per_photo = len(self.layers) * len(self.methods)
+        _log(
+            info,
+            f"{len(mine)} batches ({n_mine} photos) on {info.device}; "
+            f"{my_work} of {len(mine) and n_mine * per_photo} scores to do",
         )
-    scale = all_work / my_work if my_work else 0.0
-    start = last_log = time.time()
-    written = 0
-    try:
-        for batch in mine:
-            if not todo(batch):
+
+    def wanted(self, chunk: list[Any]) -> Callable[[str, str], bool]:
+        """Whether a (method, layer) still lacks a row of some photo of ``chunk``."""
+        return lambda method, layer: any(
+            (item.name, layer, method) not in self.done for item in chunk
+        )
+
+    def write_rows(
+        self,
+        writer: "ShardWriter",
+        batch: range,
+        targets: list[int],
+        method: str,
+        layer: str,
+        scores: Any,
+    ) -> int:
+        """Writes the rows of ``batch`` not done yet; returns how many."""
+        record = METRICS[DEFAULT_METRIC].record(scores)
+        fresh = 0
+        for k, i in enumerate(batch):
+            key = (self.items[i].name, layer, method)
+            if key in self.done:
                 continue
-            chunk = [items[i] for i in batch]
-            inputs, targets = load_batch(chunk, preprocess, model, info.device)
-            target_tensor = torch.tensor(targets, device=info.device)
-
-            def wanted(method: str, layer: str, chunk: list[Any] = chunk) -> bool:
-                return any((item.name, layer, method) not in done for item in chunk)
-
-            for method, layer, scores in score_batch(
-                model, explainers, names, inputs, target_tensor, metric_kwargs, wanted
-            ):
-                fresh = 0
-                for i, item in zip(batch, chunk):
-                    key = (item.name, layer, method)
-                    if key in done:
-                        continue
-                    k = i - batch.start
-                    writer.write(
-                        {
-                            "index": first_index + i,
-                            "image": item.name,
-                            "target": int(targets[k]),
-                            "layer": layer,
-                            "method": method,
-                            "deletion": float(scores.deletion_auc[k]),
-                            "insertion": float(scores.insertion_auc[k]),
-                            "overall": float(scores.overall[k]),
-                        }
-                    )
-                    done.add(key)
-                    fresh += 1
-                written += fresh
-                if bar is not None:
-                    bar.update(min(fresh * scale, bar.total - bar.n))
-            if time.time() - last_log >= log_every_s:
-                last_log = time.time()
-                _log(
-                    info,
-                    f"{written}/{my_work} scores, {written / (last_log - start):.2f}/s",
-                )
-    finally:
-        writer.close()
-        if bar is not None:
-            bar.close()
-    elapsed = time.time() - start
-    _log(
-        info,
-        f"done: {written} scores in {elapsed:.0f} s ({written / max(elapsed, 1e-9):.2f}/s)",
-    )
-    return _gather(info, out, settings)
+            row = {
+                "index": self.first_index + i,
+                "image": key[0],
+                "target": int(targets[k]),
+                "layer": layer,
+                "method": method,
+            }
+            writer.write(row | {kind: record[kind][k] for kind in SCORE_FIELDS})
+            self.done.add(key)
+            fresh += 1
+        return fresh
 
 
 def _gather(

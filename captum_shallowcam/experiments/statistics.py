@@ -5,7 +5,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from captum_shallowcam.experiments.results import EvaluationResult
+from captum_shallowcam.experiments.results import SCORE_FIELDS, EvaluationResult
 
 
 def paired_difference(
@@ -48,9 +48,7 @@ def summary_rows(
                 "layer": layer,
                 "method": method,
                 "n": len(index),
-                "deletion": float(entry["deletion"].mean()),
-                "insertion": float(entry["insertion"].mean()),
-                "overall": float(entry["overall"].mean()),
+                **{field: float(entry[field].mean()) for field in SCORE_FIELDS},
             }
             if baseline in result.scores and method != baseline:
                 base = np.asarray(result.scores[baseline][layer]["overall"])[index]

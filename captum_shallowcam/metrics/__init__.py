@@ -6,6 +6,11 @@ from captum_shallowcam.metrics.deletion_insertion import (
     deletion_insertion,
 )
 from captum_shallowcam.metrics.protocols import PROTOCOLS, protocol_kwargs
+from captum_shallowcam.metrics.registry import (
+    METRICS,
+    MetricSpec,
+    register_metric,
+)
 from captum_shallowcam.metrics.sanity import (
     ModelRandomizationResult,
     class_sensitivity,
@@ -13,7 +18,9 @@ from captum_shallowcam.metrics.sanity import (
 )
 
 __all__ = [
+    "METRICS",
     "PROTOCOLS",
+    "MetricSpec",
     "DeletionInsertionResult",
     "GaussianBlur",
     "ModelRandomizationResult",
@@ -22,5 +29,6 @@ __all__ = [
     "deletion_insertion",
     "model_randomization",
     "protocol_kwargs",
+    "register_metric",
     "rise_kernel",
 ]

