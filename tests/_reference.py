@@ -5,7 +5,7 @@ convolutions, pooling with indices), independently of the package's relevance
 engine, so that the tests compare the package against a second computation
 rather than against itself.
 
-LRP conventions (those documented in ``/work/shared/DESIGN.md``):
+LRP conventions (those documented in ``docs/method.rst``):
 
 * conv / linear, z+ rule for non-negative inputs:
   ``R_i = x_i * sum_j w+_ij R_j / (sum_i' x_i' w+_i'j + 1e-9)`` (bias ignored);
