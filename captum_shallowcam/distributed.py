@@ -394,7 +394,9 @@ def run_benchmark(
         f"{len(mine)} batches ({sum(len(b) for b in mine)} photos) on {info.device}; "
         f"{my_work} of {len(mine) and sum(len(b) for b in mine) * per_photo} scores to do",
     )
-    writer = ShardWriter(_shard_path(out, info.rank))
+    shard = _shard_path(out, info.rank)
+    new_shard = not shard.exists()
+    writer = ShardWriter(shard)
     writer.write(
         {"settings": dict(settings, world_size=info.world_size, rank=info.rank)}
     )
@@ -458,6 +460,13 @@ def run_benchmark(
                     info,
                     f"{written}/{my_work} scores, {written / (last_log - start):.2f}/s",
                 )
+    except BaseException:
+        writer.close()
+        if new_shard and writer.rows == 1:
+            # Only its settings line: nothing to resume, and left behind it
+            # would refuse the next run (with other settings) on this --out.
+            shard.unlink(missing_ok=True)
+        raise
     finally:
         writer.close()
         if bar is not None:
