@@ -21,7 +21,7 @@ import json
 import numpy as np
 from _sign_aware_section import RUNS, cell, listed, load
 
-from captum_shallowcam.evaluation import paired_difference
+from captum_shallowcam.experiments import paired_difference
 
 PLAIN = "layercam"
 COLUMNS = {

@@ -30,7 +30,7 @@ from _sign_aware_section import (
     targets,
 )
 
-from captum_shallowcam.evaluation import merge_results
+from captum_shallowcam.experiments import merge_results
 
 DEFAULT = "shallowcam-v1+clrp+geometric+sign-aware"
 #: The two development photo sets, by the letter their run files carry.

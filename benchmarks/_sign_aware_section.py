@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from captum_shallowcam.evaluation import EvaluationResult, paired_difference
+from captum_shallowcam.experiments import EvaluationResult, paired_difference
 
 RUNS = Path(__file__).resolve().parent / "results"
 PLAIN = "layercam"

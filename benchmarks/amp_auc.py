@@ -20,7 +20,7 @@ import time
 import torch
 
 from captum_shallowcam import LayerCam
-from captum_shallowcam.images import read_image_folder
+from captum_shallowcam.experiments.images import read_image_folder
 from captum_shallowcam.metrics import deletion_insertion
 from captum_shallowcam.models import load_model
 

@@ -59,7 +59,7 @@ from captum_shallowcam import (
     LayerScoreCam,
     LayerXGradCam,
 )
-from captum_shallowcam.images import sample_images
+from captum_shallowcam.experiments.images import sample_images
 from captum_shallowcam.models import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))

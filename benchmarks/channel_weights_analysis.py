@@ -21,7 +21,7 @@ import torch
 
 from captum_shallowcam import LayerCam
 from captum_shallowcam.attr import compute_layer_passes, spatial_mask
-from captum_shallowcam.images import read_image_folder
+from captum_shallowcam.experiments.images import read_image_folder
 from captum_shallowcam.models import load_model
 
 

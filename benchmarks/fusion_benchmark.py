@@ -4,7 +4,7 @@ For every image, each method explains all default layers in one call; the
 per-layer maps are scored, then fused with
 :func:`captum_shallowcam.fuse_layer_maps` (``product``, ``max``, ``mean``, at the
 input's resolution) and the fused maps are scored too. The result is the
-benchmark's JSON (:class:`~captum_shallowcam.evaluation.EvaluationResult`), the
+benchmark's JSON (:class:`~captum_shallowcam.experiments.results.EvaluationResult`), the
 fused maps appearing as layers ``fused-product``, ``fused-max``, ``fused-mean``
 after the real ones, so ``python -m captum_shallowcam report`` and
 ``benchmarks/results_page.py`` read it like any run.
@@ -22,9 +22,10 @@ import time
 import torch
 
 from captum_shallowcam import fuse_layer_maps
-from captum_shallowcam.__main__ import PROTOCOL
-from captum_shallowcam.evaluation import EvaluationResult, image_batches, make_explainer
-from captum_shallowcam.images import read_image_folder
+from captum_shallowcam.experiments import EvaluationResult, image_batches
+from captum_shallowcam.experiments.images import read_image_folder
+from captum_shallowcam.experiments.results import PROTOCOL_BEFORE_PRESETS as PROTOCOL
+from captum_shallowcam.methods import make_explainer
 from captum_shallowcam.metrics import deletion_insertion
 from captum_shallowcam.models import load_model
 

@@ -34,8 +34,8 @@ from captum_shallowcam.attr import (
     inter_layer_weights,
     spatial_mask,
 )
-from captum_shallowcam.evaluation import EvaluationResult, image_batches
-from captum_shallowcam.images import read_image_folder
+from captum_shallowcam.experiments import EvaluationResult, image_batches
+from captum_shallowcam.experiments.images import read_image_folder
 from captum_shallowcam.metrics import deletion_insertion
 from captum_shallowcam.metrics.protocols import describe, protocol_kwargs
 from captum_shallowcam.models import NORMALIZATIONS, load_model

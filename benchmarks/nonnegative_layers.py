@@ -22,9 +22,9 @@ import time
 import torch
 
 from captum_shallowcam import LayerCam, LayerShallowCam
-from captum_shallowcam.__main__ import PROTOCOL
-from captum_shallowcam.evaluation import EvaluationResult, image_batches
-from captum_shallowcam.images import read_image_folder
+from captum_shallowcam.experiments import EvaluationResult, image_batches
+from captum_shallowcam.experiments.images import read_image_folder
+from captum_shallowcam.experiments.results import PROTOCOL_BEFORE_PRESETS as PROTOCOL
 from captum_shallowcam.metrics import deletion_insertion
 from captum_shallowcam.models import load_model
 

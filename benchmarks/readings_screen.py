@@ -53,10 +53,10 @@ import time
 
 import torch
 
-from captum_shallowcam.__main__ import PROTOCOL
 from captum_shallowcam.attr import compute_layer_passes
-from captum_shallowcam.evaluation import image_batches, paired_difference
-from captum_shallowcam.images import read_image_folder
+from captum_shallowcam.experiments import image_batches, paired_difference
+from captum_shallowcam.experiments.images import read_image_folder
+from captum_shallowcam.experiments.results import PROTOCOL_BEFORE_PRESETS as PROTOCOL
 from captum_shallowcam.metrics import deletion_insertion
 from captum_shallowcam.models import load_model
 

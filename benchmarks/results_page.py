@@ -27,7 +27,7 @@ from _every_model_section import section as every_model_section
 from _geometric_section import section as geometric_section
 from _sign_aware_section import section as sign_aware_section
 
-from captum_shallowcam.evaluation import (
+from captum_shallowcam.experiments import (
     EvaluationResult,
     merge_results,
     overall_plot,

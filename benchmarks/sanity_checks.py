@@ -29,8 +29,9 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from captum_shallowcam.evaluation import image_batches, make_explainer
-from captum_shallowcam.images import read_image_folder
+from captum_shallowcam.experiments import image_batches
+from captum_shallowcam.experiments.images import read_image_folder
+from captum_shallowcam.methods import make_explainer
 from captum_shallowcam.metrics import class_sensitivity, model_randomization
 from captum_shallowcam.models import load_model
 

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from captum_shallowcam.attr import channel_sum, compute_layer_passes, spatial_mask
-from captum_shallowcam.evaluation import image_batches, paired_difference
-from captum_shallowcam.images import read_image_folder
+from captum_shallowcam.experiments import image_batches, paired_difference
+from captum_shallowcam.experiments.images import read_image_folder
 from captum_shallowcam.metrics import deletion_insertion
 from captum_shallowcam.models import load_model
 

@@ -8,21 +8,21 @@ import pytest
 import torch
 
 from captum_shallowcam import LayerCam, LayerShallowCam, ZPlusRule
-from captum_shallowcam.__main__ import main
-from captum_shallowcam.evaluation import (
+from captum_shallowcam.cli import main
+from captum_shallowcam.experiments import (
     EvaluationResult,
-    make_explainer,
     markdown_table,
     merge_results,
     paired_difference,
     summary_rows,
 )
-from captum_shallowcam.images import (
+from captum_shallowcam.experiments.images import (
     SAMPLE_IMAGES,
     LabelledImage,
     read_image_folder,
     sample_images,
 )
+from captum_shallowcam.methods import make_explainer
 from captum_shallowcam.models import available_models, default_layer_names, load_model
 
 
@@ -264,7 +264,7 @@ def test_explain_says_which_class_it_explained(tmp_path, capsys, no_computation)
 def test_class_lines_name_prediction_label_and_given_target(
     efficientnet_lite0, tmp_path, capsys, monkeypatch
 ):
-    import captum_shallowcam.__main__ as cli
+    import captum_shallowcam.cli.maps as cli
 
     monkeypatch.setattr(
         cli, "make_explainer", lambda *a: lambda x, t: [torch.rand(len(x), 1, 7, 7)]
@@ -331,13 +331,14 @@ def test_demo_says_what_three_photos_can_show(capsys, tmp_path, no_computation):
 def no_computation(monkeypatch, efficientnet_lite0):
     """The CLI with the model loaded once and every computation forbidden: a
     user error must be reported before any map or score is computed."""
-    import captum_shallowcam.__main__ as cli
-    import captum_shallowcam.distributed as distributed
+    import captum_shallowcam.cli._common as common
+    import captum_shallowcam.cli.maps as cli
+    import captum_shallowcam.experiments.sharding as distributed
 
     def forbidden(*args, **kwargs):
         raise AssertionError("computed before the user error was reported")
 
-    monkeypatch.setattr(cli, "load_model", lambda name, **kw: efficientnet_lite0)
+    monkeypatch.setattr(common, "load_model", lambda name, **kw: efficientnet_lite0)
     monkeypatch.setattr(cli, "_explain_and_score", forbidden)
     monkeypatch.setattr(distributed, "run_benchmark", forbidden)
     monkeypatch.setattr(cli, "deletion_insertion", forbidden)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_cli import CAT, _cub_folder, _user_error, no_computation  # noqa: F401
 
-from captum_shallowcam.__main__ import main
+from captum_shallowcam.cli import main
 
 
 def truncated_copy(path, to):
@@ -82,9 +82,9 @@ def test_a_benchmark_step_beyond_the_image_scores_the_whole_image_at_once(
     """A step of more pixels than the image has (224 x 224 = 50176) perturbs
     them all in one step: the scores of step 50176, one shard file, and a
     resume of the same run that finds nothing left to do."""
-    import captum_shallowcam.__main__ as cli
+    import captum_shallowcam.cli._common as common
 
-    monkeypatch.setattr(cli, "load_model", lambda name, **kw: efficientnet_lite0)
+    monkeypatch.setattr(common, "load_model", lambda name, **kw: efficientnet_lite0)
     folder = _cub_folder(tmp_path / "cub")
     run = ["benchmark", "--images", str(folder), "--limit", "1",
            "--layers", "stage7", "--methods", "layercam"]  # fmt: skip
@@ -108,7 +108,7 @@ def test_an_unwritable_out_is_refused_before_work(capsys):
 
 @pytest.mark.usefixtures("no_computation")
 def test_a_writable_out_is_left_as_it_was(tmp_path, monkeypatch):
-    import captum_shallowcam.__main__ as cli
+    import captum_shallowcam.cli.maps as cli
 
     computed = []
     monkeypatch.setattr(cli, "_explain_and_score", lambda *a, **k: computed.append(a))

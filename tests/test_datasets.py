@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from captum_shallowcam.images import read_image_folder, read_imagenet_val, sample_images
+from captum_shallowcam.experiments.images import (
+    read_image_folder,
+    read_imagenet_val,
+    sample_images,
+)
 
 # A devkit with three classes (the leaves) and one inner synset. The
 # ILSVRC2012_IDs are not in WNID order, as in the real devkit:

@@ -298,8 +298,8 @@ def test_fusing_a_nan_map_is_refused() -> None:
 
 
 def test_report_refuses_nan_scores(tmp_path, capsys) -> None:
-    from captum_shallowcam.__main__ import main
-    from captum_shallowcam.evaluation import EvaluationResult
+    from captum_shallowcam.cli import main
+    from captum_shallowcam.experiments.results import EvaluationResult
 
     result = EvaluationResult(
         {"model": "m", "images": "i", "step": 64, "layers": ["a"], "protocol": "p"},
@@ -454,7 +454,7 @@ def test_an_autocast_dtype_that_is_not_a_float_is_refused():
 def test_a_class_name_in_labels_csv_names_the_file_and_the_line(tmp_path):
     from PIL import Image
 
-    from captum_shallowcam.images import read_image_folder
+    from captum_shallowcam.experiments.images import read_image_folder
 
     Image.new("RGB", (32, 32)).save(tmp_path / "a.jpg")
     Image.new("RGB", (32, 32)).save(tmp_path / "b.jpg")

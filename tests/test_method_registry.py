@@ -6,8 +6,8 @@ import torch
 from captum.attr import LayerAttribution
 from torch import nn
 
-from captum_shallowcam.__main__ import build_parser
-from captum_shallowcam.evaluation import evaluate
+from captum_shallowcam.cli import build_parser
+from captum_shallowcam.experiments.scoring import evaluate
 from captum_shallowcam.methods import (
     METHODS,
     OPTIONS,

@@ -16,8 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-from captum_shallowcam.__main__ import main
-from captum_shallowcam.distributed import (
+from captum_shallowcam.cli import main
+from captum_shallowcam.experiments.images import sample_images
+from captum_shallowcam.experiments.sharding import (
     RankInfo,
     merge_shards,
     read_shards,
@@ -25,7 +26,6 @@ from captum_shallowcam.distributed import (
     shard_batches,
     shard_paths,
 )
-from captum_shallowcam.images import sample_images
 
 REPO = Path(__file__).resolve().parents[1]
 # Three photos, in a batch of two and one of one: rank 0 gets batch 0, rank 1
@@ -136,7 +136,7 @@ import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_scale import _tiny_run
-from captum_shallowcam import distributed
+from captum_shallowcam.experiments import sharding as distributed
 
 kill_after = int(sys.argv[3])
 write = distributed.ShardWriter.write
@@ -249,7 +249,7 @@ def test_resume_refuses_other_settings_and_a_second_run_without_resume(tmp_path)
 def test_a_run_that_fails_before_its_first_row_leaves_no_shard(tmp_path, monkeypatch):
     """Nothing to resume: its settings line alone would only refuse the next
     run on the same --out."""
-    import captum_shallowcam.distributed as distributed
+    from captum_shallowcam.experiments import sharding
 
     def fails(*args, **kwargs):
         raise RuntimeError("out of memory")
@@ -257,7 +257,7 @@ def test_a_run_that_fails_before_its_first_row_leaves_no_shard(tmp_path, monkeyp
 
     out = tmp_path / "r.json"
     with monkeypatch.context() as patched:
-        patched.setattr(distributed, "score_batch", fails)
+        patched.setattr(sharding, "score_batch", fails)
         with pytest.raises(RuntimeError, match="out of memory"):
             _tiny_run(out)
     assert shard_paths(out) == []
@@ -265,9 +265,9 @@ def test_a_run_that_fails_before_its_first_row_leaves_no_shard(tmp_path, monkeyp
 
 
 def test_a_run_that_fails_after_some_rows_keeps_them_for_resume(tmp_path, monkeypatch):
-    import captum_shallowcam.distributed as distributed
+    from captum_shallowcam.experiments import sharding
 
-    real, calls = distributed.score_batch, []
+    real, calls = sharding.score_batch, []
 
     def fails_on_the_second_batch(*args, **kwargs):
         calls.append(1)
@@ -277,7 +277,7 @@ def test_a_run_that_fails_after_some_rows_keeps_them_for_resume(tmp_path, monkey
 
     out = tmp_path / "r.json"
     with monkeypatch.context() as patched:
-        patched.setattr(distributed, "score_batch", fails_on_the_second_batch)
+        patched.setattr(sharding, "score_batch", fails_on_the_second_batch)
         with pytest.raises(RuntimeError, match="out of memory"):
             _tiny_run(out)
     assert (
@@ -371,7 +371,7 @@ def test_shards_are_balanced_batches_in_round_robin():
 _TIMEOUT = """
 import os, sys, time
 import torch.distributed as dist
-from captum_shallowcam.distributed import CollectiveTimeout, _collective, init_ranks
+from captum_shallowcam.experiments.ranks import CollectiveTimeout, _collective, init_ranks
 
 info = init_ranks(timeout_s=2)
 if info.rank == 1:
