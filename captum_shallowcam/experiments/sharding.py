@@ -156,10 +156,14 @@ def _cut_torn_line(path: Path) -> None:
 
 
 def _check_settings(
-    previous: Sequence[dict[str, Any]], settings: dict[str, Any]
+    previous: Sequence[dict[str, Any]],
+    settings: dict[str, Any],
+    must_match: Sequence[str] = _MUST_MATCH,
 ) -> None:
+    """Every setting of ``must_match`` is the same in ``previous`` (the shard
+    files' settings lines) as in ``settings``; else a ValueError naming it."""
     for old in previous:
-        for key in _MUST_MATCH:
+        for key in must_match:
             if old.get(key) != settings.get(key):
                 written = (
                     f"with {key} = {old.get(key)!r}"
@@ -401,8 +405,24 @@ def run_benchmark(
 def _gather(
     info: RankInfo, out: Path, settings: dict[str, Any]
 ) -> EvaluationResult | None:
+    """Rank 0's result of every rank's rows (:func:`gather_rows`)."""
+    rows = gather_rows(info, out)
+    if rows is None:
+        return None
+    result, incomplete = rows_to_result(
+        dict(settings, world_size=info.world_size), rows
+    )
+    if incomplete and info.distributed:
+        raise RuntimeError(
+            f"{incomplete} photos lack rows after all ranks finished; this is a bug."
+        )
+    return result
+
+
+def gather_rows(info: RankInfo, out: Path) -> dict[Key, dict[str, Any]] | None:
     """Rank 0 merges every rank's rows (sent over the process group, so the
-    ranks need not share a file system) with the shard files it can read."""
+    ranks need not share a file system) with the shard files it can read; the
+    other ranks get None."""
     own = read_shards([_shard_path(out, info.rank)])[1]
     if info.distributed:
         import torch.distributed as dist
@@ -420,11 +440,4 @@ def _gather(
     else:
         rows = read_shards(shard_paths(out))[1]
         rows.update({k: v for k, v in own.items() if k not in rows})
-    result, incomplete = rows_to_result(
-        dict(settings, world_size=info.world_size), rows
-    )
-    if incomplete and info.distributed:
-        raise RuntimeError(
-            f"{incomplete} photos lack rows after all ranks finished; this is a bug."
-        )
-    return result
+    return rows

@@ -10,6 +10,7 @@ from captum_shallowcam.metrics.sanity import (
     ModelRandomizationResult,
     class_sensitivity,
     model_randomization,
+    randomization_steps,
 )
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "deletion_insertion",
     "model_randomization",
     "protocol_kwargs",
+    "randomization_steps",
     "rise_kernel",
 ]
