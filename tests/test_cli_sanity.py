@@ -211,3 +211,17 @@ def test_torchrun_two_ranks_equal_one_process_on_lite0(photos, tmp_path):
     a, b = json.loads(one.read_text()), json.loads(two.read_text())
     assert b["images"] == a["images"] and b["scores"] == a["scores"]
     assert b["settings"]["world_size"] == 2 and len(shard_paths(two)) == 2
+
+
+@pytest.mark.filterwarnings("ignore:.*constant map:RuntimeWarning")
+def test_report_merges_sanity_shards_into_the_same_result(photos, tmp_path, capsys):
+    items = read_image_folder(photos)
+    one = _tiny_sanity(tmp_path / "one" / "s.json", items)
+    for rank in range(2):
+        _tiny_sanity(tmp_path / "two" / "s.json", items, (rank, 2), resume=rank > 0)
+    merged = tmp_path / "merged" / "report.json"
+    main(["report", str(tmp_path / "two"), "--out", str(merged)])
+    result = json.loads(merged.read_text())
+    assert result["images"] == one["images"] and result["scores"] == one["scores"]
+    assert "| late | shallowcam |" in capsys.readouterr().out
+    assert merged.with_suffix(".png").is_file()

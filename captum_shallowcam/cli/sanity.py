@@ -8,8 +8,6 @@ JSON and the plot of the cascading curves
 """
 
 import argparse
-import json
-import math
 from pathlib import Path
 
 from captum_shallowcam.cli._common import (
@@ -28,6 +26,7 @@ from captum_shallowcam.cli.benchmark import (
     _check_device,
     _check_items,
 )
+from captum_shallowcam.cli.report import write_sanity_report
 from captum_shallowcam.experiments import sanity
 from captum_shallowcam.experiments.images import read_image_folder
 from captum_shallowcam.experiments.ranks import close_ranks, init_ranks
@@ -163,47 +162,6 @@ def run(args: argparse.Namespace) -> None:
         close_ranks(info, finished)
     if result is not None:
         write_sanity_report(result, Path(args.out))
-
-
-def write_sanity_report(result: dict, out: Path) -> None:
-    """Writes the JSON (and the plot of the curves); prints the mean values."""
-    with open(out, "w") as handle:
-        json.dump(result, handle)
-    s = result["settings"]
-    print(
-        f"{s['model']}, {s['n_images']} images from {s['images']}, {s['order']} "
-        f"randomization, {len(result['steps'])} {s['granularity']} steps, seed "
-        f"{s['seed']}; explained class: the prediction"
-    )
-    print("| layer | method | Spearman, all randomized | class sensitivity |")
-    print("|---|---|---|---|")
-    for method, per_layer in result["scores"].items():
-        for layer, fields in per_layer.items():
-            last = (
-                _mean([row[-1] for row in fields["spearman"]])
-                if fields.get("spearman") and result["steps"]
-                else "—"
-            )
-            sensitivity = ", ".join(
-                f"{o} {_mean(fields[f'class_sensitivity_{o}'])}" for o in s["other"]
-            )
-            print(f"| {layer} | {method} | {last} | {sensitivity or '—'} |")
-    print(
-        "Columns: mean Spearman rank correlation between the trained model's map "
-        "and the map once every step is randomized (near 0: the map depends on the "
-        "weights), and between the maps of the top class and of the other class "
-        "(lower: more class-sensitive); nulls (constant maps) left out."
-    )
-    written = [str(out)]
-    if result["steps"]:
-        sanity.plot_cascading(result, out.with_suffix(".png"))
-        written.append(str(out.with_suffix(".png")))
-    print(f"results: {', '.join(written)}")
-
-
-def _mean(values: list) -> str:
-    kept = [v for v in values if v is not None and not math.isnan(v)]
-    return f"{sum(kept) / len(kept):.3f}" if kept else "n/a"
 
 
 def _other_classes(text: str) -> list[str]:

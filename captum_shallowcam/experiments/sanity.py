@@ -55,6 +55,7 @@ __all__ = [
     "ORDERS",
     "OTHER_CLASSES",
     "block_steps",
+    "merge_sanity_shards",
     "method_explain",
     "nan_to_none",
     "plot_cascading",
@@ -346,6 +347,19 @@ def sanity_result(
             for method in methods
         },
     }
+
+
+def merge_sanity_shards(paths: Sequence[Path]) -> dict[str, Any]:
+    """Merges shard files of a sanity run (and its resumptions) into its
+    result (:func:`sanity_result`); refuses files of two runs' settings."""
+    previous, rows = read_shards(paths)
+    if not previous or any(s.get("kind") != "sanity" for s in previous):
+        raise ValueError(
+            f"{', '.join(map(str, paths))} are not shard files written by sanity."
+        )
+    _check_settings(previous[1:], previous[0], MUST_MATCH)
+    settings = {k: v for k, v in previous[0].items() if k != "rank"}
+    return sanity_result(settings, rows)
 
 
 def plot_cascading(result: dict[str, Any], path: Path) -> None:
