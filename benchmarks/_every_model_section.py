@@ -29,6 +29,12 @@ COLUMNS = {
     "shallowcam": "default",
     "layercam+both-signs": "both-signs LayerCAM",
     "shallowcam+both-signs": "both-signs ShallowCam",
+    "shallowcam+both-signs+mass": "both-signs, mass weights",
+}
+#: Readings whose relevance weights are set against their own mask alone.
+WEIGHTED = {
+    "shallowcam+both-signs": "layercam+both-signs",
+    "shallowcam+both-signs+mass": "layercam+both-signs",
 }
 #: The screens, as the tables name them.
 SCREENS = {
@@ -36,6 +42,7 @@ SCREENS = {
     "masks_lite1_own_b_7168": "EfficientNet-Lite1, own inputs, ``imagenet-samples-b``",
     "masks_lite1_imagenet_a_7168": "EfficientNet-Lite1, ImageNet mean/std inputs, ``imagenet-samples``",
     "masks_lite0_imagenet_a_7168": "EfficientNet-Lite0, ImageNet mean/std inputs, ``imagenet-samples``",
+    "masks_lite0_own_a_7168": "EfficientNet-Lite0, own inputs, ``imagenet-samples``",
 }  # fmt: skip
 SANITY = "sanity_lite0_50_class"
 
@@ -48,13 +55,21 @@ def screen_rows(result) -> list[list[str]]:
     for layer in result.settings["layers"]:
         base = result.scores[PLAIN][layer]["overall"]
         row = [layer, f"{np.mean(base):.1f}"]
-        row += [cell(result.scores[m][layer]["overall"], base) for m in COLUMNS]
-        row.append(
+        row += [
+            cell(result.scores[m][layer]["overall"], base)
+            if m in result.scores
+            else "—"
+            for m in COLUMNS
+        ]
+        row += [
             cell(
-                result.scores["shallowcam+both-signs"][layer]["overall"],
-                result.scores["layercam+both-signs"][layer]["overall"],
+                result.scores[m][layer]["overall"],
+                result.scores[mask][layer]["overall"],
             )
-        )
+            if m in result.scores and mask in result.scores
+            else "—"
+            for m, mask in WEIGHTED.items()
+        ]
         rows.append(row)
     return rows
 
@@ -110,7 +125,10 @@ def _says(result) -> str:
     for method, label in (
         ("shallowcam", "The default"),
         ("shallowcam+both-signs", "The both-signs ShallowCam"),
+        ("shallowcam+both-signs+mass", "The both-signs mask with mass weights"),
     ):
+        if method not in result.scores:
+            continue
         ahead, behind = _ahead(result, method, PLAIN)
         not_ahead = [lay for lay in layers if lay not in ahead]
         where = "; ".join(
@@ -122,14 +140,17 @@ def _says(result) -> str:
             + (f" (not ahead: {where})" if not_ahead else "")
             + "."
         )
-    weights_ahead, weights_behind = _ahead(
-        result, "shallowcam+both-signs", "layercam+both-signs"
-    )
-    parts.append(
-        f"Its relevance weights are ahead of their own mask alone at {listed(weights_ahead)}"
-        + (f" and behind at {listed(weights_behind)}" if weights_behind else "")
-        + f" ({n} photos)."
-    )
+    for method, mask in WEIGHTED.items():
+        if method not in result.scores or mask not in result.scores:
+            continue
+        weights_ahead, weights_behind = _ahead(result, method, mask)
+        parts.append(
+            f"The relevance weights of ``{method}`` are ahead of their own mask "
+            f"alone at {listed(weights_ahead)}"
+            + (f" and behind at {listed(weights_behind)}" if weights_behind else "")
+            + "."
+        )
+    parts.append(f"({n} photos.)")
     return " ".join(parts)
 
 
@@ -139,7 +160,7 @@ def section(rst_table) -> tuple[str, str, int]:
         "layer",
         "LayerCAM",
         *(f"Δ {c}" for c in COLUMNS.values()),
-        "Δ both-signs: weights",
+        *(f"Δ {COLUMNS[m]} vs mask alone" for m in WEIGHTED),
     ]
     parts = []
     for name, title in SCREENS.items():
@@ -193,7 +214,7 @@ def readme_lines() -> str:
     ]
     for name, title in SCREENS.items():
         result = load(name)
-        says = _says(result).split(" Its relevance weights")[0]
+        says = _says(result).split(" The relevance weights")[0]
         n = len(result.images)
         lines.append(
             f"- {title.replace('``', '`')} ({n} photos): {says.replace('``', '`')}"
