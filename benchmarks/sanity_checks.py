@@ -147,7 +147,9 @@ def plot(result: dict, path: Path) -> None:
     line marks the first step that randomizes the explained layer's block."""
     layers = list(result["settings"]["layers"].items())
     steps = ["trained", *result["steps"]]
-    fig, axes = plt.subplots(2, len(layers), figsize=(4.2 * len(layers), 7.5))
+    fig, axes = plt.subplots(
+        2, len(layers), figsize=(4.2 * len(layers), 7.5), squeeze=False
+    )
     for column, (layer, module) in enumerate(layers):
         for row, field in enumerate(("spearman", "ssim")):
             ax = axes[row][column]
