@@ -2,7 +2,7 @@
 
 One set of passes per batch (:func:`captum_shallowcam.attr.compute_layer_passes`:
 activations ``A``, gradients ``G``, CLRP relevance ``R`` at every stage) gives
-the maps of five registered methods, scored by deletion/insertion:
+the maps of six registered methods, scored by deletion/insertion:
 
 * ``layercam``: ``ReLU(sum_k ReLU(G_k) A_k)``, the published LayerCAM;
 * ``layercam+sign-aware``: ``sum_k ReLU(G_k) ReLU(A_k)``;
@@ -10,11 +10,17 @@ the maps of five registered methods, scored by deletion/insertion:
   sign-aware mask;
 * ``layercam+both-signs``: ``sum_k ReLU(G_k A_k)``;
 * ``shallowcam+both-signs``: geometric weights on ``alpha`` (all positions)
-  times the both-signs mask.
+  times the both-signs mask;
+* ``shallowcam+both-signs+mass``: the both-signs mask scaled so that each
+  channel adds up to its relevance ``ReLU(alpha_k)`` (``channel_weights="mass"``).
+
+``--methods`` scores a subset; ``--extend FILE`` adds the scores of
+``--methods`` to an earlier result of this script (same photos, targets and
+settings, checked) instead of starting a new one.
 
 The maps equal what ``make_explainer(model, layers, name)`` returns (tested in
 ``tests/test_sign_aware_and_fusion.py``); computing them from one set of passes
-costs a fifth. The result is the benchmark's JSON, so ``python -m
+costs a sixth. The result is the benchmark's JSON, so ``python -m
 captum_shallowcam report`` and the results page read it. Usage::
 
     python benchmarks/masks_screen.py --model efficientnet-lite1 \\
@@ -25,6 +31,7 @@ captum_shallowcam report`` and the results page read it. Usage::
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -46,11 +53,12 @@ METHODS = (
     "shallowcam",
     "layercam+both-signs",
     "shallowcam+both-signs",
+    "shallowcam+both-signs+mass",
 )
 
 
 def maps(a: torch.Tensor, g: torch.Tensor, r: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The five maps of one layer from its passes."""
+    """The six maps of one layer from its passes."""
     sign_aware = spatial_mask(torch.relu(a), g)
     both_signs = spatial_mask(a, g, "both-signs")
     r_positive = r.masked_fill(a < 0, 0.0)
@@ -63,6 +71,9 @@ def maps(a: torch.Tensor, g: torch.Tensor, r: torch.Tensor) -> dict[str, torch.T
         "layercam+both-signs": channel_sum(both_signs, True),
         "shallowcam+both-signs": channel_sum(
             inter_layer_weights(r, "geometric", both_signs) * both_signs, True
+        ),
+        "shallowcam+both-signs+mass": channel_sum(
+            inter_layer_weights(r, "mass", both_signs) * both_signs, True
         ),
     }
 
@@ -99,6 +110,14 @@ def main() -> None:
     p.add_argument("--layers", default=None, help="comma-separated; default all")
     p.add_argument("--out", default=None, help="results JSON (required unless --signs)")
     p.add_argument(
+        "--methods", default=",".join(METHODS), help="comma-separated; default all"
+    )
+    p.add_argument(
+        "--extend",
+        default=None,
+        help="an earlier result of this script: add --methods' scores to it",
+    )
+    p.add_argument(
         "--signs",
         action="store_true",
         help="print, per layer, the share of negative activations and of the CLRP "
@@ -113,6 +132,10 @@ def main() -> None:
     layers = [loaded.layers[n] for n in names]
     items = read_image_folder(args.images)[args.start : args.start + args.limit]
     metric_kwargs = protocol_kwargs("captum-shallowcam", step=args.step)
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        p.error(f"--methods: unknown {unknown}; choose among {', '.join(METHODS)}")
     result = EvaluationResult(
         settings={
             "model": args.model,
@@ -124,7 +147,7 @@ def main() -> None:
             "metric": describe("captum-shallowcam", metric_kwargs),
             "step": args.step,
             "layers": names,
-            "methods": list(METHODS),
+            "methods": methods,
             "channels_last": True,
             "script": "benchmarks/masks_screen.py",
         }
@@ -144,13 +167,43 @@ def main() -> None:
         for i, name in enumerate(names):
             a, g, r = passes.activations[i], passes.gradients[i], passes.relevances[i]
             for method, layer_map in maps(a, g, r).items():
+                if method not in methods:
+                    continue
                 scores = deletion_insertion(
                     model, x, layer_map.detach(), target=t, **metric_kwargs
                 )
                 result.add_scores(method, name, scores)
         print(f"{len(result.images)} images {time.time() - started:.0f} s", flush=True)
+        record = result.to_dict()
+        if args.extend:
+            record = extended(json.loads(Path(args.extend).read_text()), record)
         with open(args.out, "w") as f:
-            json.dump(result.to_dict(), f)
+            json.dump(record, f)
+
+
+def extended(earlier: dict, new: dict) -> dict:
+    """``earlier`` with the scores of ``new``'s methods added, after checking
+    that both score the same photos for the same targets under the same
+    settings (``new`` may have scored the first photos only, so far)."""
+    ignore = {"methods", "n_images", "script"}
+    for key in set(earlier["settings"]) | set(new["settings"]):
+        if key not in ignore and earlier["settings"].get(key) != new["settings"].get(
+            key
+        ):
+            raise SystemExit(f"--extend: setting {key!r} differs from the earlier run")
+    n = len(new["images"])
+    if (earlier["images"][:n], earlier["targets"][:n]) != (
+        new["images"],
+        new["targets"],
+    ):
+        raise SystemExit("--extend: the photos or targets differ from the earlier run")
+    merged = json.loads(json.dumps(earlier))
+    for method in new["settings"]["methods"]:
+        if method in merged["scores"]:
+            raise SystemExit(f"--extend: the earlier run has {method} already")
+        merged["scores"][method] = new["scores"][method]
+        merged["settings"]["methods"].append(method)
+    return merged
 
 
 if __name__ == "__main__":

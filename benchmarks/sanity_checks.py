@@ -13,6 +13,10 @@ module (99 steps); ``--granularity none`` computes the class sensitivity only
 (no randomization: cheap). Writes ``sanity_lite0_<n>.json`` (``_module``,
 ``_class`` for the other granularities) and a PNG of the curves.
 
+The same computation, sharded with ``torchrun`` and resumable, is
+``python -m captum_shallowcam sanity``; this script calls the same functions
+(:mod:`captum_shallowcam.experiments.sanity`) and writes the same JSON.
+
 Usage::
 
     python benchmarks/sanity_checks.py --images ../shared/data/imagenet-samples \\
@@ -21,18 +25,20 @@ Usage::
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
-from torch import nn
 
 from captum_shallowcam.experiments import image_batches
 from captum_shallowcam.experiments.images import read_image_folder
-from captum_shallowcam.methods import make_explainer
-from captum_shallowcam.metrics import class_sensitivity, model_randomization
+from captum_shallowcam.experiments.sanity import (
+    block_steps,
+    method_explain,
+    nan_to_none,
+    plot_cascading,
+    sanity_scores,
+)
 from captum_shallowcam.models import load_model
 
 DEFAULT_METHODS = "layercam,layercam+sign-aware,shallowcam,relevancecam,gradcam"
@@ -40,55 +46,10 @@ DEFAULT_LAYERS = "stage1,stage2,stage4,stage7"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def block_steps(model: nn.Module) -> list[str | list[str]]:
-    """One step per top-level part of EfficientNet-Lite, from the output down."""
-    blocks = [f"_blocks.{i}" for i in reversed(range(len(model._blocks)))]
-    return ["_fc", ["_conv_head", "_bn1"], *blocks, ["_conv_stem", "_bn0"]]
-
-
-def method_explain(method: str, layer_names: list[str]):
-    """``explain(model, inputs, target) -> [map per layer]`` for any model copy."""
-
-    def explain(model: nn.Module, inputs, target):
-        layers = [model.get_submodule(name) for name in layer_names]
-        return make_explainer(model, layers, method)(inputs, target)
-
-    return explain
-
-
-def nan_to_none(values):
-    """JSON has no NaN: a NaN (a constant map) is written as null."""
-    if isinstance(values, dict):
-        return {key: nan_to_none(v) for key, v in values.items()}
-    if isinstance(values, list):
-        return [nan_to_none(v) for v in values]
-    return None if math.isnan(values) else values
-
-
 def method_scores(explain, model, inputs, layers, modules, seed) -> tuple[dict, list]:
     """Randomization curves (unless ``modules == "none"``) and class
-    sensitivities of one batch, per layer (``{layer: {field: rows}}``, one row or
-    value per image), and the steps."""
-    second = class_sensitivity(model, explain, inputs, other="second")
-    last = class_sensitivity(model, explain, inputs, other="last")
-    scores = {
-        layer: {
-            "class_sensitivity_second": sec.tolist(),
-            "class_sensitivity_last": lst.tolist(),
-        }
-        for layer, sec, lst in zip(layers, second, last)
-    }
-    if modules == "none":
-        return scores, []
-    randomized = model_randomization(model, explain, inputs, modules=modules, seed=seed)
-    for layer, result in zip(layers, randomized):
-        scores[layer].update(
-            {
-                field: getattr(result, field).T.tolist()  # N x K
-                for field in ("spearman", "spearman_abs", "ssim")
-            }
-        )
-    return scores, randomized[0].modules
+    sensitivities of one batch (:func:`~captum_shallowcam.experiments.sanity.sanity_scores`)."""
+    return sanity_scores(explain, model, inputs, layers, modules, seed=seed)
 
 
 def run(args: argparse.Namespace, items: list, save) -> dict:
@@ -142,51 +103,8 @@ def run(args: argparse.Namespace, items: list, save) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    """Mean rank correlation (top row) and SSIM (bottom row) against the number
-    of randomized steps, one line per method, one panel per layer; a dotted
-    line marks the first step that randomizes the explained layer's block."""
-    layers = list(result["settings"]["layers"].items())
-    steps = ["trained", *result["steps"]]
-    fig, axes = plt.subplots(
-        2, len(layers), figsize=(4.2 * len(layers), 7.5), squeeze=False
-    )
-    for column, (layer, module) in enumerate(layers):
-        for row, field in enumerate(("spearman", "ssim")):
-            ax = axes[row][column]
-            for method, per_layer in result["scores"].items():
-                rows = per_layer[layer][field]
-                values = torch.tensor(
-                    [[math.nan if v is None else v for v in r] for r in rows],
-                    dtype=torch.float64,
-                )
-                curve = [1.0, *torch.nanmean(values, dim=0).tolist()]
-                ax.plot(range(len(steps)), curve, marker=".", label=method)
-            reached = [
-                i
-                for i, step in enumerate(steps)
-                if any(
-                    p == module or p.startswith(module + ".") for p in step.split("+")
-                )
-            ]
-            if reached:
-                ax.axvline(reached[0], color="grey", linestyle=":", linewidth=1)
-            ax.axhline(0, color="black", linewidth=0.5)
-            ax.set_ylim(top=1.05)
-            ax.set_title(f"{layer} ({module})" if row == 0 else "")
-            ax.set_ylabel("mean Spearman" if field == "spearman" else "mean SSIM")
-            ax.set_xticks(range(len(steps)))
-            ax.set_xticklabels(
-                [s.replace("_blocks.", "b") for s in steps], rotation=90, fontsize=6
-            )
-    axes[0][0].legend(fontsize=7)
-    n = result["settings"]["n_images"]
-    fig.suptitle(
-        f"Cascading randomization, EfficientNet-Lite0, {n} photos "
-        f"({result['settings']['granularity']} steps, output first)"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """The cascading curves (:func:`~captum_shallowcam.experiments.sanity.plot_cascading`)."""
+    plot_cascading(result, path)
 
 
 def main() -> None:

@@ -64,6 +64,10 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
         "geometric": Option(
             "geometric-mean channel weights", {"channel_weights": "geometric"}
         ),
+        "mass": Option(
+            "ReLU(alpha) / sum(term) channel weights (each channel adds up to its relevance)",
+            {"channel_weights": "mass"},
+        ),
         "target": Option("one-hot initial relevance", {"initial_relevance": "target"}),
         "contrastive": Option(
             "contrastive initial relevance", {"initial_relevance": "contrastive"}
@@ -81,8 +85,8 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
 )
 _MASK = ("sign-aware", "plain-mask", "both-signs")
 _RELEVANCE = (
-    "positive", "signed", "sqrt", "geometric", "target", "contrastive", "clrp",
-    "no-conserve",
+    "positive", "signed", "sqrt", "geometric", "mass", "target", "contrastive",
+    "clrp", "no-conserve",
 )  # fmt: skip
 
 

@@ -192,6 +192,34 @@ def upsampling(api: str):
     return model, model.net.conv1, {}
 
 
+class Recurrent(nn.Module):
+    """``Net``'s conv2 output read as a sequence of pixels by an ``nn.GRU``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = net()
+        self.gru = nn.GRU(4, 4, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.net.conv2(self.net.conv1(x)))
+        hidden, _ = self.gru(h.flatten(2).transpose(1, 2))
+        return self.net.fc(hidden[:, -1])
+
+
+def recurrent(api: str):
+    model = Recurrent().eval()
+    return model, model.net.conv1, {}
+
+
+def weight_normed(rules: Any):
+    def build(api: str):
+        model = net()
+        nn.utils.parametrizations.weight_norm(model.conv2)
+        return model, model.conv1, {"rules": rules}
+
+    return build
+
+
 class Nested(nn.Module):
     """Explains its inner model inside its own forward pass."""
 
@@ -698,6 +726,14 @@ ROWS: list[Row] = [
     ),
     *for_methods(
         RELEVANCE_METHODS,
+        "a recurrent module (``nn.GRU``: returns a tuple) without a rule",
+        "call",
+        TypeError,
+        ("Module 'gru' (GRU) has no LRP rule", "rules={GRU: EpsilonRule()}"),
+        method_case(recurrent),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
         "forward_func not an ``nn.Module`` (a function wrapping the model)",
         "construction",
         TypeError,
@@ -765,6 +801,20 @@ ROWS: list[Row] = [
     ),
     *for_methods(
         RELEVANCE_METHODS,
+        "``rules`` key a parametrization (``weight_norm``'s ``_WeightNorm``), "
+        "which computes a weight",
+        "construction",
+        ValueError,
+        (
+            "would never be used: it is a parametrization",
+            "give the rule to that layer ('conv2')",
+        ),
+        method_case(
+            weight_normed({nn.utils.parametrizations._WeightNorm: EpsilonRule()})
+        ),
+    ),
+    *for_methods(
+        RELEVANCE_METHODS,
         "``IdentityRule`` for an operation that changes the number of elements "
         "(the ``nn.Linear`` head, 4 to 5)",
         "call",
@@ -789,7 +839,7 @@ ROWS: list[Row] = [
         '``channel_weights="abs"``',
         "call",
         ValueError,
-        "channel_weights must be one of 'signed', 'positive', 'sqrt', 'geometric'; got 'abs'",
+        "channel_weights must be one of 'signed', 'positive', 'sqrt', 'geometric', 'mass'; got 'abs'",
         method_case(plain, channel_weights="abs"),
     ),
     *for_methods(

@@ -65,6 +65,40 @@ def test_a_step_beyond_int64_is_one_line(capsys, tmp_path):
 
 
 @pytest.mark.usefixtures("no_computation")
+def test_a_benchmark_step_beyond_int64_leaves_no_file(capsys, tmp_path):
+    out = tmp_path / "out" / "r.json"
+    err = _user_error(
+        capsys,
+        ["benchmark", "--images", str(_cub_folder(tmp_path / "cub")),
+         "--step", str(10**20), "--out", str(out)],
+    )  # fmt: skip
+    assert "does not fit in a 64-bit integer" in err
+    assert not out.parent.exists() or not list(out.parent.iterdir())
+
+
+def test_a_benchmark_step_beyond_the_image_scores_the_whole_image_at_once(
+    tmp_path, monkeypatch, efficientnet_lite0
+):
+    """A step of more pixels than the image has (224 x 224 = 50176) perturbs
+    them all in one step: the scores of step 50176, one shard file, and a
+    resume of the same run that finds nothing left to do."""
+    import captum_shallowcam.cli._common as common
+
+    monkeypatch.setattr(common, "load_model", lambda name, **kw: efficientnet_lite0)
+    folder = _cub_folder(tmp_path / "cub")
+    run = ["benchmark", "--images", str(folder), "--limit", "1",
+           "--layers", "stage7", "--methods", "layercam"]  # fmt: skip
+    huge, whole = tmp_path / "huge" / "r.json", tmp_path / "whole" / "r.json"
+    main([*run, "--step", str(10**15), "--out", str(huge)])
+    main([*run, "--step", "50176", "--out", str(whole)])
+    scores = json.loads(huge.read_text())["scores"]
+    assert scores == json.loads(whole.read_text())["scores"]
+    assert sorted(p.name for p in huge.parent.glob("*.jsonl")) == ["r.shard-0.jsonl"]
+    main([*run, "--step", str(10**15), "--resume", "--out", str(huge)])
+    assert json.loads(huge.read_text())["scores"] == scores
+
+
+@pytest.mark.usefixtures("no_computation")
 def test_an_unwritable_out_is_refused_before_work(capsys):
     err = _user_error(
         capsys, ["explain", CAT, "--layer", "stage7", "--out", "/proc/map.png"]

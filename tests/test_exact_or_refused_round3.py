@@ -9,7 +9,7 @@ from collections import namedtuple
 
 import pytest
 import torch
-from models import two_conv_relu_net
+from models import TwoConvReluNet, two_conv_relu_net
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -19,6 +19,8 @@ from captum_shallowcam import (
     LayerShallowCam,
     fuse_layer_maps,
 )
+from captum_shallowcam.attr._engine import _Engine
+from captum_shallowcam.attr.rules import validate_rules
 from captum_shallowcam.metrics import GaussianBlur, RiseBlur, deletion_insertion
 from captum_shallowcam.rules import EpsilonRule, IdentityRule
 
@@ -477,3 +479,129 @@ def test_a_buffer_the_model_changes_itself_is_put_back(wrap):
     if not wrap:
         LayerShallowCam(model, model.relu).attribute(x, target=0)
     assert model.calls.item() == 0
+
+
+# ---------------------------------- unclear items: recurrent modules, weight_norm
+class RecurrentNet(nn.Module):
+    """conv -> ReLU -> pixels as a sequence -> a recurrent module -> linear. The
+    last hidden states pass an ``nn.Identity`` as N x L x H x 1, so relevance can
+    be read just above the recurrent module."""
+
+    def __init__(self, recurrent: type[nn.RNNBase] = nn.GRU) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.recurrent = recurrent(4, 5, batch_first=True)
+        self.above = nn.Identity()
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        sequence = self.relu(self.conv(x)).flatten(2).transpose(1, 2)
+        hidden, _ = self.recurrent(sequence)
+        hidden = self.above(hidden.unsqueeze(-1)).squeeze(-1)
+        return self.fc(hidden[:, -1])
+
+
+def recurrent_net(recurrent: type[nn.RNNBase] = nn.GRU) -> RecurrentNet:
+    torch.manual_seed(0)
+    return RecurrentNet(recurrent).eval()
+
+
+def model_state(model: nn.Module) -> tuple:
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        [(dict(m._forward_hooks), dict(m._forward_pre_hooks)) for m in model.modules()],
+    )
+
+
+@pytest.mark.parametrize("recurrent", [nn.GRU, nn.LSTM])
+@pytest.mark.parametrize("name", RELEVANCE_METHODS)
+def test_a_recurrent_module_without_a_rule_is_refused_naming_it(name, recurrent):
+    model = recurrent_net(recurrent)
+    before = model_state(model)
+    method = RELEVANCE_METHODS[name](model, model.conv)
+    kind = recurrent.__name__
+    with pytest.raises(
+        TypeError,
+        match=rf"Module 'recurrent' \({kind}\) has no LRP rule.*"
+        rf"rules=\{{{kind}: EpsilonRule\(\)\}}",
+    ):
+        method.attribute(images(), target=0)
+    state_dicts_equal = all(
+        torch.equal(before[0][k], v) for k, v in model.state_dict().items()
+    )
+    assert state_dicts_equal and before[1] == model_state(model)[1]
+
+
+def relevance_below_and_above(model: nn.Module, rules) -> tuple[Tensor, Tensor]:
+    """The relevance (one-hot on class 1) at ``model.relu`` and ``model.above``,
+    from the engine."""
+    engine = _Engine(
+        model, [model.relu, model.above], validate_rules(rules, model), False, True
+    )
+    with engine.hooked(), torch.enable_grad():
+        output = engine.forward(images(), None)
+        initial = torch.nn.functional.one_hot(torch.tensor([1, 1]), 3).float()
+        below, above = engine.relevance(output, initial, engine.captures, False)
+    return below, above
+
+
+@pytest.mark.parametrize("recurrent", [nn.GRU, nn.LSTM])
+def test_a_recurrent_module_with_its_rule_equals_explicit_epsilon(recurrent):
+    """The rule the refusal suggests is applied to the module as a whole:
+    R_in = x * J^T (R_out / (z + epsilon sign z)), for the output the model
+    uses (the LSTM's output is a nested tuple)."""
+    model, epsilon = recurrent_net(recurrent), 0.5
+    below, above = relevance_below_and_above(model, {recurrent: EpsilonRule(epsilon)})
+    with torch.enable_grad():
+        sequence = model.relu(model.conv(images())).flatten(2).transpose(1, 2)
+        sequence = sequence.detach().requires_grad_(True)
+        z = model.recurrent(sequence)[0]
+        ratio = above.squeeze(-1) / (z + epsilon * torch.where(z >= 0, 1.0, -1.0))
+        (grad,) = torch.autograd.grad(z, sequence, ratio.detach())
+    explicit = (sequence * grad).transpose(1, 2).reshape(below.shape)
+    torch.testing.assert_close(below, explicit.detach(), rtol=1e-4, atol=1e-7)
+
+
+WEIGHT_NORMS = {
+    "parametrizations.weight_norm": nn.utils.parametrizations.weight_norm,
+    "weight_norm": nn.utils.weight_norm,
+}
+
+
+def weight_normed_pair(api: str) -> tuple[TwoConvReluNet, TwoConvReluNet]:
+    """TwoConvReluNet with weight_norm on conv2, and a plain one with the weight
+    it computes."""
+    model = two_conv_relu_net()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # nn.utils.weight_norm
+        WEIGHT_NORMS[api](model.conv2)
+    plain = two_conv_relu_net()
+    with torch.no_grad():
+        plain.conv2.weight.copy_(model.conv2.weight)
+    return model, plain
+
+
+@pytest.mark.parametrize("api", WEIGHT_NORMS)
+@pytest.mark.parametrize("name", RELEVANCE_METHODS)
+def test_weight_norm_gives_the_map_of_the_weight_it_computes(name, api):
+    model, plain = weight_normed_pair(api)
+    x, method = images(), RELEVANCE_METHODS[name]
+    got = quiet_attribute(method(model, model.relu1), x, target=[0, 2])
+    want = quiet_attribute(method(plain, plain.relu1), x, target=[0, 2])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    # A rule for the layer whose weight is normalised applies to it.
+    rules = {"conv2": EpsilonRule(10)}
+    got = quiet_attribute(method(model, model.relu1, rules=rules), x, target=0)
+    want = quiet_attribute(method(plain, plain.relu1, rules=rules), x, target=0)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [nn.utils.parametrizations._WeightNorm, "conv2.parametrizations.weight.0"],
+)
+def test_a_rule_for_a_parametrization_is_refused_naming_the_layer(key):
+    model, _ = weight_normed_pair("parametrizations.weight_norm")
+    with pytest.raises(ValueError, match=r"parametrization.*that layer \('conv2'\)"):
+        LayerShallowCam(model, model.relu1, rules={key: EpsilonRule()})

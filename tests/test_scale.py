@@ -251,6 +251,47 @@ def test_resume_refuses_other_settings_and_a_second_run_without_resume(tmp_path)
     assert again.scores == result.scores
 
 
+def test_a_run_that_fails_before_its_first_row_leaves_no_shard(tmp_path, monkeypatch):
+    """Nothing to resume: its settings line alone would only refuse the next
+    run on the same --out."""
+    from captum_shallowcam.experiments import sharding
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("out of memory")
+        yield  # a generator, as score_batch is
+
+    out = tmp_path / "r.json"
+    with monkeypatch.context() as patched:
+        patched.setattr(sharding, "score_batch", fails)
+        with pytest.raises(RuntimeError, match="out of memory"):
+            _tiny_run(out)
+    assert shard_paths(out) == []
+    assert _tiny_run(out, step=8).images == [f"p{i}" for i in range(5)]
+
+
+def test_a_run_that_fails_after_some_rows_keeps_them_for_resume(tmp_path, monkeypatch):
+    from captum_shallowcam.experiments import sharding
+
+    real, calls = sharding.score_batch, []
+
+    def fails_on_the_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        yield from real(*args, **kwargs)
+
+    out = tmp_path / "r.json"
+    with monkeypatch.context() as patched:
+        patched.setattr(sharding, "score_batch", fails_on_the_second_batch)
+        with pytest.raises(RuntimeError, match="out of memory"):
+            _tiny_run(out)
+    assert (
+        len(read_shards(shard_paths(out))[1]) == 2 * 2 * 2
+    )  # photos x layers x methods
+    resumed = _tiny_run(out, resume=True)
+    assert resumed.scores == _tiny_run(tmp_path / "clean" / "r.json").scores
+
+
 def _resume_with(out: Path, photos=None, **settings):
     model, tiny_photos, layers = _tiny()
     info = RankInfo(0, 1, 0, torch.device("cpu"), 60.0)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_shallowcam import LayerCam, LayerShallowCam, fuse_layer_maps
+from captum_shallowcam.methods import make_explainer
 
 
 class BottleneckNet(nn.Module):
@@ -364,6 +365,50 @@ def test_shallow_cam_both_signs_hand_computed(c):
     assert expected.abs().sum() > 0
     got = LayerShallowCam(net, net.conv).attribute(x, target=c, mask="both-signs")
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("c", [0, 1])
+def test_shallow_cam_mass_weights_hand_computed(c):
+    """``channel_weights="mass"``: ReLU(alpha_k) / sum S_k, so that each channel
+    adds up to exactly its relevance, spread by the both-signs mask."""
+    net = _positive_head_net()
+    x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(5)) + 0.6
+    a = F.conv2d(x, net.conv.weight)
+    pooled = a.mean((2, 3))[0]
+
+    def relevance_at_layer(k: int) -> Tensor:
+        w = net.fc.weight[k]
+        alpha = pooled * w / (pooled * w).sum()
+        return a / a.sum((2, 3), keepdim=True) * alpha.view(1, -1, 1, 1)
+
+    r = (relevance_at_layer(c) - relevance_at_layer(1 - c)).clamp(min=0)
+    alpha = r.sum((2, 3), keepdim=True).clamp(min=0)
+    g = (net.fc.weight[c] / a[0, 0].numel()).view(1, -1, 1, 1)
+    mask = (g * a).clamp(min=0)
+    totals = mask.sum((2, 3), keepdim=True)
+    weights = torch.where(totals > 0, alpha / totals, torch.zeros_like(totals))
+    expected = (weights * mask).sum(1, keepdim=True).clamp(min=0)
+    assert expected.abs().sum() > 0
+    got = LayerShallowCam(net, net.conv).attribute(
+        x, target=c, mask="both-signs", channel_weights="mass"
+    )
+    torch.testing.assert_close(got, expected)
+    # each channel with some evidence contributes its relevance, no more
+    has_evidence = (totals > 0).flatten()
+    torch.testing.assert_close(got.sum(), alpha.flatten()[has_evidence].sum())
+    registry = make_explainer(net, [net.conv], "shallowcam+both-signs+mass")
+    torch.testing.assert_close(registry(x, torch.tensor([c]))[0], got)
+
+
+def test_mass_weights_zero_where_the_term_has_no_positive_total():
+    from captum_shallowcam.attr import inter_layer_weights
+
+    relevance = torch.ones(1, 3, 2, 2)  # alpha = 4 in every channel
+    term = torch.tensor([2.0, 0.0, -2.0]).view(1, 3, 1, 1).expand(1, 3, 2, 2)
+    weights = inter_layer_weights(relevance, "mass", term).flatten()
+    torch.testing.assert_close(weights, torch.tensor([0.5, 0.0, 0.0]))  # 4 / 8
+    with pytest.raises(TypeError, match="needs the term"):
+        inter_layer_weights(relevance, "mass")
 
 
 @pytest.mark.parametrize("variant", ["v1", "v2", "v3"])

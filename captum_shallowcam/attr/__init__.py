@@ -22,6 +22,10 @@ from captum_shallowcam.attr.passes import (
     inter_layer_weights,
     spatial_mask,
 )
+from captum_shallowcam.attr.perturbation_cam import (
+    LayerPerturbationCam,
+    PerturbationCall,
+)
 from captum_shallowcam.attr.weighted_cam import LayerWeightedCam
 
 __all__ = [
@@ -35,6 +39,8 @@ __all__ = [
     "LayerGroupCam",
     "LayerIntegratedGradCam",
     "LayerWeightedCam",
+    "LayerPerturbationCam",
+    "PerturbationCall",
     "fuse_layer_maps",
     "compute_layer_passes",
     "CamPasses",

@@ -22,10 +22,10 @@ from captum_shallowcam.attr._engine import LayerCapture, _Engine, _normal
 from captum_shallowcam.attr.rules import RuleMap, validate_rules
 
 InitialRelevance = Literal["contrastive", "target", "clrp"]
-ChannelWeights = Literal["signed", "positive", "sqrt", "geometric"]
+ChannelWeights = Literal["signed", "positive", "sqrt", "geometric", "mass"]
 MaskKind = Literal["plain", "sign-aware", "both-signs"]
 MASKS = ("plain", "sign-aware", "both-signs")
-CHANNEL_WEIGHTS = ("signed", "positive", "sqrt", "geometric")
+CHANNEL_WEIGHTS = ("signed", "positive", "sqrt", "geometric", "mass")
 LayerOrLayers = nn.Module | Sequence[nn.Module]
 
 #: Relative tolerance of the relevance conservation check (see ``check_conservation``).
@@ -387,18 +387,26 @@ def inter_layer_weights(
     the total of the per-channel ``term`` the weights multiply (0 where
     :math:`T_k \le 0`), so that channel :math:`k` contributes
     :math:`\sqrt{\mathrm{ReLU}(\alpha_k)\,T_k}` in all: the geometric mean of its
-    relevance and of its own evidence."""
+    relevance and of its own evidence; ``"mass"``
+    :math:`\mathrm{ReLU}(\alpha_k) / T_k` (0 where :math:`T_k \le 0`), so that
+    channel :math:`k` contributes exactly :math:`\mathrm{ReLU}(\alpha_k)`, its
+    relevance, spread over the positions in proportion to its term."""
     weights = relevance.sum(dim=(2, 3), keepdim=True)
     if channel_weights == "positive":
         return torch.relu(weights)
     if channel_weights == "sqrt":
         return torch.relu(weights).sqrt()
-    if channel_weights == "geometric":
+    if channel_weights in ("geometric", "mass"):
         if term is None:
-            raise TypeError("channel_weights='geometric' needs the term it weights.")
+            raise TypeError(
+                f"channel_weights={channel_weights!r} needs the term it weights."
+            )
         total = term.sum(dim=(2, 3), keepdim=True)
         tiny = torch.finfo(total.dtype).tiny
-        ratio = torch.relu(weights).sqrt() / total.clamp_min(tiny).sqrt()
+        if channel_weights == "mass":
+            ratio = torch.relu(weights) / total.clamp_min(tiny)
+        else:
+            ratio = torch.relu(weights).sqrt() / total.clamp_min(tiny).sqrt()
         return torch.where(total > 0, ratio, torch.zeros_like(ratio))
     if channel_weights != "signed":
         raise ValueError(

@@ -50,9 +50,12 @@ from captum_shallowcam.attr._operations import RelevanceMode
 from captum_shallowcam.attr._unknown_modules import (
     is_unknown_leaf,
     no_rule_error,
+    output_tensors,
     rearranges,
     same_numel,
+    tensor_at,
     unhandled_operation,
+    with_tensors,
 )
 from captum_shallowcam.attr.rules import (
     NORMALISATION_MODULES,
@@ -61,6 +64,7 @@ from captum_shallowcam.attr.rules import (
     as_relevance_rule,
     default_rule,
     resolve_rule,
+    weight_computations,
 )
 
 
@@ -116,7 +120,10 @@ class _Engine:
         # reported together after the forward pass.
         self.unhandled: list[tuple[str, str, str, bool]] = []
         self.names: dict[nn.Module, str] = {}
+        # Parametrizations (weight_norm, ...): they compute weights, not activations.
+        self.weight_computations: set[nn.Module] = set()
         if self.model is not None:
+            self.weight_computations = weight_computations(self.model)
             self.names = {
                 m: n or type(m).__name__ for n, m in self.model.named_modules()
             }
@@ -226,7 +233,9 @@ class _Engine:
         """A rule for a leaf module of a type the engine does not know, or one the
         user gave a normalisation, applied to the module as a whole (its input
         to its output)."""
-        if not (is_unknown_leaf(module) or isinstance(module, NORMALISATION_MODULES)):
+        if module in self.weight_computations or not (
+            is_unknown_leaf(module) or isinstance(module, NORMALISATION_MODULES)
+        ):
             return None
         return resolve_rule(module, name, self.rules)
 
@@ -245,7 +254,9 @@ class _Engine:
         return hook
 
     def _pop_hook(self, module: nn.Module, whole_rule: PropagationRule | None):
-        unknown_leaf = is_unknown_leaf(module)
+        unknown_leaf = (
+            is_unknown_leaf(module) and module not in self.weight_computations
+        )
         rule = None if whole_rule is None else as_relevance_rule(whole_rule)
 
         def hook(mod, args, output):  # noqa: ANN001
@@ -263,29 +274,58 @@ class _Engine:
                 return None
             self.suspend_depth -= 1
             inputs = self.whole_module_inputs.pop(id(module))
-            x = inputs[0]
-            if not (
-                isinstance(output, Tensor) and graph_tensor(output) and graph_tensor(x)
-            ):
+            x = inputs[0] if inputs else None
+            if not (isinstance(x, Tensor) and graph_tensor(x)):
                 return None
-            if rule.element_wise:
-                if output.numel() == x.numel() and rearranges(output, x):
-                    return None  # its backward puts relevance where it came from
-                if output.numel() != x.numel():
-                    raise ValueError(
-                        f"{type(whole_rule).__name__} was given for module '{name}' "
-                        f"({type(module).__name__}), but its output has a different "
-                        "number of elements than its input."
-                    )
-                return _PassThroughGate(self.propagation, name, (x,)).apply(
-                    output, (x,)
-                )
             forward = module.forward
-            return _ModuleGate(
-                self.propagation, name, (x,), lambda x_: forward(x_, *inputs[1:]), rule
-            ).apply(output, (x,))
+            # Each tensor of the output (one, or those of a tuple: nn.GRU) gets
+            # its own gate, through the part of the module that computes it.
+            gated = {
+                path: self._whole_module_gate(
+                    name,
+                    module,
+                    whole_rule,
+                    rule,
+                    x,
+                    tensor,
+                    lambda x_, path=path: tensor_at(forward(x_, *inputs[1:]), path),
+                )
+                for path, tensor in output_tensors(output)
+                if graph_tensor(tensor)
+            }
+            if not gated:
+                return None
+            return (
+                gated[()] if isinstance(output, Tensor) else with_tensors(output, gated)
+            )
 
         return hook
+
+    def _whole_module_gate(
+        self,
+        name: str,
+        module: nn.Module,
+        whole_rule: PropagationRule,
+        rule: RelevanceRule,
+        x: Tensor,
+        output: Tensor,
+        forward: Callable[[Tensor], Tensor],
+    ) -> Tensor:
+        """``output`` (computed from ``x`` by ``forward``) behind a gate that
+        applies the user's rule for ``module`` as a whole."""
+        if rule.element_wise:
+            if output.numel() == x.numel() and rearranges(output, x):
+                return output  # its backward puts relevance where it came from
+            if output.numel() != x.numel():
+                raise ValueError(
+                    f"{type(whole_rule).__name__} was given for module '{name}' "
+                    f"({type(module).__name__}), but its output has a different "
+                    "number of elements than its input."
+                )
+            return _PassThroughGate(self.propagation, name, (x,)).apply(output, (x,))
+        return _ModuleGate(self.propagation, name, (x,), forward, rule).apply(
+            output, (x,)
+        )
 
     def _note_channels_last(self, module: nn.Module, args: tuple) -> None:
         if isinstance(module, nn.Linear):

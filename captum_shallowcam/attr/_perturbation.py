@@ -24,16 +24,29 @@ from captum_shallowcam._captum_compat import (
     _format_additional_forward_args,
     progress,
 )
+from captum_shallowcam._forward import (
+    check_additional_forward_args,
+    run_forward,
+    select_rows,
+)
 from captum_shallowcam._model_state import (
     buffers_preserved,
     eager,
     exclusive,
     original_module,
 )
-from captum_shallowcam.metrics._perturbation import (
-    check_additional_forward_args,
-    run_forward,
-)
+
+__all__ = [
+    "RowBuilder",
+    "check_batch_size",
+    "chunks",
+    "format_forward_args",
+    "progress_bar",
+    "score_rows",
+    "select_rows",
+    "single_image_batch",
+    "untouched_model",
+]
 
 #: ``(lo, hi) -> (batch of rows lo..hi-1, example of each row)``
 RowBuilder = Callable[[int, int], tuple[Tensor, Tensor]]
@@ -66,19 +79,6 @@ def format_forward_args(additional_forward_args: Any, n: int) -> tuple | None:
     args = _format_additional_forward_args(additional_forward_args)
     check_additional_forward_args(args, n)
     return args
-
-
-def select_rows(additional_forward_args: tuple | None, examples: Tensor) -> Any:
-    r"""The arguments of the examples of some rows (tensors with a batch dimension
-    are indexed by example, everything else is passed as it is)."""
-    if additional_forward_args is None:
-        return None
-    return tuple(
-        arg.index_select(0, examples.to(arg.device))
-        if isinstance(arg, Tensor) and arg.dim() > 0
-        else arg
-        for arg in additional_forward_args
-    )
 
 
 def check_batch_size(max_examples_per_batch: int) -> int:

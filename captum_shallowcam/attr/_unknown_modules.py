@@ -4,7 +4,12 @@ Such a module needs no rule when its output comes from operations the engine
 gates, or is its input rearranged (views, reshapes, permutations), whose
 ordinary backward puts relevance back where it came from. Any other is
 reported after the forward pass, all of them in one error that shows the
-``rules`` that fix them.
+``rules`` that fix them. A module that returns several tensors (``nn.GRU``,
+``nn.LSTM``: a tuple, nested or not) is judged by each of them.
+
+Modules inside a parametrization (``torch.nn.utils.parametrize``:
+``weight_norm``, ``spectral_norm``, ``orthogonal``) compute a weight, not an
+activation: they are not on the path relevance takes, and need no rule.
 """
 
 from collections.abc import Sequence
@@ -22,6 +27,44 @@ def is_unknown_leaf(module: nn.Module) -> bool:
         not isinstance(module, SUPPORTED_MODULES)
         and next(module.children(), None) is None
     )
+
+
+Path = tuple[int, ...]
+
+
+def output_tensors(output: Any, path: Path = ()) -> list[tuple[Path, Tensor]]:
+    """The tensors of a module's output with their positions: the output
+    itself, or the tensors of a (nested) tuple or list of them."""
+    if isinstance(output, Tensor):
+        return [(path, output)]
+    if isinstance(output, (tuple, list)):
+        return [
+            found
+            for i, item in enumerate(output)
+            for found in output_tensors(item, path + (i,))
+        ]
+    return []
+
+
+def tensor_at(output: Any, path: Path) -> Tensor:
+    for i in path:
+        output = output[i]
+    return output
+
+
+def with_tensors(output: Any, replaced: dict[Path, Tensor], path: Path = ()) -> Any:
+    """``output`` with the tensors at the positions of ``replaced`` replaced
+    (tuples, named tuples and lists rebuilt as their own types)."""
+    if path in replaced:
+        return replaced[path]
+    if isinstance(output, (tuple, list)):
+        items = [
+            with_tensors(item, replaced, path + (i,)) for i, item in enumerate(output)
+        ]
+        if isinstance(output, tuple) and hasattr(output, "_fields"):
+            return type(output)(*items)
+        return type(output)(items)
+    return output
 
 
 def _rearranging_node_types() -> frozenset:
@@ -72,8 +115,17 @@ def unhandled_operation(module: nn.Module, args: tuple, output: Any) -> str | No
     """The operation (autograd node name) behind the output of a leaf module of
     unknown type, or None when the engine handles it: its output comes from an
     operation the engine gates, or is its input rearranged (a view, a reshape,
-    a permutation: einops' ``Rearrange``, a window partition)."""
-    if not isinstance(output, Tensor) or not output.requires_grad:
+    a permutation: einops' ``Rearrange``, a window partition). A module that
+    returns several tensors is unhandled if one of them is."""
+    for _, tensor in output_tensors(output):
+        operation = _unhandled_tensor(args, tensor)
+        if operation is not None:
+            return operation
+    return None
+
+
+def _unhandled_tensor(args: tuple, output: Tensor) -> str | None:
+    if not output.requires_grad:
         return None
     x = args[0] if args else None
     if isinstance(x, Tensor) and (
@@ -84,7 +136,19 @@ def unhandled_operation(module: nn.Module, args: tuple, output: Any) -> str | No
         return None
     if is_gate_output(output):
         return None
-    return type(output.grad_fn).__name__ if output.grad_fn else "unknown"
+    return _operation_name(output)
+
+
+def _operation_name(output: Tensor) -> str:
+    """The autograd node that computes ``output``, below any rearrangement (a
+    batch-first ``nn.GRU`` transposes the recurrence's output)."""
+    node = output.grad_fn
+    while node is not None and type(node) in _REARRANGING:
+        inputs = [n for n, _ in node.next_functions if n is not None]
+        if len(inputs) != 1:
+            break
+        node = inputs[0]
+    return type(node).__name__ if node is not None else "unknown"
 
 
 def no_rule_error(unhandled: Sequence[tuple[str, str, str, bool]]) -> TypeError:
@@ -137,8 +201,10 @@ def no_rule_error(unhandled: Sequence[tuple[str, str, str, bool]]) -> TypeError:
 
 
 def same_numel(x: Any, output: Any) -> bool:
+    """Whether each tensor of ``output`` has as many elements as ``x``."""
+    tensors = output_tensors(output)
     return (
         isinstance(x, Tensor)
-        and isinstance(output, Tensor)
-        and x.numel() == output.numel()
+        and bool(tensors)
+        and all(x.numel() == t.numel() for _, t in tensors)
     )

@@ -7,18 +7,13 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_shallowcam._captum_compat import TargetType
-from captum_shallowcam.attr._base import _LayerCamBase
-from captum_shallowcam.attr._perturbation import (
-    check_batch_size,
-    format_forward_args,
-    score_rows,
-    single_image_batch,
-    untouched_model,
+from captum_shallowcam.attr.perturbation_cam import (
+    LayerPerturbationCam,
+    PerturbationCall,
 )
-from captum_shallowcam.attr.weighted_cam import weighted_channel_sum
 
 
-class LayerAblationCam(_LayerCamBase):
+class LayerAblationCam(LayerPerturbationCam):
     r"""
     Ablation-CAM weights each channel by the relative drop of the class logit
     when that channel of the layer is set to zero:
@@ -92,34 +87,25 @@ class LayerAblationCam(_LayerCamBase):
             >>> cam = LayerAblationCam(net, net.layer4)
             >>> maps = cam.attribute(torch.randn(2, 3, 224, 224), target=3)  # 2 x 1 x 7 x 7
         """
-        images = single_image_batch(inputs, type(self).__name__)
-        batch_size = check_batch_size(max_examples_per_batch)
-        args = format_forward_args(additional_forward_args, images.shape[0])
-        passes = self._passes(
-            images,
+        return self._weighted_maps(
+            inputs,
             target,
             additional_forward_args,
             attribute_to_layer_input,
-            gradients=False,
+            relu_attributions,
+            max_examples_per_batch,
+            show_progress,
         )
-        maps = []
-        with untouched_model(self.forward_func):
-            for layer, activation in zip(self._layers, passes.activations):
-                ablation = _Ablation(
-                    layer, activation.shape[1], attribute_to_layer_input
-                )
-                weights = ablation.weights(
-                    self.forward_func,
-                    images,
-                    passes.targets,
-                    args,
-                    batch_size,
-                    show_progress,
-                )
-                maps.append(
-                    weighted_channel_sum(activation, weights, relu_attributions)
-                )
-        return self._format_result(maps)
+
+    def cam_weights(
+        self,
+        call: PerturbationCall,
+        layer: nn.Module,
+        activation: Tensor,
+        gradient: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        ablation = _Ablation(layer, activation.shape[1], call.attribute_to_layer_input)
+        return activation, ablation.weights(call)
 
 
 class _Ablation:
@@ -147,15 +133,8 @@ class _Ablation:
     def _input_hook(self, module: nn.Module, args: tuple) -> tuple:
         return (self._keep(args[0]),) + tuple(args[1:])
 
-    def weights(
-        self,
-        forward_func: Any,
-        images: Tensor,
-        targets: Tensor,
-        args: tuple | None,
-        batch_size: int,
-        show_progress: bool,
-    ) -> Tensor:
+    def weights(self, call: PerturbationCall) -> Tensor:
+        images = call.images
         n, k = images.shape[0], self.channels
         device = images.device
         examples = torch.cat(
@@ -180,17 +159,7 @@ class _Ablation:
         else:
             handle = self.layer.register_forward_hook(self._output_hook)
         try:
-            scores = score_rows(
-                forward_func,
-                n + n * k,
-                build,
-                targets,
-                args,
-                batch_size,
-                show_progress,
-                "Ablation-CAM",
-                softmax=False,
-            )
+            scores = call.score_rows(n + n * k, build, "Ablation-CAM", softmax=False)
         finally:
             handle.remove()
             self.ablated = None

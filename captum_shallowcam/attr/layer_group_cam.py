@@ -5,22 +5,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from captum.log import log_usage
-from torch import Tensor
+from torch import Tensor, nn
 
 from captum_shallowcam._captum_compat import TargetType
-from captum_shallowcam.attr._base import _LayerCamBase, unit_range
-from captum_shallowcam.attr._perturbation import (
-    check_batch_size,
-    format_forward_args,
-    score_rows,
-    single_image_batch,
-    untouched_model,
+from captum_shallowcam.attr._base import unit_range
+from captum_shallowcam.attr.perturbation_cam import (
+    LayerPerturbationCam,
+    PerturbationCall,
 )
-from captum_shallowcam.attr.weighted_cam import weighted_channel_sum
-from captum_shallowcam.metrics._substrates import GaussianBlur
+from captum_shallowcam.metrics import GaussianBlur
 
 
-class LayerGroupCam(_LayerCamBase):
+class LayerGroupCam(LayerPerturbationCam):
     r"""
     Group-CAM splits the layer's gradient-weighted channels into groups, turns
     each group into a mask that keeps the image where the group is active and
@@ -63,6 +59,8 @@ class LayerGroupCam(_LayerCamBase):
     Zhang et al., "Group-CAM: Group Score-Weighted Visual Explanations for Deep
     Convolutional Networks", arXiv 2021, https://arxiv.org/abs/2103.13859
     """
+
+    uses_gradients = True  # the group maps are Grad-CAM weighted
 
     @log_usage()
     def attribute(
@@ -116,11 +114,27 @@ class LayerGroupCam(_LayerCamBase):
             >>> cam = LayerGroupCam(net, net.layer4)
             >>> maps = cam.attribute(torch.randn(2, 3, 224, 224), target=3)  # 2 x 1 x 7 x 7
         """
-        images = single_image_batch(inputs, type(self).__name__)
+        return self._weighted_maps(
+            inputs,
+            target,
+            additional_forward_args,
+            attribute_to_layer_input,
+            relu_attributions,
+            max_examples_per_batch,
+            show_progress,
+            groups=groups,
+            blur_kernel_size=blur_kernel_size,
+            blur_sigma=blur_sigma,
+        )
+
+    def check_options(self, images: Tensor, *, groups: int, **blur: Any) -> None:
         if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
             raise ValueError(f"groups must be a positive int, got {groups!r}.")
-        batch_size = check_batch_size(max_examples_per_batch)
-        args = format_forward_args(additional_forward_args, images.shape[0])
+
+    def prepare(
+        self, images: Tensor, *, blur_kernel_size: int, blur_sigma: float, groups: int
+    ) -> Tensor:
+        """The blurred images, the baseline of every group."""
         if min(images.shape[2:]) <= blur_kernel_size // 2:
             raise ValueError(
                 f"{type(self).__name__} blurs the images with a {blur_kernel_size}-tap "
@@ -128,32 +142,20 @@ class LayerGroupCam(_LayerCamBase):
                 f"{blur_kernel_size // 2} pixels a side; got "
                 f"{tuple(images.shape[2:])}. Pass a smaller blur_kernel_size."
             )
-        blurred = GaussianBlur(blur_kernel_size, blur_sigma)(images)
-        passes = self._passes(
-            images,
-            target,
-            additional_forward_args,
-            attribute_to_layer_input,
-            gradients=True,
-        )
-        maps = []
-        with untouched_model(self.forward_func):
-            for activation, gradient in zip(passes.activations, passes.gradients):
-                group_maps = _group_maps(activation, gradient, groups)
-                weights = _group_weights(
-                    self.forward_func,
-                    images,
-                    blurred,
-                    group_maps,
-                    passes.targets,
-                    args,
-                    batch_size,
-                    show_progress,
-                )
-                maps.append(
-                    weighted_channel_sum(group_maps, weights, relu_attributions)
-                )
-        return self._format_result(maps)
+        return GaussianBlur(blur_kernel_size, blur_sigma)(images)
+
+    def cam_weights(
+        self,
+        call: PerturbationCall,
+        layer: nn.Module,
+        activation: Tensor,
+        gradient: Tensor,
+        *,
+        groups: int,
+        **blur: Any,
+    ) -> tuple[Tensor, Tensor]:
+        group_maps = _group_maps(activation, gradient, groups)
+        return group_maps, _group_weights(call, group_maps)
 
 
 def _group_maps(activation: Tensor, gradient: Tensor, groups: int) -> Tensor:
@@ -164,18 +166,10 @@ def _group_maps(activation: Tensor, gradient: Tensor, groups: int) -> Tensor:
     )
 
 
-def _group_weights(
-    forward_func: Any,
-    images: Tensor,
-    blurred: Tensor,
-    group_maps: Tensor,
-    targets: Tensor,
-    args: tuple | None,
-    batch_size: int,
-    show_progress: bool,
-) -> Tensor:
+def _group_weights(call: PerturbationCall, group_maps: Tensor) -> Tensor:
     r"""Rows ``0..N-1`` are the blurred images; row ``N + e * G + g`` is example
     ``e`` kept where group ``g`` is active."""
+    images, blurred = call.images, call.prepared
     n, groups = group_maps.shape[:2]
     device = images.device
     examples = torch.cat(
@@ -203,16 +197,6 @@ def _group_weights(
         base = blurred.index_select(0, rows_examples)
         return base + (kept - base) * masks, rows_examples
 
-    scores = score_rows(
-        forward_func,
-        n + n * groups,
-        build,
-        targets,
-        args,
-        batch_size,
-        show_progress,
-        "Group-CAM",
-        softmax=True,
-    )
+    scores = call.score_rows(n + n * groups, build, "Group-CAM", softmax=True)
     baseline = scores[:n, None]
     return torch.relu(scores[n:].view(n, groups) - baseline)

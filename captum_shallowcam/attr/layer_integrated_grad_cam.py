@@ -8,19 +8,12 @@ from captum.log import log_usage
 from torch import Tensor
 
 from captum_shallowcam._captum_compat import TargetType
-from captum_shallowcam.attr._base import _LayerCamBase
-from captum_shallowcam.attr._perturbation import (
-    check_batch_size,
-    chunks,
-    format_forward_args,
-    progress_bar,
-    select_rows,
-    single_image_batch,
-)
+from captum_shallowcam.attr._perturbation import chunks, progress_bar, select_rows
+from captum_shallowcam.attr.perturbation_cam import LayerPerturbationCam
 from captum_shallowcam.attr.weighted_cam import weighted_channel_sum
 
 
-class LayerIntegratedGradCam(_LayerCamBase):
+class LayerIntegratedGradCam(LayerPerturbationCam):
     r"""
     Integrated Grad-CAM sums Grad-CAM maps along a straight path of scaled
     inputs from a baseline :math:`x'` to the input :math:`x`, so that channels
@@ -108,20 +101,19 @@ class LayerIntegratedGradCam(_LayerCamBase):
             >>> cam = LayerIntegratedGradCam(net, net.layer4)
             >>> maps = cam.attribute(torch.randn(2, 3, 224, 224), target=3, n_steps=20)
         """
-        images = single_image_batch(inputs, type(self).__name__)
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-            raise ValueError(f"n_steps must be a positive int, got {n_steps!r}.")
-        batch_size = check_batch_size(max_examples_per_batch)
-        args = format_forward_args(additional_forward_args, images.shape[0])
-        baseline = _baseline(baselines, images)
-        # The targets (and the layer checks) come from the inputs themselves.
-        targets = self._passes(
-            images,
+        call = self.begin(
+            inputs,
             target,
             additional_forward_args,
             attribute_to_layer_input,
-            gradients=False,
-        ).targets
+            max_examples_per_batch,
+            show_progress,
+            n_steps=n_steps,
+            baselines=baselines,
+        )
+        # The targets (and the layer checks) come from the inputs themselves.
+        images, targets, baseline = call.images, call.targets, call.prepared
+        args, batch_size = call.additional_forward_args, call.max_examples_per_batch
         n = images.shape[0]
         device = images.device
         examples = torch.arange(n, device=device).repeat_interleave(n_steps)
@@ -151,6 +143,16 @@ class LayerIntegratedGradCam(_LayerCamBase):
                 update(hi - lo)
         maps = [torch.relu(s) if relu_attributions else s for s in sums]
         return self._format_result(maps)
+
+    def check_options(self, images: Tensor, *, n_steps: int, **_: Any) -> None:
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"n_steps must be a positive int, got {n_steps!r}.")
+
+    def prepare(
+        self, images: Tensor, *, baselines: float | Tensor | None, **_: Any
+    ) -> Tensor:
+        """The start of the path, one per example."""
+        return _baseline(baselines, images)
 
 
 def _baseline(baselines: float | Tensor | None, images: Tensor) -> Tensor:

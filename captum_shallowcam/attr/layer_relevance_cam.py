@@ -81,7 +81,9 @@ class LayerRelevanceCam(_RelevanceCamBase):
                         :math:`\sqrt{\mathrm{ReLU}(\alpha_k) / \sum_{ij} A_k}`
                         (0 where that sum is not positive), so that channel
                         :math:`k` adds up to the geometric mean of its
-                        relevance and its activation total. Default: ``"signed"``
+                        relevance and its activation total; ``"mass"``
+                        :math:`\mathrm{ReLU}(\alpha_k) / \sum_{ij} A_k`, so that
+                        it adds up to its relevance. Default: ``"signed"``
             return_convergence_delta (bool, optional): Also return, per layer, the
                         output relevance minus the relevance summed at the layer
                         (N values; with ``"clrp"``, before its final ReLU).

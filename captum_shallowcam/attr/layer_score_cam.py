@@ -5,21 +5,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from captum.log import log_usage
-from torch import Tensor
+from torch import Tensor, nn
 
 from captum_shallowcam._captum_compat import TargetType
-from captum_shallowcam.attr._base import _LayerCamBase, unit_range
-from captum_shallowcam.attr._perturbation import (
-    check_batch_size,
-    format_forward_args,
-    score_rows,
-    single_image_batch,
-    untouched_model,
+from captum_shallowcam.attr._base import unit_range
+from captum_shallowcam.attr.perturbation_cam import (
+    LayerPerturbationCam,
+    PerturbationCall,
 )
-from captum_shallowcam.attr.weighted_cam import weighted_channel_sum
 
 
-class LayerScoreCam(_LayerCamBase):
+class LayerScoreCam(LayerPerturbationCam):
     r"""
     Score-CAM weights each channel by the class probability of the input masked
     by that channel, without gradients:
@@ -102,45 +98,30 @@ class LayerScoreCam(_LayerCamBase):
             >>> cam = LayerScoreCam(net, net.layer4)
             >>> maps = cam.attribute(torch.randn(2, 3, 224, 224), target=3)  # 2 x 1 x 7 x 7
         """
-        images = single_image_batch(inputs, type(self).__name__)
-        batch_size = check_batch_size(max_examples_per_batch)
-        args = format_forward_args(additional_forward_args, images.shape[0])
-        passes = self._passes(
-            images,
+        return self._weighted_maps(
+            inputs,
             target,
             additional_forward_args,
             attribute_to_layer_input,
-            gradients=False,
+            relu_attributions,
+            max_examples_per_batch,
+            show_progress,
         )
-        maps = []
-        with untouched_model(self.forward_func):
-            for activation in passes.activations:
-                weights = score_weights(
-                    self.forward_func,
-                    images,
-                    activation,
-                    passes.targets,
-                    args,
-                    batch_size,
-                    show_progress,
-                )
-                maps.append(
-                    weighted_channel_sum(activation, weights, relu_attributions)
-                )
-        return self._format_result(maps)
+
+    def cam_weights(
+        self,
+        call: PerturbationCall,
+        layer: nn.Module,
+        activation: Tensor,
+        gradient: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        return activation, score_weights(call, activation)
 
 
-def score_weights(
-    forward_func: Any,
-    images: Tensor,
-    activation: Tensor,
-    targets: Tensor,
-    args: tuple | None,
-    batch_size: int,
-    show_progress: bool,
-) -> Tensor:
+def score_weights(call: PerturbationCall, activation: Tensor) -> Tensor:
     r"""Score-CAM's weights (N x K): the target probability of each image masked
     by each of its non-constant channels, 0 for constant channels."""
+    images = call.images
     flat = activation.flatten(2)
     varies = flat.amax(2) > flat.amin(2)
     rows = varies.nonzero()  # (example, channel) of each masked input
@@ -155,17 +136,7 @@ def score_weights(
         masks = unit_range(upsampled).to(images.dtype)
         return images.index_select(0, examples) * masks, examples
 
-    scores = score_rows(
-        forward_func,
-        rows.shape[0],
-        build,
-        targets,
-        args,
-        batch_size,
-        show_progress,
-        "Score-CAM",
-        softmax=True,
-    )
+    scores = call.score_rows(rows.shape[0], build, "Score-CAM", softmax=True)
     weights = torch.zeros(varies.shape, device=activation.device)
     weights[rows[:, 0], rows[:, 1]] = scores.to(weights.device)
     return weights

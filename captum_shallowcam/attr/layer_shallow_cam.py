@@ -50,7 +50,9 @@ class LayerShallowCam(_RelevanceCamBase):
     its gradient-times-activation evidence). A channel with no relevance or no
     evidence adds nothing (``channel_weights="geometric"``; ``"sqrt"``
     uses :math:`\sqrt{\mathrm{ReLU}(\alpha_k)}`, ``"positive"``
-    :math:`\mathrm{ReLU}(\alpha_k)`, ``"signed"`` :math:`\alpha_k` itself).
+    :math:`\mathrm{ReLU}(\alpha_k)`, ``"signed"`` :math:`\alpha_k` itself;
+    ``"mass"`` makes each channel add up to its relevance
+    :math:`\mathrm{ReLU}(\alpha_k)` exactly, the mask only spreading it).
 
     The mask and weights are sign-aware (``relu_activations=True``) because
     layers such as linear bottlenecks and residual sums have negative
@@ -144,7 +146,11 @@ class LayerShallowCam(_RelevanceCamBase):
                         so that channel :math:`k` adds up to
                         :math:`\sqrt{\mathrm{ReLU}(\alpha_k) \sum_{ij} S_k(i,j)}`,
                         the geometric mean of its relevance and its LayerCAM
-                        evidence (v3: of its term :math:`M \odot A_k`).
+                        evidence (v3: of its term :math:`M \odot A_k`);
+                        ``"mass"`` uses
+                        :math:`\mathrm{ReLU}(\alpha_k) / \sum_{ij} S_k(i,j)`, so
+                        that channel :math:`k` adds up to exactly its relevance
+                        :math:`\mathrm{ReLU}(\alpha_k)`, spread by its mask.
                         Default: ``"geometric"``, chosen by the benchmark (see
                         the docs' results page).
             return_convergence_delta (bool, optional): Also return, per layer, the

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from captum_shallowcam._captum_compat import (
     Alpha1_Beta0_Rule,
@@ -467,6 +468,20 @@ SUPPORTED_MODULES = NORMALISATION_MODULES + (
 )
 
 
+def weight_computations(model: nn.Module) -> set[nn.Module]:
+    """The modules of ``model`` that compute a parameter from others (those
+    inside each ``ParametrizationList`` of ``torch.nn.utils.parametrize``:
+    ``weight_norm``, ``spectral_norm``, ``orthogonal``) rather than transform
+    the data. Relevance never passes through them: the conv or linear layer
+    that uses the weight they compute gets the rule."""
+    return {
+        inner
+        for module in model.modules()
+        if isinstance(module, parametrize.ParametrizationList)
+        for inner in module.modules()
+    }
+
+
 def resolve_rule(
     module: nn.Module | None,
     name: str | None,
@@ -520,6 +535,8 @@ def validate_rules(
                 f"rules keys must be module types, modules or module names; got {key!r}."
             )
         _refuse_batch_norm_key(key, model)
+        if model is not None:
+            _refuse_weight_computation_key(key, model)
     if model is not None:
         _check_keys_match(rules, model)
     return dict(rules)
@@ -540,6 +557,35 @@ def _refuse_batch_norm_key(key: object, model: nn.Module | None) -> None:
             "it is folded into the conv or linear layer before it (a standalone "
             "BatchNorm passes relevance on unchanged). Give the rule to that conv."
         )
+
+
+def _refuse_weight_computation_key(key: object, model: nn.Module) -> None:
+    """A rule for a parametrization (``weight_norm``'s ``_WeightNorm``) would
+    never be used: it computes a weight, and the layer using it gets the rule."""
+
+    def matches(name: str, module: nn.Module) -> bool:
+        if isinstance(key, type):
+            return isinstance(module, key)
+        return key is module or key == name
+
+    computations = weight_computations(model)
+    named = list(model.named_modules())
+    matched = [module for name, module in named if matches(name, module)]
+    if not matched or not all(module in computations for module in matched):
+        return  # a type also used on the data path keeps its rule there
+    owners = [
+        name
+        for name, module in named
+        if parametrize.is_parametrized(module)
+        and any(m in matched for m in module.parametrizations.modules())
+    ]
+    raise ValueError(
+        f"The rule given for {key!r} would never be used: it is a "
+        "parametrization (torch.nn.utils.parametrize, e.g. weight_norm), which "
+        "computes a weight, not an activation, and needs no rule; relevance "
+        "passes through the layer that uses the weight. Leave it out, or give "
+        f"the rule to that layer ({', '.join(map(repr, owners[:3]))}) or its type."
+    )
 
 
 def _check_keys_match(rules: RuleMap, model: nn.Module) -> None:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m captum_shallowcam {demo,explain,benchmark,report}``.
+"""Command line: ``python -m captum_shallowcam {demo,explain,benchmark,report,sanity}``.
 
 Thin by design: it parses arguments, checks them, and calls the public API
 (:mod:`captum_shallowcam.models`, :mod:`captum_shallowcam.methods`,
@@ -17,13 +17,13 @@ import sys
 
 import torch
 
-from captum_shallowcam.cli import benchmark, demo, explain, report
+from captum_shallowcam.cli import benchmark, demo, explain, report, sanity
 from captum_shallowcam.cli._common import PROG, UsageError, _Parser
 
 __all__ = ["COMMANDS", "PROG", "UsageError", "build_parser", "main"]
 
 #: The commands, in the order of the help.
-COMMANDS = (demo, explain, benchmark, report)
+COMMANDS = (demo, explain, benchmark, report, sanity)
 
 DESCRIPTION = f"""\
 Class activation maps for shallow layers (LayerShallowCam, LayerCam,
@@ -34,6 +34,7 @@ examples:
   {PROG} explain photo.jpg --layer stage2,stage3 --out explanation.png
   {PROG} benchmark --images DIR --step 224
   {PROG} report run1.json run2.json --out merged.json
+  {PROG} sanity --images DIR --layers stage2 --methods layercam,shallowcam
 
 '{PROG} COMMAND --help' lists a command's options and their defaults.
 """

@@ -1,6 +1,8 @@
 """``report``: merge benchmark results and write the table and plot again.
 
-:func:`write_report` is also what ``benchmark`` writes at the end of a run.
+:func:`write_report` is also what ``benchmark`` writes at the end of a run, and
+:func:`write_sanity_report` what ``sanity`` writes (``report`` merges sanity
+shard files too).
 """
 
 import argparse
@@ -21,10 +23,11 @@ from captum_shallowcam.experiments.results import (
     EvaluationResult,
     merge_results,
 )
+from captum_shallowcam.experiments.sanity import merge_sanity_shards, plot_cascading
 from captum_shallowcam.experiments.sharding import merge_shards
 from captum_shallowcam.experiments.statistics import summary_rows
 
-HELP = "merge benchmark results (JSON) and report them again"
+HELP = "merge benchmark results (JSON) or sanity shard files and report them again"
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -55,6 +58,16 @@ def run(args: argparse.Namespace) -> None:
     if args.classes:
         parse_ranges(args.classes)
     prepare_out(Path(args.out), "report")
+    sanity_shards = _sanity_shards([Path(given) for given in args.results])
+    if sanity_shards:
+        if args.classes:
+            raise UsageError("--classes applies to benchmark results, not to sanity's")
+        try:
+            result = merge_sanity_shards(sanity_shards)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UsageError(f"cannot merge the sanity shard files: {error}") from None
+        write_sanity_report(result, Path(args.out))
+        return
     results = []
     for given in map(Path, args.results):
         shards = sorted(given.glob("*.shard-*.jsonl")) if given.is_dir() else []
@@ -79,6 +92,26 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError("no images left to report after --classes; loosen it")
     _check_finite_scores(merged)
     write_report(merged, Path(args.out))
+
+
+def _sanity_shards(given: list[Path]) -> list[Path]:
+    """The shard files given (folders of them, or .jsonl files) when they were
+    written by ``sanity``; none otherwise."""
+    paths: list[Path] = []
+    for path in given:
+        if path.is_dir():
+            paths.extend(sorted(path.glob("*.shard-*.jsonl")))
+        elif path.suffix == ".jsonl" and path.is_file():
+            paths.append(path)
+        else:
+            return []
+    try:
+        with open(paths[0]) as handle:
+            first = json.loads(handle.readline())
+    except (IndexError, OSError, ValueError):
+        return []
+    is_sanity = isinstance(first, dict) and (first.get("settings") or {}).get("kind")
+    return paths if is_sanity == "sanity" else []
 
 
 def _check_finite_scores(result: EvaluationResult) -> None:
@@ -187,3 +220,44 @@ def write_report(result: EvaluationResult, out: Path) -> None:
     print(
         f"\nper-image results: {out}; table: {out.with_suffix('.md')}; plot: {out.with_suffix('.png')}"
     )
+
+
+def write_sanity_report(result: dict, out: Path) -> None:
+    """Writes the JSON (and the plot of the curves); prints the mean values."""
+    with open(out, "w") as handle:
+        json.dump(result, handle)
+    s = result["settings"]
+    print(
+        f"{s['model']}, {s['n_images']} images from {s['images']}, {s['order']} "
+        f"randomization, {len(result['steps'])} {s['granularity']} steps, seed "
+        f"{s['seed']}; explained class: the prediction"
+    )
+    print("| layer | method | Spearman, all randomized | class sensitivity |")
+    print("|---|---|---|---|")
+    for method, per_layer in result["scores"].items():
+        for layer, fields in per_layer.items():
+            last = (
+                _mean([row[-1] for row in fields["spearman"]])
+                if fields.get("spearman") and result["steps"]
+                else "—"
+            )
+            sensitivity = ", ".join(
+                f"{o} {_mean(fields[f'class_sensitivity_{o}'])}" for o in s["other"]
+            )
+            print(f"| {layer} | {method} | {last} | {sensitivity or '—'} |")
+    print(
+        "Columns: mean Spearman rank correlation between the trained model's map "
+        "and the map once every step is randomized (near 0: the map depends on the "
+        "weights), and between the maps of the top class and of the other class "
+        "(lower: more class-sensitive); nulls (constant maps) left out."
+    )
+    written = [str(out)]
+    if result["steps"]:
+        plot_cascading(result, out.with_suffix(".png"))
+        written.append(str(out.with_suffix(".png")))
+    print(f"results: {', '.join(written)}")
+
+
+def _mean(values: list) -> str:
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    return f"{sum(kept) / len(kept):.3f}" if kept else "n/a"

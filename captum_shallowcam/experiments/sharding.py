@@ -136,7 +136,8 @@ class ShardWriter:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
+        self.new_file = not path.exists()
+        if not self.new_file:
             _cut_torn_line(path)
         self.path = path
         self.handle = open(path, "a")
@@ -151,6 +152,15 @@ class ShardWriter:
         self.handle.close()
 
 
+def _drop_if_empty(writer: ShardWriter) -> None:
+    """Removes a shard this run created that holds only its settings line:
+    there is nothing in it to resume, and left behind it would refuse the next
+    run (with other settings) on the same ``--out``."""
+    writer.close()
+    if writer.new_file and writer.rows == 1:
+        writer.path.unlink(missing_ok=True)
+
+
 def _cut_torn_line(path: Path) -> None:
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
@@ -159,10 +169,14 @@ def _cut_torn_line(path: Path) -> None:
 
 
 def _check_settings(
-    previous: Sequence[dict[str, Any]], settings: dict[str, Any]
+    previous: Sequence[dict[str, Any]],
+    settings: dict[str, Any],
+    must_match: Sequence[str] = _MUST_MATCH,
 ) -> None:
+    """Every setting of ``must_match`` is the same in ``previous`` (the shard
+    files' settings lines) as in ``settings``; else a ValueError naming it."""
     for old in previous:
-        for key in _MUST_MATCH:
+        for key in must_match:
             if old.get(key) != settings.get(key):
                 written = (
                     f"with {key} = {old.get(key)!r}"
@@ -290,10 +304,7 @@ def run_benchmark(
     mine = shard_batches(len(items), batch_size, info.rank, info.world_size)
     my_work = sum(work.todo(b) for b in mine)
     work.log_start(info, mine, my_work)
-    writer = ShardWriter(_shard_path(out, info.rank))
-    writer.write(
-        {"settings": dict(settings, world_size=info.world_size, rank=info.rank)}
-    )
+    writer = _open_shard(out, info, settings)
     progress = _Progress(
         info, my_work, work.todo(range(len(items))), show_progress, log_every_s
     )
@@ -312,11 +323,23 @@ def run_benchmark(
                     work.write_rows(writer, batch, targets, method, layer, scores)
                 )
             progress.log_now_and_then()
+    except BaseException:
+        _drop_if_empty(writer)
+        raise
     finally:
         writer.close()
         progress.close()
     progress.log_done()
     return _gather(info, out, settings)
+
+
+def _open_shard(out: Path, info: RankInfo, settings: dict[str, Any]) -> "ShardWriter":
+    """This rank's shard file, its settings line written."""
+    writer = ShardWriter(_shard_path(out, info.rank))
+    writer.write(
+        {"settings": dict(settings, world_size=info.world_size, rank=info.rank)}
+    )
+    return writer
 
 
 class _Progress:
@@ -380,14 +403,18 @@ def _check_unique_names(items: Sequence[Any]) -> None:
 
 
 def _rows_done(
-    out: Path, resume: bool, settings: dict[str, Any], items: Sequence[Any]
+    out: Path,
+    resume: bool,
+    settings: dict[str, Any],
+    items: Sequence[Any],
+    must_match: Sequence[str] = _MUST_MATCH,
 ) -> set[Key]:
     """The rows the shard files beside ``out`` hold already (with ``resume``,
-    after checking they belong to this run); without ``resume`` there must be
-    no shard files."""
+    after checking that their ``must_match`` settings are this run's); without
+    ``resume`` there must be no shard files."""
     if resume:
         previous, rows = read_shards(shard_paths(out))
-        _check_settings(previous, settings)
+        _check_settings(previous, settings, must_match)
         _check_rows(rows, items, int(settings.get("start") or 0))
         return set(rows)
     if shard_paths(out):
@@ -465,8 +492,24 @@ class _Work:
 def _gather(
     info: RankInfo, out: Path, settings: dict[str, Any]
 ) -> EvaluationResult | None:
+    """Rank 0's result of every rank's rows (:func:`gather_rows`)."""
+    rows = gather_rows(info, out)
+    if rows is None:
+        return None
+    result, incomplete = rows_to_result(
+        dict(settings, world_size=info.world_size), rows
+    )
+    if incomplete and info.distributed:
+        raise RuntimeError(
+            f"{incomplete} photos lack rows after all ranks finished; this is a bug."
+        )
+    return result
+
+
+def gather_rows(info: RankInfo, out: Path) -> dict[Key, dict[str, Any]] | None:
     """Rank 0 merges every rank's rows (sent over the process group, so the
-    ranks need not share a file system) with the shard files it can read."""
+    ranks need not share a file system) with the shard files it can read; the
+    other ranks get None."""
     own = read_shards([_shard_path(out, info.rank)])[1]
     if info.distributed:
         import torch.distributed as dist
@@ -484,11 +527,4 @@ def _gather(
     else:
         rows = read_shards(shard_paths(out))[1]
         rows.update({k: v for k, v in own.items() if k not in rows})
-    result, incomplete = rows_to_result(
-        dict(settings, world_size=info.world_size), rows
-    )
-    if incomplete and info.distributed:
-        raise RuntimeError(
-            f"{incomplete} photos lack rows after all ranks finished; this is a bug."
-        )
-    return result
+    return rows

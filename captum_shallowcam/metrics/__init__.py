@@ -15,6 +15,7 @@ from captum_shallowcam.metrics.sanity import (
     ModelRandomizationResult,
     class_sensitivity,
     model_randomization,
+    randomization_steps,
 )
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "deletion_insertion",
     "model_randomization",
     "protocol_kwargs",
+    "randomization_steps",
     "register_metric",
     "rise_kernel",
 ]

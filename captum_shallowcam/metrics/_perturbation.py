@@ -21,9 +21,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from captum_shallowcam._captum_compat import _run_forward, progress
+from captum_shallowcam._captum_compat import progress
 
-__all__ = ["Game", "ExampleGames", "score_games", "run_forward", "target_score"]
+__all__ = [
+    "Game",
+    "ExampleGames",
+    "score_games",
+    "target_score",
+]
 
 
 class Game(NamedTuple):
@@ -54,61 +59,6 @@ def forward_context(autocast_dtype: torch.dtype | None, device: torch.device):
             f"full precision), got {autocast_dtype}."
         )
     return torch.autocast(device_type=device.type, dtype=autocast_dtype)
-
-
-def run_forward(
-    forward_func: Callable[..., Tensor],
-    batch: Tensor,
-    additional_forward_args: tuple[Any, ...] | None,
-    examples: Tensor,
-) -> Tensor:
-    r"""Runs `forward_func` on `batch`, whose rows belong to `examples`.
-
-    Tensor arguments with a batch dimension are indexed by example, so that
-    each perturbed image gets the arguments of the example it comes from.
-    """
-    if additional_forward_args is not None:
-        additional_forward_args = tuple(
-            (
-                arg.index_select(0, examples.to(arg.device))
-                if isinstance(arg, Tensor) and arg.dim() > 0
-                else arg
-            )
-            for arg in additional_forward_args
-        )
-    output = _run_forward(forward_func, batch, None, additional_forward_args)
-    if isinstance(output, torch.futures.Future):
-        output = output.wait()
-    check_outputs(output, batch.shape[0])
-    return output
-
-
-def check_outputs(outputs: Any, n: int) -> None:
-    if not isinstance(outputs, Tensor) or outputs.dim() != 2 or outputs.shape[0] != n:
-        shape = (
-            tuple(outputs.shape)
-            if isinstance(outputs, Tensor)
-            else f"a {type(outputs).__name__}"
-        )
-        raise ValueError(
-            f"forward_func must return a 2-D tensor B x K (one row of K class "
-            f"scores per image) for a batch of B = {n} images, got {shape}. "
-            "Wrap the model so that it returns per-class outputs."
-        )
-
-
-def check_additional_forward_args(
-    additional_forward_args: tuple[Any, ...] | None, n: int
-) -> None:
-    if additional_forward_args is None:
-        return
-    for arg in additional_forward_args:
-        if isinstance(arg, Tensor) and arg.dim() > 0 and arg.shape[0] != n:
-            raise ValueError(
-                f"additional_forward_args tensors must have one row per example "
-                f"(first dimension {n}), got shape {tuple(arg.shape)}. Pass "
-                "per-batch constants as 0-d tensors or non-tensor values."
-            )
 
 
 def target_score(outputs: Tensor, targets: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ from captum_shallowcam._captum_compat import (
     TargetType,
     _format_additional_forward_args,
 )
+from captum_shallowcam._forward import check_additional_forward_args, run_forward
 from captum_shallowcam._model_state import buffers_preserved
 from captum_shallowcam._validation import (
     check_image_batch,
@@ -32,10 +33,8 @@ from captum_shallowcam._validation import (
 from captum_shallowcam.metrics._perturbation import (
     ExampleGames,
     Game,
-    check_additional_forward_args,
     checked_scores,
     forward_context,
-    run_forward,
     score_games,
     target_score,
 )

@@ -28,7 +28,12 @@ from captum_shallowcam._captum_compat import TargetType, progress
 from captum_shallowcam._model_state import buffers_preserved
 from captum_shallowcam._validation import check_image_batch, target_indices
 
-__all__ = ["ModelRandomizationResult", "class_sensitivity", "model_randomization"]
+__all__ = [
+    "ModelRandomizationResult",
+    "class_sensitivity",
+    "model_randomization",
+    "randomization_steps",
+]
 
 #: ``explain(model, inputs, target) -> N x 1 x h x w maps`` (or a list of them).
 ExplainFunc = Callable[[nn.Module, Tensor, Tensor], Tensor | Sequence[Tensor]]
@@ -335,6 +340,30 @@ def class_sensitivity(
         correlations.append(torch.tensor(values, dtype=torch.float64))
     undefined.warn()
     return correlations if is_list else correlations[0]
+
+
+def randomization_steps(
+    model: nn.Module,
+    inputs: Tensor,
+    modules: Sequence[str | Sequence[str]] | None = None,
+) -> list[str]:
+    r"""The names of the steps that :func:`model_randomization` takes for
+    `model`, `inputs` and `modules`, in randomization order (output first),
+    without explaining anything: one forward pass of a copy of the model
+    (modules=None) finds the modules it calls. Raises as
+    :func:`model_randomization` does for a model with nothing to randomize or
+    an unknown module name.
+
+    Examples::
+
+        >>> randomization_steps(net, images[:1])   # ['classifier.6', ..., 'features.0']
+    """
+    _check_model(model)
+    check_image_batch(inputs)
+    trained = _copy(model)
+    with torch.no_grad(), _calls_recorded(trained) as called:
+        trained(inputs)
+    return [name for name, _ in _steps(trained, called, modules)]
 
 
 def _similarity_functions(ssim: bool) -> tuple[Callable, Callable | None]:
