@@ -40,10 +40,10 @@ Usage::
 import argparse
 import contextlib
 import copy as copy_module_
+import importlib.util
 import io
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,10 +60,8 @@ from captum_shallowcam import (
     LayerXGradCam,
 )
 from captum_shallowcam.experiments.images import sample_images
+from captum_shallowcam.experiments.measure import steady_allocator
 from captum_shallowcam.models import load_model
-
-sys.path.insert(0, str(Path(__file__).parent))
-from speed import _steady_allocator  # noqa: E402 - the benchmarks' shared helper
 
 RESULTS = Path(__file__).parent / "results" / "cam_family_speed_cpu.txt"
 #: The perturbation methods: --repeats-slow rounds, no separate warm-up.
@@ -126,9 +124,18 @@ def torchcam(name: str) -> Callable[[nn.Module, nn.Module, Tensor, list[int]], o
     return run
 
 
+def _tests_reference():
+    """``tests/_reference.py`` (the authors' code, step by step), loaded from
+    its file: it is the tests' module, not the package's or an importable one."""
+    path = Path(__file__).resolve().parents[1] / "tests" / "_reference.py"
+    spec = importlib.util.spec_from_file_location("_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def authors(name: str) -> Callable[[nn.Module, nn.Module, Tensor, list[int]], object]:
-    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-    import _reference as ref
+    ref = _tests_reference()
 
     def run(
         model: nn.Module, layer: nn.Module, x: Tensor, targets: list[int]
@@ -205,7 +212,7 @@ def main() -> None:
         "--append", action="store_true", help="add to --output instead of replacing it"
     )
     args = parser.parse_args()
-    allocator = _steady_allocator() if args.steady_allocator else "default allocator"
+    allocator = steady_allocator() if args.steady_allocator else "default allocator"
     torch.set_num_threads(args.threads)
     lm = load_model("efficientnet-lite0")
     model = lm.model

@@ -18,7 +18,7 @@ import json
 import subprocess
 import sys
 
-from metric_memory import peak_mib
+from captum_shallowcam.experiments.measure import peak_mib
 
 METHODS = ("layercam", "shallowcam", "relevancecam")
 

@@ -26,17 +26,13 @@ Usage::
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
+from captum_shallowcam.experiments.measure import peak_mib
+
 SIZE = 224
-
-
-def peak_mib() -> float:
-    # ru_maxrss is in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def load(name: str):

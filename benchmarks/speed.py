@@ -27,8 +27,6 @@ Usage::
 """
 
 import argparse
-import ctypes
-import ctypes.util
 import os
 import statistics
 import time
@@ -41,6 +39,7 @@ from captum.attr import LayerGradCam, LayerLRP
 from torch import nn
 
 from captum_shallowcam import LayerCam, LayerShallowCam, ZPlusRule
+from captum_shallowcam.experiments.measure import steady_allocator
 from captum_shallowcam.models import load_model
 
 
@@ -75,22 +74,6 @@ def _naive(model, layer, x, target) -> Callable[[], object]:
         grad_cam.attribute(x, target=target)
 
     return run
-
-
-def _steady_allocator() -> str:
-    """Raises glibc's mmap and trim thresholds to their maximum (mallopt
-    M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1): freed memory is reused,
-    not returned to the operating system and mapped again."""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is None or not hasattr(libc, "mallopt"):
-        raise SystemExit("--steady-allocator needs glibc (Linux).")
-    largest = ctypes.c_int(2**31 - 1)
-    if not (libc.mallopt(-3, largest) and libc.mallopt(-1, largest)):
-        raise SystemExit(
-            "mallopt refused the thresholds; run without --steady-allocator."
-        )
-    return "steady allocator (glibc mmap and trim thresholds raised)"
 
 
 def run(model_name: str, batch: int, repeats: int, allocator: str) -> None:
@@ -173,7 +156,7 @@ def main() -> None:
         help="reuse freed heap memory instead of fresh mappings (glibc; see above)",
     )  # fmt: skip
     args = parser.parse_args()
-    allocator = _steady_allocator() if args.steady_allocator else "default allocator"
+    allocator = steady_allocator() if args.steady_allocator else "default allocator"
     for name in args.model or ["vgg16", "efficientnet-lite0"]:
         run(name, args.batch, args.repeats, allocator)
 

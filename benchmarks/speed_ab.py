@@ -16,8 +16,6 @@ Usage (from the repository root)::
 """
 
 import argparse
-import ctypes
-import ctypes.util
 import importlib
 import io
 import re
@@ -33,14 +31,8 @@ from pathlib import Path
 import torch
 
 import captum_shallowcam
+from captum_shallowcam.experiments.measure import steady_allocator
 from captum_shallowcam.models import load_model
-
-
-def _steady_allocator() -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    largest = ctypes.c_int(2**31 - 1)
-    if not (libc.mallopt(-3, largest) and libc.mallopt(-1, largest)):
-        raise SystemExit("mallopt refused the thresholds (glibc only).")
 
 
 def _other_version(rev: str, where: Path):
@@ -66,7 +58,7 @@ def main() -> None:
     parser.add_argument("--layer", default="stage1")
     parser.add_argument("--repeats", type=int, default=12)
     args = parser.parse_args()
-    _steady_allocator()
+    steady_allocator()
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as tmp:
         other = _other_version(args.base, Path(tmp))

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import copy
 import unittest
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from captum.testing.helpers.basic import assertTensorAlmostEqual
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from models import SmallVgg
 
 EPS = 1e-9
 
@@ -195,47 +199,6 @@ def hook_counts(model: nn.Module) -> dict:
 
 
 # ------------------------------------------------------------------ small models
-class SmallVgg(nn.Module):
-    """conv-relu-maxpool-conv-relu-adaptiveavgpool-flatten-linear, no bias."""
-
-    def __init__(self, num_classes: int = 5, bias: bool = False) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 4, 3, padding=1, bias=bias),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(4, 6, 3, padding=1, bias=bias),
-            nn.ReLU(),
-        )
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(6, num_classes, bias=bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.flatten(self.avgpool(self.features(x))))
-
-
-class SmallVggBN(nn.Module):
-    """SmallVgg with BatchNorm after each conv (and conv biases)."""
-
-    def __init__(self, num_classes: int = 5) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 4, 3, padding=1),
-            nn.BatchNorm2d(4),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-            nn.Conv2d(4, 6, 3, padding=1),
-            nn.BatchNorm2d(6),
-            nn.ReLU(inplace=True),
-        )
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(6, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
-
-
 def small_vgg_relevance(
     model: SmallVgg, x: Tensor, r_logits: Tensor
 ) -> dict[str, tuple[Tensor, Tensor]]:

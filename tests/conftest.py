@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import models
 import pytest
 import torch
 from hypothesis import settings
@@ -32,3 +33,24 @@ def efficientnet_lite0():
     from captum_shallowcam.models import load_model
 
     return load_model("efficientnet-lite0")
+
+
+# Shared models (tests/models.py); module-scoped, as the files that first
+# defined them had them: a test module may not modify them.
+@pytest.fixture(scope="module")
+def resnet18():
+    """torchvision's resnet18 with random weights (seed 0), eval mode."""
+    return models.resnet18()
+
+
+@pytest.fixture(scope="module")
+def small_vgg():
+    """:class:`models.SmallVgg` with the weights of seed 1."""
+    return models.small_vgg(seed=1)
+
+
+@pytest.fixture(scope="module")
+def small_vgg_seed_11():
+    """:class:`models.SmallVgg` with the weights of seed 11 (the explicit-LRP
+    references of test_relevance_engine.py were written against these)."""
+    return models.small_vgg(seed=11)

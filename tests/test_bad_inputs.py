@@ -2,14 +2,16 @@
 
 ``ROWS`` is the table of ``docs/robustness.rst``: every row is tested here,
 and :func:`test_docs_table_matches_rows` checks that the docs show exactly
-these rows, so the page stays true. Print the table in reStructuredText with
+these rows, so the page stays true. :func:`registry_rows` runs the method rows
+for every registered method too (by its registry name), so a new method gets
+the same errors without editing this file. Print the table in reStructuredText with
 ``python tests/test_bad_inputs.py``.
 """
 
 import re
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import pytest
 import torch
 import torch.utils.checkpoint
 from captum.testing.helpers.basic_models import BasicModel_ConvNet
+from method_cases import explainer, registered
 from torch import Tensor, nn
 
 from captum_shallowcam import LayerCam, LayerRelevanceCam, LayerShallowCam
@@ -82,6 +85,13 @@ Construct = Callable[[], Any]
 Call = Callable[[Any], Any]
 
 
+def construct_method(api: str, model: Any, layer: Any, **kwargs: Any) -> Any:
+    """The method ``api`` (a class of the docs table, or a registered name)."""
+    if api in CLASSES:
+        return CLASSES[api](model, layer, **kwargs)
+    return explainer(api, model, layer, **kwargs)
+
+
 def method_case(
     build: Callable[[str], tuple[nn.Module, Any, dict[str, Any]]],
     inputs: Callable[[], Any] = images,
@@ -93,7 +103,7 @@ def method_case(
     def make(api: str) -> tuple[Construct, Call]:
         def construct():
             model, layer, kwargs = build(api)
-            return CLASSES[api](model, layer, **kwargs)
+            return construct_method(api, model, layer, **kwargs)
 
         def call(method):
             return method.attribute(inputs(), **attribute_kwargs)
@@ -216,7 +226,7 @@ class Nested(nn.Module):
     def __init__(self, api: str) -> None:
         super().__init__()
         self.net = net()
-        self.inner = CLASSES[api](self.net, self.net.conv2)
+        self.inner = construct_method(api, self.net, self.net.conv2)
 
     def forward(self, x: Tensor) -> Tensor:
         self.inner.attribute(x.detach(), target=0)
@@ -829,7 +839,7 @@ ROWS: list[Row] = [
         '``channel_weights="abs"``',
         "call",
         ValueError,
-        "channel_weights must be one of 'signed', 'positive', 'sqrt', 'geometric'; got 'abs'",
+        "channel_weights must be one of 'signed', 'positive', 'sqrt', 'geometric', 'mass'; got 'abs'",
         method_case(plain, channel_weights="abs"),
     ),
     *for_methods(
@@ -1090,6 +1100,41 @@ ROWS: list[Row] = [
 ]
 
 
+# ------------------------------------------------ every registered method
+def registry_rows() -> list[Row]:
+    """The table's method rows for every registered method, by its registry
+    name: a row the three methods share applies to any method; a row of the
+    two relevance methods (rules, initial relevance, channel weights, half
+    precision, ``forward_func`` not a module) applies to the relevance methods
+    only, as the others take no such option and propagate no relevance. Rows
+    of one class alone (LayerCam's half-precision behaviour, ShallowCam's
+    ``variant``) stay with that class."""
+    apis: dict[str, set[str]] = {}
+    first: dict[str, Row] = {}
+    for row in ROWS:
+        if row.api in CLASSES:
+            apis.setdefault(row.bad_input, set()).add(row.api)
+            first.setdefault(row.bad_input, row)
+    rows = []
+    for bad_input, row in first.items():
+        if apis[bad_input] == set(METHODS):
+            names = registered()
+        elif apis[bad_input] == set(RELEVANCE_METHODS):
+            names = registered(relevance=True)
+        else:
+            continue
+        rows += [replace(row, api=name) for name in names]
+    return rows
+
+
+def method_cases() -> list[str]:
+    """The ids of :func:`registry_rows` (``name: bad input``)."""
+    return [row.id for row in registry_rows()]
+
+
+REGISTRY_ROWS = registry_rows()
+
+
 # ----------------------------------------------------------------------- tests
 def _fragments_pattern(fragments: tuple[str, ...]) -> str:
     return ".*".join(re.escape(f) for f in fragments)
@@ -1097,6 +1142,15 @@ def _fragments_pattern(fragments: tuple[str, ...]) -> str:
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
 def test_bad_input(row: Row) -> None:
+    check_row(row)
+
+
+@pytest.mark.parametrize("row", REGISTRY_ROWS, ids=[row.id for row in REGISTRY_ROWS])
+def test_bad_input_to_every_registered_method(row: Row) -> None:
+    check_row(row)
+
+
+def check_row(row: Row) -> None:
     construct, call = row.make(row.api)
     pattern = _fragments_pattern(row.message)
     if row.raised_at == "construction":
@@ -1194,12 +1248,12 @@ def test_parse_list_table_reads_rendered_rows() -> None:
     assert parse_list_table(render_table()) == [row.cells() for row in ROWS]
 
 
-@pytest.mark.parametrize("api", METHODS)
+@pytest.mark.parametrize("api", [*METHODS, *registered()])
 def test_empty_batch(api: str) -> None:
     """An empty batch gives empty maps (as LayerCam does) or a ValueError that
     says so; not an internal error from inside the package."""
     model = net()
-    method = CLASSES[api](model, model.conv2)
+    method = construct_method(api, model, model.conv2)
     try:
         maps = method.attribute(images()[:0])
     except ValueError:

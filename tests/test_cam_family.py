@@ -12,8 +12,8 @@ from __future__ import annotations
 import _reference as ref
 import pytest
 import torch
-import torchvision
 from captum.attr import LayerAttribution
+from models import sequential_bn_net
 from torch import Tensor, nn
 
 from captum_shallowcam import (
@@ -59,12 +59,6 @@ class Scaled(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def resnet18() -> nn.Module:
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(weights=None).eval()
-
-
-@pytest.fixture(scope="module")
 def images() -> Tensor:
     return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 
@@ -88,20 +82,6 @@ def conv_net() -> nn.Module:
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(16, 4),
-    ).eval()
-
-
-def small_net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1),
-        nn.BatchNorm2d(6),
-        nn.ReLU(),
-        nn.Conv2d(6, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 4),
     ).eval()
 
 
@@ -273,7 +253,7 @@ def test_group_cam_matches_authors_code(resnet18, images, groups):
 
 
 def test_group_cam_blur_too_large_for_the_images_names_the_option():
-    model = small_net()
+    model = sequential_bn_net()
     with pytest.raises(ValueError, match="blur_kernel_size"):
         LayerGroupCam(model, model[4]).attribute(torch.randn(1, 3, 20, 20), target=0)
     maps = LayerGroupCam(model, model[4]).attribute(
@@ -321,7 +301,7 @@ def test_integrated_grad_cam_explains_the_inputs_predicted_class(resnet18, image
 # ----------------------------------------------------- common behaviour
 @pytest.mark.parametrize("method", METHODS)
 def test_list_of_layers_returns_a_list_of_the_single_layer_maps(method, images):
-    model = small_net()
+    model = sequential_bn_net()
     layers = [model[2], model[4]]
     options = FAST.get(method, {})
     x = images[:, :, :32, :32]
@@ -335,7 +315,7 @@ def test_list_of_layers_returns_a_list_of_the_single_layer_maps(method, images):
 
 @pytest.mark.parametrize("method", PERTURBATION_METHODS)
 def test_batch_size_does_not_change_the_maps(method, images):
-    model = small_net()
+    model = sequential_bn_net()
     x = images[:, :, :32, :32]
     cam = method(model, model[4])
     options = FAST.get(method, {})
@@ -378,7 +358,7 @@ class FailsOnCall(nn.Module):
 def test_model_unchanged_after_a_call_and_after_a_failing_call(
     method, training, images
 ):
-    net = small_net().train(training)
+    net = sequential_bn_net().train(training)
     x = images[:, :, :32, :32]
     before = ref.model_fingerprint(net)
     options = FAST.get(method, {})
@@ -392,7 +372,7 @@ def test_model_unchanged_after_a_call_and_after_a_failing_call(
 
 @pytest.mark.parametrize("method", METHODS)
 def test_input_checks_apply(method):
-    model = small_net()
+    model = sequential_bn_net()
     cam = method(model, model[4])
     x = torch.randn(1, 3, 32, 32)
     with pytest.raises(ValueError, match="out of range"):
@@ -407,7 +387,7 @@ def test_input_checks_apply(method):
 
 @pytest.mark.parametrize("method", PERTURBATION_METHODS)
 def test_perturbation_methods_refuse_several_inputs_and_bad_batch_sizes(method):
-    model = small_net()
+    model = sequential_bn_net()
     cam = method(model, model[4])
     x = torch.randn(1, 3, 32, 32)
     with pytest.raises(TypeError, match="one input tensor"):
@@ -418,7 +398,7 @@ def test_perturbation_methods_refuse_several_inputs_and_bad_batch_sizes(method):
 
 @pytest.mark.parametrize("method", PERTURBATION_METHODS)
 def test_progress_bar_and_no_grad_context(method, capsys):
-    model = small_net()
+    model = sequential_bn_net()
     x = torch.randn(1, 3, 32, 32)
     options = FAST.get(method, {})
     expected = method(model, model[4]).attribute(x, target=1, **options)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 from captum.testing.helpers.basic import assertTensorAlmostEqual
+from method_cases import explainer, registered
 from torch import Tensor, nn
 
 from captum_shallowcam import LayerCam, LayerRelevanceCam, LayerShallowCam
@@ -22,19 +23,26 @@ from captum_shallowcam.rules import IdentityRule
 
 TIMEOUT = 60.0
 
-METHODS: dict[str, Callable[[nn.Module, Any], Callable[[Tensor], Any]]] = {
-    "LayerCam": lambda m, layers: (
-        lambda x: LayerCam(m, layers).attribute(x, target=[0, 2])
-    ),
-    "LayerRelevanceCam": lambda m, layers: (
-        lambda x: LayerRelevanceCam(m, layers).attribute(
-            x, target=[0, 2], return_convergence_delta=True
+
+def method_cases() -> list[str]:
+    """Every registered method (the package's own classes; Captum's
+    LayerGradCam takes no per-model lock), and LayerRelevanceCam with its
+    convergence deltas, which are computed in the same locked call."""
+    return [*registered(), "relevancecam+delta"]
+
+
+def explain_with(name: str) -> Callable[[nn.Module, Any], Callable[[Tensor], Any]]:
+    """``(model, layers) -> (x -> result)`` for a name of :func:`method_cases`."""
+    if name == "relevancecam+delta":
+        return lambda m, layers: (
+            lambda x: LayerRelevanceCam(m, layers).attribute(
+                x, target=[0, 2], return_convergence_delta=True
+            )
         )
-    ),
-    "LayerShallowCam": lambda m, layers: (
-        lambda x: LayerShallowCam(m, layers).attribute(x, target=[0, 2], variant="v2")
-    ),
-}
+    return lambda m, layers: (
+        lambda x: explainer(name, m, layers).attribute(x, target=[0, 2])
+    )
+
 
 # Captum's tensor assertions report through a TestCase.
 TC = unittest.TestCase()
@@ -156,13 +164,13 @@ def checkpoint_rules() -> dict[type, IdentityRule]:
 
 
 # ------------------------------------------------------------------------ tests
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", method_cases())
 def test_two_threads_two_copies_match_sequential_runs(method) -> None:
     model_a = make_net()
     model_b = copy.deepcopy(model_a)
     x_a, x_b = inputs(1), inputs(2)
-    explain_a = METHODS[method](model_a, layers(model_a))
-    explain_b = METHODS[method](model_b, layers(model_b))
+    explain_a = explain_with(method)(model_a, layers(model_a))
+    explain_b = explain_with(method)(model_b, layers(model_b))
     expected_a, expected_b = explain_a(x_a), explain_b(x_b)
 
     # Both forward passes are inside the model at the same time.
@@ -181,13 +189,13 @@ def test_two_threads_two_copies_match_sequential_runs(method) -> None:
     assert_same(result_b, expected_b)
 
 
-@pytest.mark.parametrize("second", list(METHODS))
-@pytest.mark.parametrize("first", list(METHODS))
+@pytest.mark.parametrize("second", method_cases())
+@pytest.mark.parametrize("first", method_cases())
 def test_one_model_from_two_threads_at_once_is_refused(first, second) -> None:
     model = make_net()
     x = inputs()
-    explain_first = METHODS[first](model, layers(model))
-    explain_second = METHODS[second](model, layers(model))
+    explain_first = explain_with(first)(model, layers(model))
+    explain_second = explain_with(second)(model, layers(model))
     expected_first = explain_first(x)
     expected_second = explain_second(x)
 
@@ -231,7 +239,7 @@ def test_refusal_message_names_the_fix() -> None:
     assert "copy.deepcopy(model)" in str(info.value)
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", method_cases())
 def test_plain_forward_from_another_thread_during_an_explanation(method) -> None:
     model = make_net()
     x_explained, x_plain = inputs(1), inputs(2)
@@ -239,7 +247,7 @@ def test_plain_forward_from_another_thread_during_an_explanation(method) -> None
     normal_output = model(x_grad)
     (normal_grad,) = torch.autograd.grad(normal_output[:, 1].sum(), x_grad)
     normal_output = normal_output.detach()
-    explain = METHODS[method](model, layers(model))
+    explain = explain_with(method)(model, layers(model))
     expected = explain(x_explained)
 
     checkpoint = model.checkpoint
@@ -279,12 +287,16 @@ def test_a_failed_call_releases_the_model_for_other_threads() -> None:
 
 
 def test_many_threads_many_copies() -> None:
-    """Eight threads, eight copies, all three methods, all at once."""
+    """Eight threads or more, a copy each, every method with one forward pass
+    per call, all at once. (All the copies meet at one barrier in every forward
+    pass; the perturbation methods run one forward per channel, group or step,
+    a different number each, so they cannot share the barrier. They are run
+    from two threads by the tests above.)"""
+    names = [n for n in method_cases() if n not in registered(perturbation=True)]
     base = make_net()
-    copies = [copy.deepcopy(base) for _ in range(8)]
-    names = list(METHODS)
+    copies = [copy.deepcopy(base) for _ in range(max(8, len(names)))]
     jobs = [
-        (METHODS[names[i % 3]](m, layers(m)), inputs(10 + i))
+        (explain_with(names[i % len(names)])(m, layers(m)), inputs(10 + i))
         for i, m in enumerate(copies)
     ]
     expected = [explain(x) for explain, x in jobs]

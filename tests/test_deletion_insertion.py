@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 from captum.attr import LayerAttribution
 from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
+from models import ConvPoolLinearNet
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
@@ -38,25 +39,10 @@ def weighted_pixels(outputs: Tensor, targets: Tensor) -> Tensor:
     return outputs @ weights
 
 
-class SmallNet(nn.Module):
-    def __init__(self, channels: int = 3, classes: int = 5) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, 6, 3, padding=1)
-        self.fc = nn.Linear(6 * 4, classes)
-
-    def forward(self, x: Tensor, scale: Tensor = None) -> Tensor:
-        h = torch.relu(self.conv(x))
-        h = nn.functional.adaptive_avg_pool2d(h, 2).flatten(1)
-        out = self.fc(h)
-        if scale is not None:
-            out = out * scale.view(-1, 1)
-        return out
-
-
 @pytest.fixture
 def net() -> nn.Module:
     torch.manual_seed(0)
-    return SmallNet().eval()
+    return ConvPoolLinearNet().eval()
 
 
 # --------------------------------------------------------------- closed form

@@ -5,9 +5,9 @@ import unittest
 
 import pytest
 import torch
-import torchvision
 from captum.testing.helpers.basic import assertTensorAlmostEqual
 from captum.testing.helpers.basic_models import BasicModel_ConvNet
+from models import ResidualBlockNet, residual_block_net, resnet18
 from torch import Tensor, nn
 
 from captum_shallowcam import LayerCam, LayerRelevanceCam, LayerShallowCam
@@ -46,57 +46,19 @@ CONFIG_IDS = [
 TC = unittest.TestCase()
 
 
-class SmallNet(nn.Module):
-    """conv-BN-ReLU, residual block, max-pool, conv, global pool, linear."""
-
-    def __init__(self, classes: int = 5) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(6)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(6, 6, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(6)
-        self.pool = nn.MaxPool2d(2)
-        self.conv3 = nn.Conv2d(6, 8, 3, padding=1)
-        self.relu3 = nn.ReLU()
-        self.gap = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(8, classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(x))
-        out += x
-        x = self.pool(torch.relu(out))
-        x = self.relu3(self.conv3(x))
-        return self.fc(torch.flatten(self.gap(x), 1))
-
-
-def small_net() -> SmallNet:
-    torch.manual_seed(0)
-    model = SmallNet()
-    for bn in (model.bn1, model.bn2):
-        bn.running_mean.uniform_(-0.5, 0.5)
-        bn.running_var.uniform_(0.5, 2.0)
-        with torch.no_grad():
-            bn.weight.uniform_(-1.5, 1.5)
-            bn.bias.uniform_(-0.5, 0.5)
-    return model.eval()
-
-
-def resnet18() -> nn.Module:
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(weights=None, num_classes=10).eval()
+def resnet18_10_classes() -> nn.Module:
+    return resnet18(num_classes=10)
 
 
 def layers_of(model: nn.Module):
-    if isinstance(model, SmallNet):
+    if isinstance(model, ResidualBlockNet):
         return [model.relu, model.pool, model.relu3]
     return [model.layer1, model.layer2, model.layer3]
 
 
 def inputs_for(model: nn.Module) -> Tensor:
     torch.manual_seed(1)
-    size = 16 if isinstance(model, SmallNet) else 32
+    size = 16 if isinstance(model, ResidualBlockNet) else 32
     return torch.randn(2, 3, size, size)
 
 
@@ -112,10 +74,10 @@ def relative_error(a: Tensor, b: Tensor) -> float:
 # ------------------------------------------------------------ float32 / float64
 # resnet18 (the slow one) for the three methods' defaults, the small net for all.
 FLOAT64_CASES = [
-    pytest.param(small_net, cls, kw, id=f"smallnet-{name}")
+    pytest.param(residual_block_net, cls, kw, id=f"smallnet-{name}")
     for (cls, kw), name in zip(CONFIGS, CONFIG_IDS)
 ] + [
-    pytest.param(resnet18, cls, kw, id=f"resnet18-{name}")
+    pytest.param(resnet18_10_classes, cls, kw, id=f"resnet18-{name}")
     for (cls, kw), name in zip(CONFIGS, CONFIG_IDS)
     if name in ("LayerCam-default", "LayerRelevanceCam-default", "LayerShallowCam-v1")
 ]
@@ -144,7 +106,7 @@ def test_float64_maps_match_float32_maps(make_model, cls, kwargs) -> None:
 
 @pytest.mark.parametrize("cls", [LayerRelevanceCam, LayerShallowCam])
 def test_float64_convergence_delta_is_float64(cls) -> None:
-    model = copy.deepcopy(small_net()).double()
+    model = copy.deepcopy(residual_block_net()).double()
     x = inputs_for(model).double()
     maps, delta = cls(model, model.pool).attribute(
         x, target=1, initial_relevance="target", return_convergence_delta=True
@@ -155,7 +117,7 @@ def test_float64_convergence_delta_is_float64(cls) -> None:
 
 
 def test_metric_float64_matches_float32() -> None:
-    model = small_net()
+    model = residual_block_net()
     x = inputs_for(model)
     maps = LayerCam(model, model.relu3).attribute(x, target=[1, 3])
     r32 = deletion_insertion(model, x, maps, target=[1, 3], step=32)
@@ -172,10 +134,10 @@ def test_metric_float64_matches_float32() -> None:
 @pytest.mark.parametrize("cls", [LayerRelevanceCam, LayerShallowCam])
 @pytest.mark.parametrize("model_dtype", ["half_model", "float_model"])
 def test_relevance_methods_refuse_half_precision(cls, dtype, model_dtype) -> None:
-    model = small_net()
+    model = residual_block_net()
     if model_dtype == "half_model":
         model = model.to(dtype)
-    x = inputs_for(small_net()).to(dtype)
+    x = inputs_for(residual_block_net()).to(dtype)
     with pytest.raises(TypeError) as info:
         cls(model, model.pool).attribute(x, target=1)
     message = str(info.value)
@@ -188,7 +150,7 @@ def test_relevance_methods_refuse_half_precision(cls, dtype, model_dtype) -> Non
 def test_layer_cam_half_precision_on_cpu_works(dtype) -> None:
     """What LayerCam does with half inputs on the CPU: it computes the map in
     that dtype, close to the float32 map."""
-    model = small_net()
+    model = residual_block_net()
     x = inputs_for(model)
     reference = LayerCam(model, model.relu3).attribute(x, target=[1, 3])
     half_model = copy.deepcopy(model).to(dtype)
@@ -203,7 +165,7 @@ def test_layer_cam_half_precision_on_cpu_works(dtype) -> None:
 def test_layer_cam_half_inputs_to_a_float_model_fail_in_torch() -> None:
     """Half inputs to a float32 model: LayerCam does not convert them; the
     model's own conv raises (PyTorch's dtype-mismatch message)."""
-    model = small_net()
+    model = residual_block_net()
     with pytest.raises(RuntimeError, match="should be the same"):
         LayerCam(model, model.relu3).attribute(inputs_for(model).half(), target=1)
 
@@ -223,7 +185,7 @@ def no_tf32():
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cls,kwargs", CONFIGS, ids=CONFIG_IDS)
 def test_outputs_are_on_the_inputs_device(device, cls, kwargs) -> None:
-    model = small_net()
+    model = residual_block_net()
     x = inputs_for(model)
     reference = attribute(cls, model, layers_of(model), x, **kwargs)
     model = copy.deepcopy(model).to(device)
@@ -249,7 +211,7 @@ def test_outputs_are_on_the_inputs_device(device, cls, kwargs) -> None:
 @pytest.mark.usefixtures("no_tf32")
 @pytest.mark.parametrize("device", DEVICES)
 def test_metric_outputs_are_on_the_inputs_device(device) -> None:
-    model = small_net().to(device)
+    model = residual_block_net().to(device)
     x = inputs_for(model).to(device)
     maps = LayerShallowCam(model, model.pool).attribute(x)
     assert maps.device.type == torch.device(device).type
@@ -262,7 +224,7 @@ def test_metric_outputs_are_on_the_inputs_device(device) -> None:
 @pytest.mark.parametrize("cls,kwargs", CONFIGS, ids=CONFIG_IDS)
 def test_outer_no_grad_does_not_change_the_maps(cls, kwargs) -> None:
     """DESIGN.md section 5: an outer ``torch.no_grad()`` must not break a method."""
-    model = small_net()
+    model = residual_block_net()
     x = inputs_for(model)
     expected = attribute(cls, model, layers_of(model), x, **kwargs)
     with torch.no_grad():
@@ -273,7 +235,7 @@ def test_outer_no_grad_does_not_change_the_maps(cls, kwargs) -> None:
 
 @pytest.mark.parametrize("cls,kwargs", CONFIGS, ids=CONFIG_IDS)
 def test_frozen_parameters_do_not_change_the_maps(cls, kwargs) -> None:
-    model = small_net()
+    model = residual_block_net()
     x = inputs_for(model)
     expected = attribute(cls, model, layers_of(model), x, **kwargs)
     for p in model.parameters():

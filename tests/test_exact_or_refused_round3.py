@@ -9,6 +9,7 @@ from collections import namedtuple
 
 import pytest
 import torch
+from models import TwoConvReluNet, two_conv_relu_net
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -29,26 +30,6 @@ RELEVANCE_METHODS = {
 }
 
 
-class SmallNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
-        self.relu2 = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(8, 5)
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.relu2(self.conv2(self.relu1(self.conv1(x))))
-        return self.fc(torch.flatten(self.pool(h), 1))
-
-
-def small_net() -> SmallNet:
-    torch.manual_seed(0)
-    return SmallNet().eval()
-
-
 def images(n: int = 2, size: int = 8, seed: int = 1) -> Tensor:
     torch.manual_seed(seed)
     return torch.randn(n, 3, size, size)
@@ -63,7 +44,7 @@ def quiet_attribute(method, x: Tensor, **kwargs):
 # ------------------------------------------------------------- 1. autocast
 @pytest.mark.parametrize("name", RELEVANCE_METHODS)
 def test_relevance_under_autocast_equals_float32(name: str) -> None:
-    model, x = small_net(), images(size=16)
+    model, x = two_conv_relu_net(), images(size=16)
     method = RELEVANCE_METHODS[name](model, model.relu1)
     want = quiet_attribute(method, x, target=[1, 3])
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -73,7 +54,7 @@ def test_relevance_under_autocast_equals_float32(name: str) -> None:
 
 
 def test_autocast_is_back_on_after_the_call() -> None:
-    model, x = small_net(), images()
+    model, x = two_conv_relu_net(), images()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         quiet_attribute(LayerShallowCam(model, model.relu1), x, target=0)
         assert torch.is_autocast_enabled("cpu")
@@ -83,26 +64,26 @@ def test_autocast_is_back_on_after_the_call() -> None:
 # -------------------------------------------------- 3. rules that match nothing
 @pytest.mark.parametrize("name", RELEVANCE_METHODS)
 def test_a_misspelt_rule_key_is_refused_with_the_closest_names(name: str) -> None:
-    model = small_net()
+    model = two_conv_relu_net()
     with pytest.raises(ValueError, match="'c2x'.*closest names: 'conv2'"):
         RELEVANCE_METHODS[name](model, model.relu1, rules={"c2x": EpsilonRule(10)})
 
 
 def test_a_rule_keyed_by_a_module_of_another_model_is_refused() -> None:
-    model, other = small_net(), small_net()
+    model, other = two_conv_relu_net(), two_conv_relu_net()
     with pytest.raises(ValueError, match="not a module of the model"):
         LayerShallowCam(model, model.relu1, rules={other.conv2: EpsilonRule(10)})
 
 
 def test_a_rule_keyed_by_the_second_name_of_a_shared_module_is_refused() -> None:
-    model = small_net()
+    model = two_conv_relu_net()
     model.relu_again = model.relu1  # one module, two names
     with pytest.raises(ValueError, match="second name of module 'relu1'"):
         LayerShallowCam(model, model.conv1, rules={"relu_again": IdentityRule()})
 
 
 def test_rule_keys_that_match_still_work() -> None:
-    model, x = small_net(), images()
+    model, x = two_conv_relu_net(), images()
     by_name = LayerShallowCam(model, model.relu1, rules={"conv2": EpsilonRule(10)})
     by_module = LayerShallowCam(
         model, model.relu1, rules={model.conv2: EpsilonRule(10)}
@@ -252,7 +233,7 @@ class PerImageStandardised(nn.Module):
 
 
 def test_a_nan_from_the_deletion_substrate_is_refused_naming_it() -> None:
-    model, x = PerImageStandardised(small_net()), images(size=16)
+    model, x = PerImageStandardised(two_conv_relu_net()), images(size=16)
     maps = torch.rand(2, 1, 4, 4)
     with pytest.raises(ValueError, match=r"deletion substrate \(zeros, the default\)"):
         deletion_insertion(model, x, maps, target=0, step=64)
@@ -264,7 +245,7 @@ def test_a_nan_from_the_deletion_substrate_is_refused_naming_it() -> None:
 
 
 def test_a_score_func_returning_nan_is_refused() -> None:
-    model, x = small_net(), images(size=16)
+    model, x = two_conv_relu_net(), images(size=16)
 
     def nan_score(outputs: Tensor, targets: Tensor) -> Tensor:
         return outputs.gather(1, targets[:, None])[:, 0].log()  # logits < 0 -> NaN
@@ -329,7 +310,7 @@ def test_report_refuses_nan_scores(tmp_path, capsys) -> None:
 class WithAux(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.net = small_net()
+        self.net = two_conv_relu_net()
 
     def forward(self, x: Tensor):
         logits = self.net(x)
@@ -360,11 +341,11 @@ def test_a_model_returning_a_named_tuple_is_refused_with_the_wrapper(name) -> No
 
 # ------------------------------------------ 7. graph cut between layer and output
 class CutNet(nn.Module):
-    """``SmallNet``'s function with the graph cut after ``conv1`` in one of many ways."""
+    """``TwoConvReluNet``'s function with the graph cut after ``conv1`` in one of many ways."""
 
     def __init__(self, cut: str) -> None:
         super().__init__()
-        self.net, self.cut = small_net(), cut
+        self.net, self.cut = two_conv_relu_net(), cut
         if cut == "quantized":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao
@@ -588,14 +569,14 @@ WEIGHT_NORMS = {
 }
 
 
-def weight_normed_pair(api: str) -> tuple[SmallNet, SmallNet]:
-    """SmallNet with weight_norm on conv2, and a plain SmallNet with the weight
+def weight_normed_pair(api: str) -> tuple[TwoConvReluNet, TwoConvReluNet]:
+    """TwoConvReluNet with weight_norm on conv2, and a plain one with the weight
     it computes."""
-    model = small_net()
+    model = two_conv_relu_net()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # nn.utils.weight_norm
         WEIGHT_NORMS[api](model.conv2)
-    plain = small_net()
+    plain = two_conv_relu_net()
     with torch.no_grad():
         plain.conv2.weight.copy_(model.conv2.weight)
     return model, plain

@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 
 import _reference as ref
+import models
 import pytest
 import torch
 import torch.nn.functional as F
@@ -380,12 +381,6 @@ def test_equal_weights_reduce_to_layercam():
 
 # -------------------------------------- LayerCam against a hook-based reference
 @pytest.fixture(scope="module")
-def resnet18() -> nn.Module:
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(weights=None).eval()
-
-
-@pytest.fixture(scope="module")
 def vgg16() -> nn.Module:
     torch.manual_seed(0)
     return torchvision.models.vgg16(weights=None).eval()
@@ -443,12 +438,6 @@ def _all_maps(model, layer, x, target):
         LayerShallowCam(model, layer).attribute(x, target=target),
         LayerShallowCam(model, layer).attribute(x, target=target, variant="v3"),
     ]
-
-
-@pytest.fixture(scope="module")
-def small_vgg() -> nn.Module:
-    torch.manual_seed(1)
-    return ref.SmallVgg().eval()
 
 
 def test_batch_equals_one_by_one_small_vgg(small_vgg):
@@ -527,7 +516,7 @@ def test_additional_forward_args_are_passed():
     class Scaled(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.net = ref.SmallVgg()
+            self.net = models.SmallVgg()
 
         def forward(self, x: Tensor, scale: float) -> Tensor:
             return self.net(x * scale)
@@ -548,7 +537,7 @@ def test_additional_forward_args_are_passed():
 @pytest.fixture
 def bn_model() -> nn.Module:
     torch.manual_seed(2)
-    model = ref.SmallVggBN()
+    model = models.SmallVggBN()
     with torch.no_grad():
         for bn in (model.features[1], model.features[5]):
             bn.running_mean.uniform_(-0.5, 0.5)
@@ -832,7 +821,7 @@ def test_non_finite_input_raises(small_vgg, method, bad):
 @pytest.mark.parametrize("method", [LayerRelevanceCam, LayerShallowCam])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_raises_for_relevance_methods(method, dtype):
-    model = ref.SmallVgg().to(dtype).eval()
+    model = models.SmallVgg().to(dtype).eval()
     with pytest.raises(TypeError, match="half precision"):
         method(model, model.features[2]).attribute(
             torch.randn(1, 3, 8, 8, dtype=dtype), target=0

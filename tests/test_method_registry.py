@@ -4,7 +4,7 @@ from it, and a method registered by a user is found everywhere."""
 import pytest
 import torch
 from captum.attr import LayerAttribution
-from torch import nn
+from models import sequential_net
 
 from captum_shallowcam.cli import build_parser
 from captum_shallowcam.experiments.scoring import evaluate
@@ -17,14 +17,6 @@ from captum_shallowcam.methods import (
     register_method,
     unregister_method,
 )
-
-
-def small_net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1),
-        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3),
-    ).eval()  # fmt: skip
 
 
 class ToyCam(LayerAttribution):
@@ -64,7 +56,7 @@ def test_the_paper_family_names_are_registered():
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_registered_method_gives_one_map_per_layer(name):
-    model = small_net()
+    model = sequential_net()
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
     maps = make_explainer(model, [model[1], model[3]], name)(x, t)
     assert [tuple(m.shape) for m in maps] == [(2, 1, 32, 32), (2, 1, 32, 32)]
@@ -73,7 +65,7 @@ def test_every_registered_method_gives_one_map_per_layer(name):
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_every_option_a_method_declares_is_accepted(name):
-    model = small_net()
+    model = sequential_net()
     for option in METHODS[name].options:
         spec, options = parse_method(f"{name}+{option}")
         assert spec is METHODS[name] and options == [option]
@@ -85,7 +77,7 @@ def test_a_registered_method_reaches_the_cli_help_and_the_benchmark(toy_method):
     for command in ("benchmark", "explain"):
         subparsers = build_parser()._subparsers._group_actions[0].choices
         assert "toycam" in subparsers[command].format_help().replace("\n", " ")
-    model = small_net()
+    model = sequential_net()
     x = torch.randn(3, 3, 32, 32)
     result = evaluate(
         model,
@@ -123,7 +115,7 @@ def test_names_ending_in_plus_signs_are_names_not_options():
 
 
 def test_option_messages_list_what_the_method_takes(toy_method):
-    model = small_net()
+    model = sequential_net()
     with pytest.raises(ValueError, match=r"'toycam' takes no options"):
         make_explainer(model, [model[0]], "toycam+sign-aware")
     with pytest.raises(

@@ -85,6 +85,23 @@ def test_a_registered_method_is_in_the_help_and_the_benchmark(toy_method, capsys
     assert maps[0].shape == (2, 1, 8, 8)
 
 
+def test_a_registered_method_is_run_by_the_cross_cutting_suites(toy_method):
+    # Each suite builds its parametrization with method_cases() at collection
+    # time; built again now, it holds the toy method: a new method is tested by
+    # every suite without editing any.
+    import test_bad_inputs
+    import test_concurrency
+    import test_exact_or_refused
+    import test_properties
+
+    for suite in (test_concurrency, test_exact_or_refused, test_properties):
+        assert toy_method in suite.method_cases(), suite.__name__
+    assert toy_method not in test_exact_or_refused.relevance_method_cases()
+    rows = test_bad_inputs.method_cases()
+    assert f"{toy_method}: layer not in the model" in rows
+    assert f"{toy_method}: NaN in the input" in rows
+
+
 def test_a_registered_model_is_loaded_and_offered_by_the_cli(toy_model, capsys):
     assert toy_model in available_models()
     assert default_layer_names("ToyNet") == ["conv"]

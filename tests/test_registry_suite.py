@@ -27,6 +27,7 @@ import threading
 
 import pytest
 import torch
+from models import bn_residual_net
 from torch import nn
 
 from captum_shallowcam.methods import METHODS, make_explainer
@@ -43,33 +44,6 @@ _HOOK_DICTS = (
     "_state_dict_hooks",
     "_load_state_dict_pre_hooks",
 )
-
-
-class SmallNet(nn.Module):
-    """conv-bn-relu, conv-relu with a functional residual add, pool, linear."""
-
-    def __init__(self, classes: int = 5) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
-        self.bn = nn.BatchNorm2d(6)
-        self.relu1 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
-        self.relu2 = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(6, classes)
-        with torch.no_grad():
-            self.bn.running_mean.uniform_(-0.2, 0.2)
-            self.bn.running_var.uniform_(0.5, 1.5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.relu1(self.bn(self.conv1(x)))
-        h = self.relu2(self.conv2(h) + h)
-        return self.fc(self.pool(h).flatten(1))
-
-
-def net() -> SmallNet:
-    return SmallNet().eval()
 
 
 def inputs(n: int = 3, seed: int = 1) -> torch.Tensor:
@@ -102,7 +76,7 @@ def assert_same(before: dict, after: dict) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_maps_have_the_layers_shape(name):
-    model = net()
+    model = bn_residual_net()
     maps = make_explainer(model, [model.relu1, model.relu2], name)(
         inputs(), torch.tensor([0, 3, 4])
     )
@@ -115,7 +89,7 @@ def test_maps_have_the_layers_shape(name):
 
 @pytest.mark.parametrize("name", OWN)
 def test_model_unchanged_after_a_call_and_after_a_failing_call(name):
-    model = net()
+    model = bn_residual_net()
     before = snapshot(model)
     make_explainer(model, [model.relu1], name)(inputs(), torch.tensor([0, 1, 2]))
     assert_same(before, snapshot(model))
@@ -131,7 +105,7 @@ def test_model_unchanged_after_a_call_and_after_a_failing_call(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_a_batch_gives_the_maps_of_its_examples(name):
-    model = net()
+    model = bn_residual_net()
     x, t = inputs(3), torch.tensor([4, 1, 2])
     explain = make_explainer(model, [model.relu2], name)
     (batched,) = explain(x, t)
@@ -142,7 +116,7 @@ def test_a_batch_gives_the_maps_of_its_examples(name):
 
 @pytest.mark.parametrize("name", OWN)
 def test_target_none_explains_the_predicted_class(name):
-    model = net()
+    model = bn_residual_net()
     x = inputs(3)
     predicted = model(x).argmax(1)
     explain = make_explainer(model, [model.relu2], name)
@@ -156,10 +130,10 @@ def test_threads_with_their_own_model_copies(name):
     jobs = [(inputs(2, seed), torch.tensor([seed % 5, 1])) for seed in range(4)]
     expected = [
         make_explainer(model, [model.relu1, model.relu2], name)(*job)
-        for model, job in ((net(), job) for job in jobs)
+        for model, job in ((bn_residual_net(), job) for job in jobs)
     ]
     # Built before the threads start: the global RNG is shared between threads.
-    models = [copy.deepcopy(net()) for _ in jobs]
+    models = [copy.deepcopy(bn_residual_net()) for _ in jobs]
     got: dict[int, list[torch.Tensor]] = {}
     errors: list[BaseException] = []
 
@@ -183,7 +157,7 @@ def test_threads_with_their_own_model_copies(name):
 
 @pytest.mark.parametrize("name", OWN)
 def test_a_class_out_of_range_is_refused(name):
-    model = net()
+    model = bn_residual_net()
     explain = make_explainer(model, [model.relu2], name)
     with pytest.raises(ValueError, match="target"):
         explain(inputs(2), torch.tensor([0, 5]))
@@ -191,7 +165,7 @@ def test_a_class_out_of_range_is_refused(name):
 
 @pytest.mark.parametrize("name", OWN)
 def test_an_input_of_the_wrong_rank_is_refused(name):
-    model = net()
+    model = bn_residual_net()
     explain = make_explainer(model, [model.relu2], name)
     with pytest.raises((ValueError, TypeError), match="input|shape"):
         explain(torch.randn(3, 32, 32), torch.tensor([0, 1, 2]))

@@ -12,6 +12,7 @@ import threading
 import warnings
 
 import _reference as ref
+import models
 import pytest
 import torch
 import torch.nn.functional as F
@@ -30,12 +31,6 @@ LAYERS = ["features.1", "features.2", "features.4"]
 
 
 @pytest.fixture(scope="module")
-def small_vgg() -> ref.SmallVgg:
-    torch.manual_seed(11)
-    return ref.SmallVgg(num_classes=5).eval()
-
-
-@pytest.fixture(scope="module")
 def x_small() -> Tensor:
     torch.manual_seed(12)
     return torch.randn(2, 3, 8, 8)
@@ -49,15 +44,15 @@ def _layer(model: nn.Module, name: str) -> nn.Module:
 @pytest.mark.parametrize("layer_name", LAYERS)
 @pytest.mark.parametrize("kind", ["target", "contrastive"])
 def test_relevance_cam_equals_explicit_zplus_propagation(
-    small_vgg, x_small, layer_name, kind
+    small_vgg_seed_11, x_small, layer_name, kind
 ):
     target = torch.tensor([1, 3])
     r_logits = ref.initial_relevance(kind, target, 5)
-    a, r = ref.small_vgg_relevance(small_vgg, x_small, r_logits)[layer_name]
+    a, r = ref.small_vgg_relevance(small_vgg_seed_11, x_small, r_logits)[layer_name]
     # the reference itself conserves relevance
     ref.assert_close(r.flatten(1).sum(1), r_logits.sum(1), rtol=1e-5)
-    layer = _layer(small_vgg, layer_name)
-    maps, delta = LayerRelevanceCam(small_vgg, layer).attribute(
+    layer = _layer(small_vgg_seed_11, layer_name)
+    maps, delta = LayerRelevanceCam(small_vgg_seed_11, layer).attribute(
         x_small,
         target=target,
         initial_relevance=kind,
@@ -66,11 +61,11 @@ def test_relevance_cam_equals_explicit_zplus_propagation(
     )
     ref.assert_close(maps, ref.relevance_cam_map(a, r, relu=False), rtol=ref.REL_RTOL)
     ref.assert_close(delta, r_logits.sum(1) - r.flatten(1).sum(1), atol=ref.DELTA_ATOL)
-    relu_maps = LayerRelevanceCam(small_vgg, layer).attribute(
+    relu_maps = LayerRelevanceCam(small_vgg_seed_11, layer).attribute(
         x_small, target=target, initial_relevance=kind
     )
     ref.assert_close(relu_maps, ref.relevance_cam_map(a, r), rtol=ref.REL_RTOL)
-    positive = LayerRelevanceCam(small_vgg, layer).attribute(
+    positive = LayerRelevanceCam(small_vgg_seed_11, layer).attribute(
         x_small, target=target, initial_relevance=kind, channel_weights="positive"
     )
     alpha = r.sum(dim=(2, 3), keepdim=True).clamp(min=0)
@@ -80,13 +75,17 @@ def test_relevance_cam_equals_explicit_zplus_propagation(
 
 
 @pytest.mark.parametrize("layer_name", LAYERS)
-def test_relevance_cam_clrp_equals_explicit(small_vgg, x_small, layer_name):
+def test_relevance_cam_clrp_equals_explicit(small_vgg_seed_11, x_small, layer_name):
     target = torch.tensor([0, 4])
     e = ref.one_hot(target, 5)
-    a, r_t = ref.small_vgg_relevance(small_vgg, x_small, e)[layer_name]
-    _, r_d = ref.small_vgg_relevance(small_vgg, x_small, (1 - e) / 4)[layer_name]
+    a, r_t = ref.small_vgg_relevance(small_vgg_seed_11, x_small, e)[layer_name]
+    _, r_d = ref.small_vgg_relevance(small_vgg_seed_11, x_small, (1 - e) / 4)[
+        layer_name
+    ]
     r = torch.relu(r_t - r_d)
-    maps = LayerRelevanceCam(small_vgg, _layer(small_vgg, layer_name)).attribute(
+    maps = LayerRelevanceCam(
+        small_vgg_seed_11, _layer(small_vgg_seed_11, layer_name)
+    ).attribute(
         x_small, target=target, initial_relevance="clrp", relu_attributions=False
     )
     ref.assert_close(maps, ref.relevance_cam_map(a, r, relu=False), rtol=ref.REL_RTOL)
@@ -94,13 +93,13 @@ def test_relevance_cam_clrp_equals_explicit(small_vgg, x_small, layer_name):
 
 @pytest.mark.parametrize("layer_name", LAYERS)
 def test_shallow_cam_equals_explicit_relevance_and_gradient(
-    small_vgg, x_small, layer_name
+    small_vgg_seed_11, x_small, layer_name
 ):
     target = torch.tensor([2, 2])
     r_logits = ref.initial_relevance("contrastive", target, 5)
-    a, r = ref.small_vgg_relevance(small_vgg, x_small, r_logits)[layer_name]
-    g = ref.small_vgg_gradient(small_vgg, x_small, target, layer_name)
-    cam = LayerShallowCam(small_vgg, _layer(small_vgg, layer_name))
+    a, r = ref.small_vgg_relevance(small_vgg_seed_11, x_small, r_logits)[layer_name]
+    g = ref.small_vgg_gradient(small_vgg_seed_11, x_small, target, layer_name)
+    cam = LayerShallowCam(small_vgg_seed_11, _layer(small_vgg_seed_11, layer_name))
     contrastive = {"initial_relevance": "contrastive"}
     ref.assert_close(
         cam.attribute(
@@ -143,16 +142,18 @@ def test_shallow_cam_equals_explicit_relevance_and_gradient(
         atol=0,
     )
     ref.assert_close(
-        LayerCam(small_vgg, _layer(small_vgg, layer_name)).attribute(x_small, target=2),
+        LayerCam(small_vgg_seed_11, _layer(small_vgg_seed_11, layer_name)).attribute(
+            x_small, target=2
+        ),
         ref.layer_cam_map(a, g),
         rtol=1e-5,
     )
 
 
 # ------------------------------------------------------ BatchNorm is folded
-def _bn_model(seed: int) -> ref.SmallVggBN:
+def _bn_model(seed: int) -> models.SmallVggBN:
     torch.manual_seed(seed)
-    model = ref.SmallVggBN(num_classes=5)
+    model = models.SmallVggBN(num_classes=5)
     with torch.no_grad():
         for conv, bn in (
             (model.features[0], model.features[1]),
@@ -556,12 +557,12 @@ def test_gating_mul_gives_all_relevance_to_the_signal():
 
 def test_zero_padding_module_is_folded_into_the_following_conv():
     torch.manual_seed(33)
-    padded = ref.SmallVgg()
+    padded = models.SmallVgg()
     conv = padded.features[3]
     same = nn.Conv2d(4, 6, 3, padding=0, bias=False)
     with torch.no_grad():
         same.weight.copy_(conv.weight)
-    padded_model = ref.SmallVgg()
+    padded_model = models.SmallVgg()
     padded_model.load_state_dict(padded.state_dict())
     padded_model.features[3] = nn.Sequential(nn.ZeroPad2d(1), same)
     padded.eval()
@@ -703,7 +704,7 @@ def test_scaling_by_a_constant_passes_relevance_unchanged(scale):
 class _Blocking(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.net = ref.SmallVgg()
+        self.net = models.SmallVgg()
         self.entered = threading.Event()
         self.release = threading.Event()
         self.block = False
@@ -744,7 +745,7 @@ def test_same_model_from_two_threads_at_once_raises():
 
 
 def test_data_parallel_raises():
-    model = ref.SmallVgg().eval()
+    model = models.SmallVgg().eval()
     wrapped = nn.DataParallel(model)
     with pytest.raises(TypeError, match="DataParallel"):
         LayerRelevanceCam(wrapped, model.features[2]).attribute(

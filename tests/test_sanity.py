@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 from _reference import (
-    SmallVgg,
-    SmallVggBN,
     assert_close,
     hook_counts,
     model_fingerprint,
     randomization_reference,
     spearman_by_ranks,
 )
+from models import SmallVgg, SmallVggBN
 from torch import Tensor, nn
 
 from captum_shallowcam import LayerCam, LayerShallowCam

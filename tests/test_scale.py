@@ -38,15 +38,20 @@ BENCHMARK = [
 ]  # fmt: skip
 
 
-def _env() -> dict:
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), MPLBACKEND="Agg")
+def _env(*path: Path) -> dict:
+    """The subprocesses' environment: this tree's package, and ``path`` (the
+    tests' folder, for a script that imports a test module) on PYTHONPATH."""
+    python_path = os.pathsep.join(str(p) for p in (REPO, *path))
+    return dict(
+        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=python_path, MPLBACKEND="Agg"
+    )
 
 
-def _run(args, **kwargs) -> subprocess.CompletedProcess:
+def _run(args, path: tuple[Path, ...] = (), **kwargs) -> subprocess.CompletedProcess:
     done = subprocess.run(
         args,
         cwd=REPO,
-        env=_env(),
+        env=_env(*path),
         capture_output=True,
         text=True,
         timeout=300,
@@ -134,8 +139,7 @@ def test_cli_resume_with_another_limit_is_refused_naming_it(images, tmp_path, ca
 _TINY_RUN = """
 import os, signal, sys
 from pathlib import Path
-sys.path.insert(0, {tests!r})
-from test_scale import _tiny_run
+from test_scale import _tiny_run  # tests/ is on PYTHONPATH
 from captum_shallowcam.experiments import sharding as distributed
 
 kill_after = int(sys.argv[3])
@@ -160,15 +164,16 @@ def test_killed_then_resumed_equals_clean_run(tmp_path):
     layercam at both layers and for shallowcam at the first layer.
     """
     script = tmp_path / "tiny.py"
-    script.write_text(_TINY_RUN.format(tests=str(Path(__file__).parent)))
+    script.write_text(_TINY_RUN)
+    tests = (Path(__file__).parent,)
     clean, out = tmp_path / "clean" / "r.json", tmp_path / "killed" / "r.json"
-    done = _run([sys.executable, str(script), str(clean), "fresh", "0"])
+    done = _run([sys.executable, str(script), str(clean), "fresh", "0"], tests)
     assert done.returncode == 0, done.stderr[-3000:]
-    killed = _run([sys.executable, str(script), str(out), "fresh", "7"])
+    killed = _run([sys.executable, str(script), str(out), "fresh", "7"], tests)
     assert killed.returncode == -9, killed.stderr[-3000:]
     settings, rows = read_shards(shard_paths(out))
     assert len(settings) == 1 and len(rows) == 6
-    resumed = _run([sys.executable, str(script), str(out), "resume", "0"])
+    resumed = _run([sys.executable, str(script), str(out), "resume", "0"], tests)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "14 of 20 scores to do" in resumed.stderr
     clean_result = merge_shards(shard_paths(clean))

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from captum_shallowcam._captum_compat import TargetType
 from captum_shallowcam._model_state import check_not_scripted, original_module
 from captum_shallowcam._validation import check_finite, target_indices
-from captum_shallowcam.attr._engine import LayerCapture, _Engine
+from captum_shallowcam.attr._engine import LayerCapture, _Engine, _normal
 from captum_shallowcam.attr.rules import RuleMap, validate_rules
 
 InitialRelevance = Literal["contrastive", "target", "clrp"]
@@ -121,7 +121,9 @@ class _LayerCamBase(LayerAttribution, GradientAttribution):
         # call under torch.no_grad().
         with engine.hooked(), torch.enable_grad():
             output = engine.forward(inputs, additional_forward_args)
-            targets = target_indices(target, output)
+            # A target tensor made under torch.inference_mode() (Integrated
+            # Grad-CAM's per-step targets) cannot be saved for backward.
+            targets = _normal(target_indices(target, output))
             passes = CamPasses(
                 targets=targets,
                 activations=[reshape(c.activation) for c in engine.captures],

@@ -63,9 +63,14 @@ def single_image_batch(inputs: Any, method: str) -> Tensor:
                 "inputs as additional_forward_args."
             )
         inputs = inputs[0]
-    if not isinstance(inputs, Tensor) or inputs.dim() != 4:
-        shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs)
-        raise ValueError(f"{method} needs images of shape N x C x H x W, got {shape}.")
+    if not isinstance(inputs, Tensor):  # the TypeError every method gives
+        raise TypeError(
+            f"inputs must be a tensor or a tuple of tensors, got {type(inputs).__name__}."
+        )
+    if inputs.dim() != 4:
+        raise ValueError(
+            f"{method} needs images of shape N x C x H x W, got {tuple(inputs.shape)}."
+        )
     return inputs
 
 

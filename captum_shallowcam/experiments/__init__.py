@@ -15,6 +15,8 @@ nothing from here. One module per concern:
 :mod:`.images`                 the bundled photos and the labelled-folder readers
 :mod:`.sharding`               the resumable run over shards (:func:`run_benchmark`)
 :mod:`.ranks`                  ranks and collectives under ``torchrun``
+:mod:`.measure`                the benchmark scripts' steady allocator and peak
+                               memory
 =============================  ===================================================
 """
 
