@@ -2,7 +2,7 @@
 
 One set of passes per batch (:func:`captum_shallowcam.attr.compute_layer_passes`:
 activations ``A``, gradients ``G``, CLRP relevance ``R`` at every stage) gives
-the maps of six registered methods, scored by deletion/insertion:
+the maps of seven registered methods, scored by deletion/insertion:
 
 * ``layercam``: ``ReLU(sum_k ReLU(G_k) A_k)``, the published LayerCAM;
 * ``layercam+sign-aware``: ``sum_k ReLU(G_k) ReLU(A_k)``;
@@ -12,7 +12,10 @@ the maps of six registered methods, scored by deletion/insertion:
 * ``shallowcam+both-signs``: geometric weights on ``alpha`` (all positions)
   times the both-signs mask;
 * ``shallowcam+both-signs+mass``: the both-signs mask scaled so that each
-  channel adds up to its relevance ``ReLU(alpha_k)`` (``channel_weights="mass"``).
+  channel adds up to its relevance ``ReLU(alpha_k)`` (``channel_weights="mass"``);
+* ``shallowcam+split+mass``: the both-signs mask split by the sign of the
+  activations, each part adding up to the relevance on its own positions
+  (``mask="split"``, :func:`captum_shallowcam.attr.split_terms`).
 
 ``--methods`` scores a subset; ``--extend FILE`` adds the scores of
 ``--methods`` to an earlier result of this script (same photos, targets and
@@ -20,7 +23,7 @@ settings, checked) instead of starting a new one.
 
 The maps equal what ``make_explainer(model, layers, name)`` returns (tested in
 ``tests/test_sign_aware_and_fusion.py``); computing them from one set of passes
-costs a sixth. The result is the benchmark's JSON, so ``python -m
+costs a seventh. The result is the benchmark's JSON, so ``python -m
 captum_shallowcam report`` and the results page read it. Usage::
 
     python benchmarks/masks_screen.py --model efficientnet-lite1 \\
@@ -40,6 +43,7 @@ from captum_shallowcam.attr import (
     compute_layer_passes,
     inter_layer_weights,
     spatial_mask,
+    split_terms,
 )
 from captum_shallowcam.experiments import EvaluationResult, image_batches
 from captum_shallowcam.experiments.images import read_image_folder
@@ -54,11 +58,12 @@ METHODS = (
     "layercam+both-signs",
     "shallowcam+both-signs",
     "shallowcam+both-signs+mass",
+    "shallowcam+split+mass",
 )
 
 
 def maps(a: torch.Tensor, g: torch.Tensor, r: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The six maps of one layer from its passes."""
+    """The seven maps of one layer from its passes."""
     sign_aware = spatial_mask(torch.relu(a), g)
     both_signs = spatial_mask(a, g, "both-signs")
     r_positive = r.masked_fill(a < 0, 0.0)
@@ -75,6 +80,7 @@ def maps(a: torch.Tensor, g: torch.Tensor, r: torch.Tensor) -> dict[str, torch.T
         "shallowcam+both-signs+mass": channel_sum(
             inter_layer_weights(r, "mass", both_signs) * both_signs, True
         ),
+        "shallowcam+split+mass": channel_sum(split_terms(a, g, r, "mass"), True),
     }
 
 

@@ -76,6 +76,11 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
         "sign-aware": Option("mask ReLU(G) ReLU(A)", {"relu_activations": True}),
         "plain-mask": Option("mask ReLU(G) A", {"relu_activations": False}),
         "both-signs": Option("mask ReLU(G A)", {"mask": "both-signs"}),
+        "split": Option(
+            "mask ReLU(G A), its positive- and negative-activation parts weighted "
+            "apart by their own relevance",
+            {"mask": "split"},
+        ),
         "no-conserve": Option(
             "the z+ rule without its conserving fall-back",
             {"check_conservation": False},
@@ -302,7 +307,7 @@ for _spec in (
         LayerShallowCam,
         "LayerShallowCam's default: LayerCAM's mask times inter-layer relevance weights",
         _SHALLOW_CAM,
-        options=(*_RELEVANCE, *_MASK),
+        options=(*_RELEVANCE, *_MASK, "split"),
         relevance=True,
     ),
     *(
@@ -312,7 +317,7 @@ for _spec in (
             f"LayerShallowCam, variant='{variant}': {what}",
             _SHALLOW_CAM,
             defaults={"variant": variant},
-            options=(*_RELEVANCE, *_MASK),
+            options=(*_RELEVANCE, *_MASK, *(("split",) if variant != "v3" else ())),
             relevance=True,
         )
         for variant, what in (

@@ -411,6 +411,75 @@ def test_mass_weights_zero_where_the_term_has_no_positive_total():
         inter_layer_weights(relevance, "mass")
 
 
+@pytest.mark.parametrize("channel_weights", ["geometric", "mass"])
+@pytest.mark.parametrize("c", [0, 1])
+def test_shallow_cam_split_mask_hand_computed(c, channel_weights):
+    """``mask="split"``: the positive-activation part ReLU(G) ReLU(A) and the
+    negative-activation part ReLU(-G) ReLU(-A) of each channel, each weighted
+    by the CLRP relevance on its own positions."""
+    net = _positive_head_net()
+    x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(5)) + 0.6
+    a = F.conv2d(x, net.conv.weight)
+    assert bool((a < 0).any()) and bool((a > 0).any())
+    pooled = a.mean((2, 3))[0]
+
+    def relevance_at_layer(k: int) -> Tensor:
+        w = net.fc.weight[k]
+        alpha = pooled * w / (pooled * w).sum()
+        return a / a.sum((2, 3), keepdim=True) * alpha.view(1, -1, 1, 1)
+
+    r = (relevance_at_layer(c) - relevance_at_layer(1 - c)).clamp(min=0)
+    g = (net.fc.weight[c] / a[0, 0].numel()).view(1, -1, 1, 1)
+    expected = torch.zeros_like(a[:, :1])
+    for part, on in (
+        (g.clamp(min=0) * a.clamp(min=0), a >= 0),
+        ((-g).clamp(min=0) * (-a).clamp(min=0), a < 0),
+    ):
+        alpha = (r * on).sum((2, 3), keepdim=True).clamp(min=0)
+        totals = part.sum((2, 3), keepdim=True)
+        ratio = alpha / totals.clamp_min(1e-30)
+        if channel_weights == "geometric":
+            ratio = ratio.sqrt()
+        weights = torch.where(totals > 0, ratio, torch.zeros_like(ratio))
+        expected = expected + (weights * part).sum(1, keepdim=True)
+    expected = expected.clamp(min=0)
+    assert expected.abs().sum() > 0
+    got = LayerShallowCam(net, net.conv).attribute(
+        x, target=c, mask="split", channel_weights=channel_weights
+    )
+    torch.testing.assert_close(got, expected)
+    name = "shallowcam+split" + ("+mass" if channel_weights == "mass" else "")
+    registry = make_explainer(net, [net.conv], name)
+    torch.testing.assert_close(registry(x, torch.tensor([c]))[0], got)
+
+
+def test_split_mask_refused_where_it_has_no_meaning():
+    net = _positive_head_net()
+    x = torch.randn(1, 1, 7, 7)
+    with pytest.raises(ValueError, match="variant='v1'"):
+        LayerShallowCam(net, net.conv).attribute(
+            x, target=0, mask="split", variant="v3"
+        )
+    with pytest.raises(ValueError, match="mask must be one of"):
+        LayerCam(net, net.conv).attribute(x, target=0, mask="split")
+
+
+def test_split_mask_equals_both_signs_on_relu_outputs():
+    torch.manual_seed(2)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU6(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    explainer = LayerShallowCam(net, [net[1], net[3]])
+    for variant in ("v1", "v2"):
+        split = explainer.attribute(x, target=[2, 4], mask="split", variant=variant)
+        both = explainer.attribute(x, target=[2, 4], mask="both-signs", variant=variant)
+        for s_map, b_map in zip(split, both):
+            assert s_map.abs().sum() > 0
+            torch.testing.assert_close(s_map, b_map)
+
+
 @pytest.mark.parametrize("variant", ["v1", "v2", "v3"])
 def test_both_signs_equals_the_plain_mask_on_relu_outputs(variant):
     torch.manual_seed(2)

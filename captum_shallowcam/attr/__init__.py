@@ -21,6 +21,7 @@ from captum_shallowcam.attr.passes import (
     compute_layer_passes,
     inter_layer_weights,
     spatial_mask,
+    split_terms,
 )
 from captum_shallowcam.attr.perturbation_cam import (
     LayerPerturbationCam,
@@ -45,6 +46,7 @@ __all__ = [
     "compute_layer_passes",
     "CamPasses",
     "spatial_mask",
+    "split_terms",
     "inter_layer_weights",
     "channel_sum",
 ]

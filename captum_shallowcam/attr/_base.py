@@ -23,7 +23,8 @@ from captum_shallowcam.attr.rules import RuleMap, validate_rules
 
 InitialRelevance = Literal["contrastive", "target", "clrp"]
 ChannelWeights = Literal["signed", "positive", "sqrt", "geometric", "mass"]
-MaskKind = Literal["plain", "sign-aware", "both-signs"]
+MaskKind = Literal["plain", "sign-aware", "both-signs", "split"]
+#: LayerCam's masks; LayerShallowCam also takes ``"split"``.
 MASKS = ("plain", "sign-aware", "both-signs")
 CHANNEL_WEIGHTS = ("signed", "positive", "sqrt", "geometric", "mass")
 LayerOrLayers = nn.Module | Sequence[nn.Module]
@@ -350,19 +351,24 @@ def spatial_mask(
     (``"plain"``, or False), the sign-aware
     :math:`S^+_k = \mathrm{ReLU}(G_k)\,\mathrm{ReLU}(A_k)` (``"sign-aware"``, or
     True), or the both-signs :math:`S^\pm_k = \mathrm{ReLU}(G_k A_k)`
-    (``"both-signs"``); all three are equal where :math:`A \ge 0`."""
+    (``"both-signs"``, also the evidence of ``"split"``, which weights its two
+    sign parts apart); all three are equal where :math:`A \ge 0`."""
     if mask is True or mask == "sign-aware":
         return torch.relu(gradient) * torch.relu(activation)
-    if mask == "both-signs":
+    if mask in ("both-signs", "split"):
         return torch.relu(gradient * activation)
     return torch.relu(gradient) * activation
 
 
 def resolve_mask(
-    mask: "MaskKind | None", relu_activations: bool | None, default: "MaskKind"
+    mask: "MaskKind | None",
+    relu_activations: bool | None,
+    default: "MaskKind",
+    masks: Sequence[str] = MASKS,
 ) -> "MaskKind":
-    """The mask kind from ``mask`` or the older ``relu_activations`` flag (one of
-    them, not both; neither given: ``default``)."""
+    """The mask kind from ``mask`` (one of ``masks``) or the older
+    ``relu_activations`` flag (one of them, not both; neither given:
+    ``default``)."""
     if mask is not None and relu_activations is not None:
         raise ValueError(
             f"Give mask= or relu_activations=, not both (got mask={mask!r} and "
@@ -370,7 +376,7 @@ def resolve_mask(
             "mask='sign-aware', False is mask='plain'."
         )
     if mask is not None:
-        check_choice("mask", mask, MASKS)
+        check_choice("mask", mask, masks)
         return mask
     if relu_activations is None:
         return default
@@ -414,6 +420,26 @@ def inter_layer_weights(
             f"got {channel_weights!r}."
         )
     return weights
+
+
+def split_terms(
+    activation: Tensor, gradient: Tensor, relevance: Tensor, channel_weights: str
+) -> Tensor:
+    r""":math:`w(lpha^+_k) S^+_k + w(lpha^-_k) S^-_k` (N x K x h x w): each
+    channel's mask split by the sign of its activations,
+    :math:`S^+_k = \mathrm{ReLU}(G_k)\,\mathrm{ReLU}(A_k)` and
+    :math:`S^-_k = \mathrm{ReLU}(-G_k)\,\mathrm{ReLU}(-A_k)` (together the
+    both-signs mask :math:`\mathrm{ReLU}(G_k A_k)`), each weighted by the
+    relevance on its own positions, :math:`lpha^\pm_k = \sum_{ij} R_k(i,j)\,
+    [\pm A_k(i,j) > 0]` (zero activations count with :math:`S^+`)."""
+    positive = activation >= 0
+    terms = []
+    for part, relevance_part in (
+        (torch.relu(gradient) * torch.relu(activation), relevance * positive),
+        (torch.relu(-gradient) * torch.relu(-activation), relevance * ~positive),
+    ):
+        terms.append(inter_layer_weights(relevance_part, channel_weights, part) * part)
+    return terms[0] + terms[1]
 
 
 def unit_range(maps: Tensor) -> Tensor:

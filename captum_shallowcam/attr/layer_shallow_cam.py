@@ -8,6 +8,7 @@ from torch import Tensor
 
 from captum_shallowcam._captum_compat import TargetType
 from captum_shallowcam.attr._base import (
+    MASKS,
     CamPasses,
     ChannelWeights,
     InitialRelevance,
@@ -19,6 +20,7 @@ from captum_shallowcam.attr._base import (
     inter_layer_weights,
     resolve_mask,
     spatial_mask,
+    split_terms,
     unit_range,
 )
 from captum_shallowcam.attr._engine import _Engine
@@ -167,7 +169,13 @@ class LayerShallowCam(_RelevanceCamBase):
                         ``"plain"``: :math:`S_k`, :math:`\alpha_k`;
                         ``"both-signs"``: the mask
                         :math:`S^\pm_k = \mathrm{ReLU}(G^c_k A_k)` and
-                        :math:`\alpha_k` over all positions. Give ``mask`` or
+                        :math:`\alpha_k` over all positions; ``"split"``: the
+                        both-signs mask split into its positive-activation part
+                        :math:`S^+_k` and negative-activation part
+                        :math:`S^-_k = \mathrm{ReLU}(-G^c_k)\,\mathrm{ReLU}(-A_k)`,
+                        each with weights from the relevance on its own
+                        positions (:func:`split_terms`; not with ``"v3"``).
+                        Give ``mask`` or
                         ``relu_activations``, not both. Default: None, which is
                         ``"sign-aware"``, chosen by the benchmark (see the
                         docs' results page)
@@ -186,7 +194,15 @@ class LayerShallowCam(_RelevanceCamBase):
             >>> up = LayerAttribution.interpolate(maps[0], (224, 224), "bilinear")
         """
         check_choice("variant", variant, ("v1", "v2", "v3"))
-        mask_kind = resolve_mask(mask, relu_activations, "sign-aware")
+        mask_kind = resolve_mask(
+            mask, relu_activations, "sign-aware", (*MASKS, "split")
+        )
+        if mask_kind == "split" and variant == "v3":
+            raise ValueError(
+                "mask='split' weights the two sign parts of each channel's mask "
+                "apart, and variant='v3' has no per-channel mask: use variant='v1' "
+                "or 'v2' with mask='split', or another mask with 'v3'."
+            )
         passes = self._relevance_passes(
             inputs,
             target,
@@ -200,6 +216,13 @@ class LayerShallowCam(_RelevanceCamBase):
         )
         maps = []
         for a, g, r in zip(passes.activations, passes.gradients, passes.relevances):
+            if mask_kind == "split":
+                maps.append(
+                    channel_sum(
+                        split_terms(a, g, r, channel_weights), relu_attributions
+                    )
+                )
+                continue
             if mask_kind == "sign-aware":
                 # Relevance on negative activations is not counted, and the
                 # mask (and v3's activation) uses ReLU(A), computed once here.

@@ -1,6 +1,6 @@
 """The per-layer passes the CAM methods are built from, as one public function,
 and the map formulas the methods apply to them (:func:`spatial_mask`,
-:func:`inter_layer_weights`, :func:`channel_sum`), for building other maps."""
+:func:`inter_layer_weights`, :func:`split_terms`, :func:`channel_sum`), for building other maps."""
 
 from typing import Any
 
@@ -17,6 +17,7 @@ from captum_shallowcam.attr._base import (
     channel_sum,
     inter_layer_weights,
     spatial_mask,
+    split_terms,
 )
 from captum_shallowcam.attr.rules import RuleMap
 
@@ -108,4 +109,5 @@ __all__: list[str] = [
     "compute_layer_passes",
     "inter_layer_weights",
     "spatial_mask",
+    "split_terms",
 ]

@@ -17,6 +17,8 @@ nothing from here. One module per concern:
 :mod:`.ranks`                  ranks and collectives under ``torchrun``
 :mod:`.measure`                the benchmark scripts' steady allocator and peak
                                memory
+:mod:`.sanity`                 the ``sanity`` command's run over shards
+                               (:func:`~.sanity.run_sanity`) and its plot
 =============================  ===================================================
 """
 
