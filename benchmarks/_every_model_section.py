@@ -30,11 +30,13 @@ COLUMNS = {
     "layercam+both-signs": "both-signs LayerCAM",
     "shallowcam+both-signs": "both-signs ShallowCam",
     "shallowcam+both-signs+mass": "both-signs, mass weights",
+    "shallowcam+split+mass": "split, mass weights",
 }
 #: Readings whose relevance weights are set against their own mask alone.
 WEIGHTED = {
     "shallowcam+both-signs": "layercam+both-signs",
     "shallowcam+both-signs+mass": "layercam+both-signs",
+    "shallowcam+split+mass": "layercam+both-signs",
 }
 #: The screens, as the tables name them.
 SCREENS = {
@@ -43,6 +45,7 @@ SCREENS = {
     "masks_lite1_imagenet_a_7168": "EfficientNet-Lite1, ImageNet mean/std inputs, ``imagenet-samples``",
     "masks_lite0_imagenet_a_7168": "EfficientNet-Lite0, ImageNet mean/std inputs, ``imagenet-samples``",
     "masks_lite0_own_a_7168": "EfficientNet-Lite0, own inputs, ``imagenet-samples``",
+    "masks_lite0_own_b_7168": "EfficientNet-Lite0, own inputs, ``imagenet-samples-b``",
 }  # fmt: skip
 SANITY = "sanity_lite0_50_class"
 
@@ -126,6 +129,7 @@ def _says(result) -> str:
         ("shallowcam", "The default"),
         ("shallowcam+both-signs", "The both-signs ShallowCam"),
         ("shallowcam+both-signs+mass", "The both-signs mask with mass weights"),
+        ("shallowcam+split+mass", "The split mask with mass weights"),
     ):
         if method not in result.scores:
             continue
@@ -152,6 +156,52 @@ def _says(result) -> str:
         )
     parts.append(f"({n} photos.)")
     return " ".join(parts)
+
+
+CANDIDATE = "shallowcam+split+mass"
+
+
+def candidate_rows() -> list[list[str]]:
+    """Per screen that has the candidate: for the default and the candidate,
+    the layers with a mean Δ to LayerCAM above 0, the layers with the interval
+    above 0, and the lowest mean Δ."""
+    rows = []
+    for name, title in SCREENS.items():
+        result = load(name)
+        if CANDIDATE not in result.scores:
+            continue
+        layers = result.settings["layers"]
+        for method in ("shallowcam", CANDIDATE):
+            deltas = [
+                paired_difference(
+                    result.scores[method][lay]["overall"],
+                    result.scores[PLAIN][lay]["overall"],
+                )
+                for lay in layers
+            ]
+            rows.append(
+                [
+                    f"{title} ({len(result.images)})",
+                    method,
+                    f"{sum(d[0] > 0 for d in deltas)} of {len(layers)}",
+                    f"{sum(d[2] > 0 for d in deltas)} of {len(layers)}",
+                    f"{min(d[0] for d in deltas):+.2f}",
+                ]
+            )
+    return rows
+
+
+def candidate_table(rst_table) -> str:
+    return rst_table(
+        [
+            "screen (photos)",
+            "method",
+            "mean Δ > 0",
+            "interval > 0",
+            "lowest mean Δ",
+        ],
+        candidate_rows(),
+    )
 
 
 def section(rst_table) -> tuple[str, str, int]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from _every_model_section import (
     FAMILY,
+    candidate_table,
     family_rows,
     family_says,
     less_sensitive_than_layercam,
@@ -482,8 +483,26 @@ column is the both-signs ShallowCam against the both-signs LayerCAM, what its
 relevance weights add to their mask.
 
 {screens_rst}
-The default was not changed: the screens are too small to choose on, and the
-class sensitivity below argues against any of the non-plain masks.
+**A candidate default, not yet the default.** Two readings were added in this
+round. ``+mass`` weights (``channel_weights="mass"``) make each channel add up
+to exactly its relevance, the mask only spreading it. ``mask="split"`` splits
+the both-signs mask into its positive-activation part
+:math:`\\mathrm{{ReLU}}(G_k)\\,\\mathrm{{ReLU}}(A_k)` and its negative-activation
+part :math:`\\mathrm{{ReLU}}(-G_k)\\,\\mathrm{{ReLU}}(-A_k)`, each weighted by the
+relevance on its own positions, so the relevance decides per channel how much
+each sign carries. ``shallowcam+split+mass`` was chosen on the
+``imagenet-samples`` screens of Lite1 and Lite0 (among ``+both-signs+mass``,
+sign-aware ``+mass``, a mask gated by the relevance, a per-channel choice of
+one sign by its relevance, per-position geometric means of relevance and
+evidence, and gradient times activation with its sign, in a development
+script), then run on the ``imagenet-samples-b`` screens, which played no
+part in the choice, and on Lite2:
+
+{candidate_table(rst_table)}
+The default stays as it is: the candidate's screens are 16 to 24 photos at
+step 7168, and the claim needs the 200 development photos at step 1792 on
+each model, which this CPU could not give it in the session (about 80,000
+forward passes per model).
 
 Class sensitivity
 -----------------
