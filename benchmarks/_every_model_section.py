@@ -48,6 +48,7 @@ SCREENS = {
     "masks_lite0_own_b_7168": "EfficientNet-Lite0, own inputs, ``imagenet-samples-b``",
 }  # fmt: skip
 SANITY = "sanity_lite0_50_class"
+SANITY_CANDIDATES = "sanity_lite0_50_class_candidates"
 
 
 def screen_rows(result) -> list[list[str]]:
@@ -221,14 +222,34 @@ def section(rst_table) -> tuple[str, str, int]:
         )
     sanity = json.loads((RUNS / f"{SANITY}.json").read_text())
     layers = list(sanity["settings"]["layers"])
-    sensitivity = rst_table(["method", *layers], sensitivity_rows(sanity))
+    rows = sensitivity_rows(sanity) + candidate_sensitivity_rows(sanity)
+    sensitivity = rst_table(["method", *layers], rows)
     return "\n".join(parts), sensitivity, sanity["settings"]["n_images"]
 
 
-def less_sensitive_than_layercam(method: str) -> list[str]:
+def candidate_sensitivity_rows(sanity: dict) -> list[list[str]]:
+    """The rows of the candidate readings from the ``sanity`` command's run
+    (``python -m captum_shallowcam sanity --granularity none``) on the same
+    photos; refused unless it gives the stored run's values for the methods
+    both have."""
+    run = json.loads((RUNS / f"{SANITY_CANDIDATES}.json").read_text())
+    shared = [m for m in run["scores"] if m in sanity["scores"]]
+    if run["images"] != sanity["images"] or not shared:
+        raise ValueError(f"{SANITY_CANDIDATES} is not a run on the same photos")
+    for method in shared:
+        if run["scores"][method] != {
+            lay: {k: v for k, v in fields.items() if k in run["scores"][method][lay]}
+            for lay, fields in sanity["scores"][method].items()
+        }:
+            raise ValueError(f"{SANITY_CANDIDATES} does not reproduce {method}")
+    new = {m: v for m, v in run["scores"].items() if m not in sanity["scores"]}
+    return sensitivity_rows({"settings": sanity["settings"], "scores": new})
+
+
+def less_sensitive_than_layercam(method: str, run: str = SANITY) -> list[str]:
     """The layers where ``method``'s maps for the top and the last class agree
-    more than LayerCAM's (it is less class-sensitive there)."""
-    sanity = json.loads((RUNS / f"{SANITY}.json").read_text())
+    more than LayerCAM's (it is less class-sensitive there), in ``run``."""
+    sanity = json.loads((RUNS / f"{run}.json").read_text())
     scores = sanity["scores"]
 
     def mean(m, layer):

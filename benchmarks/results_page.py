@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 from _every_model_section import (
+    CANDIDATE,
     FAMILY,
+    SANITY_CANDIDATES,
     candidate_table,
     family_rows,
     family_says,
@@ -515,6 +517,15 @@ class; ``benchmarks/sanity_checks.py --granularity none``,
 ``benchmarks/results/sanity_lite0_50_class.json``):
 
 {sensitivity_rst}
+The last two rows are the candidate readings of the screens above, from
+``python -m captum_shallowcam sanity --granularity none --limit 50 --layers
+stage1,...,stage7 --methods layercam,shallowcam,shallowcam+split+mass,shallowcam+both-signs+mass``
+(``benchmarks/results/{SANITY_CANDIDATES}.json``; its LayerCAM and default
+values equal the stored ones, checked when this page is written). The split
+reading with mass weights is less class-sensitive than LayerCAM at
+{len(less_sensitive_than_layercam(CANDIDATE, SANITY_CANDIDATES))} of 7 stages:
+it does not mend this.
+
 The default is less class-sensitive than LayerCAM at {len(less_sensitive)} of
 7 stages ({less_sensitive_text}). Its gain
 on deletion/insertion comes with maps that change less with the class: the
