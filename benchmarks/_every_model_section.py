@@ -290,11 +290,11 @@ def readme_lines() -> str:
         lines.append(
             f"- {title.replace('``', '`')} ({n} photos): {says.replace('``', '`')}"
         )
-    family = load(FAMILY)
+    family, deep = load(FAMILY), load(FAMILY_DEEP)
     lines.append(
         f"\n**The CAM family** (a first look: EfficientNet-Lite0, {len(family.images)} "
-        f"photos, step {family.settings['step']}, `stage1` to `stage3` only): "
-        + family_says(family).replace("``", "`")
+        f"photos, step {family.settings['step']}, all ten registered methods): "
+        + f"{family_says(family)}; {family_says(deep)}".replace("``", "`")
         + "."
     )
     less = less_sensitive_than_layercam("shallowcam")
@@ -309,6 +309,8 @@ def readme_lines() -> str:
 
 
 FAMILY = "family_lite0_a_7168"
+#: The same photos and methods at ``stage4`` to ``stage7`` (a second run).
+FAMILY_DEEP = "family_lite0_a_7168_stages4-7"
 
 
 def family_rows(result) -> list[list[str]]:

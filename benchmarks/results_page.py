@@ -19,6 +19,7 @@ import numpy as np
 from _every_model_section import (
     CANDIDATE,
     FAMILY,
+    FAMILY_DEEP,
     SANITY_CANDIDATES,
     candidate_table,
     family_rows,
@@ -418,11 +419,11 @@ def main() -> None:
     sign_aware_rst = sign_aware_section(rst_table)
     geometric_rst, geometric_md = geometric_section(rst_table, md_table)
     screens_rst, sensitivity_rst, n_sanity = every_model_section(rst_table)
-    family = load(FAMILY)
-    family_table = rst_table(
-        ["layer", "method", "overall", "rank", "Δ default vs method"],
-        family_rows(family),
-    )
+    family, deep = load(FAMILY), load(FAMILY_DEEP)
+    if (family.images, family.targets) != (deep.images, deep.targets):
+        raise ValueError(f"{FAMILY} and {FAMILY_DEEP} must hold the same photos")
+    family_heads = ["layer", "method", "overall", "rank", "Δ default vs method"]
+    family_table = rst_table(family_heads, family_rows(family) + family_rows(deep))
     less_sensitive = less_sensitive_than_layercam("shallowcam")
     less_sensitive_text = ", ".join(f"``{s}``" for s in less_sensitive) or "none"
     survive = randomized_end(
@@ -458,15 +459,18 @@ Regenerate: ``python -m captum_shallowcam benchmark`` (see
 The CAM family the paper compares with: a first look
 ----------------------------------------------------
 
-Every method of the registry, on EfficientNet-Lite0 at ``stage1`` to ``stage3``,
+Every method of the registry, on EfficientNet-Lite0 at all seven stages,
 the first {len(family.images)} photos of ``imagenet-samples``, step
 {family.settings["step"]}, labelled class (``python -m captum_shallowcam
 benchmark --layers stage1,stage2,stage3 --methods {",".join(family.scores)}
 --step {family.settings["step"]} --limit {len(family.images)} --channels-last``,
-``benchmarks/results/{FAMILY}.json``). This is not the comparison the paper's
-claim needs (all seven stages, 200 photos, step 1792); the perturbation methods
+``benchmarks/results/{FAMILY}.json``; the same with ``--layers
+stage4,stage5,stage6,stage7``, run in two halves of 8 photos and joined with
+``python -m captum_shallowcam report``, ``benchmarks/results/{FAMILY_DEEP}.json``).
+This is not the comparison the paper's
+claim needs (200 photos, step 1792); the perturbation methods
 cost one forward pass per channel or group, which this 2-core CPU could not
-give them in one session. What it shows: {family_says(family)}.
+give them in one session. What it shows: {family_says(family)}; {family_says(deep)}.
 
 {family_table}
 Every model we ship, both input regimes: screens

@@ -342,10 +342,10 @@ def test_layer_cam_both_signs_mask_hand_computed(c):
         assert bool((got >= sign_aware).all()) and not torch.allclose(got, sign_aware)
 
 
-@pytest.mark.parametrize("c", [0, 1])
-def test_shallow_cam_both_signs_hand_computed(c):
-    """Both-signs: mask ReLU(G A), CLRP relevance summed over all positions,
-    geometric weights."""
+def _hand_clrp_case(c: int) -> tuple[nn.Module, Tensor, Tensor, Tensor]:
+    """The net, input, signed activations at its conv and the CLRP relevance
+    there for class ``c``, computed by hand (z+ through the pooled linear head,
+    spread over positions in proportion to the activations)."""
     net = _positive_head_net()
     x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(5)) + 0.6
     a = F.conv2d(x, net.conv.weight)
@@ -356,7 +356,14 @@ def test_shallow_cam_both_signs_hand_computed(c):
         alpha = pooled * w / (pooled * w).sum()
         return a / a.sum((2, 3), keepdim=True) * alpha.view(1, -1, 1, 1)
 
-    r = (relevance_at_layer(c) - relevance_at_layer(1 - c)).clamp(min=0)
+    return net, x, a, (relevance_at_layer(c) - relevance_at_layer(1 - c)).clamp(min=0)
+
+
+@pytest.mark.parametrize("c", [0, 1])
+def test_shallow_cam_both_signs_hand_computed(c):
+    """Both-signs: mask ReLU(G A), CLRP relevance summed over all positions,
+    geometric weights."""
+    net, x, a, r = _hand_clrp_case(c)
     alpha = r.sum((2, 3), keepdim=True).clamp(min=0)
     g = (net.fc.weight[c] / a[0, 0].numel()).view(1, -1, 1, 1)
     mask = (g * a).clamp(min=0)
@@ -371,17 +378,7 @@ def test_shallow_cam_both_signs_hand_computed(c):
 def test_shallow_cam_mass_weights_hand_computed(c):
     """``channel_weights="mass"``: ReLU(alpha_k) / sum S_k, so that each channel
     adds up to exactly its relevance, spread by the both-signs mask."""
-    net = _positive_head_net()
-    x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(5)) + 0.6
-    a = F.conv2d(x, net.conv.weight)
-    pooled = a.mean((2, 3))[0]
-
-    def relevance_at_layer(k: int) -> Tensor:
-        w = net.fc.weight[k]
-        alpha = pooled * w / (pooled * w).sum()
-        return a / a.sum((2, 3), keepdim=True) * alpha.view(1, -1, 1, 1)
-
-    r = (relevance_at_layer(c) - relevance_at_layer(1 - c)).clamp(min=0)
+    net, x, a, r = _hand_clrp_case(c)
     alpha = r.sum((2, 3), keepdim=True).clamp(min=0)
     g = (net.fc.weight[c] / a[0, 0].numel()).view(1, -1, 1, 1)
     mask = (g * a).clamp(min=0)
@@ -417,18 +414,8 @@ def test_shallow_cam_split_mask_hand_computed(c, channel_weights):
     """``mask="split"``: the positive-activation part ReLU(G) ReLU(A) and the
     negative-activation part ReLU(-G) ReLU(-A) of each channel, each weighted
     by the CLRP relevance on its own positions."""
-    net = _positive_head_net()
-    x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(5)) + 0.6
-    a = F.conv2d(x, net.conv.weight)
+    net, x, a, r = _hand_clrp_case(c)
     assert bool((a < 0).any()) and bool((a > 0).any())
-    pooled = a.mean((2, 3))[0]
-
-    def relevance_at_layer(k: int) -> Tensor:
-        w = net.fc.weight[k]
-        alpha = pooled * w / (pooled * w).sum()
-        return a / a.sum((2, 3), keepdim=True) * alpha.view(1, -1, 1, 1)
-
-    r = (relevance_at_layer(c) - relevance_at_layer(1 - c)).clamp(min=0)
     g = (net.fc.weight[c] / a[0, 0].numel()).view(1, -1, 1, 1)
     expected = torch.zeros_like(a[:, :1])
     for part, on in (

@@ -231,3 +231,36 @@ def add_methods_argument(
         flag, default=default,
         help=f"comma-separated methods (default: {default}); {methods_help()}",
     )  # fmt: skip
+
+
+def add_start_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--start`` and ``--limit``: which photos of the folder a run takes."""
+    parser.add_argument(
+        "--start", type=int, default=0, help="skip the first N images (default: 0)"
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="use N images after --start (default: all)",
+    )
+
+
+def add_sharded_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--resume``, ``--device`` and ``--dist-timeout`` of a run over shards."""
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a run: skip the (photo, layer, method) rows already in the "
+        "shard files beside --out",
+    )
+    parser.add_argument(
+        "--device", default=None,
+        help="default: cuda:LOCAL_RANK if CUDA is available, else cpu",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800.0,
+        help="seconds a rank waits for the others under torchrun before failing (default: 1800)",
+    )

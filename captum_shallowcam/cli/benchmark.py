@@ -19,6 +19,8 @@ from captum_shallowcam.cli._common import (
     add_methods_argument,
     add_model_argument,
     add_rules_argument,
+    add_sharded_run_arguments,
+    add_start_limit_arguments,
     check_layer_outputs,
     check_methods,
     check_step,
@@ -105,15 +107,7 @@ def _add_metric_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_selection_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--start", type=int, default=0, help="skip the first N images (default: 0)"
-    )
-    p.add_argument(
-        "--limit",
-        type=int,
-        default=None,
-        help="use N images after --start (default: all)",
-    )
+    add_start_limit_arguments(p)
     p.add_argument(
         "--classes", default=None,
         help="class index ranges to keep, e.g. 7-24,80-100 (default: all)",
@@ -138,28 +132,13 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
         "EfficientNet-Lite0; scores equal up to float rounding; default: off)",
     )
     p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue a run: skip the (photo, layer, method) rows already in the "
-        "shard files beside --out",
-    )
-    p.add_argument(
         "--amp",
         default=None,
         choices=["bf16"],
         help="run the metric's forward passes under torch.autocast (explanations stay "
         "float32; default: off)",
     )
-    p.add_argument(
-        "--device", default=None,
-        help="default: cuda:LOCAL_RANK if CUDA is available, else cpu",
-    )  # fmt: skip
-    p.add_argument(
-        "--dist-timeout",
-        type=float,
-        default=1800.0,
-        help="seconds a rank waits for the others under torchrun before failing (default: 1800)",
-    )
+    add_sharded_run_arguments(p)
 
 
 def run(args: argparse.Namespace) -> None:

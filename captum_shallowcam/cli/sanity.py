@@ -15,6 +15,8 @@ from captum_shallowcam.cli._common import (
     add_layers_argument,
     add_methods_argument,
     add_model_argument,
+    add_sharded_run_arguments,
+    add_start_limit_arguments,
     check_layer_outputs,
     check_methods,
     load,
@@ -89,28 +91,11 @@ def add_parser(commands) -> argparse.ArgumentParser:  # noqa: ANN001
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--start", type=int, default=0, help="skip the first N images (default: 0)"
-    )
-    p.add_argument(
-        "--limit", type=int, default=None, help="use N images after --start (default: all)"
-    )  # fmt: skip
+    add_start_limit_arguments(p)
     p.add_argument(
         "--batch-size", type=int, default=8, help="images checked at once (default: 8)"
     )
-    p.add_argument(
-        "--resume", action="store_true",
-        help="continue a run: skip the (photo, layer, method) rows already in the "
-        "shard files beside --out",
-    )  # fmt: skip
-    p.add_argument(
-        "--device", default=None,
-        help="default: cuda:LOCAL_RANK if CUDA is available, else cpu",
-    )  # fmt: skip
-    p.add_argument(
-        "--dist-timeout", type=float, default=1800.0,
-        help="seconds a rank waits for the others under torchrun (default: 1800)",
-    )  # fmt: skip
+    add_sharded_run_arguments(p)
 
 
 def run(args: argparse.Namespace) -> None:
