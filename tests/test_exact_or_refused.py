@@ -132,23 +132,7 @@ def test_in_place_statement_gives_the_true_gradient_and_relevance() -> None:
 
 
 # ------------------------------------------------------------ 2. torch.compile
-def compiled_cases() -> list:
-    return [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="Ablation-CAM's maps of a torch.compile'd model differ from "
-                "the original's (reported to the lead, issue 24)",
-            ),
-        )
-        if name == "ablationcam"
-        else name
-        for name in METHODS
-    ]
-
-
-@pytest.mark.parametrize("method", compiled_cases())
+@pytest.mark.parametrize("method", METHODS)
 def test_compiled_model_is_explained_as_the_original(method: str) -> None:
     model = bn_residual_mean_net()
     x = images()

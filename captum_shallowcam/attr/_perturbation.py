@@ -144,6 +144,9 @@ def score_rows(
 
     Returns a float tensor of ``total`` scores on the targets' device.
     """
+    # The module a torch.compile'd model wraps: hooks added for these rows
+    # (Ablation-CAM's) are not seen by the compiled graph.
+    forward_func = original_module(forward_func)
     scores = torch.empty(total, device=targets.device)
     with progress_bar(show_progress, desc, total) as update:
         for lo, hi in chunks(total, max_examples_per_batch):
