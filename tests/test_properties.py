@@ -464,9 +464,6 @@ def batch_independence_cases() -> list:
     # Not strict: hypothesis draws new models on every local run (CI replays
     # the same ones, which pass), so the failing draw is not met every time.
     reasons = {
-        "groupcam": "Group-CAM: one example of a batch differed from the same "
-        "example alone (by 7% of the map's peak, at a 1 x 1 'gap' layer of a "
-        "one-stage random model, batch of 2); reported to the lead",
         "gradcam++": "Grad-CAM++: 1.6e-8 apart at a 1 x 1 'gap' layer (4e-5 of "
         "the peak), over the tolerance written for the terms of LayerCam and the "
         "relevance methods (1.3e-8); its gradient-power weights round otherwise. "

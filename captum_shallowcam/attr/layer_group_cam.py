@@ -199,4 +199,10 @@ def _group_weights(call: PerturbationCall, group_maps: Tensor) -> Tensor:
 
     scores = call.score_rows(n + n * groups, build, "Group-CAM", softmax=True)
     baseline = scores[:n, None]
-    return torch.relu(scores[n:].view(n, groups) - baseline)
+    # A constant group map scales to an all-zero mask: its row is the blurred
+    # image itself, and any difference to the baseline is float noise between
+    # forward passes of other batch sizes, not evidence.
+    flat = group_maps.flatten(2)
+    constant = flat.amax(2) == flat.amin(2)
+    weights = torch.relu(scores[n:].view(n, groups) - baseline)
+    return weights.masked_fill(constant.to(weights.device), 0.0)
