@@ -46,6 +46,7 @@ SCREENS = {
     "masks_lite0_imagenet_a_7168": "EfficientNet-Lite0, ImageNet mean/std inputs, ``imagenet-samples``",
     "masks_lite0_own_a_7168": "EfficientNet-Lite0, own inputs, ``imagenet-samples``",
     "masks_lite0_own_b_7168": "EfficientNet-Lite0, own inputs, ``imagenet-samples-b``",
+    "masks_lite2_own_a_7168": "EfficientNet-Lite2, own inputs, ``imagenet-samples``",
     "masks_lite2_own_b_7168": "EfficientNet-Lite2, own inputs, ``imagenet-samples-b``",
 }  # fmt: skip
 SANITY = "sanity_lite0_50_class"
