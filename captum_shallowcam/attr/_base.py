@@ -425,12 +425,12 @@ def inter_layer_weights(
 def split_terms(
     activation: Tensor, gradient: Tensor, relevance: Tensor, channel_weights: str
 ) -> Tensor:
-    r""":math:`w(lpha^+_k) S^+_k + w(lpha^-_k) S^-_k` (N x K x h x w): each
+    r""":math:`w(\alpha^+_k) S^+_k + w(\alpha^-_k) S^-_k` (N x K x h x w): each
     channel's mask split by the sign of its activations,
     :math:`S^+_k = \mathrm{ReLU}(G_k)\,\mathrm{ReLU}(A_k)` and
     :math:`S^-_k = \mathrm{ReLU}(-G_k)\,\mathrm{ReLU}(-A_k)` (together the
     both-signs mask :math:`\mathrm{ReLU}(G_k A_k)`), each weighted by the
-    relevance on its own positions, :math:`lpha^\pm_k = \sum_{ij} R_k(i,j)\,
+    relevance on its own positions, :math:`\alpha^\pm_k = \sum_{ij} R_k(i,j)\,
     [\pm A_k(i,j) > 0]` (zero activations count with :math:`S^+`)."""
     positive = activation >= 0
     terms = []
