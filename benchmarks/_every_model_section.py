@@ -19,7 +19,7 @@ step), the labelled class:
 import json
 
 import numpy as np
-from _sign_aware_section import RUNS, cell, listed, load
+from _sign_aware_section import RUNS, cell, delta, listed, load
 
 from captum_shallowcam.experiments import paired_difference
 
@@ -164,31 +164,42 @@ def _says(result) -> str:
 CANDIDATE = "shallowcam+split+mass"
 
 
+def _candidate_screens(own_only: bool = False):
+    """``(title, result, {method: [paired Δ to LayerCAM per layer]})`` for the
+    default and the candidate, per screen that has the candidate."""
+    for name, title in SCREENS.items():
+        result = load(name)
+        if CANDIDATE not in result.scores:
+            continue
+        if own_only and result.settings["normalization"] != "own":
+            continue
+        yield (
+            title,
+            result,
+            {
+                method: [
+                    delta(result, method, PLAIN, lay)
+                    for lay in result.settings["layers"]
+                ]
+                for method in ("shallowcam", CANDIDATE)
+            },
+        )
+
+
 def candidate_rows() -> list[list[str]]:
     """Per screen that has the candidate: for the default and the candidate,
     the layers with a mean Δ to LayerCAM above 0, the layers with the interval
     above 0, and the lowest mean Δ."""
     rows = []
-    for name, title in SCREENS.items():
-        result = load(name)
-        if CANDIDATE not in result.scores:
-            continue
-        layers = result.settings["layers"]
-        for method in ("shallowcam", CANDIDATE):
-            deltas = [
-                paired_difference(
-                    result.scores[method][lay]["overall"],
-                    result.scores[PLAIN][lay]["overall"],
-                )
-                for lay in layers
-            ]
+    for title, result, deltas in _candidate_screens():
+        for method, cells in deltas.items():
             rows.append(
                 [
                     f"{title} ({len(result.images)})",
                     method,
-                    f"{sum(d[0] > 0 for d in deltas)} of {len(layers)}",
-                    f"{sum(d[2] > 0 for d in deltas)} of {len(layers)}",
-                    f"{min(d[0] for d in deltas):+.2f}",
+                    f"{sum(d[0] > 0 for d in cells)} of {len(cells)}",
+                    f"{sum(d[2] > 0 for d in cells)} of {len(cells)}",
+                    f"{min(d[0] for d in cells):+.2f}",
                 ]
             )
     return rows
@@ -198,33 +209,33 @@ def candidate_line() -> str:
     """The README's line on the candidate: over the own-input screens that
     have it, how many (screen, layer) cells have a mean Δ to LayerCAM above 0
     and an interval above 0, and the lowest mean Δ, for it and the default."""
-    counts = {m: [0, 0, 0, float("inf")] for m in ("shallowcam", CANDIDATE)}
+    cells: dict[str, list] = {"shallowcam": [], CANDIDATE: []}
     models = []
-    for name in SCREENS:
-        result = load(name)
-        if CANDIDATE not in result.scores or result.settings["normalization"] != "own":
-            continue
+    for _, result, deltas in _candidate_screens(own_only=True):
         model = result.settings["model"].replace("efficientnet-lite", "Lite")
         models += [model] if model not in models else []
-        for method, count in counts.items():
-            for lay in result.settings["layers"]:
-                mean, _, low, _ = paired_difference(
-                    result.scores[method][lay]["overall"],
-                    result.scores[PLAIN][lay]["overall"],
-                )
-                count[0] += 1
-                count[1] += mean > 0
-                count[2] += low > 0
-                count[3] = min(count[3], mean)
-    default, candidate = counts["shallowcam"], counts[CANDIDATE]
+        for method, per_layer in deltas.items():
+            cells[method] += per_layer
+
+    def counts(method: str) -> tuple[int, int, float]:
+        return (
+            sum(d[0] > 0 for d in cells[method]),
+            sum(d[2] > 0 for d in cells[method]),
+            min(d[0] for d in cells[method]),
+        )
+
+    (d_mean, d_interval, d_low), (c_mean, c_interval, c_low) = (
+        counts("shallowcam"),
+        counts(CANDIDATE),
+    )
     return (
         f"\n**A candidate default**, `{CANDIDATE}` (the both-signs mask split by "
         "the sign of the activations, each part given exactly the relevance on "
         f"its own positions): over the own-input screens of {', '.join(models)} "
-        f"that have it, its mean Δ to LayerCAM is above 0 in {candidate[1]} of "
-        f"{candidate[0]} (screen, stage) cells (lowest {candidate[3]:+.2f}) and its "
-        f"interval in {candidate[2]}; the default's mean in {default[1]} (lowest "
-        f"{default[3]:+.2f}), its interval in {default[2]}. The default stays "
+        f"that have it, its mean Δ to LayerCAM is above 0 in {c_mean} of "
+        f"{len(cells[CANDIDATE])} (screen, stage) cells (lowest {c_low:+.2f}) and its "
+        f"interval in {c_interval}; the default's mean in {d_mean} (lowest "
+        f"{d_low:+.2f}), its interval in {d_interval}. The default stays "
         "until the 200-photo runs decide."
     )
 
