@@ -117,6 +117,27 @@ def test_a_writable_out_is_left_as_it_was(tmp_path, monkeypatch):
     assert computed and not out.exists()  # the write check leaves no empty file
 
 
+def test_ranks_checking_one_out_at_once_do_not_trip_over_each_other(tmp_path):
+    """Under torchrun every rank checks --out at the same moment (CI once saw a
+    rank fail to remove the empty file another rank had already removed)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from captum_shallowcam.cli._common import prepare_out
+
+    out = tmp_path / "results.json"
+    barrier = Barrier(8)
+
+    def check(_):
+        barrier.wait()
+        for _ in range(25):
+            prepare_out(out, "results")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(check, range(8)))  # re-raises the first error, if any
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a probe is left
+
+
 @pytest.mark.parametrize(
     "device, message",
     [

@@ -7,6 +7,8 @@ computed, in one line on stderr, with exit status 2.
 """
 
 import argparse
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -93,16 +95,18 @@ def prepare_out(path: Path, what: str) -> None:
             f"cannot create the folder {path.parent} for --out ({error.strerror}); "
             "choose another --out"
         ) from None
-    existed = path.exists()
     try:  # writable now, not after the work
-        with open(path, "a"):
-            pass
+        if path.exists():
+            with open(path, "a"):
+                pass
+        else:  # a file of its own: under torchrun every rank checks at once
+            handle, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            os.close(handle)
+            os.unlink(probe)
     except OSError as error:
         raise UsageError(
             f"cannot write --out {path} ({error.strerror}); choose another --out"
         ) from None
-    if not existed:
-        path.unlink()
 
 
 def check_layer_outputs(loaded, layers, image: torch.Tensor) -> None:
