@@ -92,6 +92,10 @@ SCRIPTS = [
            _photo_run("--layers", "stage1", "--step", COARSEST, "--out", "{tmp}/s.json"),
            ("s.json",)),
     Script("channel_weights_analysis.py", _photo_run()),
+    Script("sign_quadrants.py",
+           _photo_run("--layers", "stage7", "--step", COARSEST, "--batch-size", "1",
+                      "--out", "{tmp}/q.json"),
+           ("q.json",)),
 ]  # fmt: skip
 
 
