@@ -2,10 +2,10 @@
 
 Read by ``benchmarks/results_page.py``. Runs (``benchmarks/results/``):
 
-* ``readings2_a_7168.json`` and ``readings2_a_7168_stages1-3.json``: the
+* ``readings_geometric_lite0_a_7168.json`` and ``readings_geometric_lite0_a_7168_stages1-3.json``: the
   readings screen on ``imagenet-samples`` (the choice),
   ``benchmarks/readings_screen.py``;
-* ``readings2_b_3584.json``: the chosen reading on ``imagenet-samples-b`` (the
+* ``readings_geometric_lite0_b_3584.json``: the chosen reading on ``imagenet-samples-b`` (the
   confirmation);
 * ``scale_b_1792.json``, ``scale_a_1792.json``: LayerCam, the sign-aware
   LayerCam and the default on both photo sets at step 1792, per layer and
@@ -90,9 +90,9 @@ def _says(result, layers, n, photo_set=None):
 
 def section(rst_table, md_table):
     """(rst section, README markdown) of the geometric default's results."""
-    choice = load("readings2_a_7168")
-    shallow = load("readings2_a_7168_stages1-3")
-    confirm = load("readings2_b_3584")
+    choice = load("readings_geometric_lite0_a_7168")
+    shallow = load("readings_geometric_lite0_a_7168_stages1-3")
+    confirm = load("readings_geometric_lite0_b_3584")
     runs = {"b": load("scale_b_1792"), "a": load("scale_a_1792")}
     both = merge_results([runs["b"], runs["a"]])
     lite2_runs = {key: load(f"lite2_geometric_{key}_3584") for key in PHOTO_SETS}
@@ -179,12 +179,12 @@ Per photo set:
 
 {per_set}**How it was chosen.** Choice on the first {len(choice.images)} photos of
 ``imagenet-samples`` at step {choice.settings["step"]}
-(``benchmarks/results/readings2_a_7168.json``, ``benchmarks/readings_screen.py``);
+(``benchmarks/results/readings_geometric_lite0_a_7168.json``, ``benchmarks/readings_screen.py``);
 Δ against the sign-aware LayerCAM (:math:`T_k = \\sum_{{ij}} S^+_k`):
 
 {rst_table(["channel weights"] + stages, _screen_rows(choice, READINGS, stages))}
 More readings, screened at ``stage1`` to ``stage3`` only on the same photos
-(``readings2_a_7168_stages1-3.json``):
+(``readings_geometric_lite0_a_7168_stages1-3.json``):
 
 {rst_table(["reading"] + list(shallow.scores[SCREEN_SIGN_AWARE]), _screen_rows(shallow, SHALLOW_READINGS, list(shallow.scores[SCREEN_SIGN_AWARE])))}
 Every reading that keeps LayerCAM's mask and re-weights its channels by
@@ -194,7 +194,7 @@ loss and kept the gains at the deeper stages, so it became the default.
 (``[α⁺ > 0]`` equals the sign-aware LayerCAM here: CLRP gave every channel
 positive relevance.) **Confirmation** on the first {len(confirm.images)} photos
 of ``imagenet-samples-b``, step {confirm.settings["step"]}
-(``readings2_b_3584.json``), Δ against the sign-aware LayerCAM:
+(``readings_geometric_lite0_b_3584.json``), Δ against the sign-aware LayerCAM:
 
 {rst_table(["channel weights"] + stages, confirm_rows)}
 **EfficientNet-Lite2** (260 x 260 inputs, weights of

@@ -2,7 +2,7 @@
 
 Read by ``benchmarks/results_page.py``. Runs:
 
-* ``readings_a_7168.json``: the readings screen on ``imagenet-samples`` (the
+* ``readings_sqrt_lite0_a_7168.json``: the readings screen on ``imagenet-samples`` (the
   choice), ``benchmarks/readings_screen.py``;
 * ``fusion_b_3584.json``: LayerCam, the sign-aware LayerCam and the default on
   ``imagenet-samples-b`` (the confirmation), per layer and fused,
@@ -121,7 +121,7 @@ def nonnegative_table(result):
 
 def section(rst_table):
     """The rst section of the √-weights default's results."""
-    screen = load("readings_a_7168")
+    screen = load("readings_sqrt_lite0_a_7168")
     confirm = load("fusion_b_3584")
     chosen = load("fusion_a_3584")
     lite2 = load("lite2_b_3584")
@@ -202,7 +202,7 @@ interval. {protocol}.
 
 **Choice**: the first {n_a} photos of ``imagenet-samples``, step
 {screen.settings["step"]} ({224 * 224 // screen.settings["step"]} steps),
-``benchmarks/results/readings_a_7168.json``
+``benchmarks/results/readings_sqrt_lite0_a_7168.json``
 (``benchmarks/readings_screen.py``). Δ against LayerCAM:
 
 {rst_table(["reading"] + stages, readings_rows(SCREEN_PLAIN))}

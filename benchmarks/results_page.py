@@ -331,20 +331,35 @@ def main() -> None:
     )  # fmt: skip
     out = parser.parse_args().out
     dev = merge_results(
-        [load("dev_sweep"), load("dev_baselines"), load("dev_relevance")]
+        [
+            load("variants_lite0_a_1-20_12544"),
+            load("baselines_lite0_a_1-20_12544"),
+            load("relevance_lite0_a_1-20_12544"),
+        ]
     )
-    rest = merge_results([load("run2"), load("run2b")])
-    late = load("run3")
+    rest = merge_results(
+        [
+            load("variants_baselines_lite0_a_21-40_12544"),
+            load("relevance_lite0_a_21-40_12544"),
+        ]
+    )
+    late = load("relevance_lite0_a_41-100_12544")
     coarse_methods = [DEFAULT, "shallowcam-v1+positive+target"]
     coarse = merge_results(
         [only(r, ["layercam"] + coarse_methods) for r in (dev, rest, late)]
     )
     forty = merge_results([dev, rest])
     # The main run: step 1792 on all 100 images, every method.
-    fine = merge_results([load("step1792"), load("step1792b"), load("step1792c")])
+    fine = merge_results(
+        [
+            load("default01_lite0_a_1-50_1792"),
+            load("default01_lite0_a_51-100_1792"),
+            load("variants_baselines_lite0_a_1792"),
+        ]
+    )
     fine = only(fine, ["layercam"] + FINE_METHODS)
-    unconserved = merge_results([fine, load("step1792_no_conserve")])
-    paper = load("step224")
+    unconserved = merge_results([fine, load("no_conserve_lite0_a_1792")])
+    paper = load("paper_step_lite0_a_224")
     speed = speed_ratios("efficientnet-lite0")
     table_paper, paper_stats = paper_step_rows(paper, fine)
     paper_heads = ["layer", "LayerCam, step 224", "Δ default, step 224",
@@ -405,9 +420,11 @@ def main() -> None:
     ahead, behind, level = verdict(fine, DEFAULT)
     held_ahead, held_behind, _ = verdict(held_out, DEFAULT)
     bird_ahead, bird_behind, _ = verdict(birds, DEFAULT)
-    s_layers, s_dev_rows, s_dev_diag, s_dev_n, s_dev_set = signed_rows("signed_dev")
+    s_layers, s_dev_rows, s_dev_diag, s_dev_n, s_dev_set = signed_rows(
+        "signed_lite0_a_1-20_3584"
+    )
     h_layers, s_held_rows, s_held_diag, s_held_n, s_held_set = signed_rows(
-        "signed_held_out"
+        "signed_lite0_a_21-60_3584"
     )
     signed_heads = ["reading"] + [f"Δ at {layer}" for layer in s_layers]
     diag_heads = [
@@ -587,7 +604,7 @@ paper's step, 224 (224 steps, 225 points per curve), on all
 {len(paper.images)} images at two layers, the shallowest (where the default
 loses at step {s["step"]}) and ``stage3`` (where its gain is clearest): ``benchmark
 --layers stage1,stage3 --methods layercam,shallowcam --step 224
---channels-last`` (``benchmarks/results/step224.json``, 8 to 13 s per image,
+--channels-last`` (``benchmarks/results/paper_step_lite0_a_224.json``, 8 to 13 s per image,
 method and layer). Next to it, the main run on the same images; r is the
 correlation over images of the two steps' values.
 
