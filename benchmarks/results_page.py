@@ -515,9 +515,8 @@ def readme_block(runs: dict, geometric_md: str) -> str:
     ahead, behind, _ = verdict(fine, DEFAULT)
     _, paper_stats = paper_step_rows(runs["paper"], fine)
     values = dict(
-        geometric=geometric_md.replace(
-            "**0.1 default** (below)", readme_lines() + "**0.1 default** (below)"
-        ),
+        geometric=geometric_md,
+        every_model=readme_lines(),
         setting=setting_text(fine).replace("``", "`"),
         n_images=len(fine.images),
         main_table=md_table(*main_table(fine)),
