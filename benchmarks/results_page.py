@@ -6,6 +6,10 @@ from them, so the page can be regenerated::
 
     python benchmarks/results_page.py
 
+The prose is in ``benchmarks/page/`` (``SECTIONS``, and ``readme.md`` for the
+README block): ``string.Template`` files that this script and the
+``_*_section.py`` modules fill in (``_page.render``).
+
 Method labels: runs made before LayerShallowCam's defaults were chosen name
 the variants by the options they passed; ``LABELS`` spells every label out.
 """
