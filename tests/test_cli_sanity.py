@@ -124,6 +124,30 @@ def test_the_command_writes_the_metrics_values(tiny_cli, photos, tmp_path, capsy
 
 
 @pytest.mark.filterwarnings("ignore:.*constant map:RuntimeWarning")
+def test_whole_granularity_is_one_step_that_randomizes_every_module(
+    tiny_cli, photos, tmp_path
+):
+    """--granularity whole: only the cascade's end point, every module with
+    parameters reset at once, equal to the metric given that one group."""
+    out = tmp_path / "s.json"
+    run = [a if a != "module" else "whole" for a in RUN]
+    main([*run, "--other", "none", "--images", str(photos), "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["steps"] == ["conv1+relu1+conv2+relu2+fc"]
+    items = read_image_folder(photos)
+    model = tiny_loaded().model
+    inputs = torch.stack([preprocess(item.load()) for item in items])
+    explain = method_explain("shallowcam", ["relu1", "relu2"])
+    randomized = model_randomization(
+        model, explain, inputs[:2], modules=[["conv1", "conv2", "fc"]], seed=0
+    )
+    for layer, want in zip(("early", "late"), randomized):
+        assert_values(
+            result["scores"]["shallowcam"][layer]["spearman"][:2], want.spearman.T
+        )
+
+
+@pytest.mark.filterwarnings("ignore:.*constant map:RuntimeWarning")
 def test_resume_refuses_changed_settings_naming_them(
     tiny_cli, photos, tmp_path, capsys
 ):

@@ -68,8 +68,9 @@ def add_parser(commands) -> argparse.ArgumentParser:  # noqa: ANN001
     p.add_argument(
         "--granularity", default="block", choices=sanity.GRANULARITIES,
         help="block: one step per top-level part of EfficientNet-Lite (19 for "
-        "Lite0); module: one per module with parameters (99 for Lite0); none: no "
-        "randomization, class sensitivity only (default: block)",
+        "Lite0); module: one per module with parameters (99 for Lite0); whole: one "
+        "step that randomizes the whole network (the cascade's end point only); "
+        "none: no randomization, class sensitivity only (default: block)",
     )  # fmt: skip
     p.add_argument(
         "--other", default="second,last",

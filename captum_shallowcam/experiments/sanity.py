@@ -62,13 +62,16 @@ __all__ = [
     "run_sanity",
     "sanity_result",
     "sanity_scores",
+    "whole_step",
 ]
 
 ORDERS = ("cascading", "independent")
 #: ``module``: one step per module with parameters (the metric's default);
 #: ``block``: one per top-level part of EfficientNet-Lite (:func:`block_steps`);
+#: ``whole``: one step that randomizes every module with parameters at once
+#: (the end point of the cascade, at a nineteenth of ``block``'s cost);
 #: ``none``: no randomization (class sensitivity only).
-GRANULARITIES = ("module", "block", "none")
+GRANULARITIES = ("module", "block", "whole", "none")
 OTHER_CLASSES = ("second", "last")
 RANDOMIZATION_FIELDS = ("spearman", "spearman_abs", "ssim")
 
@@ -92,6 +95,12 @@ def block_steps(model: nn.Module) -> list[str | list[str]]:
         )
     blocks = [f"_blocks.{i}" for i in reversed(range(len(model._blocks)))]
     return ["_fc", ["_conv_head", "_bn1"], *blocks, ["_conv_stem", "_bn0"]]
+
+
+def whole_step(model: nn.Module) -> list[list[str]]:
+    """One randomization step: every top-level part of the model at once, so
+    every module with parameters (the last step of any cascade)."""
+    return [[name for name, _ in model.named_children()]]
 
 
 def method_explain(method: str, layer_names: Sequence[str]) -> Callable:
@@ -172,7 +181,9 @@ def run_sanity(
     out = Path(out)
     _check_options(order, granularity, other, items)
     model = model.to(info.device)
-    modules: Any = {"block": block_steps, "none": "none"}.get(granularity)
+    modules: Any = {"block": block_steps, "whole": whole_step, "none": "none"}.get(
+        granularity
+    )
     if callable(modules):
         modules = modules(model)
     first = preprocess(items[0].load())[None].to(info.device)
