@@ -23,7 +23,9 @@ difference to LayerCAM with a 95% bootstrap interval:
 * ``negative-evidence``: ``sum_k a-g-`` alone: is a negative activation under a
   negative gradient evidence for the class?
 * ``both-signs``: ``sum_k (a+g+ + a-g-)``;
-* ``gradient-x-activation``: ``ReLU(sum_k G_k A_k)``, all four with their signs.
+* ``gradient-x-activation``: ``ReLU(sum_k G_k A_k)``, all four with their signs;
+* ``random``: uniform noise at the layer's resolution (seed 0), the score of a
+  map that knows nothing: a map below it ranks counter-evidence first.
 
 The maps are diagnostics, not options of the package. Usage::
 
@@ -45,6 +47,8 @@ from captum_shallowcam.metrics.protocols import describe, protocol_kwargs
 from captum_shallowcam.models import NORMALIZATIONS, load_model
 
 QUADRANTS = ("a+g+", "a-g+", "a-g-", "a+g-")
+MAPS = ("layercam", "sign-aware", "subtraction", "negative-evidence", "both-signs",
+        "gradient-x-activation", "random")  # fmt: skip
 
 
 def quadrant_masks(a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -57,7 +61,9 @@ def quadrant_masks(a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def quadrant_maps(a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
+def quadrant_maps(
+    a: torch.Tensor, g: torch.Tensor, noise: torch.Generator
+) -> dict[str, torch.Tensor]:
     """The diagnostic maps (N x 1 x h x w) of the module docstring."""
     terms = (g * a).detach()
     q = quadrant_masks(a, g)
@@ -73,6 +79,7 @@ def quadrant_maps(a: torch.Tensor, g: torch.Tensor) -> dict[str, torch.Tensor]:
         "negative-evidence": negative,
         "both-signs": evidence + negative,
         "gradient-x-activation": torch.relu(summed(terms)),
+        "random": torch.rand(evidence.shape, generator=noise).to(evidence),
     }
 
 
@@ -100,6 +107,7 @@ def run(args: argparse.Namespace) -> dict:
     settings = {**vars(args), "n_images": len(items),
                 "metric": describe("captum-shallowcam", metric_kwargs)}  # fmt: skip
     record: dict = {"settings": settings, "images": [], "scores": {}, "shares": {}}
+    noise = torch.Generator().manual_seed(0)
     for image_names, x, t in image_batches(
         items, loaded.preprocess, model, args.batch_size
     ):
@@ -112,7 +120,9 @@ def run(args: argparse.Namespace) -> dict:
         ):
             for key, values in shares(a, g, r).items():
                 record["shares"].setdefault(name, {}).setdefault(key, []).extend(values)
-            for method, layer_map in quadrant_maps(a, g).items():
+            for method, layer_map in quadrant_maps(a, g, noise).items():
+                if method not in args.maps.split(","):
+                    continue
                 overall = deletion_insertion(
                     model, x, layer_map, target=t, **metric_kwargs
                 ).overall
@@ -150,8 +160,14 @@ def main() -> None:
     p.add_argument("--layers", default="stage2,stage7")
     p.add_argument("--step", type=int, default=7168)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--maps", default=",".join(MAPS), help=f"comma-separated, among {MAPS}"
+    )
     p.add_argument("--out", required=True, help="JSON: per-image scores and shares")
     args = p.parse_args()
+    maps = args.maps.split(",")
+    if "layercam" not in maps or not set(maps) <= set(MAPS):
+        p.error(f"--maps: names among {', '.join(MAPS)}, layercam included")
     record = run(args)
     with open(args.out, "w") as f:
         json.dump(record, f)
