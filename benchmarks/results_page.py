@@ -35,6 +35,7 @@ from _every_model_section import (
 from _every_model_section import section as every_model_section
 from _geometric_section import section as geometric_section
 from _page import render
+from _quadrants_section import section as quadrants_section
 from _sign_aware_section import section as sign_aware_section
 
 from captum_shallowcam.experiments import (
@@ -502,6 +503,7 @@ def page_values(runs: dict, geometric_rst: str) -> list[dict]:
     )
     sensitivity = sensitivity_values()
     screens = {k: sensitivity.pop(k) for k in ("screens", "candidate_table")}
+    screens["quadrants"] = quadrants_section(rst_table)
     sensitivity["sign_aware"] = sign_aware_section(rst_table)
     return [
         intro,
