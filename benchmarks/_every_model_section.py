@@ -19,6 +19,7 @@ step), the labelled class:
 import json
 
 import numpy as np
+from _sanity_section import whole_line
 from _sign_aware_section import RUNS, cell, delta, listed, load
 
 from captum_shallowcam.experiments import paired_difference
@@ -352,8 +353,9 @@ def readme_lines() -> str:
         f"likely class agree more than LayerCAM's at {len(less)} of 7 stages of "
         "EfficientNet-Lite0 (50 photos): its deletion/insertion gain comes with maps "
         "that depend less on the class. Details in "
-        "[docs/results.rst](docs/results.rst).\n\n"
+        "[docs/results.rst](docs/results.rst)."
     )
+    lines.append(f"\n{whole_line()}\n\n")
     return "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ from _every_model_section import section as every_model_section
 from _geometric_section import section as geometric_section
 from _page import render
 from _quadrants_section import section as quadrants_section
+from _sanity_section import whole_values
 from _sign_aware_section import section as sign_aware_section
 
 from captum_shallowcam.experiments import (
@@ -457,6 +458,7 @@ def sensitivity_values() -> dict:
             ["layercam+sign-aware", "shallowcam"], ["stage4", "stage7"]
         ),
         layercam_survives=randomized_end(["layercam"], ["stage4", "stage7"]),
+        **whole_values(rst_table),
     )
 
 
