@@ -142,7 +142,10 @@ class LayerGroupCam(LayerPerturbationCam):
                 f"{blur_kernel_size // 2} pixels a side; got "
                 f"{tuple(images.shape[2:])}. Pass a smaller blur_kernel_size."
             )
-        return GaussianBlur(blur_kernel_size, blur_sigma)(images)
+        blur = GaussianBlur(blur_kernel_size, blur_sigma)  # checks the options
+        if not images.is_floating_point():
+            return blur(images)
+        return _separable_blur(images, blur_kernel_size, blur_sigma)
 
     def cam_weights(
         self,
@@ -156,6 +159,28 @@ class LayerGroupCam(LayerPerturbationCam):
     ) -> tuple[Tensor, Tensor]:
         group_maps = _group_maps(activation, gradient, groups)
         return group_maps, _group_weights(call, group_maps)
+
+
+def _separable_blur(images: Tensor, kernel_size: int, sigma: float) -> Tensor:
+    r""":class:`~captum_shallowcam.metrics.GaussianBlur` (torchvision's
+    ``gaussian_blur``: its 1-D kernel, reflection padding) as a convolution of
+    the rows and one of the columns: its 2-D kernel is the outer product of the
+    1-D one, so the filter is the same in :math:`2/k` of the multiplications
+    (the sums are rounded in another order)."""
+    half = kernel_size // 2
+    taps = torch.linspace(
+        -half, half, steps=kernel_size, dtype=images.dtype, device=images.device
+    )
+    pdf = torch.exp(-0.5 * (taps / sigma).pow(2))
+    kernel = pdf / pdf.sum()
+    channels = images.shape[1]
+    padded = F.pad(images, (half, half, half, half), mode="reflect")
+    rows = F.conv2d(
+        padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels
+    )
+    return F.conv2d(
+        rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels
+    )
 
 
 def _group_maps(activation: Tensor, gradient: Tensor, groups: int) -> Tensor:
