@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from captum_shallowcam._captum_compat import TargetType
 from captum_shallowcam._validation import format_target
-from captum_shallowcam.attr._base import CamPasses, _LayerCamBase, _check_inputs
+from captum_shallowcam.attr._base import CamPasses, _check_inputs, _LayerCamBase
 from captum_shallowcam.attr._perturbation import (
     RowBuilder,
     check_batch_size,
