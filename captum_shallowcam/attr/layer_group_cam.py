@@ -47,13 +47,14 @@ class LayerGroupCam(LayerPerturbationCam):
       the scaling is left to the caller;
     * a group whose map is constant (all zero after the ReLU, common at deep
       layers) makes the authors' mask 0/0 = NaN and their whole map NaN; here
-      its mask is 0, its input the blurred image, and its weight 0;
+      its mask would be 0 and its input the blurred image: its weight is 0,
+      and that input is not run;
     * the authors explain one image; here each example of the batch has its own
       blurred baseline and groups.
 
     The masked inputs run ``max_examples_per_batch`` at a time under
-    ``torch.no_grad()``: one per group and example plus one blurred input per
-    example. ``relu_attributions`` has no effect on the result (weights and
+    ``torch.no_grad()``: one per group and example (none for a constant group
+    map) plus one blurred input per example. ``relu_attributions`` has no effect on the result (weights and
     group maps are non-negative) and is kept for the common signature.
 
     Zhang et al., "Group-CAM: Group Score-Weighted Visual Explanations for Deep
@@ -142,7 +143,10 @@ class LayerGroupCam(LayerPerturbationCam):
                 f"{blur_kernel_size // 2} pixels a side; got "
                 f"{tuple(images.shape[2:])}. Pass a smaller blur_kernel_size."
             )
-        return GaussianBlur(blur_kernel_size, blur_sigma)(images)
+        blur = GaussianBlur(blur_kernel_size, blur_sigma)  # checks the options
+        if not images.is_floating_point():
+            return blur(images)
+        return _separable_blur(images, blur_kernel_size, blur_sigma)
 
     def cam_weights(
         self,
@@ -158,6 +162,28 @@ class LayerGroupCam(LayerPerturbationCam):
         return group_maps, _group_weights(call, group_maps)
 
 
+def _separable_blur(images: Tensor, kernel_size: int, sigma: float) -> Tensor:
+    r""":class:`~captum_shallowcam.metrics.GaussianBlur` (torchvision's
+    ``gaussian_blur``: its 1-D kernel, reflection padding) as a convolution of
+    the rows and one of the columns: its 2-D kernel is the outer product of the
+    1-D one, so the filter is the same in :math:`2/k` of the multiplications
+    (the sums are rounded in another order)."""
+    half = kernel_size // 2
+    taps = torch.linspace(
+        -half, half, steps=kernel_size, dtype=images.dtype, device=images.device
+    )
+    pdf = torch.exp(-0.5 * (taps / sigma).pow(2))
+    kernel = pdf / pdf.sum()
+    channels = images.shape[1]
+    padded = F.pad(images, (half, half, half, half), mode="reflect")
+    rows = F.conv2d(
+        padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels
+    )
+    return F.conv2d(
+        rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels
+    )
+
+
 def _group_maps(activation: Tensor, gradient: Tensor, groups: int) -> Tensor:
     r""":math:`M_g` for each example (N x G x h x w)."""
     weighted = gradient.mean(dim=(2, 3), keepdim=True) * activation
@@ -167,23 +193,20 @@ def _group_maps(activation: Tensor, gradient: Tensor, groups: int) -> Tensor:
 
 
 def _group_weights(call: PerturbationCall, group_maps: Tensor) -> Tensor:
-    r"""Rows ``0..N-1`` are the blurred images; row ``N + e * G + g`` is example
-    ``e`` kept where group ``g`` is active."""
+    r"""Rows ``0..N-1`` are the blurred images; then, for each example ``e``
+    and group ``g`` in order, example ``e`` kept where group ``g`` is active.
+    A constant group map scales to an all-zero mask: its input would be the
+    blurred image itself, and any difference to the baseline float noise
+    between forward passes of other batch sizes, not evidence; it weighs 0 and
+    has no row."""
     images, blurred = call.images, call.prepared
     n, groups = group_maps.shape[:2]
     device = images.device
-    examples = torch.cat(
-        [
-            torch.arange(n, device=device),
-            torch.arange(n, device=device).repeat_interleave(groups),
-        ]
-    )
-    group = torch.cat(
-        [
-            torch.full((n,), -1, device=device),
-            torch.arange(groups, device=device).repeat(n),
-        ]
-    )
+    flat = group_maps.flatten(2)
+    varying = (flat.amax(2) != flat.amin(2)).flatten().to(device)
+    pairs = torch.arange(n * groups, device=device)[varying]
+    examples = torch.cat([torch.arange(n, device=device), pairs // groups])
+    group = torch.cat([torch.full((n,), -1, device=device), pairs % groups])
     size = images.shape[2:]
 
     def build(lo: int, hi: int) -> tuple[Tensor, Tensor]:
@@ -197,12 +220,9 @@ def _group_weights(call: PerturbationCall, group_maps: Tensor) -> Tensor:
         base = blurred.index_select(0, rows_examples)
         return base + (kept - base) * masks, rows_examples
 
-    scores = call.score_rows(n + n * groups, build, "Group-CAM", softmax=True)
-    baseline = scores[:n, None]
-    # A constant group map scales to an all-zero mask: its row is the blurred
-    # image itself, and any difference to the baseline is float noise between
-    # forward passes of other batch sizes, not evidence.
-    flat = group_maps.flatten(2)
-    constant = flat.amax(2) == flat.amin(2)
-    weights = torch.relu(scores[n:].view(n, groups) - baseline)
-    return weights.masked_fill(constant.to(weights.device), 0.0)
+    scores = call.score_rows(examples.numel(), build, "Group-CAM", softmax=True)
+    # the baseline of each row is the score of its example's blurred image
+    baselines = scores[examples[n:].to(scores.device)]
+    weights = scores.new_zeros(n * groups)
+    weights[varying.to(scores.device)] = torch.relu(scores[n:] - baselines)
+    return weights.view(n, groups)

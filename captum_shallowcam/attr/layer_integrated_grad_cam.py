@@ -40,7 +40,8 @@ class LayerIntegratedGradCam(LayerPerturbationCam):
 
     The path images run ``max_examples_per_batch`` at a time, each batch one
     forward pass and one gradient pass through the package's engine (so the
-    model is left as it was, also when a call raises).
+    model is left as it was, also when a call raises); with ``target=None`` one
+    more forward pass of the inputs finds their predicted classes.
 
     Sattarzadeh et al., "Integrated Grad-CAM: Sensitivity-Aware Visual
     Explanation of Deep Convolutional Networks via Integrated Gradient-Based
@@ -108,10 +109,12 @@ class LayerIntegratedGradCam(LayerPerturbationCam):
             attribute_to_layer_input,
             max_examples_per_batch,
             show_progress,
+            first_pass=False,
             n_steps=n_steps,
             baselines=baselines,
         )
-        # The targets (and the layer checks) come from the inputs themselves.
+        # Each batch of the path checks the layers and the classes' range; the
+        # inputs themselves run only when their predicted classes are needed.
         images, targets, baseline = call.images, call.targets, call.prepared
         args, batch_size = call.additional_forward_args, call.max_examples_per_batch
         n = images.shape[0]

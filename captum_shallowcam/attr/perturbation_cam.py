@@ -26,7 +26,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from captum_shallowcam._captum_compat import TargetType
-from captum_shallowcam.attr._base import CamPasses, _LayerCamBase
+from captum_shallowcam._validation import format_target
+from captum_shallowcam.attr._base import CamPasses, _check_inputs, _LayerCamBase
 from captum_shallowcam.attr._perturbation import (
     RowBuilder,
     check_batch_size,
@@ -115,25 +116,39 @@ class LayerPerturbationCam(_LayerCamBase):
         attribute_to_layer_input: bool,
         max_examples_per_batch: int,
         show_progress: bool,
+        first_pass: bool = True,
         **options: Any,
     ) -> PerturbationCall:
-        r"""The checks and the first pass every perturbation CAM starts with."""
+        r"""The checks and the first pass every perturbation CAM starts with.
+        With ``first_pass=False`` (a method whose own passes need only the
+        classes) the pass runs only when ``target`` is None, for the predicted
+        classes; a given ``target`` is formatted and the inputs checked as the
+        pass would, the classes' range is left to the method's passes (it needs
+        the model's output), and ``passes`` is None."""
         images = single_image_batch(inputs, type(self).__name__)
         self.check_options(images, **options)
         batch_size = check_batch_size(max_examples_per_batch)
         args = format_forward_args(additional_forward_args, images.shape[0])
         prepared = self.prepare(images, **options)
-        passes = self._passes(
-            images,
-            target,
-            additional_forward_args,
-            attribute_to_layer_input,
-            gradients=self.uses_gradients,
-        )
+        passes = None
+        if first_pass or target is None:
+            passes = self._passes(
+                images,
+                target,
+                additional_forward_args,
+                attribute_to_layer_input,
+                gradients=self.uses_gradients,
+            )
+            targets = passes.targets
+        else:
+            _check_inputs(images, relevance=False)
+            given = format_target(target, images.shape[0], images.device)
+            assert given is not None
+            targets = given
         return PerturbationCall(
             self.forward_func,
             images,
-            passes.targets,
+            targets,
             args,
             batch_size,
             show_progress,
