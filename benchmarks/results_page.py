@@ -31,6 +31,7 @@ from _every_model_section import (
     less_sensitive_than_layercam,
     randomized_end,
     readme_lines,
+    screen_photos,
 )
 from _every_model_section import section as every_model_section
 from _geometric_section import section as geometric_section
@@ -506,6 +507,7 @@ def page_values(runs: dict, geometric_rst: str) -> list[dict]:
     sensitivity = sensitivity_values()
     screens = {k: sensitivity.pop(k) for k in ("screens", "candidate_table")}
     screens["quadrants"] = quadrants_section(rst_table)
+    screens["screen_photos"] = screen_photos()
     sensitivity["sign_aware"] = sign_aware_section(rst_table)
     return [
         intro,
