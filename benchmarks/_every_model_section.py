@@ -350,8 +350,10 @@ def readme_lines() -> str:
     lines.append(candidate_line())
     family, deep = load(FAMILY), load(FAMILY_DEEP)
     lines.append(
-        f"\n**The CAM family** (a first look: EfficientNet-Lite0, {len(family.images)} "
-        f"photos, step {family.settings['step']}, all ten registered methods): "
+        f"\n**The CAM family** (a first look: EfficientNet-Lite0, step "
+        f"{family.settings['step']}, all ten registered methods, {len(family.images)} "
+        f"photos at stage1 to stage3 and the first {len(deep.images)} of them at "
+        "stage4 to stage7): "
         + f"{family_says(family)}; {family_says(deep)}".replace("``", "`")
         + "."
     )
@@ -367,8 +369,8 @@ def readme_lines() -> str:
     return "\n".join(lines)
 
 
-FAMILY = "family_lite0_a_7168"
-#: The same photos and methods at ``stage4`` to ``stage7`` (a second run).
+FAMILY = "family_lite0_a_1-32_7168"
+#: The same methods at ``stage4`` to ``stage7`` on the first 16 of those photos.
 FAMILY_DEEP = "family_lite0_a_7168_stages4-7"
 
 

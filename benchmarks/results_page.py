@@ -423,13 +423,16 @@ def default01_values(runs: dict) -> dict:
 
 
 def family_values() -> dict:
-    """The CAM family's first look (two runs of the same photos)."""
+    """The CAM family's first look (two runs: ``stage4`` to ``stage7`` on the
+    first photos of the ``stage1`` to ``stage3`` run)."""
     family, deep = load(FAMILY), load(FAMILY_DEEP)
-    if (family.images, family.targets) != (deep.images, deep.targets):
-        raise ValueError(f"{FAMILY} and {FAMILY_DEEP} must hold the same photos")
+    n_deep = len(deep.images)
+    if (family.images[:n_deep], family.targets[:n_deep]) != (deep.images, deep.targets):
+        raise ValueError(f"{FAMILY_DEEP} must hold the first photos of {FAMILY}")
     family_heads = ["layer", "method", "overall", "rank", "Δ default vs method"]
     return dict(
         n_family=len(family.images),
+        n_family_deep=n_deep,
         family_step=family.settings["step"],
         family_methods=",".join(family.scores),
         family_run=FAMILY,
