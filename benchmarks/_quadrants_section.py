@@ -90,7 +90,7 @@ def _above_random(key: str, method: str, layer: str = "stage2") -> str:
 def section(rst_table) -> str:
     """The paragraph, with its two tables."""
     shares = rst_table(
-        ["layer", "negative activations", *(f"{q}: |GA| / R" for q in QUADRANTS)],
+        ["layer", "negative activations", *(f"{q}: \\|GA\\| / R" for q in QUADRANTS)],
         share_rows(),
     )
     scores = rst_table(["layer", "LayerCAM", *(f"Δ {m}" for m in MAPS.values())],
