@@ -19,7 +19,7 @@ step), the labelled class:
 import json
 
 import numpy as np
-from _sanity_section import whole_line
+from _sanity_section import randomization_line
 from _sign_aware_section import RUNS, cell, delta, listed, load
 
 from captum_shallowcam.experiments import paired_difference
@@ -312,19 +312,6 @@ def less_sensitive_than_layercam(method: str, run: str = SANITY) -> list[str]:
     ]
 
 
-def randomized_end(methods: list[str], layers: list[str]) -> str:
-    """The mean rank correlation after the last randomization step of the
-    8-photo cascading run, as "low to high" over ``methods`` and ``layers``."""
-    run = json.loads((RUNS / "sanity_lite0_8.json").read_text())
-    values = []
-    for method in methods:
-        for layer in layers:
-            rows = run["scores"][method][layer]["spearman"]
-            last = [np.nan if r[-1] is None else r[-1] for r in rows]
-            values.append(float(np.nanmean(last)))
-    return f"{min(values):.2f} to {max(values):.2f}"
-
-
 def screen_photos() -> str:
     """The fewest and the most photos of the screens, as "16 to 24"."""
     counts = [len(load(name).images) for name in SCREENS]
@@ -365,7 +352,7 @@ def readme_lines() -> str:
         "that depend less on the class. Details in "
         "[docs/results.rst](docs/results.rst)."
     )
-    lines.append(f"\n{whole_line()}\n\n")
+    lines.append(f"\n{randomization_line()}\n\n")
     return "\n".join(lines)
 
 

@@ -1,11 +1,16 @@
-"""The results page's table of the randomization end point on 50 photos.
+"""The results page's model randomization on 50 photos.
 
-Read by ``benchmarks/results_page.py``. Run (``benchmarks/results/``):
-``sanity_lite0_a_50_whole.json``, ``python -m captum_shallowcam sanity
---granularity whole --other none`` on the first 50 photos of
-``imagenet-samples``: the rank correlation between each method's map for the
-trained EfficientNet-Lite0 and for the same network with every module with
-parameters randomized at once (the end point of Adebayo et al.'s cascade).
+Read by ``benchmarks/results_page.py``. Runs (``benchmarks/results/``), the
+first 50 photos of ``imagenet-samples``, EfficientNet-Lite0, ``stage1``,
+``stage2``, ``stage4``, ``stage7``, the rank correlation between each method's
+map for the trained network and for the randomized one:
+
+* ``sanity_lite0_a_50_cascade.json`` (and ``.png``): ``python -m
+  captum_shallowcam sanity --granularity block --other none``, Adebayo et al.'s
+  cascade from the output down, 19 steps;
+* ``sanity_lite0_a_50_whole.json``: ``--granularity whole``, every module with
+  parameters randomized in one step (another draw of the random weights), with
+  the candidate ``shallowcam+split+mass`` too.
 """
 
 import json
@@ -13,8 +18,13 @@ import json
 import numpy as np
 from _sign_aware_section import RUNS, listed
 
+CASCADE = "sanity_lite0_a_50_cascade"
 WHOLE = "sanity_lite0_a_50_whole"
 PLAIN, DEFAULT, SIGN_AWARE = "layercam", "shallowcam", "layercam+sign-aware"
+
+
+def _load(run: str) -> dict:
+    return json.loads((RUNS / f"{run}.json").read_text())
 
 
 def _end_points(rows: list) -> np.ndarray:
@@ -26,9 +36,16 @@ def _mean(run: dict, method: str, layer: str) -> float:
     return float(np.nanmean(_end_points(run["scores"][method][layer]["spearman"])))
 
 
-def whole_rows(run: dict) -> list[list[str]]:
-    """Per method: the mean rank correlation at each layer, with the number of
-    photos whose randomized map was constant (no ranking) where there are any."""
+def _means(run: dict, method: str) -> str:
+    return ", ".join(
+        f"{_mean(run, method, lay):.2f}" for lay in run["settings"]["layers"]
+    )
+
+
+def end_rows(run: dict) -> list[list[str]]:
+    """Per method: the mean rank correlation at each layer once everything is
+    randomized, with the number of photos whose randomized map was constant
+    (no ranking) where there are any."""
     rows = []
     for method in run["settings"]["methods"]:
         row = [method]
@@ -41,9 +58,7 @@ def whole_rows(run: dict) -> list[list[str]]:
     return rows
 
 
-def whole_values(rst_table) -> dict:
-    """The table and the comparison of the default with LayerCAM."""
-    run = json.loads((RUNS / f"{WHOLE}.json").read_text())
+def _verdict(run: dict) -> tuple[list[str], str]:
     layers = list(run["settings"]["layers"])
     kept = [lay for lay in layers if _mean(run, DEFAULT, lay) > _mean(run, PLAIN, lay)]
     verdict = (
@@ -53,33 +68,45 @@ def whole_values(rst_table) -> dict:
         else "it loses its structure at least as fast as LayerCAM at every stage, "
         "the issue's target"
     )
+    return kept, verdict
+
+
+def randomization_values(rst_table) -> dict:
+    """The cascade's table and figure, the one-step draw's table, and the
+    comparison of the default with LayerCAM."""
+    cascade, whole = _load(CASCADE), _load(WHOLE)
+    layers = list(cascade["settings"]["layers"])
+    kept, verdict = _verdict(cascade)
     return dict(
-        whole_verdict=verdict,
-        whole_default=", ".join(f"{_mean(run, DEFAULT, lay):.2f}" for lay in layers),
-        whole_sign_aware=", ".join(
-            f"{_mean(run, SIGN_AWARE, lay):.2f}" for lay in layers
-        ),
+        cascade_run=CASCADE,
+        n_cascade=len(cascade["images"]),
+        n_cascade_steps=len(cascade["steps"]),
+        cascade_methods=",".join(cascade["settings"]["methods"]),
+        cascade_table=rst_table(["method", *layers], end_rows(cascade)),
+        n_layers=len(layers),
+        default_keeps=listed(kept),
+        n_default_keeps=len(kept),
+        verdict=verdict,
+        end_default=_means(cascade, DEFAULT),
+        end_sign_aware=_means(cascade, SIGN_AWARE),
         whole_run=WHOLE,
-        n_whole=len(run["images"]),
-        whole_table=rst_table(["method", *layers], whole_rows(run)),
-        n_whole_layers=len(layers),
-        whole_default_keeps=listed(kept),
-        n_whole_default_keeps=len(kept),
+        n_whole=len(whole["images"]),
+        whole_table=rst_table(
+            ["method", *whole["settings"]["layers"]], end_rows(whole)
+        ),
+        n_whole_default_keeps=len(_verdict(whole)[0]),
     )
 
 
-def whole_line() -> str:
-    """The README's line on the randomization end point (markdown)."""
-    values = whole_values(lambda heads, rows: "")
-    run = json.loads((RUNS / f"{WHOLE}.json").read_text())
-    layercam = ", ".join(
-        f"{_mean(run, PLAIN, lay):.2f}" for lay in run["settings"]["layers"]
-    )
+def randomization_line() -> str:
+    """The README's line on model randomization (markdown)."""
+    run = _load(CASCADE)
+    _, verdict = _verdict(run)
     return (
-        f"**Model randomization** (Adebayo et al.; {values['n_whole']} photos, every "
-        "module with parameters randomized at once): the default's maps keep a mean "
-        f"rank correlation of {values['whole_default']} with the trained network's at "
-        f"{', '.join(run['settings']['layers'])} (LayerCAM: {layercam}; the "
-        f"sign-aware LayerCAM: {values['whole_sign_aware']}); "
-        f"{values['whole_verdict']}."
+        f"**Model randomization** (Adebayo et al.'s cascade, {len(run['images'])} "
+        "photos of EfficientNet-Lite0): once every module is randomized, the default's "
+        f"maps keep a mean rank correlation of {_means(run, DEFAULT)} with the trained "
+        f"network's at {', '.join(run['settings']['layers'])} (LayerCAM: "
+        f"{_means(run, PLAIN)}; the sign-aware LayerCAM: {_means(run, SIGN_AWARE)}); "
+        f"{verdict}."
     )

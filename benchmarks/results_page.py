@@ -29,7 +29,6 @@ from _every_model_section import (
     family_rows,
     family_says,
     less_sensitive_than_layercam,
-    randomized_end,
     readme_lines,
     screen_photos,
 )
@@ -37,7 +36,7 @@ from _every_model_section import section as every_model_section
 from _geometric_section import section as geometric_section
 from _page import render
 from _quadrants_section import section as quadrants_section
-from _sanity_section import whole_values
+from _sanity_section import randomization_values
 from _sign_aware_section import section as sign_aware_section
 
 from captum_shallowcam.experiments import (
@@ -458,11 +457,7 @@ def sensitivity_values() -> dict:
         ),
         n_less_sensitive=len(less_sensitive),
         less_sensitive=", ".join(f"``{s}``" for s in less_sensitive) or "none",
-        survive=randomized_end(
-            ["layercam+sign-aware", "shallowcam"], ["stage4", "stage7"]
-        ),
-        layercam_survives=randomized_end(["layercam"], ["stage4", "stage7"]),
-        **whole_values(rst_table),
+        **randomization_values(rst_table),
     )
 
 
