@@ -7,8 +7,8 @@ step), the labelled class:
 
 * ``masks_lite1_own_a_7168.json``: EfficientNet-Lite1, its own inputs
   ([-1, 1]), the first 16 photos of ``imagenet-samples`` (the choice);
-* ``masks_lite1_own_b_7168.json``: the same on the first 16 photos of
-  ``imagenet-samples-b`` (the confirmation);
+* ``masks_lite1_own_b_1-100_7168.json``: the same on the 100 photos of
+  ``imagenet-samples-b`` (the confirmation; five of the seven readings);
 * ``masks_lite1_imagenet_a_7168.json``, ``masks_lite0_imagenet_a_7168.json``:
   ImageNet mean/std inputs, ``stage1`` to ``stage3``, the first 16 photos of
   ``imagenet-samples``;
@@ -42,7 +42,7 @@ WEIGHTED = {
 #: The screens, as the tables name them.
 SCREENS = {
     "masks_lite1_own_a_7168": "EfficientNet-Lite1, own inputs, ``imagenet-samples``",
-    "masks_lite1_own_b_7168": "EfficientNet-Lite1, own inputs, ``imagenet-samples-b``",
+    "masks_lite1_own_b_1-100_7168": "EfficientNet-Lite1, own inputs, ``imagenet-samples-b``",
     "masks_lite1_imagenet_a_7168": "EfficientNet-Lite1, ImageNet mean/std inputs, ``imagenet-samples``",
     "masks_lite0_imagenet_a_7168": "EfficientNet-Lite0, ImageNet mean/std inputs, ``imagenet-samples``",
     "masks_lite0_own_a_7168": "EfficientNet-Lite0, own inputs, ``imagenet-samples``",
@@ -310,6 +310,25 @@ def less_sensitive_than_layercam(method: str, run: str = SANITY) -> list[str]:
         for lay in sanity["settings"]["layers"]
         if mean(method, lay) > mean(PLAIN, lay)
     ]
+
+
+def largest_screen_values() -> dict:
+    """The screen with the most photos: how many layers the default and the
+    candidate are ahead of LayerCAM at, and the candidate's weights ahead of
+    their own mask alone (intervals above 0)."""
+    name = max(SCREENS, key=lambda n: len(load(n).images))
+    result = load(name)
+    return dict(
+        largest_title=SCREENS[name],
+        largest_n=len(result.images),
+        largest_note="none of them used in the choice"
+        if str(result.settings["images"]).rstrip("/").endswith("-b")
+        else "the set the choice was made on",
+        largest_layers=len(result.settings["layers"]),
+        largest_default=len(_ahead(result, "shallowcam", PLAIN)[0]),
+        largest_candidate=len(_ahead(result, CANDIDATE, PLAIN)[0]),
+        largest_weights=listed(_ahead(result, CANDIDATE, WEIGHTED[CANDIDATE])[0]),
+    )
 
 
 def screen_photos() -> str:

@@ -28,6 +28,7 @@ from _every_model_section import (
     candidate_table,
     family_rows,
     family_says,
+    largest_screen_values,
     less_sensitive_than_layercam,
     readme_lines,
     screen_photos,
@@ -506,6 +507,7 @@ def page_values(runs: dict, geometric_rst: str) -> list[dict]:
     screens = {k: sensitivity.pop(k) for k in ("screens", "candidate_table")}
     screens["quadrants"] = quadrants_section(rst_table)
     screens["screen_photos"] = screen_photos()
+    screens.update(largest_screen_values())
     sensitivity["sign_aware"] = sign_aware_section(rst_table)
     return [
         intro,
