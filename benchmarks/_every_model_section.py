@@ -375,7 +375,7 @@ def readme_lines() -> str:
     return "\n".join(lines)
 
 
-FAMILY = "family_lite0_a_1-32_7168"
+FAMILY = "family_lite0_a_1-96_7168"
 #: The same methods at ``stage4`` to ``stage7`` on the first 16 of those photos.
 FAMILY_DEEP = "family_lite0_a_7168_stages4-7"
 
