@@ -8,6 +8,9 @@ map for the trained network and for the randomized one:
 * ``sanity_lite0_a_50_cascade.json`` (and ``.png``): ``python -m
   captum_shallowcam sanity --granularity block --other none``, Adebayo et al.'s
   cascade from the output down, 19 steps;
+* ``sanity_lite0_a_16_whole_perturbation.json``: ``--granularity whole
+  --other last`` for the perturbation CAMs of the family (and LayerCAM and the
+  default beside them) on the first 16 photos at ``stage1`` and ``stage2``;
 * ``sanity_lite0_a_50_whole.json``: ``--granularity whole``, every module with
   parameters randomized in one step (another draw of the random weights), with
   the candidate ``shallowcam+split+mass`` too.
@@ -19,6 +22,7 @@ import numpy as np
 from _sign_aware_section import RUNS, listed
 
 CASCADE = "sanity_lite0_a_50_cascade"
+PERTURBATION = "sanity_lite0_a_16_whole_perturbation"
 WHOLE = "sanity_lite0_a_50_whole"
 PLAIN, DEFAULT, SIGN_AWARE = "layercam", "shallowcam", "layercam+sign-aware"
 
@@ -109,4 +113,34 @@ def randomization_line() -> str:
         f"network's at {', '.join(run['settings']['layers'])} (LayerCAM: "
         f"{_means(run, PLAIN)}; the sign-aware LayerCAM: {_means(run, SIGN_AWARE)}); "
         f"{verdict}."
+    )
+
+
+def perturbation_rows(run: dict) -> list[list[str]]:
+    """Per method: the end point of the randomization and the class
+    sensitivity (top against least likely class), per layer."""
+    layers = list(run["settings"]["layers"])
+    rows = []
+    for method, cells in zip(run["settings"]["methods"], end_rows(run)):
+        sensitivity = [
+            np.nanmean(
+                [np.nan if v is None else v for v in
+                 run["scores"][method][lay]["class_sensitivity_last"]]
+            )
+            for lay in layers
+        ]  # fmt: skip
+        rows.append([*cells, *(f"{v:.2f}" for v in sensitivity)])
+    return rows
+
+
+def perturbation_values(rst_table) -> dict:
+    run = _load(PERTURBATION)
+    layers = list(run["settings"]["layers"])
+    heads = ["method", *(f"randomized, {lay}" for lay in layers),
+             *(f"class, {lay}" for lay in layers)]  # fmt: skip
+    return dict(
+        perturbation_run=PERTURBATION,
+        n_perturbation=len(run["images"]),
+        perturbation_methods=",".join(run["settings"]["methods"]),
+        perturbation_table=rst_table(heads, perturbation_rows(run)),
     )

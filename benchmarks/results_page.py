@@ -37,7 +37,7 @@ from _every_model_section import section as every_model_section
 from _geometric_section import section as geometric_section
 from _page import render
 from _quadrants_section import section as quadrants_section
-from _sanity_section import randomization_values
+from _sanity_section import perturbation_values, randomization_values
 from _sign_aware_section import section as sign_aware_section
 
 from captum_shallowcam.experiments import (
@@ -459,6 +459,7 @@ def sensitivity_values() -> dict:
         n_less_sensitive=len(less_sensitive),
         less_sensitive=", ".join(f"``{s}``" for s in less_sensitive) or "none",
         **randomization_values(rst_table),
+        **perturbation_values(rst_table),
     )
 
 
