@@ -9,6 +9,7 @@ first 16 photos of ``imagenet-samples``, step 7168, the labelled class:
 """
 
 import json
+from functools import cache
 
 import numpy as np
 from _page import render
@@ -32,6 +33,7 @@ MAPS = {
 }
 
 
+@cache
 def _load(run: str) -> dict:
     return json.loads((RUNS / f"{run}.json").read_text())
 

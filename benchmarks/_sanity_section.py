@@ -17,6 +17,7 @@ map for the trained network and for the randomized one:
 """
 
 import json
+from functools import cache
 
 import numpy as np
 from _sign_aware_section import RUNS, listed
@@ -27,6 +28,7 @@ WHOLE = "sanity_lite0_a_50_whole"
 PLAIN, DEFAULT, SIGN_AWARE = "layercam", "shallowcam", "layercam+sign-aware"
 
 
+@cache
 def _load(run: str) -> dict:
     return json.loads((RUNS / f"{run}.json").read_text())
 

@@ -39,7 +39,7 @@ import json
 
 import torch
 
-from captum_shallowcam.attr import compute_layer_passes
+from captum_shallowcam.attr import channel_sum, compute_layer_passes, spatial_mask
 from captum_shallowcam.experiments import image_batches, paired_difference
 from captum_shallowcam.experiments.images import read_image_folder
 from captum_shallowcam.metrics import deletion_insertion
@@ -65,20 +65,17 @@ def quadrant_maps(
     a: torch.Tensor, g: torch.Tensor, noise: torch.Generator
 ) -> dict[str, torch.Tensor]:
     """The diagnostic maps (N x 1 x h x w) of the module docstring."""
-    terms = (g * a).detach()
-    q = quadrant_masks(a, g)
-
-    def summed(t: torch.Tensor) -> torch.Tensor:
-        return t.sum(1, keepdim=True)
-
-    evidence, negative = summed(terms * q["a+g+"]), summed(terms * q["a-g-"])
+    a, g = a.detach(), g.detach()
+    terms, q = g * a, quadrant_masks(a, g)
+    evidence = channel_sum(terms * q["a+g+"], False)
+    negative = channel_sum(terms * q["a-g-"], False)
     return {
-        "layercam": torch.relu(summed(torch.relu(g) * a)).detach(),
+        "layercam": channel_sum(spatial_mask(a, g), True),
         "sign-aware": evidence,
-        "subtraction": summed(terms.abs() * q["a-g+"]),
+        "subtraction": channel_sum(terms.abs() * q["a-g+"], False),
         "negative-evidence": negative,
         "both-signs": evidence + negative,
-        "gradient-x-activation": torch.relu(summed(terms)),
+        "gradient-x-activation": channel_sum(terms, True),
         "random": torch.rand(evidence.shape, generator=noise).to(evidence),
     }
 
