@@ -305,7 +305,8 @@ for _spec in (
     MethodSpec(
         "shallowcam",
         LayerShallowCam,
-        "LayerShallowCam's default: LayerCAM's mask times inter-layer relevance weights",
+        "LayerShallowCam's default: LayerCAM's mask of both signs, split by the "
+        "activation's sign, each part adding up to its inter-layer relevance",
         _SHALLOW_CAM,
         options=(*_RELEVANCE, *_MASK, "split"),
         relevance=True,

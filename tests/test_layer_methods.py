@@ -185,12 +185,15 @@ def test_shallow_cam_v1_hand_computed(tiny):
     ref.assert_close(v1(1, "target", "geometric"), _map((w0 * 2 * A0 + w1 * A1) / 9))
     # class 0, contrastive: ReLU(G_1) = 0, so only 0.675 * (1/9) A_0 remains
     ref.assert_close(v1(0, "contrastive", "signed"), _map(0.675 * A0 / 9))
-    # class 0, the defaults (CLRP, geometric weights; the sign-aware mask equals
-    # the plain one on this ReLU output): alpha = [0.35, 0] (see the CLRP test
-    # above) and S_0 = A_0 / 9 sums to 13 / 9, so sqrt(0.35 * 9 / 13) A_0 / 9
-    # remains
+    # class 0, the defaults (CLRP, mass weights; on this ReLU output the split
+    # mask has no negative part and equals the plain one): alpha = [0.35, 0] (see
+    # the CLRP test above) and S_0 = A_0 / 9 sums to 13 / 9, so channel 0 adds up
+    # to 0.35: 0.35 * 9 / 13 * A_0 / 9 remains
+    ref.assert_close(cam.attribute(X_TINY, target=0), _map(0.35 * 9 / 13 * A0 / 9))
+    # the 0.2 default (sign-aware mask, geometric weights): sqrt(0.35 * 9 / 13)
     ref.assert_close(
-        cam.attribute(X_TINY, target=0), _map((0.35 * 9 / 13) ** 0.5 * A0 / 9)
+        cam.attribute(X_TINY, target=0, mask="sign-aware", channel_weights="geometric"),
+        _map((0.35 * 9 / 13) ** 0.5 * A0 / 9),
     )
 
 
@@ -365,9 +368,9 @@ def test_equal_weights_reduce_to_layercam():
     ref.assert_close(shallow / shallow.max(), layer_cam / layer_cam.max())
     # the scale factor is the common alpha, 1/6 (the relevance sums to 1)
     ref.assert_close(shallow, layer_cam / 6, rtol=1e-5)
-    # with the default sqrt weights, the common weight is sqrt(1/6)
+    # with sqrt weights, the common weight is sqrt(1/6)
     flat = LayerShallowCam(model, model[1]).attribute(
-        x, target=1, initial_relevance="target"
+        x, target=1, initial_relevance="target", channel_weights="sqrt"
     )
     ref.assert_close(flat, layer_cam / 6**0.5, rtol=1e-5)
     # the channel weights are equal: the Relevance-CAM map is the channel mean

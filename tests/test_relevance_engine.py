@@ -126,8 +126,8 @@ def test_shallow_cam_equals_explicit_relevance_and_gradient(
         expected_positive,
         rtol=ref.REL_RTOL,
     )
-    # The defaults (chosen by the benchmark): v1, CLRP relevance, geometric
-    # weights, the sign-aware mask.
+    # The defaults (chosen by the benchmark): v1, CLRP relevance, mass weights,
+    # the split mask.
     ref.assert_close(
         cam.attribute(x_small, target=2),
         cam.attribute(
@@ -135,8 +135,8 @@ def test_shallow_cam_equals_explicit_relevance_and_gradient(
             target=2,
             variant="v1",
             initial_relevance="clrp",
-            channel_weights="geometric",
-            relu_activations=True,
+            channel_weights="mass",
+            mask="split",
         ),
         rtol=0,
         atol=0,

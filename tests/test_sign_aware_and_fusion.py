@@ -183,7 +183,10 @@ def test_shallow_cam_sign_aware_hand_computed(c):
 
 
 @pytest.mark.parametrize("variant", ["v1", "v2", "v3"])
-def test_shallow_cam_sign_aware_equals_default_on_relu_outputs(variant):
+def test_shallow_cam_masks_agree_on_relu_outputs(variant):
+    """Where A >= 0 the plain, sign-aware, both-signs and split masks are one
+    mask: the default (split; both-signs for v3) equals the others up to the
+    order of float operations."""
     torch.manual_seed(2)
     net = nn.Sequential(
         nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU6(),
@@ -191,18 +194,24 @@ def test_shallow_cam_sign_aware_equals_default_on_relu_outputs(variant):
     ).eval()  # fmt: skip
     x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
     explainer = LayerShallowCam(net, [net[1], net[3]])
-    plain = explainer.attribute(x, target=[2, 4], variant=variant)
-    sign_aware = explainer.attribute(
-        x, target=[2, 4], variant=variant, relu_activations=True
-    )
-    for p, s in zip(plain, sign_aware):
-        assert p.abs().sum() > 0
-        torch.testing.assert_close(p, s, rtol=0, atol=0)
+
+    def maps(**options):
+        return explainer.attribute(x, target=[2, 4], variant=variant, **options)
+
+    default = maps()
+    others = [maps(mask=m) for m in ("plain", "sign-aware", "both-signs")]
+    others += [maps(mask="split")] if variant != "v3" else []
+    for i, d in enumerate(default):
+        assert d.abs().sum() > 0
+        for m in others:
+            torch.testing.assert_close(d, m[i], rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("c", [0, 1])
-def test_shallow_cam_default_hand_computed(c):
-    """The default: CLRP relevance, sign-aware mask and weights, geometric weights."""
+def test_shallow_cam_sign_aware_geometric_hand_computed(c):
+    """The 0.2 default: CLRP relevance, sign-aware mask and weights, geometric
+    weights (the default is checked by hand in
+    ``test_shallow_cam_split_mask_hand_computed``)."""
     net = _positive_head_net()
     x = torch.randn(1, 1, 7, 7, generator=torch.Generator().manual_seed(5)) + 0.6
     a = F.conv2d(x, net.conv.weight)
@@ -223,7 +232,9 @@ def test_shallow_cam_default_hand_computed(c):
     weights = (alpha_pos / mask.sum((2, 3), keepdim=True)).sqrt()
     expected = (weights * mask).sum(1, keepdim=True).clamp(min=0)
     assert expected.abs().sum() > 0
-    got = LayerShallowCam(net, net.conv).attribute(x, target=c)
+    got = LayerShallowCam(net, net.conv).attribute(
+        x, target=c, mask="sign-aware", channel_weights="geometric"
+    )
     torch.testing.assert_close(got, expected)
     # Each channel adds up to the geometric mean of its relevance and its mask.
     torch.testing.assert_close(
@@ -233,7 +244,9 @@ def test_shallow_cam_default_hand_computed(c):
     # The earlier development default, spelled out: sqrt weights.
     sqrt = (alpha_pos.sqrt() * mask).sum(1, keepdim=True).clamp(min=0)
     torch.testing.assert_close(
-        LayerShallowCam(net, net.conv).attribute(x, target=c, channel_weights="sqrt"),
+        LayerShallowCam(net, net.conv).attribute(
+            x, target=c, mask="sign-aware", channel_weights="sqrt"
+        ),
         sqrt,
     )
     # The 0.1 default, spelled out, is the plain form with ReLU(alpha).
@@ -264,19 +277,26 @@ def test_compute_layer_passes_rebuild_the_methods_maps():
     assert passes.targets.tolist() == [1, 3] and len(passes.deltas) == 2
     shallow = LayerShallowCam(net, layers).attribute(x, target=[1, 3])
     layer_cam = LayerCam(net, layers).attribute(x, target=[1, 3])
+    negative_parts = 0.0
     for a, g, r, s_map, lc_map in zip(
         passes.activations, passes.gradients, passes.relevances, shallow, layer_cam
     ):
-        mask = g.clamp(min=0) * a.clamp(min=0)
-        alpha_pos = (r * (a >= 0)).sum((2, 3), keepdim=True).clamp(min=0)
-        weights = (alpha_pos / mask.sum((2, 3), keepdim=True)).sqrt()
-        weights = torch.where(mask.sum((2, 3), keepdim=True) > 0, weights, 0.0)
-        torch.testing.assert_close(
-            s_map, (weights * mask).sum(1, keepdim=True).clamp(min=0)
-        )
+        # the default, by hand: the split mask with mass weights
+        terms = []
+        for part, on in (
+            (g.clamp(min=0) * a.clamp(min=0), a >= 0),
+            ((-g).clamp(min=0) * (-a).clamp(min=0), a < 0),
+        ):
+            alpha = (r * on).sum((2, 3), keepdim=True).clamp(min=0)
+            totals = part.sum((2, 3), keepdim=True)
+            weights = torch.where(totals > 0, alpha / totals.clamp_min(1e-30), 0.0)
+            terms.append((weights * part).sum(1, keepdim=True))
+        negative_parts += float(terms[1].sum())
+        torch.testing.assert_close(s_map, (terms[0] + terms[1]).clamp(min=0))
         torch.testing.assert_close(
             lc_map, (g.clamp(min=0) * a).sum(1, keepdim=True).clamp(min=0)
         )
+    assert negative_parts > 0  # the negative-activation part is exercised
     plain = compute_layer_passes(net, layers, x, target=[1, 3], relevance=False)
     assert plain.relevances == [] and len(plain.gradients) == 2
     for g_plain, g in zip(plain.gradients, passes.gradients):
@@ -370,7 +390,9 @@ def test_shallow_cam_both_signs_hand_computed(c):
     weights = (alpha / mask.sum((2, 3), keepdim=True)).sqrt()
     expected = (weights * mask).sum(1, keepdim=True).clamp(min=0)
     assert expected.abs().sum() > 0
-    got = LayerShallowCam(net, net.conv).attribute(x, target=c, mask="both-signs")
+    got = LayerShallowCam(net, net.conv).attribute(
+        x, target=c, mask="both-signs", channel_weights="geometric"
+    )
     torch.testing.assert_close(got, expected)
 
 
@@ -413,7 +435,8 @@ def test_mass_weights_zero_where_the_term_has_no_positive_total():
 def test_shallow_cam_split_mask_hand_computed(c, channel_weights):
     """``mask="split"``: the positive-activation part ReLU(G) ReLU(A) and the
     negative-activation part ReLU(-G) ReLU(-A) of each channel, each weighted
-    by the CLRP relevance on its own positions."""
+    by the CLRP relevance on its own positions. With mass weights it is the
+    default."""
     net, x, a, r = _hand_clrp_case(c)
     assert bool((a < 0).any()) and bool((a > 0).any())
     g = (net.fc.weight[c] / a[0, 0].numel()).view(1, -1, 1, 1)
@@ -435,9 +458,11 @@ def test_shallow_cam_split_mask_hand_computed(c, channel_weights):
         x, target=c, mask="split", channel_weights=channel_weights
     )
     torch.testing.assert_close(got, expected)
-    name = "shallowcam+split" + ("+mass" if channel_weights == "mass" else "")
-    registry = make_explainer(net, [net.conv], name)
+    registry = make_explainer(net, [net.conv], f"shallowcam+split+{channel_weights}")
     torch.testing.assert_close(registry(x, torch.tensor([c]))[0], got)
+    if channel_weights == "mass":
+        default = LayerShallowCam(net, net.conv).attribute(x, target=c)
+        torch.testing.assert_close(default, expected)
 
 
 def test_split_mask_refused_where_it_has_no_meaning():

@@ -37,43 +37,52 @@ class LayerShallowCam(_RelevanceCamBase):
 
     .. math::
         S^+_k = \mathrm{ReLU}(G^c_k) \odot \mathrm{ReLU}(A_k), \qquad
-        \alpha^+_k = \sum_{ij} R_k(i,j)\, [A_k(i,j) \ge 0],
+        S^-_k = \mathrm{ReLU}(-G^c_k) \odot \mathrm{ReLU}(-A_k),
 
-        w_k = \sqrt{\frac{\mathrm{ReLU}(\alpha^+_k)}{\sum_{ij} S^+_k(i,j)}}, \qquad
-        L^c = \mathrm{ReLU}\Big(\sum_k w_k\, S^+_k\Big)
+        \alpha^+_k = \sum_{ij} R_k(i,j)\, [A_k(i,j) \ge 0], \qquad
+        \alpha^-_k = \sum_{ij} R_k(i,j)\, [A_k(i,j) < 0],
+
+        L^c = \mathrm{ReLU}\Big(\sum_k
+            \frac{\mathrm{ReLU}(\alpha^+_k)}{\sum_{ij} S^+_k(i,j)}\, S^+_k +
+            \frac{\mathrm{ReLU}(\alpha^-_k)}{\sum_{ij} S^-_k(i,j)}\, S^-_k\Big)
 
     with :math:`G^c = \partial y^c / \partial A` and :math:`R` the LRP relevance
-    at the layer (contrastive LRP from the logits, ``initial_relevance="clrp"``).
-    The mask :math:`S^+` (LayerCAM with the sign-aware mask,
-    ``LayerCam(...).attribute(..., relu_activations=True)``) says *where* in a
-    channel the evidence lies; the weights make each channel add up to
-    :math:`\sqrt{\mathrm{ReLU}(\alpha^+_k) \sum_{ij} S^+_k}`, the geometric mean
-    of the two estimates of its share of the class score (its relevance, and
-    its gradient-times-activation evidence). A channel with no relevance or no
-    evidence adds nothing (``channel_weights="geometric"``; ``"sqrt"``
-    uses :math:`\sqrt{\mathrm{ReLU}(\alpha_k)}`, ``"positive"``
-    :math:`\mathrm{ReLU}(\alpha_k)`, ``"signed"`` :math:`\alpha_k` itself;
-    ``"mass"`` makes each channel add up to its relevance
-    :math:`\mathrm{ReLU}(\alpha_k)` exactly, the mask only spreading it).
+    at the layer (contrastive LRP from the logits, ``initial_relevance="clrp"``;
+    a part with no evidence adds nothing). The mask
+    :math:`S^+_k + S^-_k = \mathrm{ReLU}(G^c_k A_k)` says *where* in a channel
+    the evidence lies, of either sign: layers such as linear bottlenecks and
+    residual sums have negative activations, and a negative activation under a
+    negative gradient raises the class score as a positive one under a
+    positive gradient does. The mask is split by the sign
+    of the activation (``mask="split"``), and each part adds up to exactly the
+    relevance on its own positions (``channel_weights="mass"``), the mask only
+    spreading it: the relevance decides, per channel, how much each sign
+    carries.
 
-    The mask and weights are sign-aware (``relu_activations=True``) because
-    layers such as linear bottlenecks and residual sums have negative
-    activations: a negative activation under a positive gradient is no
-    evidence for the class, and z+ relevance on it (it credits
-    :math:`(a w)^+`, positive for negative activations under negative weights)
-    is no reason to weight the channel. Where :math:`A \ge 0` (ReLU outputs, the
-    paper's VGG16 setting) the sign-aware form equals the plain one,
-    ``relu_activations=False``:
+    Other readings are options. ``mask="sign-aware"`` keeps the positive part
+    only, :math:`S^+_k` with :math:`\alpha^+_k` (LayerCAM with the sign-aware
+    mask, ``LayerCam(...).attribute(..., relu_activations=True)``);
+    ``mask="both-signs"`` takes :math:`\mathrm{ReLU}(G^c_k A_k)` unsplit with
+    :math:`\alpha_k = \sum_{ij} R_k(i,j)`; ``mask="plain"`` is LayerCAM's
+    :math:`S_k = \mathrm{ReLU}(G^c_k) \odot A_k` with :math:`\alpha_k`. All
+    four are equal where :math:`A \ge 0` (ReLU outputs, the paper's VGG16
+    setting), where the plain form reads
 
     .. math::
-        S_k = \mathrm{ReLU}(G^c_k) \odot A_k, \qquad
-        \alpha_k = \sum_{ij} R_k(i,j), \qquad
-        L^c = \mathrm{ReLU}\Big(\sum_k w(\alpha_k)\, S_k\Big)
+        L^c = \mathrm{ReLU}\Big(\sum_k w(\alpha_k)\, S_k\Big).
 
-    The default was chosen on deletion/insertion scores (see the docs'
-    results page); the 0.1 release's default was
-    ``relu_activations=False, channel_weights="positive"``; an earlier
-    development default was ``relu_activations=True, channel_weights="sqrt"``.
+    The weights :math:`w`: ``"mass"`` :math:`\mathrm{ReLU}(\alpha_k) / \sum_{ij}
+    S_k`; ``"geometric"`` its square root, so that each channel adds up to
+    :math:`\sqrt{\mathrm{ReLU}(\alpha_k) \sum_{ij} S_k}`, the geometric mean of
+    its relevance and its gradient-times-activation evidence; ``"sqrt"``
+    :math:`\sqrt{\mathrm{ReLU}(\alpha_k)}`, ``"positive"``
+    :math:`\mathrm{ReLU}(\alpha_k)`, ``"signed"`` :math:`\alpha_k` itself.
+
+    The default was chosen on deletion/insertion scores (see the docs' results
+    page). Earlier defaults stay reachable: the 0.1 release's
+    ``mask="plain", channel_weights="positive"``, and the development defaults
+    ``mask="sign-aware", channel_weights="sqrt"`` and then
+    ``mask="sign-aware", channel_weights="geometric"``.
 
     Method of CHENG Yan et al., "Study on Interpretable Shallow Class Activation
     Mapping Algorithm Based on Spatial Weights and Inter-Layer Relevance",
@@ -82,10 +91,9 @@ class LayerShallowCam(_RelevanceCamBase):
 
     * ``"v1"``: :math:`R` propagated from the logits (Relevance-CAM's weights;
       by default CLRP's non-negative relevance);
-    * ``"v2"``: :math:`R` from a single LRP step from the next layer's LayerCAM
-      evidence :math:`E^{l+1} = \mathrm{ReLU}(G^{l+1}) \odot A^{l+1}` (with
-      ``relu_activations`` :math:`S^{+,l+1}`) down to this
-      layer; "next layer" is the next layer of the ``layer`` list in forward
+    * ``"v2"``: :math:`R` from a single LRP step from the next layer's
+      evidence, its mask (:math:`\mathrm{ReLU}(G^{l+1} A^{l+1})` by default,
+      :math:`S^{+,l+1}` with ``mask="sign-aware"``) down to this layer; "next layer" is the next layer of the ``layer`` list in forward
       order, and the deepest layer of the list falls back to v1;
     * ``"v3"``: a 2-D mask :math:`M = \sum_k S_k` scaled to [0, 1],
       :math:`L^c = \mathrm{ReLU}(M \odot \sum_k \alpha_k A_k)`.
@@ -109,7 +117,7 @@ class LayerShallowCam(_RelevanceCamBase):
         relu_attributions: bool = True,
         variant: Variant = "v1",
         initial_relevance: InitialRelevance = "clrp",
-        channel_weights: ChannelWeights = "geometric",
+        channel_weights: ChannelWeights = "mass",
         return_convergence_delta: bool = False,
         check_conservation: bool = True,
         relu_activations: bool | None = None,
@@ -153,7 +161,7 @@ class LayerShallowCam(_RelevanceCamBase):
                         :math:`\mathrm{ReLU}(\alpha_k) / \sum_{ij} S_k(i,j)`, so
                         that channel :math:`k` adds up to exactly its relevance
                         :math:`\mathrm{ReLU}(\alpha_k)`, spread by its mask.
-                        Default: ``"geometric"``, chosen by the benchmark (see
+                        Default: ``"mass"``, chosen by the benchmark (see
                         the docs' results page).
             return_convergence_delta (bool, optional): Also return, per layer, the
                         output relevance minus the relevance summed at the layer
@@ -177,8 +185,8 @@ class LayerShallowCam(_RelevanceCamBase):
                         positions (:func:`split_terms`; not with ``"v3"``).
                         Give ``mask`` or
                         ``relu_activations``, not both. Default: None, which is
-                        ``"sign-aware"``, chosen by the benchmark (see the
-                        docs' results page)
+                        ``"split"`` (``"both-signs"`` with ``variant="v3"``),
+                        chosen by the benchmark (see the docs' results page)
 
         Returns:
             *Tensor* or *list[Tensor]* of **attributions** (N x 1 x h x w per
@@ -193,16 +201,7 @@ class LayerShallowCam(_RelevanceCamBase):
             >>> maps = shallow_cam.attribute(x, target=[3, 7])   # [2x1x56x56, 2x1x28x28]
             >>> up = LayerAttribution.interpolate(maps[0], (224, 224), "bilinear")
         """
-        check_choice("variant", variant, ("v1", "v2", "v3"))
-        mask_kind = resolve_mask(
-            mask, relu_activations, "sign-aware", (*MASKS, "split")
-        )
-        if mask_kind == "split" and variant == "v3":
-            raise ValueError(
-                "mask='split' weights the two sign parts of each channel's mask "
-                "apart, and variant='v3' has no per-channel mask: use variant='v1' "
-                "or 'v2' with mask='split', or another mask with 'v3'."
-            )
+        mask_kind = _mask_kind(variant, mask, relu_activations)
         passes = self._relevance_passes(
             inputs,
             target,
@@ -238,6 +237,24 @@ class LayerShallowCam(_RelevanceCamBase):
             weights = inter_layer_weights(r, channel_weights, term)
             maps.append(channel_sum(weights * term, relu_attributions))
         return self._result(maps, passes, return_convergence_delta)
+
+
+def _mask_kind(
+    variant: Variant, mask: MaskKind | None, relu_activations: bool | None
+) -> MaskKind:
+    """The mask of ``attribute``'s options; the default is ``"split"``, and
+    ``"both-signs"`` with ``variant="v3"``, which has no per-channel mask to
+    split."""
+    check_choice("variant", variant, ("v1", "v2", "v3"))
+    default = "both-signs" if variant == "v3" else "split"
+    mask_kind = resolve_mask(mask, relu_activations, default, (*MASKS, "split"))
+    if mask_kind == "split" and variant == "v3":
+        raise ValueError(
+            "mask='split' weights the two sign parts of each channel's mask "
+            "apart, and variant='v3' has no per-channel mask: use variant='v1' "
+            "or 'v2' with mask='split', or another mask with 'v3'."
+        )
+    return mask_kind
 
 
 def _adjacent_layer_relevance(mask_kind: MaskKind) -> RelevanceRefinement:
