@@ -19,23 +19,26 @@ step), the labelled class:
 import json
 
 import numpy as np
+from _claim_section import joined
 from _sanity_section import randomization_line
 from _sign_aware_section import RUNS, cell, delta, listed, load
 
 from captum_shallowcam.experiments import paired_difference
 
 PLAIN = "layercam"
+#: The default when these runs were made (``shallowcam`` then; renamed since).
+GEOMETRIC = "shallowcam+sign-aware+geometric"
 COLUMNS = {
     "layercam+sign-aware": "sign-aware LayerCAM",
-    "shallowcam": "default",
+    GEOMETRIC: "sign-aware geometric",
     "layercam+both-signs": "both-signs LayerCAM",
-    "shallowcam+both-signs": "both-signs ShallowCam",
+    "shallowcam+both-signs+geometric": "both-signs geometric",
     "shallowcam+both-signs+mass": "both-signs, mass weights",
     "shallowcam+split+mass": "split, mass weights",
 }
 #: Readings whose relevance weights are set against their own mask alone.
 WEIGHTED = {
-    "shallowcam+both-signs": "layercam+both-signs",
+    "shallowcam+both-signs+geometric": "layercam+both-signs",
     "shallowcam+both-signs+mass": "layercam+both-signs",
     "shallowcam+split+mass": "layercam+both-signs",
 }
@@ -130,10 +133,13 @@ def _says(result) -> str:
     n, layers = len(result.images), result.settings["layers"]
     parts = []
     for method, label in (
-        ("shallowcam", "The default"),
-        ("shallowcam+both-signs", "The both-signs ShallowCam"),
+        (GEOMETRIC, "The sign-aware geometric reading (the default then)"),
+        (
+            "shallowcam+both-signs+geometric",
+            "The both-signs mask with geometric weights",
+        ),
         ("shallowcam+both-signs+mass", "The both-signs mask with mass weights"),
-        ("shallowcam+split+mass", "The split mask with mass weights"),
+        ("shallowcam+split+mass", "The split mask with mass weights (the default now)"),
     ):
         if method not in result.scores:
             continue
@@ -182,7 +188,7 @@ def _candidate_screens(own_only: bool = False):
                     delta(result, method, PLAIN, lay)
                     for lay in result.settings["layers"]
                 ]
-                for method in ("shallowcam", CANDIDATE)
+                for method in (GEOMETRIC, CANDIDATE)
             },
         )
 
@@ -204,41 +210,6 @@ def candidate_rows() -> list[list[str]]:
                 ]
             )
     return rows
-
-
-def candidate_line() -> str:
-    """The README's line on the candidate: over the own-input screens that
-    have it, how many (screen, layer) cells have a mean Δ to LayerCAM above 0
-    and an interval above 0, and the lowest mean Δ, for it and the default."""
-    cells: dict[str, list] = {"shallowcam": [], CANDIDATE: []}
-    models = []
-    for _, result, deltas in _candidate_screens(own_only=True):
-        model = result.settings["model"].replace("efficientnet-lite", "Lite")
-        models += [model] if model not in models else []
-        for method, per_layer in deltas.items():
-            cells[method] += per_layer
-
-    def counts(method: str) -> tuple[int, int, float]:
-        return (
-            sum(d[0] > 0 for d in cells[method]),
-            sum(d[2] > 0 for d in cells[method]),
-            min(d[0] for d in cells[method]),
-        )
-
-    (d_mean, d_interval, d_low), (c_mean, c_interval, c_low) = (
-        counts("shallowcam"),
-        counts(CANDIDATE),
-    )
-    return (
-        f"\n**A candidate default**, `{CANDIDATE}` (the both-signs mask split by "
-        "the sign of the activations, each part given exactly the relevance on "
-        f"its own positions): over the own-input screens of {', '.join(models)} "
-        f"that have it, its mean Δ to LayerCAM is above 0 in {c_mean} of "
-        f"{len(cells[CANDIDATE])} (screen, stage) cells (lowest {c_low:+.2f}) and its "
-        f"interval in {c_interval}; the default's mean in {d_mean} (lowest "
-        f"{d_low:+.2f}), its interval in {d_interval}. The default stays "
-        "until the 200-photo runs decide."
-    )
 
 
 def candidate_table(rst_table) -> str:
@@ -325,7 +296,7 @@ def largest_screen_values() -> dict:
         if str(result.settings["images"]).rstrip("/").endswith("-b")
         else "the set the choice was made on",
         largest_layers=len(result.settings["layers"]),
-        largest_default=len(_ahead(result, "shallowcam", PLAIN)[0]),
+        largest_default=len(_ahead(result, GEOMETRIC, PLAIN)[0]),
         largest_candidate=len(_ahead(result, CANDIDATE, PLAIN)[0]),
         largest_weights=listed(_ahead(result, CANDIDATE, WEIGHTED[CANDIDATE])[0]),
     )
@@ -341,10 +312,10 @@ def screen_photos() -> str:
 def readme_lines() -> str:
     """The README's lines on the screens and on class sensitivity (markdown)."""
     lines = [
-        f"**Every model we ship** (screens of {screen_photos()} photos at step "
-        "7168, `benchmarks/masks_screen.py`; the 200-photo measure is still to run "
-        "on Lite1, and Lite2's above is at step 3584, not 1792), on where the "
-        "default is and is not ahead of LayerCAM:"
+        f"**The screens** ({screen_photos()} photos at step 7168, "
+        "`benchmarks/masks_screen.py`; own and ImageNet mean/std inputs), on where "
+        "the geometric default, the split default and the other readings are and "
+        "are not ahead of LayerCAM:"
     ]
     for name, title in SCREENS.items():
         result = load(name)
@@ -353,8 +324,7 @@ def readme_lines() -> str:
         lines.append(
             f"- {title.replace('``', '`')} ({n} photos): {says.replace('``', '`')}"
         )
-    lines.append(candidate_line())
-    family, deep = load(FAMILY), load(FAMILY_DEEP)
+    family, deep = family_run(FAMILY), family_run(FAMILY_DEEP)
     lines.append(
         f"\n**The CAM family** (a first look: EfficientNet-Lite0, step "
         f"{family.settings['step']}, all ten registered methods, {len(family.images)} "
@@ -363,11 +333,13 @@ def readme_lines() -> str:
         + f"{family_says(family)}; {family_says(deep)}".replace("``", "`")
         + "."
     )
-    less = less_sensitive_than_layercam("shallowcam")
+    less = less_sensitive_than_layercam(CANDIDATE, SANITY_CANDIDATES)
+    less_geometric = less_sensitive_than_layercam(GEOMETRIC)
     lines.append(
         f"\n**Class sensitivity**: the default's maps for the predicted and the least "
         f"likely class agree more than LayerCAM's at {len(less)} of 7 stages of "
-        "EfficientNet-Lite0 (50 photos): its deletion/insertion gain comes with maps "
+        "EfficientNet-Lite0 (50 photos; the geometric default it replaced: "
+        f"{len(less_geometric)} of 7): its deletion/insertion gain comes with maps "
         "that depend less on the class. Details in "
         "[docs/results.rst](docs/results.rst)."
     )
@@ -378,11 +350,23 @@ def readme_lines() -> str:
 FAMILY = "family_lite0_a_1-96_7168"
 #: The same methods at ``stage4`` to ``stage7`` on the first 16 of those photos.
 FAMILY_DEEP = "family_lite0_a_7168_stages4-7"
+#: The default (the split mask) on the same photos and stages, with LayerCAM
+#: again to check the pairing (``benchmarks/masks_screen.py``).
+FAMILY_SPLIT = {
+    FAMILY: "family_split_lite0_a_1-96_7168",
+    FAMILY_DEEP: "family_split_lite0_a_7168_stages4-7",
+}
 
 
-def family_rows(result) -> list[list[str]]:
+def family_run(name: str):
+    """The family run ``name`` joined with the default's run on its photos."""
+    layers = list(load(name).settings["layers"])
+    return joined((name, FAMILY_SPLIT[name]), layers)
+
+
+def family_rows(result, default: str = CANDIDATE) -> list[list[str]]:
     """Per layer and method: the mean overall score, its rank at that layer, and
-    the default's paired Δ to it."""
+    the ``default``'s paired Δ to it."""
     rows = []
     for layer in result.settings["layers"]:
         means = {
@@ -390,25 +374,14 @@ def family_rows(result) -> list[list[str]]:
         }
         order = sorted(means, key=lambda m: -means[m])
         for method in order:
-            delta = (
-                "—"
-                if method == "shallowcam"
-                else _delta(result, "shallowcam", method, layer)
-            )
-            rows.append(
-                [
-                    layer,
-                    method,
-                    f"{means[method]:.1f}",
-                    str(order.index(method) + 1),
-                    delta,
-                ]
-            )
+            delta = "—" if method == default else _delta(result, default, method, layer)
+            rank = str(order.index(method) + 1)
+            rows.append([layer, method, f"{means[method]:.1f}", rank, delta])
     return rows
 
 
-def family_says(result) -> str:
-    """Where the default ranks at each layer, and whom it is ahead of / behind."""
+def family_says(result, default: str = CANDIDATE) -> str:
+    """Where ``default`` ranks at each layer, and whom it is ahead of / behind."""
     parts = []
     for layer in result.settings["layers"]:
         means = {
@@ -417,17 +390,17 @@ def family_says(result) -> str:
         order = sorted(means, key=lambda m: -means[m])
         ahead, behind = [], []
         for method in order:
-            if method == "shallowcam":
+            if method == default:
                 continue
             _, _, low, high = paired_difference(
-                result.scores["shallowcam"][layer]["overall"],
+                result.scores[default][layer]["overall"],
                 result.scores[method][layer]["overall"],
             )
             (ahead if low > 0 else behind if high < 0 else []).append(method)
         parts.append(
-            f"at ``{layer}`` the default ranks {order.index('shallowcam') + 1} of "
+            f"at ``{layer}`` ``{default}`` ranks {order.index(default) + 1} of "
             f"{len(order)}"
-            + (f" (first: {order[0]})" if order[0] != "shallowcam" else "")
+            + (f" (first: {order[0]})" if order[0] != default else "")
             + ", ahead (interval above 0) of "
             f"{len(ahead)} and behind {len(behind)}"
             + (f" ({', '.join(behind)})" if behind else "")

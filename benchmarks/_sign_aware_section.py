@@ -96,17 +96,19 @@ def fusion_rows(result, methods, labels):
 
 def nonnegative_table(result):
     """(heads, rows, sentence) of a ``benchmarks/nonnegative_layers.py`` run:
-    the default (``shallowcam``) and the 0.1 default against LayerCAM."""
+    the default at run time (``shallowcam``, or its stored name since, the
+    first method after LayerCAM) and the 0.1 default against LayerCAM."""
     layers = result.settings["layers"]
+    method = [m for m in result.scores if m != PLAIN][0]
     rows = []
     for lay in layers:
         base = result.scores[PLAIN][lay]["overall"]
         rows.append([lay, f"{np.mean(base):.1f}",
-                     cell(result.scores["shallowcam"][lay]["overall"], base),
+                     cell(result.scores[method][lay]["overall"], base),
                      cell(result.scores["shallowcam-v1+clrp+positive"][lay]["overall"], base)])  # fmt: skip
     heads = ["layer (ReLU6 output)", "LayerCAM overall", "Δ default",
              "Δ 0.1 default (linear weights)"]  # fmt: skip
-    default = {lay: delta(result, "shallowcam", PLAIN, lay) for lay in layers}
+    default = {lay: delta(result, method, PLAIN, lay) for lay in layers}
     ahead = [lay for lay, d in default.items() if d[2] > 0]
     behind = [lay for lay, d in default.items() if d[3] < 0]
     if ahead or behind:

@@ -6,16 +6,20 @@ the maps of seven registered methods, scored by deletion/insertion:
 
 * ``layercam``: ``ReLU(sum_k ReLU(G_k) A_k)``, the published LayerCAM;
 * ``layercam+sign-aware``: ``sum_k ReLU(G_k) ReLU(A_k)``;
-* ``shallowcam``: the default, geometric weights on ``alpha+`` times the
-  sign-aware mask;
+* ``shallowcam+sign-aware+geometric``: geometric weights on ``alpha+`` times
+  the sign-aware mask (the default until the split mask replaced it);
 * ``layercam+both-signs``: ``sum_k ReLU(G_k A_k)``;
-* ``shallowcam+both-signs``: geometric weights on ``alpha`` (all positions)
-  times the both-signs mask;
+* ``shallowcam+both-signs+geometric``: geometric weights on ``alpha`` (all
+  positions) times the both-signs mask;
 * ``shallowcam+both-signs+mass``: the both-signs mask scaled so that each
   channel adds up to its relevance ``ReLU(alpha_k)`` (``channel_weights="mass"``);
 * ``shallowcam+split+mass``: the both-signs mask split by the sign of the
   activations, each part adding up to the relevance on its own positions
-  (``mask="split"``, :func:`captum_shallowcam.attr.split_terms`).
+  (``mask="split"``, :func:`captum_shallowcam.attr.split_terms`): the default.
+
+Runs made before the split mask became the default name the sign-aware
+geometric reading ``shallowcam`` and the both-signs one ``shallowcam+both-signs``;
+the stored ones were renamed (their settings say so).
 
 ``--methods`` scores a subset; ``--extend FILE`` adds the scores of
 ``--methods`` to an earlier result of this script (same photos, targets and
@@ -54,9 +58,9 @@ from captum_shallowcam.models import NORMALIZATIONS, load_model
 METHODS = (
     "layercam",
     "layercam+sign-aware",
-    "shallowcam",
+    "shallowcam+sign-aware+geometric",
     "layercam+both-signs",
-    "shallowcam+both-signs",
+    "shallowcam+both-signs+geometric",
     "shallowcam+both-signs+mass",
     "shallowcam+split+mass",
 )
@@ -70,11 +74,11 @@ def maps(a: torch.Tensor, g: torch.Tensor, r: torch.Tensor) -> dict[str, torch.T
     return {
         "layercam": channel_sum(spatial_mask(a, g), True),
         "layercam+sign-aware": channel_sum(sign_aware, True),
-        "shallowcam": channel_sum(
+        "shallowcam+sign-aware+geometric": channel_sum(
             inter_layer_weights(r_positive, "geometric", sign_aware) * sign_aware, True
         ),
         "layercam+both-signs": channel_sum(both_signs, True),
-        "shallowcam+both-signs": channel_sum(
+        "shallowcam+both-signs+geometric": channel_sum(
             inter_layer_weights(r, "geometric", both_signs) * both_signs, True
         ),
         "shallowcam+both-signs+mass": channel_sum(
