@@ -1,4 +1,5 @@
-"""The results page's section on the geometric default, from its runs.
+"""The results page's section on the geometric default (the sign-aware mask
+with geometric weights, the default before the split mask), from its runs.
 
 Read by ``benchmarks/results_page.py``. Runs (``benchmarks/results/``):
 
@@ -41,7 +42,7 @@ SCREEN_SIGN_AWARE = "layercam_pos"
 READINGS = {
     "sqrt_alphaP_pos": '√ReLU(α⁺) (the earlier default, ``"sqrt"``)',
     "mass_alphaP_pos": "ReLU(α⁺) / T (each channel adds up to α⁺)",
-    "mass_sqrt_alphaP_pos": '√(ReLU(α⁺) / T) (**the default**, ``"geometric"``)',
+    "mass_sqrt_alphaP_pos": '√(ReLU(α⁺) / T) (**chosen then**, ``"geometric"``)',
     "density_alphaP_pos": "ReLU(α⁺) / Σ ReLU(A)",
     "sqrt_density_alphaP_pos": "√(ReLU(α⁺) / Σ ReLU(A))",
 }
@@ -80,7 +81,7 @@ def _says(result, layers, n, photo_set=None):
         if lay not in ahead
     )
     return (
-        f"On {where} the default is ahead of LayerCAM (interval above 0) at "
+        f"On {where} the geometric default is ahead of LayerCAM (interval above 0) at "
         f"{len(ahead)} of {len(layers)} stages ({listed(ahead)}{level}), with mean Δ "
         f"{', '.join(f'{d:+.2f}' for d in shallow)} at ``stage1`` to ``stage3`` (the "
         f"paper's best gain is +2.73). Against the sign-aware LayerCAM it is ahead at "
@@ -90,9 +91,10 @@ def _says(result, layers, n, photo_set=None):
 
 
 HEADS = ["layer", "LayerCAM overall", "Δ sign-aware LayerCAM vs LayerCAM",
-         "Δ default vs LayerCAM", "Δ default vs sign-aware LayerCAM"]  # fmt: skip
+         "Δ geometric default vs LayerCAM",
+         "Δ geometric default vs sign-aware LayerCAM"]  # fmt: skip
 LABELS = {PLAIN: "LayerCAM", SIGN_AWARE: "sign-aware LayerCAM",
-          DEFAULT: "LayerShallowCam (default)"}  # fmt: skip
+          DEFAULT: "LayerShallowCam (geometric default)"}  # fmt: skip
 FUSION_HEADS = ["method", "fusion", "overall", "best single layer",
                 "Δ fused vs best layer", "Δ fused vs fused LayerCAM"]  # fmt: skip
 METHODS = [PLAIN, SIGN_AWARE, DEFAULT]

@@ -20,13 +20,19 @@ import re
 from pathlib import Path
 
 import numpy as np
+from _claim_section import AGREEMENT
+from _claim_section import readme_values as claim_readme_values
+from _claim_section import values as claim_values
 from _every_model_section import (
     CANDIDATE,
     FAMILY,
     FAMILY_DEEP,
+    FAMILY_SPLIT,
+    GEOMETRIC,
     SANITY_CANDIDATES,
     candidate_table,
     family_rows,
+    family_run,
     family_says,
     largest_screen_values,
     less_sensitive_than_layercam,
@@ -425,7 +431,7 @@ def default01_values(runs: dict) -> dict:
 def family_values() -> dict:
     """The CAM family's first look (two runs: ``stage4`` to ``stage7`` on the
     first photos of the ``stage1`` to ``stage3`` run)."""
-    family, deep = load(FAMILY), load(FAMILY_DEEP)
+    family, deep = family_run(FAMILY), family_run(FAMILY_DEEP)
     n_deep = len(deep.images)
     if (family.images[:n_deep], family.targets[:n_deep]) != (deep.images, deep.targets):
         raise ValueError(f"{FAMILY_DEEP} must hold the first photos of {FAMILY}")
@@ -434,9 +440,15 @@ def family_values() -> dict:
         n_family=len(family.images),
         n_family_deep=n_deep,
         family_step=family.settings["step"],
-        family_methods=",".join(family.scores),
+        # as run: the geometric default was "shallowcam" then
+        family_methods=",".join(
+            "shallowcam" if m == GEOMETRIC else m for m in load(FAMILY).scores
+        ),
         family_run=FAMILY,
         family_deep_run=FAMILY_DEEP,
+        family_split_run=FAMILY_SPLIT[FAMILY],
+        family_deep_split_run=FAMILY_SPLIT[FAMILY_DEEP],
+        family_agreement=f"{max(v[0] for v in AGREEMENT.values()):.2f}",
         family_says=family_says(family),
         family_deep_says=family_says(deep),
         family_table=rst_table(family_heads, family_rows(family) + family_rows(deep)),
@@ -446,7 +458,7 @@ def family_values() -> dict:
 def sensitivity_values() -> dict:
     """The screens, the candidate and class sensitivity."""
     screens_rst, sensitivity_rst, n_sanity = every_model_section(rst_table)
-    less_sensitive = less_sensitive_than_layercam("shallowcam")
+    less_sensitive = less_sensitive_than_layercam(GEOMETRIC)
     return dict(
         screens=screens_rst,
         candidate_table=candidate_table(rst_table),
@@ -502,7 +514,10 @@ def page_values(runs: dict, geometric_rst: str) -> list[dict]:
     """The values of each template of ``SECTIONS``, in order."""
     fine = runs["fine"]
     intro = dict(
-        setting=setting_text(fine), n_images=len(fine.images), geometric=geometric_rst
+        setting=setting_text(fine),
+        n_images=len(fine.images),
+        claim=render("claim.rst", claim_values(rst_table)),
+        geometric=geometric_rst,
     )
     sensitivity = sensitivity_values()
     screens = {k: sensitivity.pop(k) for k in ("screens", "candidate_table")}
@@ -526,6 +541,7 @@ def readme_block(runs: dict, geometric_md: str) -> str:
     ahead, behind, _ = verdict(fine, DEFAULT)
     _, paper_stats = paper_step_rows(runs["paper"], fine)
     values = dict(
+        claim=render("claim.md", claim_readme_values(md_table)),
         geometric=geometric_md,
         every_model=readme_lines(),
         setting=setting_text(fine).replace("``", "`"),

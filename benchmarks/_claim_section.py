@@ -1,0 +1,299 @@
+"""The results page's section on the claim per model: the sign-aware geometric
+reading and the split mass reading against LayerCAM, on as many development
+photos as each model has been measured on.
+
+Read by ``benchmarks/results_page.py``. Runs (``benchmarks/results/``), all
+with each model's own inputs ([-1, 1]) and the labelled class:
+
+* EfficientNet-Lite0, step 1792, 200 photos: ``scale_a_1792.json`` and
+  ``scale_b_1792.json`` (LayerCAM, the sign-aware LayerCAM and the sign-aware
+  geometric reading; ``benchmarks/fusion_benchmark.py``), joined by photo with
+  ``candidate_lite0_a_1792.json`` and ``candidate_lite0_b_1792.json`` (the
+  split mass reading and the both-signs LayerCAM; ``benchmarks/masks_screen.py``);
+* EfficientNet-Lite2, step 3584, 200 photos: ``lite2_geometric_a_3584.json``
+  and ``lite2_geometric_b_3584.json`` (``python -m captum_shallowcam
+  benchmark``), joined with ``candidate_lite2_a_3584.json`` and
+  ``candidate_lite2_b_3584.json``;
+* EfficientNet-Lite1, step 7168, 124 photos: ``masks_lite1_own_a_7168.json``
+  (24 photos of ``imagenet-samples``) and ``masks_lite1_own_b_1-100_7168.json``
+  (the 100 of ``imagenet-samples-b``).
+
+``masks_screen.py`` and the other scripts give LayerCAM the same scores on the
+same photos (checked here when the runs are joined), so the joined runs pair
+photo by photo.
+"""
+
+from functools import cache
+
+import numpy as np
+from _sign_aware_section import cell, delta, listed, load
+
+from captum_shallowcam.experiments import EvaluationResult, merge_results
+
+PLAIN = "layercam"
+SIGN_AWARE = "layercam+sign-aware"
+GEOMETRIC = "shallowcam+sign-aware+geometric"
+SPLIT = "shallowcam+split+mass"
+BOTH_SIGNS = "layercam+both-signs"
+LABELS = {
+    SIGN_AWARE: "sign-aware LayerCAM",
+    GEOMETRIC: "sign-aware, geometric",
+    SPLIT: "split, mass",
+    BOTH_SIGNS: "both-signs LayerCAM",
+}
+#: The name of the sign-aware geometric reading in the runs of the main table.
+SCREEN_NAMES = {"shallowcam-v1+clrp+geometric+sign-aware": GEOMETRIC}
+#: Per model: its label, and the runs joined by photo, one group per photo set.
+MODELS = {
+    "efficientnet-lite0": (
+        "EfficientNet-Lite0",
+        [("scale_a_1792", "candidate_lite0_a_1792"),
+         ("scale_b_1792", "candidate_lite0_b_1792")],
+    ),
+    "efficientnet-lite1": (
+        "EfficientNet-Lite1",
+        [("masks_lite1_own_a_7168",), ("masks_lite1_own_b_1-100_7168",)],
+    ),
+    "efficientnet-lite2": (
+        "EfficientNet-Lite2",
+        [("lite2_geometric_a_3584", "candidate_lite2_a_3584"),
+         ("lite2_geometric_b_3584", "candidate_lite2_b_3584")],
+    ),
+}  # fmt: skip
+STAGES = [f"stage{i}" for i in range(1, 8)]
+#: The model whose table joins the screens (no runs of its own in this section).
+LITE1 = "efficientnet-lite1"
+
+
+def _renamed(result: EvaluationResult, layers: list[str]) -> EvaluationResult:
+    """``result`` at ``layers`` only (no fused maps), with the sign-aware
+    geometric reading under one name."""
+    scores = {
+        SCREEN_NAMES.get(m, m): {lay: per_layer[lay] for lay in layers}
+        for m, per_layer in result.scores.items()
+    }
+    settings = dict(result.settings, layers=layers, protocol="captum-shallowcam")
+    return EvaluationResult(settings, result.images, result.targets, scores)
+
+
+#: Per joined group with LayerCAM in two runs: the largest difference of its
+#: overall score on one photo, and of its mean at one layer (points).
+AGREEMENT: dict[tuple[str, ...], tuple[float, float]] = {}
+
+
+def joined(names: tuple[str, ...], layers: list[str] = STAGES) -> EvaluationResult:
+    """The runs ``names`` of the same photos joined, at ``layers``; refused
+    unless they score the same photos for the same targets, and every run that
+    has LayerCAM gives it the same scores: within 1 point on every photo and
+    0.05 in the mean (the scripts batch the photos differently, and maps equal
+    up to float rounding can order pixels of equal value differently)."""
+    runs = [_renamed(load(n), layers) for n in names]
+    for run in runs[1:]:
+        if run.images != runs[0].images or run.targets != runs[0].targets:
+            raise ValueError(f"{names}: the runs are not on the same photos")
+        if PLAIN in run.scores and PLAIN in runs[0].scores:
+            a = np.array([run.scores[PLAIN][s]["overall"] for s in layers])
+            b = np.array([runs[0].scores[PLAIN][s]["overall"] for s in layers])
+            photo, mean = np.abs(a - b).max(), np.abs(a.mean(1) - b.mean(1)).max()
+            if photo > 1.0 or mean > 0.05:
+                raise ValueError(
+                    f"{names}: LayerCAM's scores differ between the runs (by up to "
+                    f"{photo:.2f} points on a photo, {mean:.3f} in a mean)"
+                )
+            AGREEMENT[names] = (float(photo), float(mean))
+    return merge_results(runs) if len(runs) > 1 else runs[0]
+
+
+@cache
+def model_run(model: str) -> EvaluationResult:
+    """All photos of ``model``'s runs, both sets, joined."""
+    _, groups = MODELS[model]
+    return merge_results([joined(group) for group in groups])
+
+
+def rows(result: EvaluationResult) -> list[list[str]]:
+    """Per stage: LayerCAM's overall score, each reading's Δ to it, the split
+    reading's Δ to its own mask alone (the both-signs LayerCAM) and to the
+    sign-aware geometric reading."""
+    out = []
+    for layer in STAGES:
+        s = {m: result.scores[m][layer]["overall"] for m in result.scores}
+        row = [layer, f"{np.mean(s[PLAIN]):.1f}"]
+        row += [cell(s[m], s[PLAIN]) if m in s else "—" for m in LABELS]
+        row += [
+            cell(s[SPLIT], s[base]) if base in s else "—"
+            for base in (BOTH_SIGNS, GEOMETRIC)
+        ]
+        out.append(row)
+    return out
+
+
+HEADS = [
+    "stage",
+    "LayerCAM",
+    *(f"Δ {label}" for label in LABELS.values()),
+    "Δ split, mass vs both-signs LayerCAM",
+    "Δ split, mass vs sign-aware, geometric",
+]
+
+
+def ahead(result: EvaluationResult, method: str, baseline: str = PLAIN):
+    """The stages where ``method`` is ahead of / behind ``baseline`` (95%
+    interval above / below 0)."""
+    up = [s for s in STAGES if delta(result, method, baseline, s)[2] > 0]
+    down = [s for s in STAGES if delta(result, method, baseline, s)[3] < 0]
+    return up, down
+
+
+def says(result: EvaluationResult) -> str:
+    """Where each reading is ahead of LayerCAM, where the split reading's
+    weights are ahead of their mask alone, and how it compares with the
+    sign-aware geometric reading."""
+    parts = []
+    for method in (GEOMETRIC, SPLIT):
+        up, down = ahead(result, method)
+        rest = [s for s in STAGES if s not in up]
+        parts.append(
+            f"The {LABELS[method]} reading is ahead of LayerCAM at {len(up)} of 7 "
+            "stages"
+            + (f", behind at {listed(down)}" if down else "")
+            + (
+                " (not ahead: "
+                + "; ".join(f"``{s}`` {cell_of(result, method, s)}" for s in rest)
+                + ")"
+                if rest
+                else ""
+            )
+            + "."
+        )
+    if BOTH_SIGNS in result.scores:
+        up, down = ahead(result, SPLIT, BOTH_SIGNS)
+        parts.append(
+            "Its relevance weights are ahead of their mask alone (the both-signs "
+            f"LayerCAM) at {len(up)} stages ({listed(up)})"
+            + (f" and behind at {listed(down)}" if down else "")
+            + "."
+        )
+    up, down = ahead(result, SPLIT, GEOMETRIC)
+    parts.append(
+        f"Against the sign-aware geometric reading it is ahead at {listed(up)} and "
+        f"behind at {listed(down)}."
+    )
+    return " ".join(parts)
+
+
+def per_set(model: str) -> str:
+    """How many stages the split reading is ahead of LayerCAM at on each photo
+    set apart (``imagenet-samples-b`` played no part in any choice)."""
+    _, groups = MODELS[model]
+    parts = []
+    for group in groups:
+        run = joined(group)
+        name = str(run.settings["images"]).rstrip("/").split("/")[-1]
+        up = ahead(run, SPLIT)[0]
+        parts.append(f"{len(up)} of 7 on the {len(run.images)} of ``{name}``")
+    return "Photo sets apart, the split reading is ahead at " + ", ".join(parts) + "."
+
+
+def cell_of(result: EvaluationResult, method: str, layer: str) -> str:
+    return cell(
+        result.scores[method][layer]["overall"], result.scores[PLAIN][layer]["overall"]
+    )
+
+
+def setting(model: str) -> str:
+    """ "200 photos, step 1792" and which photo set gave how many."""
+    result = model_run(model)
+    _, groups = MODELS[model]
+    sets = [load(group[0]) for group in groups]
+    counts = " and ".join(
+        f"{len(r.images)} of ``{str(r.settings['images']).rstrip('/').split('/')[-1]}``"
+        for r in sets
+    )
+    return f"{len(result.images)} photos ({counts}), step {result.settings['step']}"
+
+
+def _short(model: str) -> str:
+    return MODELS[model][0].replace("EfficientNet-", "")
+
+
+def summary() -> str:
+    """Over the three models: how many stages each reading is ahead of
+    LayerCAM at, and where the split reading is not."""
+    runs = {model: model_run(model) for model in MODELS}
+    ahead_of = {
+        m: {model: ahead(run, m)[0] for model, run in runs.items()}
+        for m in (GEOMETRIC, SPLIT)
+    }
+    total = 7 * len(MODELS)
+    misses = "; ".join(
+        f"{_short(model)} ``{s}`` {cell_of(runs[model], SPLIT, s)}"
+        for model in MODELS
+        for s in STAGES
+        if s not in ahead_of[SPLIT][model]
+    )
+    measured = [m for m, run in runs.items() if BOTH_SIGNS in run.scores]
+    weights = "; ".join(
+        f"ahead at {len(ahead(runs[m], SPLIT, BOTH_SIGNS)[0])} of 7 stages on {_short(m)}"
+        for m in measured
+    ) + "".join(f"; not measured on {_short(m)}" for m in runs if m not in measured)
+    return (
+        f"Over the three models the split reading is ahead of LayerCAM (interval "
+        f"above 0) at {sum(map(len, ahead_of[SPLIT].values()))} of {total} stages "
+        f"({', '.join(f'{_short(m)} {len(v)}' for m, v in ahead_of[SPLIT].items())}), "
+        "the sign-aware geometric reading at "
+        f"{sum(map(len, ahead_of[GEOMETRIC].values()))} "
+        f"({', '.join(f'{_short(m)} {len(v)}' for m, v in ahead_of[GEOMETRIC].items())}). "
+        f"Where the split reading is not ahead: {misses or 'nowhere'}. "
+        "Its relevance weights against their own mask alone (the both-signs "
+        f"LayerCAM): {weights}."
+    )
+
+
+def values(rst_table) -> dict:
+    """The section's template values (``page/claim.rst``)."""
+    files = sorted(
+        {
+            f"``{n}.json``"
+            for _, groups in MODELS.values()
+            for g in groups
+            for n in g[1:]
+        }
+    )
+    with_both = [
+        _short(m) for m in MODELS if m != LITE1 and BOTH_SIGNS in model_run(m).scores
+    ]
+    return dict(
+        claim_files=", ".join(files),
+        both_signs=f" (and ``layercam+both-signs`` on {', '.join(with_both)})"
+        if with_both
+        else "",
+        tables=section(rst_table),
+        summary=summary(),
+    )
+
+
+def section(rst_table) -> str:
+    """One table and one paragraph per model."""
+    parts = []
+    for model, (label, _) in MODELS.items():
+        result = model_run(model)
+        parts.append(
+            f"**{label}**, {setting(model)}:\n\n"
+            f"{rst_table(HEADS, rows(result))}\n{says(result)} {per_set(model)}\n"
+        )
+    return "\n".join(parts)
+
+
+def readme_values(md_table) -> dict:
+    """The README's table (stage x model: the split reading's Δ to LayerCAM)
+    and summary, in markdown."""
+    runs = {model: model_run(model) for model in MODELS}
+    heads = ["stage"] + [
+        f"{_short(model)} ({len(run.images)} photos, step {run.settings['step']})"
+        for model, run in runs.items()
+    ]
+    table_rows = [
+        [f"`{s}`"] + [cell_of(run, SPLIT, s) for run in runs.values()] for s in STAGES
+    ]
+    return dict(table=md_table(heads, table_rows), summary=summary().replace("``", "`"))
