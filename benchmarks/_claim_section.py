@@ -237,6 +237,7 @@ def summary() -> str:
         f"ahead at {len(ahead(runs[m], SPLIT, BOTH_SIGNS)[0])} of 7 stages on {_short(m)}"
         for m in measured
     ) + "".join(f"; not measured on {_short(m)}" for m in runs if m not in measured)
+    masks_only = "; ".join(_over_masks(model, run) for model, run in runs.items())
     return (
         f"Over the three models the split reading is ahead of LayerCAM (interval "
         f"above 0) at {sum(map(len, ahead_of[SPLIT].values()))} of {total} stages "
@@ -246,8 +247,18 @@ def summary() -> str:
         f"({', '.join(f'{_short(m)} {len(v)}' for m, v in ahead_of[GEOMETRIC].items())}). "
         f"Where the split reading is not ahead: {misses or 'nowhere'}. "
         "Its relevance weights against their own mask alone (the both-signs "
-        f"LayerCAM): {weights}."
+        f"LayerCAM): {weights}. Ahead of every mask-only LayerCAM measured on the "
+        f"model at once (interval above 0 against each): {masks_only}."
     )
+
+
+def _over_masks(model: str, run: EvaluationResult) -> str:
+    """ "Lite0 5 of 7 (LayerCAM, sign-aware, both-signs)": the stages where the
+    split reading is ahead of each mask-only LayerCAM of ``run``."""
+    masks = [m for m in (PLAIN, SIGN_AWARE, BOTH_SIGNS) if m in run.scores]
+    up = [s for s in STAGES if all(delta(run, SPLIT, m, s)[2] > 0 for m in masks)]
+    names = ", ".join("LayerCAM" if m == PLAIN else LABELS[m] for m in masks)
+    return f"{_short(model)} {len(up)} of 7 (against {names})"
 
 
 def values(rst_table) -> dict:
