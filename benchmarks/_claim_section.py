@@ -26,7 +26,7 @@ photo by photo.
 from functools import cache
 
 import numpy as np
-from _sign_aware_section import cell, delta, listed, load
+from _sign_aware_section import ahead, cell, delta, layer_cell, listed, load
 
 from captum_shallowcam.experiments import EvaluationResult, merge_results
 
@@ -105,10 +105,16 @@ def joined(names: tuple[str, ...], layers: list[str] = STAGES) -> EvaluationResu
 
 
 @cache
+def set_run(group: tuple[str, ...]) -> EvaluationResult:
+    """One photo set's runs of ``MODELS``, joined."""
+    return joined(group)
+
+
+@cache
 def model_run(model: str) -> EvaluationResult:
     """All photos of ``model``'s runs, both sets, joined."""
     _, groups = MODELS[model]
-    return merge_results([joined(group) for group in groups])
+    return merge_results([set_run(group) for group in groups])
 
 
 def rows(result: EvaluationResult) -> list[list[str]]:
@@ -137,21 +143,13 @@ HEADS = [
 ]
 
 
-def ahead(result: EvaluationResult, method: str, baseline: str = PLAIN):
-    """The stages where ``method`` is ahead of / behind ``baseline`` (95%
-    interval above / below 0)."""
-    up = [s for s in STAGES if delta(result, method, baseline, s)[2] > 0]
-    down = [s for s in STAGES if delta(result, method, baseline, s)[3] < 0]
-    return up, down
-
-
 def says(result: EvaluationResult) -> str:
     """Where each reading is ahead of LayerCAM, where the split reading's
     weights are ahead of their mask alone, and how it compares with the
     sign-aware geometric reading."""
     parts = []
     for method in (GEOMETRIC, SPLIT):
-        up, down = ahead(result, method)
+        up, down = ahead(result, method, PLAIN)
         rest = [s for s in STAGES if s not in up]
         parts.append(
             f"The {LABELS[method]} reading is ahead of LayerCAM at {len(up)} of 7 "
@@ -159,7 +157,9 @@ def says(result: EvaluationResult) -> str:
             + (f", behind at {listed(down)}" if down else "")
             + (
                 " (not ahead: "
-                + "; ".join(f"``{s}`` {cell_of(result, method, s)}" for s in rest)
+                + "; ".join(
+                    f"``{s}`` {layer_cell(result, method, PLAIN, s)}" for s in rest
+                )
                 + ")"
                 if rest
                 else ""
@@ -188,17 +188,11 @@ def per_set(model: str) -> str:
     _, groups = MODELS[model]
     parts = []
     for group in groups:
-        run = joined(group)
+        run = set_run(group)
         name = str(run.settings["images"]).rstrip("/").split("/")[-1]
-        up = ahead(run, SPLIT)[0]
+        up = ahead(run, SPLIT, PLAIN)[0]
         parts.append(f"{len(up)} of 7 on the {len(run.images)} of ``{name}``")
     return "Photo sets apart, the split reading is ahead at " + ", ".join(parts) + "."
-
-
-def cell_of(result: EvaluationResult, method: str, layer: str) -> str:
-    return cell(
-        result.scores[method][layer]["overall"], result.scores[PLAIN][layer]["overall"]
-    )
 
 
 def setting(model: str) -> str:
@@ -222,12 +216,12 @@ def summary() -> str:
     LayerCAM at, and where the split reading is not."""
     runs = {model: model_run(model) for model in MODELS}
     ahead_of = {
-        m: {model: ahead(run, m)[0] for model, run in runs.items()}
+        m: {model: ahead(run, m, PLAIN)[0] for model, run in runs.items()}
         for m in (GEOMETRIC, SPLIT)
     }
     total = 7 * len(MODELS)
     misses = "; ".join(
-        f"{_short(model)} ``{s}`` {cell_of(runs[model], SPLIT, s)}"
+        f"{_short(model)} ``{s}`` {layer_cell(runs[model], SPLIT, PLAIN, s)}"
         for model in MODELS
         for s in STAGES
         if s not in ahead_of[SPLIT][model]
@@ -305,6 +299,7 @@ def readme_values(md_table) -> dict:
         for model, run in runs.items()
     ]
     table_rows = [
-        [f"`{s}`"] + [cell_of(run, SPLIT, s) for run in runs.values()] for s in STAGES
+        [f"`{s}`"] + [layer_cell(run, SPLIT, PLAIN, s) for run in runs.values()]
+        for s in STAGES
     ]
     return dict(table=md_table(heads, table_rows), summary=summary().replace("``", "`"))

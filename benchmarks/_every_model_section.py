@@ -21,7 +21,7 @@ import json
 import numpy as np
 from _claim_section import joined
 from _sanity_section import randomization_line
-from _sign_aware_section import RUNS, cell, delta, listed, load
+from _sign_aware_section import RUNS, ahead, cell, delta, layer_cell, listed, load
 
 from captum_shallowcam.experiments import paired_difference
 
@@ -103,29 +103,6 @@ def sensitivity_rows(result: dict) -> list[list[str]]:
     return rows
 
 
-def _ahead(result, method, baseline) -> tuple[list[str], list[str]]:
-    """The layers where ``method`` is ahead of / behind ``baseline`` (interval
-    above / below 0)."""
-    ahead, behind = [], []
-    for layer in result.settings["layers"]:
-        _, _, low, high = paired_difference(
-            result.scores[method][layer]["overall"],
-            result.scores[baseline][layer]["overall"],
-        )
-        if low > 0:
-            ahead.append(layer)
-        elif high < 0:
-            behind.append(layer)
-    return ahead, behind
-
-
-def _delta(result, method, baseline, layer) -> str:
-    return cell(
-        result.scores[method][layer]["overall"],
-        result.scores[baseline][layer]["overall"],
-    )
-
-
 def _says(result) -> str:
     """What one screen shows, in numbers: where the default and the both-signs
     ShallowCam are ahead of LayerCAM and where not, and what the relevance
@@ -143,21 +120,21 @@ def _says(result) -> str:
     ):
         if method not in result.scores:
             continue
-        ahead, behind = _ahead(result, method, PLAIN)
-        not_ahead = [lay for lay in layers if lay not in ahead]
+        up, down = ahead(result, method, PLAIN)
+        not_ahead = [lay for lay in layers if lay not in up]
         where = "; ".join(
-            f"``{lay}`` {_delta(result, method, PLAIN, lay)}" for lay in not_ahead
+            f"``{lay}`` {layer_cell(result, method, PLAIN, lay)}" for lay in not_ahead
         )
         parts.append(
-            f"{label} is ahead of LayerCAM at {len(ahead)} of {len(layers)} layers"
-            + (f", behind at {listed(behind)}" if behind else "")
+            f"{label} is ahead of LayerCAM at {len(up)} of {len(layers)} layers"
+            + (f", behind at {listed(down)}" if down else "")
             + (f" (not ahead: {where})" if not_ahead else "")
             + "."
         )
     for method, mask in WEIGHTED.items():
         if method not in result.scores or mask not in result.scores:
             continue
-        weights_ahead, weights_behind = _ahead(result, method, mask)
+        weights_ahead, weights_behind = ahead(result, method, mask)
         parts.append(
             f"The relevance weights of ``{method}`` are ahead of their own mask "
             f"alone at {listed(weights_ahead)}"
@@ -296,9 +273,9 @@ def largest_screen_values() -> dict:
         if str(result.settings["images"]).rstrip("/").endswith("-b")
         else "the set the choice was made on",
         largest_layers=len(result.settings["layers"]),
-        largest_default=len(_ahead(result, GEOMETRIC, PLAIN)[0]),
-        largest_candidate=len(_ahead(result, CANDIDATE, PLAIN)[0]),
-        largest_weights=listed(_ahead(result, CANDIDATE, WEIGHTED[CANDIDATE])[0]),
+        largest_default=len(ahead(result, GEOMETRIC, PLAIN)[0]),
+        largest_candidate=len(ahead(result, CANDIDATE, PLAIN)[0]),
+        largest_weights=listed(ahead(result, CANDIDATE, WEIGHTED[CANDIDATE])[0]),
     )
 
 
@@ -374,7 +351,9 @@ def family_rows(result, default: str = CANDIDATE) -> list[list[str]]:
         }
         order = sorted(means, key=lambda m: -means[m])
         for method in order:
-            delta = "—" if method == default else _delta(result, default, method, layer)
+            delta = (
+                "—" if method == default else layer_cell(result, default, method, layer)
+            )
             rank = str(order.index(method) + 1)
             rows.append([layer, method, f"{means[method]:.1f}", rank, delta])
     return rows

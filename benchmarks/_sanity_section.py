@@ -32,12 +32,10 @@ DEFAULT = "shallowcam+sign-aware+geometric"
 SPLIT = "shallowcam+split+mass"
 
 
-def _as_run(run: dict) -> str:
-    """The ``--methods`` of ``run`` as it was given (the geometric default was
-    ``shallowcam`` then)."""
-    return ",".join(
-        "shallowcam" if m == DEFAULT else m for m in run["settings"]["methods"]
-    )
+def as_run(methods) -> str:
+    """``methods`` of a run of the geometric-default era as ``--methods`` was
+    given (that default was ``shallowcam`` then)."""
+    return ",".join("shallowcam" if m == DEFAULT else m for m in methods)
 
 
 @cache
@@ -99,7 +97,7 @@ def randomization_values(rst_table) -> dict:
         cascade_run=CASCADE,
         n_cascade=len(cascade["images"]),
         n_cascade_steps=len(cascade["steps"]),
-        cascade_methods=_as_run(cascade),
+        cascade_methods=as_run(cascade["settings"]["methods"]),
         cascade_table=rst_table(["method", *layers], end_rows(cascade)),
         n_layers=len(layers),
         default_keeps=listed(kept),
@@ -158,6 +156,6 @@ def perturbation_values(rst_table) -> dict:
     return dict(
         perturbation_run=PERTURBATION,
         n_perturbation=len(run["images"]),
-        perturbation_methods=_as_run(run),
+        perturbation_methods=as_run(run["settings"]["methods"]),
         perturbation_table=rst_table(heads, perturbation_rows(run)),
     )

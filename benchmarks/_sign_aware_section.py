@@ -55,6 +55,27 @@ def delta(result, method, baseline, layer):
     )
 
 
+def layer_cell(result, method, baseline, layer) -> str:
+    """``cell`` of ``method`` against ``baseline`` at ``layer``."""
+    return cell(
+        result.scores[method][layer]["overall"],
+        result.scores[baseline][layer]["overall"],
+    )
+
+
+def ahead(result, method, baseline) -> tuple[list[str], list[str]]:
+    """The layers where ``method`` is ahead of / behind ``baseline`` (interval
+    above / below 0)."""
+    up, down = [], []
+    for layer in result.settings["layers"]:
+        _, _, low, high = delta(result, method, baseline, layer)
+        if low > 0:
+            up.append(layer)
+        elif high < 0:
+            down.append(layer)
+    return up, down
+
+
 def layer_rows(result, layers, method, plain, sign_aware):
     """Per layer: LayerCam's overall, Δ sign-aware vs plain, Δ method vs both."""
     rows = []

@@ -43,7 +43,7 @@ from _every_model_section import section as every_model_section
 from _geometric_section import section as geometric_section
 from _page import render
 from _quadrants_section import section as quadrants_section
-from _sanity_section import perturbation_values, randomization_values
+from _sanity_section import as_run, perturbation_values, randomization_values
 from _sign_aware_section import section as sign_aware_section
 
 from captum_shallowcam.experiments import (
@@ -440,10 +440,7 @@ def family_values() -> dict:
         n_family=len(family.images),
         n_family_deep=n_deep,
         family_step=family.settings["step"],
-        # as run: the geometric default was "shallowcam" then
-        family_methods=",".join(
-            "shallowcam" if m == GEOMETRIC else m for m in load(FAMILY).scores
-        ),
+        family_methods=as_run(load(FAMILY).scores),
         family_run=FAMILY,
         family_deep_run=FAMILY_DEEP,
         family_split_run=FAMILY_SPLIT[FAMILY],
