@@ -14,9 +14,10 @@ with each model's own inputs ([-1, 1]) and the labelled class:
   and ``lite2_geometric_b_3584.json`` (``python -m captum_shallowcam
   benchmark``), joined with ``candidate_lite2_a_3584.json`` and
   ``candidate_lite2_b_3584.json``;
-* EfficientNet-Lite1, step 7168, 124 photos: ``masks_lite1_own_a_7168.json``
-  (24 photos of ``imagenet-samples``) and ``masks_lite1_own_b_1-100_7168.json``
-  (the 100 of ``imagenet-samples-b``).
+* EfficientNet-Lite1, step 7168, 200 photos: ``masks_lite1_own_a_1-100_7168.json``
+  (the 100 of ``imagenet-samples``: the 24-photo screen
+  ``masks_lite1_own_a_7168.json`` and the other 76, five of its readings) and
+  ``masks_lite1_own_b_1-100_7168.json`` (the 100 of ``imagenet-samples-b``).
 
 ``masks_screen.py`` and the other scripts give LayerCAM the same scores on the
 same photos (checked here when the runs are joined), so the joined runs pair
@@ -52,7 +53,7 @@ MODELS = {
     ),
     "efficientnet-lite1": (
         "EfficientNet-Lite1",
-        [("masks_lite1_own_a_7168",), ("masks_lite1_own_b_1-100_7168",)],
+        [("masks_lite1_own_a_1-100_7168",), ("masks_lite1_own_b_1-100_7168",)],
     ),
     "efficientnet-lite2": (
         "EfficientNet-Lite2",
@@ -63,6 +64,13 @@ MODELS = {
 STAGES = [f"stage{i}" for i in range(1, 8)]
 #: The model whose table joins the screens (no runs of its own in this section).
 LITE1 = "efficientnet-lite1"
+#: ImageNet mean and std inputs (``--normalization imagenet``), ``stage1`` to
+#: ``stage3``, the 100 photos of ``imagenet-samples``, step 7168: the first 16
+#: from the screens, the other 84 run later with LayerCAM and the default only.
+IMAGENET = {
+    "efficientnet-lite0": "masks_lite0_imagenet_a_1-100_7168",
+    "efficientnet-lite1": "masks_lite1_imagenet_a_1-100_7168",
+}
 
 
 def _renamed(result: EvaluationResult, layers: list[str]) -> EvaluationResult:
@@ -81,13 +89,33 @@ def _renamed(result: EvaluationResult, layers: list[str]) -> EvaluationResult:
 AGREEMENT: dict[tuple[str, ...], tuple[float, float]] = {}
 
 
-def joined(names: tuple[str, ...], layers: list[str] = STAGES) -> EvaluationResult:
+def _on(result: EvaluationResult, images: list[str]) -> EvaluationResult:
+    """``result`` on ``images`` only, in their order."""
+    at = [result.images.index(name) for name in images]
+    scores = {
+        m: {
+            lay: {k: [v[i] for i in at] for k, v in e.items()} for lay, e in per.items()
+        }
+        for m, per in result.scores.items()
+    }
+    targets = [result.targets[i] for i in at]
+    settings = dict(result.settings, n_images=len(images))
+    return EvaluationResult(settings, list(images), targets, scores)
+
+
+def joined(
+    names: tuple[str, ...], layers: list[str] = STAGES, on_first: bool = False
+) -> EvaluationResult:
     """The runs ``names`` of the same photos joined, at ``layers``; refused
     unless they score the same photos for the same targets, and every run that
     has LayerCAM gives it the same scores: within 1 point on every photo and
     0.05 in the mean (the scripts batch the photos differently, and maps equal
-    up to float rounding can order pixels of equal value differently)."""
+    up to float rounding can order pixels of equal value differently).
+    ``on_first``: the later runs may hold more photos; only the first run's
+    are kept."""
     runs = [_renamed(load(n), layers) for n in names]
+    if on_first:
+        runs = runs[:1] + [_on(run, runs[0].images) for run in runs[1:]]
     for run in runs[1:]:
         if run.images != runs[0].images or run.targets != runs[0].targets:
             raise ValueError(f"{names}: the runs are not on the same photos")
@@ -255,6 +283,41 @@ def _over_masks(model: str, run: EvaluationResult) -> str:
     return f"{_short(model)} {len(up)} of 7 (against {names})"
 
 
+def imagenet_values(table) -> dict:
+    """The ImageNet-input check: per stage and model, LayerCAM's overall score
+    and the split reading's Δ to it (``table``: the rst or markdown table
+    writer), and where the split reading is behind."""
+    runs = {model: load(name) for model, name in IMAGENET.items()}
+    layers = list(next(iter(runs.values())).settings["layers"])
+    heads = ["stage"] + [
+        f"{_short(m)}: {col}" for m in runs for col in ("LayerCAM", "Δ split, mass")
+    ]
+    table_rows = []
+    for layer in layers:
+        row = [layer]
+        for run in runs.values():
+            plain = run.scores[PLAIN][layer]["overall"]
+            row += [f"{np.mean(plain):.1f}", layer_cell(run, SPLIT, PLAIN, layer)]
+        table_rows.append(row)
+    behind = [
+        f"{_short(m)} ``{s}``"
+        for m, run in runs.items()
+        for s in ahead(run, SPLIT, PLAIN)[1]
+    ]
+    up = {_short(m): len(ahead(run, SPLIT, PLAIN)[0]) for m, run in runs.items()}
+    n = {len(run.images) for run in runs.values()}
+    return dict(
+        imagenet_n=", ".join(map(str, sorted(n))),
+        imagenet_layers=f"``{layers[0]}`` to ``{layers[-1]}``",
+        imagenet_table=table(heads, table_rows),
+        imagenet_says=(
+            f"behind LayerCAM (interval below 0) at {', '.join(behind) or 'no stage'}; "
+            "ahead (interval above 0) at "
+            + ", ".join(f"{k} {v} of {len(layers)}" for k, v in up.items())
+        ),
+    )
+
+
 def values(rst_table) -> dict:
     """The section's template values (``page/claim.rst``)."""
     files = sorted(
@@ -275,6 +338,7 @@ def values(rst_table) -> dict:
         else "",
         tables=section(rst_table),
         summary=summary(),
+        **imagenet_values(rst_table),
     )
 
 
@@ -302,4 +366,9 @@ def readme_values(md_table) -> dict:
         [f"`{s}`"] + [layer_cell(run, SPLIT, PLAIN, s) for run in runs.values()]
         for s in STAGES
     ]
-    return dict(table=md_table(heads, table_rows), summary=summary().replace("``", "`"))
+    imagenet = {k: v.replace("``", "`") for k, v in imagenet_values(md_table).items()}
+    return dict(
+        table=md_table(heads, table_rows),
+        summary=summary().replace("``", "`"),
+        **imagenet,
+    )

@@ -19,11 +19,9 @@ step), the labelled class:
 import json
 
 import numpy as np
-from _claim_section import joined
+from _family_section import readme_line as family_readme_line
 from _sanity_section import randomization_line
 from _sign_aware_section import RUNS, ahead, cell, delta, layer_cell, listed, load
-
-from captum_shallowcam.experiments import paired_difference
 
 PLAIN = "layercam"
 #: The default when these runs were made (``shallowcam`` then; renamed since).
@@ -301,15 +299,7 @@ def readme_lines() -> str:
         lines.append(
             f"- {title.replace('``', '`')} ({n} photos): {says.replace('``', '`')}"
         )
-    family, deep = family_run(FAMILY), family_run(FAMILY_DEEP)
-    lines.append(
-        f"\n**The CAM family** (a first look: EfficientNet-Lite0, step "
-        f"{family.settings['step']}, all ten registered methods, {len(family.images)} "
-        f"photos at stage1 to stage3 and the first {len(deep.images)} of them at "
-        "stage4 to stage7): "
-        + f"{family_says(family)}; {family_says(deep)}".replace("``", "`")
-        + "."
-    )
+    lines.append(f"\n{family_readme_line()}")
     less = less_sensitive_than_layercam(CANDIDATE, SANITY_CANDIDATES)
     less_geometric = less_sensitive_than_layercam(GEOMETRIC)
     lines.append(
@@ -322,66 +312,3 @@ def readme_lines() -> str:
     )
     lines.append(f"\n{randomization_line()}\n\n")
     return "\n".join(lines)
-
-
-FAMILY = "family_lite0_a_1-96_7168"
-#: The same methods at ``stage4`` to ``stage7`` on the first 16 of those photos.
-FAMILY_DEEP = "family_lite0_a_7168_stages4-7"
-#: The default (the split mask) on the same photos and stages, with LayerCAM
-#: again to check the pairing (``benchmarks/masks_screen.py``).
-FAMILY_SPLIT = {
-    FAMILY: "family_split_lite0_a_1-96_7168",
-    FAMILY_DEEP: "family_split_lite0_a_7168_stages4-7",
-}
-
-
-def family_run(name: str):
-    """The family run ``name`` joined with the default's run on its photos."""
-    layers = list(load(name).settings["layers"])
-    return joined((name, FAMILY_SPLIT[name]), layers)
-
-
-def family_rows(result, default: str = CANDIDATE) -> list[list[str]]:
-    """Per layer and method: the mean overall score, its rank at that layer, and
-    the ``default``'s paired Δ to it."""
-    rows = []
-    for layer in result.settings["layers"]:
-        means = {
-            m: float(np.mean(s[layer]["overall"])) for m, s in result.scores.items()
-        }
-        order = sorted(means, key=lambda m: -means[m])
-        for method in order:
-            delta = (
-                "—" if method == default else layer_cell(result, default, method, layer)
-            )
-            rank = str(order.index(method) + 1)
-            rows.append([layer, method, f"{means[method]:.1f}", rank, delta])
-    return rows
-
-
-def family_says(result, default: str = CANDIDATE) -> str:
-    """Where ``default`` ranks at each layer, and whom it is ahead of / behind."""
-    parts = []
-    for layer in result.settings["layers"]:
-        means = {
-            m: float(np.mean(s[layer]["overall"])) for m, s in result.scores.items()
-        }
-        order = sorted(means, key=lambda m: -means[m])
-        ahead, behind = [], []
-        for method in order:
-            if method == default:
-                continue
-            _, _, low, high = paired_difference(
-                result.scores[default][layer]["overall"],
-                result.scores[method][layer]["overall"],
-            )
-            (ahead if low > 0 else behind if high < 0 else []).append(method)
-        parts.append(
-            f"at ``{layer}`` ``{default}`` ranks {order.index(default) + 1} of "
-            f"{len(order)}"
-            + (f" (first: {order[0]})" if order[0] != default else "")
-            + ", ahead (interval above 0) of "
-            f"{len(ahead)} and behind {len(behind)}"
-            + (f" ({', '.join(behind)})" if behind else "")
-        )
-    return "; ".join(parts)

@@ -20,26 +20,20 @@ import re
 from pathlib import Path
 
 import numpy as np
-from _claim_section import AGREEMENT
 from _claim_section import readme_values as claim_readme_values
 from _claim_section import values as claim_values
 from _every_model_section import (
     CANDIDATE,
-    FAMILY,
-    FAMILY_DEEP,
-    FAMILY_SPLIT,
     GEOMETRIC,
     SANITY_CANDIDATES,
     candidate_table,
-    family_rows,
-    family_run,
-    family_says,
     largest_screen_values,
     less_sensitive_than_layercam,
     readme_lines,
     screen_photos,
 )
 from _every_model_section import section as every_model_section
+from _family_section import values as family_values
 from _geometric_section import section as geometric_section
 from _page import render
 from _quadrants_section import section as quadrants_section
@@ -428,30 +422,6 @@ def default01_values(runs: dict) -> dict:
     )  # fmt: skip
 
 
-def family_values() -> dict:
-    """The CAM family's first look (two runs: ``stage4`` to ``stage7`` on the
-    first photos of the ``stage1`` to ``stage3`` run)."""
-    family, deep = family_run(FAMILY), family_run(FAMILY_DEEP)
-    n_deep = len(deep.images)
-    if (family.images[:n_deep], family.targets[:n_deep]) != (deep.images, deep.targets):
-        raise ValueError(f"{FAMILY_DEEP} must hold the first photos of {FAMILY}")
-    family_heads = ["layer", "method", "overall", "rank", "Δ default vs method"]
-    return dict(
-        n_family=len(family.images),
-        n_family_deep=n_deep,
-        family_step=family.settings["step"],
-        family_methods=as_run(load(FAMILY).scores),
-        family_run=FAMILY,
-        family_deep_run=FAMILY_DEEP,
-        family_split_run=FAMILY_SPLIT[FAMILY],
-        family_deep_split_run=FAMILY_SPLIT[FAMILY_DEEP],
-        family_agreement=f"{max(v[0] for v in AGREEMENT.values()):.2f}",
-        family_says=family_says(family),
-        family_deep_says=family_says(deep),
-        family_table=rst_table(family_heads, family_rows(family) + family_rows(deep)),
-    )
-
-
 def sensitivity_values() -> dict:
     """The screens, the candidate and class sensitivity."""
     screens_rst, sensitivity_rst, n_sanity = every_model_section(rst_table)
@@ -524,7 +494,7 @@ def page_values(runs: dict, geometric_rst: str) -> list[dict]:
     sensitivity["sign_aware"] = sign_aware_section(rst_table)
     return [
         intro,
-        family_values(),
+        family_values(rst_table, as_run),
         screens,
         sensitivity,
         default01_values(runs),

@@ -1,0 +1,193 @@
+"""The results page's section on the CAM family the paper compares with.
+
+Read by ``benchmarks/results_page.py``. Runs (``benchmarks/results/``), all
+EfficientNet-Lite0, its own inputs ([-1, 1]), the labelled class:
+
+* step 1792, ``stage1`` to ``stage3``: ``family_lite0_b_1792.json`` and
+  ``family_lite0_a_1792.json`` (LayerCAM and the eight other registered
+  methods besides the default, ``python -m captum_shallowcam benchmark`` in
+  runs of 10 photos, merged), each joined by photo with the runs of the
+  claim section: ``scale_*_1792.json`` (the geometric default the split one
+  replaced) and ``candidate_lite0_*_1792.json`` (the split default);
+* step 7168, the first look: ``family_lite0_a_1-96_7168.json`` (96 photos,
+  ``stage1`` to ``stage3``) and ``family_lite0_a_7168_stages4-7.json`` (the
+  first 16 of them, ``stage4`` to ``stage7``), joined with the split
+  default's runs on the same photos, ``family_split_lite0_a_*.json``.
+
+Every join checks that the runs give LayerCAM the same scores
+(``_claim_section.joined``).
+"""
+
+from functools import cache
+
+import numpy as np
+from _claim_section import AGREEMENT, joined
+from _sign_aware_section import RUNS, layer_cell, load
+
+from captum_shallowcam.experiments import merge_results, paired_difference
+
+#: The default, and the geometric default it replaced.
+DEFAULT = "shallowcam+split+mass"
+GEOMETRIC = "shallowcam+sign-aware+geometric"
+FAMILY = "family_lite0_a_1-96_7168"
+#: The same methods at ``stage4`` to ``stage7`` on the first 16 of those photos.
+FAMILY_DEEP = "family_lite0_a_7168_stages4-7"
+#: The default (the split mask) on the same photos and stages, with LayerCAM
+#: again to check the pairing (``benchmarks/masks_screen.py``).
+FAMILY_SPLIT = {
+    FAMILY: "family_split_lite0_a_1-96_7168",
+    FAMILY_DEEP: "family_split_lite0_a_7168_stages4-7",
+}
+#: Step 1792, per photo set (the held-out set first): the family run, then the
+#: runs it is joined with. A set whose family run is not stored is left out.
+FAMILY_1792 = [
+    ("family_lite0_b_1792", "scale_b_1792", "candidate_lite0_b_1792"),
+    ("family_lite0_a_1792", "scale_a_1792", "candidate_lite0_a_1792"),
+]
+LAYERS_1792 = ["stage1", "stage2", "stage3"]
+
+
+def family_run(name: str):
+    """The family run ``name`` joined with the default's run on its photos."""
+    layers = list(load(name).settings["layers"])
+    return joined((name, FAMILY_SPLIT[name]), layers)
+
+
+def _family_only(result, methods):
+    """``result`` with ``methods`` only (the joined runs add LayerCAM variants
+    that are not in the family)."""
+    result.scores = {m: s for m, s in result.scores.items() if m in methods}
+    return result
+
+
+@cache
+def sets_1792() -> tuple:
+    """Per stored photo set: its step-1792 family run joined with the default
+    and the geometric default, family methods only."""
+    runs = []
+    for group in FAMILY_1792:
+        if not (RUNS / f"{group[0]}.json").exists():
+            continue
+        methods = {*load(group[0]).scores, DEFAULT, GEOMETRIC}
+        runs.append(_family_only(joined(group, LAYERS_1792, on_first=True), methods))
+    return tuple(runs)
+
+
+def run_1792():
+    """Every stored photo set of the step-1792 family, joined."""
+    runs = sets_1792()
+    return merge_results(list(runs)) if len(runs) > 1 else runs[0]
+
+
+def family_rows(result, default: str = DEFAULT) -> list[list[str]]:
+    """Per layer and method: the mean overall score, its rank at that layer, and
+    the ``default``'s paired Δ to it."""
+    rows = []
+    for layer in result.settings["layers"]:
+        means = {
+            m: float(np.mean(s[layer]["overall"])) for m, s in result.scores.items()
+        }
+        order = sorted(means, key=lambda m: -means[m])
+        for method in order:
+            delta = (
+                "—" if method == default else layer_cell(result, default, method, layer)
+            )
+            rank = str(order.index(method) + 1)
+            rows.append([layer, method, f"{means[method]:.1f}", rank, delta])
+    return rows
+
+
+def family_says(result, default: str = DEFAULT) -> str:
+    """Where ``default`` ranks at each layer, and whom it is ahead of / behind."""
+    parts = []
+    for layer in result.settings["layers"]:
+        means = {
+            m: float(np.mean(s[layer]["overall"])) for m, s in result.scores.items()
+        }
+        order = sorted(means, key=lambda m: -means[m])
+        ahead, behind = [], []
+        for method in order:
+            if method == default:
+                continue
+            _, _, low, high = paired_difference(
+                result.scores[default][layer]["overall"],
+                result.scores[method][layer]["overall"],
+            )
+            (ahead if low > 0 else behind if high < 0 else []).append(method)
+        parts.append(
+            f"at ``{layer}`` ``{default}`` ranks {order.index(default) + 1} of "
+            f"{len(order)}"
+            + (f" (first: {order[0]})" if order[0] != default else "")
+            + ", ahead (interval above 0) of "
+            f"{len(ahead)} and behind {len(behind)}"
+            + (f" ({', '.join(behind)})" if behind else "")
+        )
+    return "; ".join(parts)
+
+
+def _set_name(result) -> str:
+    return str(result.settings["images"]).rstrip("/").split("/")[-1]
+
+
+def photos_1792() -> str:
+    """ "the 100 photos of ``imagenet-samples-b`` and the first 40 of
+    ``imagenet-samples``"."""
+    parts = []
+    for run in sets_1792():
+        n, name = len(run.images), _set_name(run)
+        parts.append(
+            f"the {n} photos of ``{name}``" if n == 100 else f"{n} photos of ``{name}``"
+        )
+    return " and ".join(parts)
+
+
+def values(rst_table, as_run) -> dict:
+    """The template values of ``page/family.rst``."""
+    family, deep = family_run(FAMILY), family_run(FAMILY_DEEP)
+    n_deep = len(deep.images)
+    if (family.images[:n_deep], family.targets[:n_deep]) != (deep.images, deep.targets):
+        raise ValueError(f"{FAMILY_DEEP} must hold the first photos of {FAMILY}")
+    heads = ["layer", "method", "overall", "rank", "Δ default vs method"]
+    fine = run_1792()
+    per_set = "".join(
+        f" On the {len(run.images)} of ``{_set_name(run)}`` alone: {family_says(run)}."
+        for run in sets_1792()
+        if len(sets_1792()) > 1
+    )
+    agreement_1792 = [AGREEMENT[g] for g in FAMILY_1792 if g in AGREEMENT]
+    return dict(
+        fine_photos=photos_1792(),
+        fine_methods=as_run(load(FAMILY_1792[0][0]).scores),
+        fine_runs=", ".join(
+            f"``{g[0]}.json``" for g in FAMILY_1792 if (RUNS / f"{g[0]}.json").exists()
+        ),
+        fine_agreement=f"{max(v[0] for v in agreement_1792):.2f}",
+        fine_says=family_says(fine),
+        fine_per_set=per_set,
+        fine_table=rst_table(heads, family_rows(fine)),
+        n_family=len(family.images),
+        n_family_deep=n_deep,
+        family_step=family.settings["step"],
+        family_methods=as_run(load(FAMILY).scores),
+        family_run=FAMILY,
+        family_deep_run=FAMILY_DEEP,
+        family_split_run=FAMILY_SPLIT[FAMILY],
+        family_deep_split_run=FAMILY_SPLIT[FAMILY_DEEP],
+        family_agreement=f"{max(AGREEMENT[(n, FAMILY_SPLIT[n])][0] for n in FAMILY_SPLIT):.2f}",
+        family_says=family_says(family),
+        family_deep_says=family_says(deep),
+        family_table=rst_table(heads, family_rows(family) + family_rows(deep)),
+    )
+
+
+def readme_line() -> str:
+    """The README's paragraph on the family (markdown)."""
+    fine = run_1792()
+    deep = family_run(FAMILY_DEEP)
+    return (
+        f"**The CAM family** (EfficientNet-Lite0, all ten registered methods and "
+        f"the geometric default): at step 1792 on {photos_1792()}, stage1 to "
+        f"stage3: {family_says(fine)}. Deeper, a "
+        f"first look at step {deep.settings['step']} on {len(deep.images)} "
+        f"photos: {family_says(deep)}.".replace("``", "`")
+    )
