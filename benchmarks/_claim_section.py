@@ -283,10 +283,11 @@ def _over_masks(model: str, run: EvaluationResult) -> str:
     return f"{_short(model)} {len(up)} of 7 (against {names})"
 
 
-def imagenet_values(table) -> dict:
-    """The ImageNet-input check: per stage and model, LayerCAM's overall score
-    and the split reading's Δ to it (``table``: the rst or markdown table
-    writer), and where the split reading is behind."""
+@cache
+def _imagenet() -> tuple:
+    """The ImageNet-input runs' layers, table heads and rows, and the stages
+    where the split reading is behind / ahead of LayerCAM, per model (computed
+    once for the page and the README)."""
     runs = {model: load(name) for model, name in IMAGENET.items()}
     layers = list(next(iter(runs.values())).settings["layers"])
     heads = ["stage"] + [
@@ -299,21 +300,27 @@ def imagenet_values(table) -> dict:
             plain = run.scores[PLAIN][layer]["overall"]
             row += [f"{np.mean(plain):.1f}", layer_cell(run, SPLIT, PLAIN, layer)]
         table_rows.append(row)
-    behind = [
-        f"{_short(m)} ``{s}``"
-        for m, run in runs.items()
-        for s in ahead(run, SPLIT, PLAIN)[1]
-    ]
-    up = {_short(m): len(ahead(run, SPLIT, PLAIN)[0]) for m, run in runs.items()}
-    n = {len(run.images) for run in runs.values()}
+    verdicts = {_short(m): ahead(run, SPLIT, PLAIN) for m, run in runs.items()}
+    n = sorted({len(run.images) for run in runs.values()})
+    return layers, heads, table_rows, verdicts, n
+
+
+def imagenet_values(table) -> dict:
+    """The ImageNet-input check: per stage and model, LayerCAM's overall score
+    and the split reading's Δ to it (``table``: the rst or markdown table
+    writer), and where the split reading is behind."""
+    layers, heads, table_rows, verdicts, n = _imagenet()
+    behind = [f"{m} ``{s}``" for m, (_, down) in verdicts.items() for s in down]
     return dict(
-        imagenet_n=", ".join(map(str, sorted(n))),
+        imagenet_n=", ".join(map(str, n)),
         imagenet_layers=f"``{layers[0]}`` to ``{layers[-1]}``",
         imagenet_table=table(heads, table_rows),
         imagenet_says=(
             f"behind LayerCAM (interval below 0) at {', '.join(behind) or 'no stage'}; "
             "ahead (interval above 0) at "
-            + ", ".join(f"{k} {v} of {len(layers)}" for k, v in up.items())
+            + ", ".join(
+                f"{m} {len(up)} of {len(layers)}" for m, (up, _) in verdicts.items()
+            )
         ),
     )
 

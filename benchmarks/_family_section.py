@@ -22,9 +22,9 @@ from functools import cache
 
 import numpy as np
 from _claim_section import AGREEMENT, joined
-from _sign_aware_section import RUNS, layer_cell, load
+from _sign_aware_section import RUNS, delta, layer_cell, load
 
-from captum_shallowcam.experiments import merge_results, paired_difference
+from captum_shallowcam.experiments import merge_results
 
 #: The default, and the geometric default it replaced.
 DEFAULT = "shallowcam+split+mass"
@@ -47,6 +47,7 @@ FAMILY_1792 = [
 LAYERS_1792 = ["stage1", "stage2", "stage3"]
 
 
+@cache
 def family_run(name: str):
     """The family run ``name`` joined with the default's run on its photos."""
     layers = list(load(name).settings["layers"])
@@ -73,10 +74,17 @@ def sets_1792() -> tuple:
     return tuple(runs)
 
 
+@cache
 def run_1792():
     """Every stored photo set of the step-1792 family, joined."""
     runs = sets_1792()
     return merge_results(list(runs)) if len(runs) > 1 else runs[0]
+
+
+def _ranked(result, layer: str) -> tuple[dict[str, float], list[str]]:
+    """Each method's mean overall score at ``layer``, and the methods best first."""
+    means = {m: float(np.mean(s[layer]["overall"])) for m, s in result.scores.items()}
+    return means, sorted(means, key=lambda m: -means[m])
 
 
 def family_rows(result, default: str = DEFAULT) -> list[list[str]]:
@@ -84,16 +92,13 @@ def family_rows(result, default: str = DEFAULT) -> list[list[str]]:
     the ``default``'s paired Δ to it."""
     rows = []
     for layer in result.settings["layers"]:
-        means = {
-            m: float(np.mean(s[layer]["overall"])) for m, s in result.scores.items()
-        }
-        order = sorted(means, key=lambda m: -means[m])
+        means, order = _ranked(result, layer)
         for method in order:
-            delta = (
+            delta_cell = (
                 "—" if method == default else layer_cell(result, default, method, layer)
             )
             rank = str(order.index(method) + 1)
-            rows.append([layer, method, f"{means[method]:.1f}", rank, delta])
+            rows.append([layer, method, f"{means[method]:.1f}", rank, delta_cell])
     return rows
 
 
@@ -101,18 +106,12 @@ def family_says(result, default: str = DEFAULT) -> str:
     """Where ``default`` ranks at each layer, and whom it is ahead of / behind."""
     parts = []
     for layer in result.settings["layers"]:
-        means = {
-            m: float(np.mean(s[layer]["overall"])) for m, s in result.scores.items()
-        }
-        order = sorted(means, key=lambda m: -means[m])
+        _, order = _ranked(result, layer)
         ahead, behind = [], []
         for method in order:
             if method == default:
                 continue
-            _, _, low, high = paired_difference(
-                result.scores[default][layer]["overall"],
-                result.scores[method][layer]["overall"],
-            )
+            _, _, low, high = delta(result, default, method, layer)
             (ahead if low > 0 else behind if high < 0 else []).append(method)
         parts.append(
             f"at ``{layer}`` ``{default}`` ranks {order.index(default) + 1} of "
@@ -123,6 +122,17 @@ def family_says(result, default: str = DEFAULT) -> str:
             + (f" ({', '.join(behind)})" if behind else "")
         )
     return "; ".join(parts)
+
+
+#: The name ``says`` takes for the step-1792 runs joined.
+FINE = "1792"
+
+
+@cache
+def says(name: str) -> str:
+    """``family_says`` of the run ``name`` (``FAMILY``, ``FAMILY_DEEP`` or
+    ``FINE``), computed once for the page and the README."""
+    return family_says(run_1792() if name == FINE else family_run(name))
 
 
 def _set_name(result) -> str:
@@ -149,10 +159,10 @@ def values(rst_table, as_run) -> dict:
         raise ValueError(f"{FAMILY_DEEP} must hold the first photos of {FAMILY}")
     heads = ["layer", "method", "overall", "rank", "Δ default vs method"]
     fine = run_1792()
+    sets = sets_1792()
     per_set = "".join(
         f" On the {len(run.images)} of ``{_set_name(run)}`` alone: {family_says(run)}."
-        for run in sets_1792()
-        if len(sets_1792()) > 1
+        for run in (sets if len(sets) > 1 else ())
     )
     agreement_1792 = [AGREEMENT[g] for g in FAMILY_1792 if g in AGREEMENT]
     return dict(
@@ -162,7 +172,7 @@ def values(rst_table, as_run) -> dict:
             f"``{g[0]}.json``" for g in FAMILY_1792 if (RUNS / f"{g[0]}.json").exists()
         ),
         fine_agreement=f"{max(v[0] for v in agreement_1792):.2f}",
-        fine_says=family_says(fine),
+        fine_says=says(FINE),
         fine_per_set=per_set,
         fine_table=rst_table(heads, family_rows(fine)),
         n_family=len(family.images),
@@ -174,20 +184,19 @@ def values(rst_table, as_run) -> dict:
         family_split_run=FAMILY_SPLIT[FAMILY],
         family_deep_split_run=FAMILY_SPLIT[FAMILY_DEEP],
         family_agreement=f"{max(AGREEMENT[(n, FAMILY_SPLIT[n])][0] for n in FAMILY_SPLIT):.2f}",
-        family_says=family_says(family),
-        family_deep_says=family_says(deep),
+        family_says=says(FAMILY),
+        family_deep_says=says(FAMILY_DEEP),
         family_table=rst_table(heads, family_rows(family) + family_rows(deep)),
     )
 
 
 def readme_line() -> str:
     """The README's paragraph on the family (markdown)."""
-    fine = run_1792()
     deep = family_run(FAMILY_DEEP)
     return (
         f"**The CAM family** (EfficientNet-Lite0, all ten registered methods and "
         f"the geometric default): at step 1792 on {photos_1792()}, stage1 to "
-        f"stage3: {family_says(fine)}. Deeper, a "
+        f"stage3: {says(FINE)}. Deeper, a "
         f"first look at step {deep.settings['step']} on {len(deep.images)} "
-        f"photos: {family_says(deep)}.".replace("``", "`")
+        f"photos: {says(FAMILY_DEEP)}.".replace("``", "`")
     )
