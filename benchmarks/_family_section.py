@@ -9,6 +9,11 @@ EfficientNet-Lite0, its own inputs ([-1, 1]), the labelled class:
   runs of 10 photos, merged), each joined by photo with the runs of the
   claim section: ``scale_*_1792.json`` (the geometric default the split one
   replaced) and ``candidate_lite0_*_1792.json`` (the split default);
+* step 7168, ``stage4`` to ``stage7``: ``family_lite0_b_7168_stages4-7.json``
+  and ``family_lite0_a_1-100_7168_stages4-7.json`` (the nine and the
+  geometric default, in runs of 10 photos, merged; set A's first 16 photos
+  are the first look's), each joined by photo with the split default's run,
+  ``family_split_lite0_*_7168_stages4-7.json``;
 * step 7168, the first look: ``family_lite0_a_1-96_7168.json`` (96 photos,
   ``stage1`` to ``stage3``) and ``family_lite0_a_7168_stages4-7.json`` (the
   first 16 of them, ``stage4`` to ``stage7``), joined with the split
@@ -45,6 +50,17 @@ FAMILY_1792 = [
     ("family_lite0_a_1792", "scale_a_1792", "candidate_lite0_a_1792"),
 ]
 LAYERS_1792 = ["stage1", "stage2", "stage3"]
+#: Step 7168, ``stage4`` to ``stage7``, per photo set (the held-out set
+#: first): the family run (the nine and the geometric default), then the split
+#: default's run (``benchmarks/masks_screen.py``, with LayerCAM again).
+FAMILY_DEEP_200 = [
+    ("family_lite0_b_7168_stages4-7", "family_split_lite0_b_7168_stages4-7"),
+    (
+        "family_lite0_a_1-100_7168_stages4-7",
+        "family_split_lite0_a_1-100_7168_stages4-7",
+    ),
+]
+LAYERS_DEEP = ["stage4", "stage5", "stage6", "stage7"]
 
 
 @cache
@@ -61,23 +77,28 @@ def _family_only(result, methods):
     return result
 
 
+#: The two tables on all photos: name -> (the groups, their layers).
+TABLES = {"1792": (FAMILY_1792, LAYERS_1792), "deep": (FAMILY_DEEP_200, LAYERS_DEEP)}
+
+
 @cache
-def sets_1792() -> tuple:
-    """Per stored photo set: its step-1792 family run joined with the default
-    and the geometric default, family methods only."""
+def sets_of(table: str) -> tuple:
+    """Per stored photo set of ``table`` (a key of ``TABLES``): its family run
+    joined with the default and the geometric default, family methods only."""
+    groups, layers = TABLES[table]
     runs = []
-    for group in FAMILY_1792:
+    for group in groups:
         if not (RUNS / f"{group[0]}.json").exists():
             continue
         methods = {*load(group[0]).scores, DEFAULT, GEOMETRIC}
-        runs.append(_family_only(joined(group, LAYERS_1792, on_first=True), methods))
+        runs.append(_family_only(joined(group, layers, on_first=True), methods))
     return tuple(runs)
 
 
 @cache
-def run_1792():
-    """Every stored photo set of the step-1792 family, joined."""
-    runs = sets_1792()
+def run_of(table: str):
+    """Every stored photo set of ``table``, joined."""
+    runs = sets_of(table)
     return merge_results(list(runs)) if len(runs) > 1 else runs[0]
 
 
@@ -87,18 +108,19 @@ def _ranked(result, layer: str) -> tuple[dict[str, float], list[str]]:
     return means, sorted(means, key=lambda m: -means[m])
 
 
-def family_rows(result, default: str = DEFAULT) -> list[list[str]]:
+def family_rows(result, default: str = DEFAULT, step: bool = False) -> list[list[str]]:
     """Per layer and method: the mean overall score, its rank at that layer, and
-    the ``default``'s paired Δ to it."""
+    the ``default``'s paired Δ to it; ``step``: the run's step after the layer."""
     rows = []
     for layer in result.settings["layers"]:
         means, order = _ranked(result, layer)
+        head = [layer] + ([str(result.settings["step"])] if step else [])
         for method in order:
             delta_cell = (
                 "—" if method == default else layer_cell(result, default, method, layer)
             )
             rank = str(order.index(method) + 1)
-            rows.append([layer, method, f"{means[method]:.1f}", rank, delta_cell])
+            rows.append(head + [method, f"{means[method]:.1f}", rank, delta_cell])
     return rows
 
 
@@ -107,12 +129,12 @@ def family_says(result, default: str = DEFAULT) -> str:
     parts = []
     for layer in result.settings["layers"]:
         _, order = _ranked(result, layer)
-        ahead, behind = [], []
+        ahead, level, behind = [], [], []
         for method in order:
             if method == default:
                 continue
             _, _, low, high = delta(result, default, method, layer)
-            (ahead if low > 0 else behind if high < 0 else []).append(method)
+            (ahead if low > 0 else behind if high < 0 else level).append(method)
         parts.append(
             f"at ``{layer}`` ``{default}`` ranks {order.index(default) + 1} of "
             f"{len(order)}"
@@ -120,35 +142,61 @@ def family_says(result, default: str = DEFAULT) -> str:
             + ", ahead (interval above 0) of "
             f"{len(ahead)} and behind {len(behind)}"
             + (f" ({', '.join(behind)})" if behind else "")
+            + (f", level with {', '.join(level)}" if level else "")
         )
     return "; ".join(parts)
 
 
-#: The name ``says`` takes for the step-1792 runs joined.
-FINE = "1792"
+#: The names ``says`` takes for the tables on all photos (keys of ``TABLES``).
+FINE, DEEP = "1792", "deep"
 
 
 @cache
 def says(name: str) -> str:
-    """``family_says`` of the run ``name`` (``FAMILY``, ``FAMILY_DEEP`` or
-    ``FINE``), computed once for the page and the README."""
-    return family_says(run_1792() if name == FINE else family_run(name))
+    """``family_says`` of the run ``name`` (``FAMILY``, ``FAMILY_DEEP``, or a
+    table, ``FINE`` or ``DEEP``), computed once for the page and the README."""
+    return family_says(run_of(name) if name in TABLES else family_run(name))
 
 
 def _set_name(result) -> str:
     return str(result.settings["images"]).rstrip("/").split("/")[-1]
 
 
-def photos_1792() -> str:
+def photos(table: str) -> str:
     """ "the 100 photos of ``imagenet-samples-b`` and the first 40 of
     ``imagenet-samples``"."""
     parts = []
-    for run in sets_1792():
+    for run in sets_of(table):
         n, name = len(run.images), _set_name(run)
         parts.append(
             f"the {n} photos of ``{name}``" if n == 100 else f"{n} photos of ``{name}``"
         )
     return " and ".join(parts)
+
+
+def _table_values(table: str) -> dict:
+    """The template values of one table on all photos, prefixed ``fine_`` or
+    ``deep_``."""
+    groups, _ = TABLES[table]
+    sets = sets_of(table)
+    agreement = [AGREEMENT[g] for g in groups if g in AGREEMENT]
+    stored = [g for g in groups if (RUNS / f"{g[0]}.json").exists()]
+    prefix = "fine" if table == FINE else "deep"
+    values = dict(
+        photos=photos(table),
+        step=run_of(table).settings["step"],
+        methods=",".join(load(stored[0][0]).scores),
+        runs=", ".join(f"``{g[0]}.json``" for g in stored),
+        split_runs=", ".join(f"``{g[-1]}.json``" for g in stored),
+        agreement=f"{max(v[0] for v in agreement):.2f}",
+        says=says(table),
+        per_set="".join(
+            f" On the {len(run.images)} of ``{_set_name(run)}`` alone: "
+            f"{family_says(run)}."
+            for run in (sets if len(sets) > 1 else ())
+        ),
+    )
+    return {f"{prefix}_{k}": v for k, v in values.items()}
 
 
 def values(rst_table, as_run) -> dict:
@@ -158,23 +206,11 @@ def values(rst_table, as_run) -> dict:
     if (family.images[:n_deep], family.targets[:n_deep]) != (deep.images, deep.targets):
         raise ValueError(f"{FAMILY_DEEP} must hold the first photos of {FAMILY}")
     heads = ["layer", "method", "overall", "rank", "Δ default vs method"]
-    fine = run_1792()
-    sets = sets_1792()
-    per_set = "".join(
-        f" On the {len(run.images)} of ``{_set_name(run)}`` alone: {family_says(run)}."
-        for run in (sets if len(sets) > 1 else ())
-    )
-    agreement_1792 = [AGREEMENT[g] for g in FAMILY_1792 if g in AGREEMENT]
+    whole = family_rows(run_of(FINE), step=True) + family_rows(run_of(DEEP), step=True)
     return dict(
-        fine_photos=photos_1792(),
-        fine_methods=as_run(load(FAMILY_1792[0][0]).scores),
-        fine_runs=", ".join(
-            f"``{g[0]}.json``" for g in FAMILY_1792 if (RUNS / f"{g[0]}.json").exists()
-        ),
-        fine_agreement=f"{max(v[0] for v in agreement_1792):.2f}",
-        fine_says=says(FINE),
-        fine_per_set=per_set,
-        fine_table=rst_table(heads, family_rows(fine)),
+        **_table_values(FINE),
+        **_table_values(DEEP),
+        whole_table=rst_table(heads[:1] + ["step"] + heads[1:], whole),
         n_family=len(family.images),
         n_family_deep=n_deep,
         family_step=family.settings["step"],
@@ -192,11 +228,9 @@ def values(rst_table, as_run) -> dict:
 
 def readme_line() -> str:
     """The README's paragraph on the family (markdown)."""
-    deep = family_run(FAMILY_DEEP)
     return (
         f"**The CAM family** (EfficientNet-Lite0, all ten registered methods and "
-        f"the geometric default): at step 1792 on {photos_1792()}, stage1 to "
-        f"stage3: {says(FINE)}. Deeper, a "
-        f"first look at step {deep.settings['step']} on {len(deep.images)} "
-        f"photos: {says(FAMILY_DEEP)}.".replace("``", "`")
-    )
+        f"the geometric default): at step 1792 on {photos(FINE)}, stage1 to "
+        f"stage3: {says(FINE)}. At stage4 to stage7, step "
+        f"{run_of(DEEP).settings['step']}, on {photos(DEEP)}: {says(DEEP)}."
+    ).replace("``", "`")
