@@ -77,19 +77,26 @@ def _family_only(result, methods):
     return result
 
 
-#: The two tables on all photos: name -> (the groups, their layers).
-TABLES = {"1792": (FAMILY_1792, LAYERS_1792), "deep": (FAMILY_DEEP_200, LAYERS_DEEP)}
+#: The two tables on all photos, by the prefix of their template values:
+#: (the groups, their layers).
+TABLES = {"fine": (FAMILY_1792, LAYERS_1792), "deep": (FAMILY_DEEP_200, LAYERS_DEEP)}
+#: The names of the tables on all photos (keys of ``TABLES``).
+FINE, DEEP = "fine", "deep"
+
+
+def _stored(table: str) -> list[tuple[str, ...]]:
+    """The groups of ``table`` whose family run is stored (a photo set not run
+    yet is left out)."""
+    return [g for g in TABLES[table][0] if (RUNS / f"{g[0]}.json").exists()]
 
 
 @cache
 def sets_of(table: str) -> tuple:
     """Per stored photo set of ``table`` (a key of ``TABLES``): its family run
     joined with the default and the geometric default, family methods only."""
-    groups, layers = TABLES[table]
+    layers = TABLES[table][1]
     runs = []
-    for group in groups:
-        if not (RUNS / f"{group[0]}.json").exists():
-            continue
+    for group in _stored(table):
         methods = {*load(group[0]).scores, DEFAULT, GEOMETRIC}
         runs.append(_family_only(joined(group, layers, on_first=True), methods))
     return tuple(runs)
@@ -147,10 +154,6 @@ def family_says(result, default: str = DEFAULT) -> str:
     return "; ".join(parts)
 
 
-#: The names ``says`` takes for the tables on all photos (keys of ``TABLES``).
-FINE, DEEP = "1792", "deep"
-
-
 @cache
 def says(name: str) -> str:
     """``family_says`` of the run ``name`` (``FAMILY``, ``FAMILY_DEEP``, or a
@@ -175,13 +178,11 @@ def photos(table: str) -> str:
 
 
 def _table_values(table: str) -> dict:
-    """The template values of one table on all photos, prefixed ``fine_`` or
-    ``deep_``."""
-    groups, _ = TABLES[table]
+    """The template values of one table on all photos, prefixed with its name
+    (``fine_`` or ``deep_``)."""
     sets = sets_of(table)
-    agreement = [AGREEMENT[g] for g in groups if g in AGREEMENT]
-    stored = [g for g in groups if (RUNS / f"{g[0]}.json").exists()]
-    prefix = "fine" if table == FINE else "deep"
+    stored = _stored(table)
+    agreement = [AGREEMENT[g] for g in stored]
     values = dict(
         photos=photos(table),
         step=run_of(table).settings["step"],
@@ -196,7 +197,7 @@ def _table_values(table: str) -> dict:
             for run in (sets if len(sets) > 1 else ())
         ),
     )
-    return {f"{prefix}_{k}": v for k, v in values.items()}
+    return {f"{table}_{k}": v for k, v in values.items()}
 
 
 def values(rst_table, as_run) -> dict:
@@ -230,7 +231,8 @@ def readme_line() -> str:
     """The README's paragraph on the family (markdown)."""
     return (
         f"**The CAM family** (EfficientNet-Lite0, all ten registered methods and "
-        f"the geometric default): at step 1792 on {photos(FINE)}, stage1 to "
+        f"the geometric default): at step {run_of(FINE).settings['step']} on "
+        f"{photos(FINE)}, stage1 to "
         f"stage3: {says(FINE)}. At stage4 to stage7, step "
         f"{run_of(DEEP).settings['step']}, on {photos(DEEP)}: {says(DEEP)}."
     ).replace("``", "`")
