@@ -2,7 +2,7 @@
 
 One set of passes per batch (:func:`captum_shallowcam.attr.compute_layer_passes`:
 activations ``A``, gradients ``G``, CLRP relevance ``R`` at every stage) gives
-the maps of seven registered methods, scored by deletion/insertion:
+the maps of eight registered methods, scored by deletion/insertion:
 
 * ``layercam``: ``ReLU(sum_k ReLU(G_k) A_k)``, the published LayerCAM;
 * ``layercam+sign-aware``: ``sum_k ReLU(G_k) ReLU(A_k)``;
@@ -15,7 +15,9 @@ the maps of seven registered methods, scored by deletion/insertion:
   channel adds up to its relevance ``ReLU(alpha_k)`` (``channel_weights="mass"``);
 * ``shallowcam+split+mass``: the both-signs mask split by the sign of the
   activations, each part adding up to the relevance on its own positions
-  (``mask="split"``, :func:`captum_shallowcam.attr.split_terms`): the default.
+  (``mask="split"``, :func:`captum_shallowcam.attr.split_terms`): the default;
+* ``shallowcam+split-gated+mass``: the same, each part's relevance counted
+  only where the part is positive (``mask="split-gated"``).
 
 Runs made before the split mask became the default name the sign-aware
 geometric reading ``shallowcam`` and the both-signs one ``shallowcam+both-signs``;
@@ -27,7 +29,7 @@ settings, checked) instead of starting a new one.
 
 The maps equal what ``make_explainer(model, layers, name)`` returns (tested in
 ``tests/test_sign_aware_and_fusion.py``); computing them from one set of passes
-costs a seventh. The result is the benchmark's JSON, so ``python -m
+costs an eighth. The result is the benchmark's JSON, so ``python -m
 captum_shallowcam report`` and the results page read it. Usage::
 
     python benchmarks/masks_screen.py --model efficientnet-lite1 \\
@@ -63,11 +65,12 @@ METHODS = (
     "shallowcam+both-signs+geometric",
     "shallowcam+both-signs+mass",
     "shallowcam+split+mass",
+    "shallowcam+split-gated+mass",
 )
 
 
 def maps(a: torch.Tensor, g: torch.Tensor, r: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The seven maps of one layer from its passes."""
+    """The eight maps of one layer from its passes."""
     sign_aware = spatial_mask(torch.relu(a), g)
     both_signs = spatial_mask(a, g, "both-signs")
     r_positive = r.masked_fill(a < 0, 0.0)
@@ -85,6 +88,9 @@ def maps(a: torch.Tensor, g: torch.Tensor, r: torch.Tensor) -> dict[str, torch.T
             inter_layer_weights(r, "mass", both_signs) * both_signs, True
         ),
         "shallowcam+split+mass": channel_sum(split_terms(a, g, r, "mass"), True),
+        "shallowcam+split-gated+mass": channel_sum(
+            split_terms(a, g, r, "mass", gated=True), True
+        ),
     }
 
 

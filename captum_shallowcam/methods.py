@@ -81,6 +81,11 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
             "apart by their own relevance",
             {"mask": "split"},
         ),
+        "split-gated": Option(
+            "the split mask, each part weighted by the relevance only where the "
+            "part is positive (G A > 0)",
+            {"mask": "split-gated"},
+        ),
         "no-conserve": Option(
             "the z+ rule without its conserving fall-back",
             {"check_conservation": False},
@@ -89,6 +94,7 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
     }
 )
 _MASK = ("sign-aware", "plain-mask", "both-signs")
+_SPLIT = ("split", "split-gated")
 _RELEVANCE = (
     "positive", "signed", "sqrt", "geometric", "mass", "target", "contrastive",
     "clrp", "no-conserve",
@@ -308,7 +314,7 @@ for _spec in (
         "LayerShallowCam's default: LayerCAM's mask of both signs, split by the "
         "activation's sign, each part adding up to its inter-layer relevance",
         _SHALLOW_CAM,
-        options=(*_RELEVANCE, *_MASK, "split"),
+        options=(*_RELEVANCE, *_MASK, *_SPLIT),
         relevance=True,
     ),
     *(
@@ -318,7 +324,7 @@ for _spec in (
             f"LayerShallowCam, variant='{variant}': {what}",
             _SHALLOW_CAM,
             defaults={"variant": variant},
-            options=(*_RELEVANCE, *_MASK, *(("split",) if variant != "v3" else ())),
+            options=(*_RELEVANCE, *_MASK, *(_SPLIT if variant != "v3" else ())),
             relevance=True,
         )
         for variant, what in (

@@ -465,15 +465,69 @@ def test_shallow_cam_split_mask_hand_computed(c, channel_weights):
         torch.testing.assert_close(default, expected)
 
 
-def test_split_mask_refused_where_it_has_no_meaning():
+def _mixed_gradient_net() -> nn.Module:
+    """A signed layer (BatchNorm) under a convolution and a ReLU, so that its
+    gradient changes sign within a channel."""
+    torch.manual_seed(5)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.Conv2d(6, 6, 3, padding=1),
+        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4),
+    ).eval()  # fmt: skip
+
+
+def test_split_gated_mask_hand_computed():
+    """``mask="split-gated"``: the split mask, each part weighted by the
+    relevance only where that part is positive (G A > 0 with the part's
+    activation sign), not on all positions of the activation's sign."""
+    from captum_shallowcam.attr import compute_layer_passes
+
+    net = _mixed_gradient_net()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([1, 2])
+    passes = compute_layer_passes(net, [net[1]], x, target=t, check_conservation=False)
+    a, g, r = passes.activations[0], passes.gradients[0], passes.relevances[0]
+    # the gradient has both signs within channels, on both activation signs
+    assert bool(((g > 0) & (a > 0)).any()) and bool(((g < 0) & (a > 0)).any())
+    assert bool(((g < 0) & (a < 0)).any()) and bool(((g > 0) & (a < 0)).any())
+    expected = torch.zeros_like(a[:, :1])
+    for part in (
+        g.clamp(min=0) * a.clamp(min=0),
+        (-g).clamp(min=0) * (-a).clamp(min=0),
+    ):
+        alpha = (r * (part > 0)).sum((2, 3), keepdim=True).clamp(min=0)
+        totals = part.sum((2, 3), keepdim=True)
+        weights = torch.where(
+            totals > 0, alpha / totals.clamp_min(1e-30), torch.zeros_like(totals)
+        )
+        expected = expected + (weights * part).sum(1, keepdim=True)
+    expected = expected.clamp(min=0)
+    got = LayerShallowCam(net, net[1]).attribute(x, target=t, mask="split-gated")
+    torch.testing.assert_close(got, expected)
+    split = LayerShallowCam(net, net[1]).attribute(x, target=t, mask="split")
+    assert not torch.allclose(got, split)  # the gate changes the weights here
+    registry = make_explainer(net, [net[1]], "shallowcam+split-gated+mass")
+    torch.testing.assert_close(registry(x, t)[0], got)
+
+
+def test_split_gated_equals_split_where_each_channel_has_one_gradient_sign():
+    """Under global pooling and a linear head the gradient is constant per
+    channel: a part is then positive wherever its activation sign holds, and the
+    gate changes nothing."""
+    net, x, _, _ = _hand_clrp_case(0)
+    explainer = LayerShallowCam(net, net.conv)
+    gated = explainer.attribute(x, target=0, mask="split-gated")
+    assert gated.abs().sum() > 0
+    torch.testing.assert_close(gated, explainer.attribute(x, target=0, mask="split"))
+
+
+@pytest.mark.parametrize("mask", ["split", "split-gated"])
+def test_split_mask_refused_where_it_has_no_meaning(mask):
     net = _positive_head_net()
     x = torch.randn(1, 1, 7, 7)
     with pytest.raises(ValueError, match="variant='v1'"):
-        LayerShallowCam(net, net.conv).attribute(
-            x, target=0, mask="split", variant="v3"
-        )
+        LayerShallowCam(net, net.conv).attribute(x, target=0, mask=mask, variant="v3")
     with pytest.raises(ValueError, match="mask must be one of"):
-        LayerCam(net, net.conv).attribute(x, target=0, mask="split")
+        LayerCam(net, net.conv).attribute(x, target=0, mask=mask)
 
 
 def test_split_mask_equals_both_signs_on_relu_outputs():

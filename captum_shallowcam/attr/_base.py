@@ -23,8 +23,8 @@ from captum_shallowcam.attr.rules import RuleMap, validate_rules
 
 InitialRelevance = Literal["contrastive", "target", "clrp"]
 ChannelWeights = Literal["signed", "positive", "sqrt", "geometric", "mass"]
-MaskKind = Literal["plain", "sign-aware", "both-signs", "split"]
-#: LayerCam's masks; LayerShallowCam also takes ``"split"``.
+MaskKind = Literal["plain", "sign-aware", "both-signs", "split", "split-gated"]
+#: LayerCam's masks; LayerShallowCam also takes ``"split"`` and ``"split-gated"``.
 MASKS = ("plain", "sign-aware", "both-signs")
 CHANNEL_WEIGHTS = ("signed", "positive", "sqrt", "geometric", "mass")
 LayerOrLayers = nn.Module | Sequence[nn.Module]
@@ -351,11 +351,12 @@ def spatial_mask(
     (``"plain"``, or False), the sign-aware
     :math:`S^+_k = \mathrm{ReLU}(G_k)\,\mathrm{ReLU}(A_k)` (``"sign-aware"``, or
     True), or the both-signs :math:`S^\pm_k = \mathrm{ReLU}(G_k A_k)`
-    (``"both-signs"``, also the evidence of ``"split"``, which weights its two
-    sign parts apart); all three are equal where :math:`A \ge 0`."""
+    (``"both-signs"``, also the evidence of ``"split"`` and ``"split-gated"``,
+    which weight its two sign parts apart); all three are equal where
+    :math:`A \ge 0`."""
     if mask is True or mask == "sign-aware":
         return torch.relu(gradient) * torch.relu(activation)
-    if mask in ("both-signs", "split"):
+    if mask in ("both-signs", "split", "split-gated"):
         return torch.relu(gradient * activation)
     return torch.relu(gradient) * activation
 
@@ -423,7 +424,11 @@ def inter_layer_weights(
 
 
 def split_terms(
-    activation: Tensor, gradient: Tensor, relevance: Tensor, channel_weights: str
+    activation: Tensor,
+    gradient: Tensor,
+    relevance: Tensor,
+    channel_weights: str,
+    gated: bool = False,
 ) -> Tensor:
     r""":math:`w(\alpha^+_k) S^+_k + w(\alpha^-_k) S^-_k` (N x K x h x w): each
     channel's mask split by the sign of its activations,
@@ -431,14 +436,22 @@ def split_terms(
     :math:`S^-_k = \mathrm{ReLU}(-G_k)\,\mathrm{ReLU}(-A_k)` (together the
     both-signs mask :math:`\mathrm{ReLU}(G_k A_k)`), each weighted by the
     relevance on its own positions, :math:`\alpha^\pm_k = \sum_{ij} R_k(i,j)\,
-    [\pm A_k(i,j) > 0]` (zero activations count with :math:`S^+`)."""
+    [\pm A_k(i,j) > 0]` (zero activations count with :math:`S^+`).
+
+    ``gated``: only the positions where the part itself is positive count,
+    :math:`\alpha^\pm_k = \sum_{ij} R_k(i,j)\, [S^\pm_k(i,j) > 0]`: the
+    relevance where the gradient's sign disagrees with the activation's (to first
+    order the activation lowers the class score there) is left out."""
     positive = activation >= 0
     terms = []
-    for part, relevance_part in (
-        (torch.relu(gradient) * torch.relu(activation), relevance * positive),
-        (torch.relu(-gradient) * torch.relu(-activation), relevance * ~positive),
+    for part, side in (
+        (torch.relu(gradient) * torch.relu(activation), positive),
+        (torch.relu(-gradient) * torch.relu(-activation), ~positive),
     ):
-        terms.append(inter_layer_weights(relevance_part, channel_weights, part) * part)
+        where = part > 0 if gated else side
+        terms.append(
+            inter_layer_weights(relevance * where, channel_weights, part) * part
+        )
     return terms[0] + terms[1]
 
 

@@ -26,6 +26,8 @@ from captum_shallowcam.attr._base import (
 from captum_shallowcam.attr._engine import _Engine
 
 Variant = Literal["v1", "v2", "v3"]
+#: The masks weighted per sign part (:func:`split_terms`).
+SPLIT_MASKS = ("split", "split-gated")
 
 
 class LayerShallowCam(_RelevanceCamBase):
@@ -70,6 +72,13 @@ class LayerShallowCam(_RelevanceCamBase):
 
     .. math::
         L^c = \mathrm{ReLU}\Big(\sum_k w(\alpha_k)\, S_k\Big).
+
+    ``mask="split-gated"`` is the split mask with each part's relevance
+    counted only where that part is positive, :math:`\alpha^\pm_k =
+    \sum_{ij} R_k(i,j)\,[S^\pm_k(i,j) > 0]`: the (z+) relevance is about
+    :math:`|G_k A_k|` whatever the gradient's sign, and this leaves out the
+    relevance of positions whose activation, to first order, lowers the class
+    score. It differs from ``"split"`` even where :math:`A \ge 0`.
 
     The weights :math:`w`: ``"mass"`` :math:`\mathrm{ReLU}(\alpha_k) / \sum_{ij}
     S_k`; ``"geometric"`` its square root, so that each channel adds up to
@@ -182,7 +191,12 @@ class LayerShallowCam(_RelevanceCamBase):
                         :math:`S^+_k` and negative-activation part
                         :math:`S^-_k = \mathrm{ReLU}(-G^c_k)\,\mathrm{ReLU}(-A_k)`,
                         each with weights from the relevance on its own
-                        positions (:func:`split_terms`; not with ``"v3"``).
+                        positions (:func:`split_terms`; not with ``"v3"``);
+                        ``"split-gated"``: the split mask with each part's
+                        weight from the relevance only where that part is
+                        positive, :math:`\alpha^\pm_k = \sum_{ij} R_k(i,j)\,
+                        [S^\pm_k(i,j) > 0]` (a candidate, see the docs'
+                        results page; not with ``"v3"``).
                         Give ``mask`` or
                         ``relu_activations``, not both. Default: None, which is
                         ``"split"`` (``"both-signs"`` with ``variant="v3"``),
@@ -215,12 +229,11 @@ class LayerShallowCam(_RelevanceCamBase):
         )
         maps = []
         for a, g, r in zip(passes.activations, passes.gradients, passes.relevances):
-            if mask_kind == "split":
-                maps.append(
-                    channel_sum(
-                        split_terms(a, g, r, channel_weights), relu_attributions
-                    )
+            if mask_kind in SPLIT_MASKS:
+                terms = split_terms(
+                    a, g, r, channel_weights, gated=mask_kind == "split-gated"
                 )
+                maps.append(channel_sum(terms, relu_attributions))
                 continue
             if mask_kind == "sign-aware":
                 # Relevance on negative activations is not counted, and the
@@ -247,12 +260,12 @@ def _mask_kind(
     split."""
     check_choice("variant", variant, ("v1", "v2", "v3"))
     default = "both-signs" if variant == "v3" else "split"
-    mask_kind = resolve_mask(mask, relu_activations, default, (*MASKS, "split"))
-    if mask_kind == "split" and variant == "v3":
+    mask_kind = resolve_mask(mask, relu_activations, default, (*MASKS, *SPLIT_MASKS))
+    if mask_kind in SPLIT_MASKS and variant == "v3":
         raise ValueError(
-            "mask='split' weights the two sign parts of each channel's mask "
+            f"mask={mask_kind!r} weights the two sign parts of each channel's mask "
             "apart, and variant='v3' has no per-channel mask: use variant='v1' "
-            "or 'v2' with mask='split', or another mask with 'v3'."
+            f"or 'v2' with mask={mask_kind!r}, or another mask with 'v3'."
         )
     return mask_kind
 
