@@ -13,11 +13,18 @@ with each model's own inputs ([-1, 1]) and the labelled class:
 * EfficientNet-Lite2, step 3584, 200 photos: ``lite2_geometric_a_3584.json``
   and ``lite2_geometric_b_3584.json`` (``python -m captum_shallowcam
   benchmark``), joined with ``candidate_lite2_a_3584.json`` and
-  ``candidate_lite2_b_3584.json``;
+  ``candidate_lite2_b_3584.json`` (the split mass reading) and
+  ``bothsigns_lite2_a_3584.json`` and ``bothsigns_lite2_b_3584.json`` (the
+  both-signs LayerCAM, run later);
 * EfficientNet-Lite1, step 7168, 200 photos: ``masks_lite1_own_a_1-100_7168.json``
   (the 100 of ``imagenet-samples``: the 24-photo screen
   ``masks_lite1_own_a_7168.json`` and the other 76, five of its readings) and
   ``masks_lite1_own_b_1-100_7168.json`` (the 100 of ``imagenet-samples-b``).
+
+Also at step 1792: Lite1 ``stage7`` (``lite1_stage7_a_1792.json``,
+``lite1_stage7_b_1792.json``), and the gated candidate
+(``gated_lite0_{a,b}_1792.json``, ``gated_lite1_stage7_{a,b}_1792.json``);
+ImageNet mean/std inputs: see ``IMAGENET``.
 
 ``masks_screen.py`` and the other scripts give LayerCAM the same scores on the
 same photos (checked here when the runs are joined), so the joined runs pair
@@ -57,20 +64,36 @@ MODELS = {
     ),
     "efficientnet-lite2": (
         "EfficientNet-Lite2",
-        [("lite2_geometric_a_3584", "candidate_lite2_a_3584"),
-         ("lite2_geometric_b_3584", "candidate_lite2_b_3584")],
+        [("lite2_geometric_a_3584", "candidate_lite2_a_3584", "bothsigns_lite2_a_3584"),
+         ("lite2_geometric_b_3584", "candidate_lite2_b_3584", "bothsigns_lite2_b_3584")],
     ),
 }  # fmt: skip
 STAGES = [f"stage{i}" for i in range(1, 8)]
+GATED = "shallowcam+split-gated+mass"
+#: The gated candidate at step 1792, joined by photo with the runs that hold
+#: LayerCAM, the split default and the both-signs LayerCAM on the same photos:
+#: Lite0 at all 7 stages, and Lite1 at ``stage7``; one group per photo set.
+GATED_RUNS = {
+    "efficientnet-lite0": [("scale_a_1792", "candidate_lite0_a_1792", "gated_lite0_a_1792"),
+                           ("scale_b_1792", "candidate_lite0_b_1792", "gated_lite0_b_1792")],
+    "efficientnet-lite1": [("lite1_stage7_a_1792", "gated_lite1_stage7_a_1792"),
+                           ("lite1_stage7_b_1792", "gated_lite1_stage7_b_1792")],
+}  # fmt: skip
+#: Lite1 at the issue's step 1792, where its step-7168 table is not ahead:
+#: ``stage7`` only, LayerCAM and the split reading, one run per photo set.
+LITE1_FINE = ("lite1_stage7_a_1792", "lite1_stage7_b_1792")
 #: The model whose table joins the screens (no runs of its own in this section).
 LITE1 = "efficientnet-lite1"
 #: ImageNet mean and std inputs (``--normalization imagenet``), ``stage1`` to
-#: ``stage3``, the 100 photos of ``imagenet-samples``, step 7168: the first 16
-#: from the screens, the other 84 run later with LayerCAM and the default only.
+#: ``stage3``, step 7168, one run per photo set: the 100 of ``imagenet-samples``
+#: (the first 16 from the screens, the other 84 run later with LayerCAM and the
+#: default only) and the 100 of ``imagenet-samples-b``.
 IMAGENET = {
-    "efficientnet-lite0": "masks_lite0_imagenet_a_1-100_7168",
-    "efficientnet-lite1": "masks_lite1_imagenet_a_1-100_7168",
-}
+    "efficientnet-lite0": ("masks_lite0_imagenet_a_1-100_7168",
+                           "masks_lite0_imagenet_b_7168"),
+    "efficientnet-lite1": ("masks_lite1_imagenet_a_1-100_7168",
+                           "masks_lite1_imagenet_b_7168"),
+}  # fmt: skip
 
 
 def _renamed(result: EvaluationResult, layers: list[str]) -> EvaluationResult:
@@ -210,6 +233,16 @@ def says(result: EvaluationResult) -> str:
     return " ".join(parts)
 
 
+def _set_name(result: EvaluationResult) -> str:
+    """The photo folder's name, e.g. ``imagenet-samples-b``."""
+    return str(result.settings["images"]).rstrip("/").split("/")[-1]
+
+
+def _photo_counts(runs: list[EvaluationResult]) -> str:
+    """ "100 of ``imagenet-samples`` and 100 of ``imagenet-samples-b``"."""
+    return " and ".join(f"{len(r.images)} of ``{_set_name(r)}``" for r in runs)
+
+
 def per_set(model: str) -> str:
     """How many stages the split reading is ahead of LayerCAM at on each photo
     set apart (``imagenet-samples-b`` played no part in any choice)."""
@@ -217,9 +250,8 @@ def per_set(model: str) -> str:
     parts = []
     for group in groups:
         run = set_run(group)
-        name = str(run.settings["images"]).rstrip("/").split("/")[-1]
         up = ahead(run, SPLIT, PLAIN)[0]
-        parts.append(f"{len(up)} of 7 on the {len(run.images)} of ``{name}``")
+        parts.append(f"{len(up)} of 7 on the {len(run.images)} of ``{_set_name(run)}``")
     return "Photo sets apart, the split reading is ahead at " + ", ".join(parts) + "."
 
 
@@ -228,10 +260,7 @@ def setting(model: str) -> str:
     result = model_run(model)
     _, groups = MODELS[model]
     sets = [load(group[0]) for group in groups]
-    counts = " and ".join(
-        f"{len(r.images)} of ``{str(r.settings['images']).rstrip('/').split('/')[-1]}``"
-        for r in sets
-    )
+    counts = _photo_counts(sets)
     return f"{len(result.images)} photos ({counts}), step {result.settings['step']}"
 
 
@@ -274,21 +303,160 @@ def summary() -> str:
     )
 
 
-def _over_masks(model: str, run: EvaluationResult) -> str:
-    """ "Lite0 5 of 7 (LayerCAM, sign-aware, both-signs)": the stages where the
-    split reading is ahead of each mask-only LayerCAM of ``run``."""
+def fine_check() -> str:
+    """Lite1 ``stage7`` at step 1792 on the 200 photos: LayerCAM's score and
+    the split reading's Δ to it, on all photos and on each set apart."""
+    sets = [load(name) for name in LITE1_FINE]
+    run = merge_results(sets)
+    layers = list(run.settings["layers"])
+    cells = "; ".join(
+        f"``{lay}``: LayerCAM {np.mean(run.scores[PLAIN][lay]['overall']):.1f}, "
+        f"Δ {layer_cell(run, SPLIT, PLAIN, lay)}"
+        for lay in layers
+    )
+    apart = ", ".join(
+        f"{layer_cell(r, SPLIT, PLAIN, lay)} on the {len(r.images)} of "
+        f"``{_set_name(r)}``"
+        for r in sets
+        for lay in layers
+    )
+    return (
+        f"At the issue's step {run.settings['step']}, {_short(LITE1)} at "
+        f"{', '.join(f'``{lay}``' for lay in layers)} only (where the step-"
+        f"{model_run(LITE1).settings['step']} table is not ahead; "
+        f"{len(run.images)} photos, ``benchmarks/masks_screen.py --model "
+        f"efficientnet-lite1 --step {run.settings['step']} --layers "
+        f"{','.join(layers)} --methods layercam,shallowcam+split+mass``; "
+        f"{', '.join(f'``{n}.json``' for n in LITE1_FINE)}): {cells} ({apart}). "
+        f"The other {len(STAGES) - len(layers)} stages of {_short(LITE1)} were not "
+        f"run at step {run.settings['step']}, so the count above stays at the "
+        "tables' steps."
+    )
+
+
+@cache
+def gated_runs() -> dict[str, tuple[list[EvaluationResult], EvaluationResult]]:
+    """Per model: each photo set's joined run of the gated candidate, and both
+    sets merged."""
+    out = {}
+    for model, groups in GATED_RUNS.items():
+        layers = list(load(groups[0][-1]).settings["layers"])
+        sets = [joined(group, layers) for group in groups]
+        out[model] = (sets, merge_results(sets))
+    return out
+
+
+GATED_BASES = {SPLIT: "the split default", BOTH_SIGNS: "both-signs LayerCAM",
+               PLAIN: "LayerCAM"}  # fmt: skip
+
+
+def gated_table(table) -> str:
+    """Per model and stage: the gated candidate's Δ to the split default, to
+    its mask alone (the both-signs LayerCAM) and to LayerCAM, with the split
+    default's Δ to its mask alone beside it."""
+    heads = ["model", "stage", *(f"Δ gated vs {b}" for b in GATED_BASES.values()),
+             "Δ split vs both-signs LayerCAM"]  # fmt: skip
+    table_rows = []
+    for model, (_, run) in gated_runs().items():
+        for lay in run.settings["layers"]:
+            table_rows.append(
+                [_short(model), lay]
+                + [layer_cell(run, GATED, base, lay) if base in run.scores else "—"
+                   for base in GATED_BASES]
+                + [layer_cell(run, SPLIT, BOTH_SIGNS, lay) if BOTH_SIGNS in run.scores
+                   else "—"]
+            )  # fmt: skip
+    return table(heads, table_rows)
+
+
+def _where(found: list[str], layers: list[str]) -> str:
+    """ " (``stage2``, ``stage3``)", or nothing for none or a single stage."""
+    return f" ({listed(found)})" if found and len(layers) > 1 else ""
+
+
+def gated_says() -> str:
+    """Where the gated candidate is ahead of / behind the split default (on
+    all photos and on each set apart), its mask alone and every mask-only
+    LayerCAM, and LayerCAM."""
+    parts = []
+    for model, (sets, run) in gated_runs().items():
+        layers = run.settings["layers"]
+        of = f"of {len(layers)} stage{'s' if len(layers) > 1 else ''}"
+
+        up, down = ahead(run, GATED, SPLIT)
+        text = (
+            f"{_short(model)} (``{layers[0]}``"
+            + (f" to ``{layers[-1]}``" if len(layers) > 1 else "")
+            + f"; "
+            f"{len(run.images)} photos, step {run.settings['step']}): the gated "
+            f"reading is ahead of the split default at {len(up)} {of}{_where(up, layers)} "
+            f"and behind at {len(down)}; photo sets apart, ahead at "
+            + " and ".join(
+                f"{len(ahead(r, GATED, SPLIT)[0])} on the {len(r.images)} of "
+                f"``{_set_name(r)}``"
+                for r in sets
+            )
+            + ", behind at "
+            + " and ".join(str(len(ahead(r, GATED, SPLIT)[1])) for r in sets)
+            + "."
+        )
+        if BOTH_SIGNS in run.scores:
+            mine = ahead(run, GATED, BOTH_SIGNS)[0]
+            text += (
+                " Its relevance weights are ahead of their mask alone (the "
+                f"both-signs LayerCAM) at {len(mine)} {of}{_where(mine, layers)}, the split "
+                f"default's at {len(ahead(run, SPLIT, BOTH_SIGNS)[0])}. Ahead of "
+                "every mask-only LayerCAM of these runs at once: "
+                f"{_over_masks(model, run, GATED).split(' ', 1)[1]}; the split "
+                f"default {_over_masks(model, run).split(' ', 1)[1].split(' (')[0]}."
+            )
+        up_plain = ahead(run, GATED, PLAIN)[0]
+        text += f" Ahead of LayerCAM at {len(up_plain)} {of}" + (
+            ""
+            if len(up_plain) == len(layers)
+            else " (not ahead: "
+            + "; ".join(
+                f"``{lay}`` {layer_cell(run, GATED, PLAIN, lay)}"
+                for lay in layers
+                if lay not in up_plain
+            )
+            + ")"
+        )
+        parts.append(text + ".")
+    return " ".join(parts)
+
+
+def _over_masks(model: str, run: EvaluationResult, method: str = SPLIT) -> str:
+    """ "Lite0 5 of 7 (LayerCAM, sign-aware, both-signs)": the stages where
+    ``method`` is ahead of each mask-only LayerCAM of ``run``."""
     masks = [m for m in (PLAIN, SIGN_AWARE, BOTH_SIGNS) if m in run.scores]
-    up = [s for s in STAGES if all(delta(run, SPLIT, m, s)[2] > 0 for m in masks)]
+    layers = run.settings["layers"]
+    up = [s for s in layers if all(delta(run, method, m, s)[2] > 0 for m in masks)]
     names = ", ".join("LayerCAM" if m == PLAIN else LABELS[m] for m in masks)
-    return f"{_short(model)} {len(up)} of 7 (against {names})"
+    return f"{_short(model)} {len(up)} of {len(layers)} (against {names})"
+
+
+def _verdicts(runs: dict[str, EvaluationResult], layers: list[str]) -> str:
+    """ "behind LayerCAM ... at no stage; ahead ... at Lite0 3 of 3, ...": where
+    the split reading is behind and ahead of LayerCAM in each model's run."""
+    verdicts = {_short(m): ahead(run, SPLIT, PLAIN) for m, run in runs.items()}
+    behind = [f"{m} ``{s}``" for m, (_, down) in verdicts.items() for s in down]
+    return (
+        f"behind LayerCAM (interval below 0) at {', '.join(behind) or 'no stage'}; "
+        "ahead (interval above 0) at "
+        + ", ".join(
+            f"{m} {len(up)} of {len(layers)}" for m, (up, _) in verdicts.items()
+        )
+    )
 
 
 @cache
 def _imagenet() -> tuple:
-    """The ImageNet-input runs' layers, table heads and rows, and the stages
-    where the split reading is behind / ahead of LayerCAM, per model (computed
-    once for the page and the README)."""
-    runs = {model: load(name) for model, name in IMAGENET.items()}
+    """The ImageNet-input runs' layers, table heads and rows, where the split
+    reading is behind / ahead of LayerCAM on all photos and on each set apart,
+    and the photos (computed once for the page and the README)."""
+    sets = {model: [load(name) for name in names] for model, names in IMAGENET.items()}
+    runs = {model: merge_results(group) for model, group in sets.items()}
     layers = list(next(iter(runs.values())).settings["layers"])
     heads = ["stage"] + [
         f"{_short(m)}: {col}" for m in runs for col in ("LayerCAM", "Δ split, mass")
@@ -300,28 +468,28 @@ def _imagenet() -> tuple:
             plain = run.scores[PLAIN][layer]["overall"]
             row += [f"{np.mean(plain):.1f}", layer_cell(run, SPLIT, PLAIN, layer)]
         table_rows.append(row)
-    verdicts = {_short(m): ahead(run, SPLIT, PLAIN) for m, run in runs.items()}
-    n = sorted({len(run.images) for run in runs.values()})
-    return layers, heads, table_rows, verdicts, n
+    first = next(iter(sets.values()))
+    per_set = "; ".join(
+        f"on the {len(run.images)} of ``{_set_name(run)}`` "
+        + _verdicts({m: group[i] for m, group in sets.items()}, layers)
+        for i, run in enumerate(first)
+    )
+    photos = f"{len(next(iter(runs.values())).images)} photos ({_photo_counts(first)})"
+    return layers, heads, table_rows, _verdicts(runs, layers), per_set, photos
 
 
 def imagenet_values(table) -> dict:
     """The ImageNet-input check: per stage and model, LayerCAM's overall score
     and the split reading's Δ to it (``table``: the rst or markdown table
-    writer), and where the split reading is behind."""
-    layers, heads, table_rows, verdicts, n = _imagenet()
-    behind = [f"{m} ``{s}``" for m, (_, down) in verdicts.items() for s in down]
+    writer), and where the split reading is behind and ahead, on all photos
+    and on each set apart."""
+    layers, heads, table_rows, says_all, per_set, photos = _imagenet()
     return dict(
-        imagenet_n=", ".join(map(str, n)),
+        imagenet_photos=photos,
         imagenet_layers=f"``{layers[0]}`` to ``{layers[-1]}``",
         imagenet_table=table(heads, table_rows),
-        imagenet_says=(
-            f"behind LayerCAM (interval below 0) at {', '.join(behind) or 'no stage'}; "
-            "ahead (interval above 0) at "
-            + ", ".join(
-                f"{m} {len(up)} of {len(layers)}" for m, (up, _) in verdicts.items()
-            )
-        ),
+        imagenet_says=says_all,
+        imagenet_sets=per_set,
     )
 
 
@@ -345,6 +513,9 @@ def values(rst_table) -> dict:
         else "",
         tables=section(rst_table),
         summary=summary(),
+        fine_check=fine_check(),
+        gated_table=gated_table(rst_table),
+        gated_says=gated_says(),
         **imagenet_values(rst_table),
     )
 
@@ -377,5 +548,7 @@ def readme_values(md_table) -> dict:
     return dict(
         table=md_table(heads, table_rows),
         summary=summary().replace("``", "`"),
+        fine_check=fine_check().replace("``", "`"),
+        gated_says=gated_says().replace("``", "`"),
         **imagenet,
     )
