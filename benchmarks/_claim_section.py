@@ -23,7 +23,8 @@ with each model's own inputs ([-1, 1]) and the labelled class:
 
 Also at step 1792: Lite1 ``stage7`` (``lite1_stage7_a_1792.json``,
 ``lite1_stage7_b_1792.json``), and the gated candidate
-(``gated_lite0_{a,b}_1792.json``, ``gated_lite1_stage7_{a,b}_1792.json``);
+(``gated_lite0_{a,b}_1792.json``, ``gated_lite1_stage7_{a,b}_1792.json``;
+at step 7168 ``gated_lite1_{a,b}_7168.json``);
 ImageNet mean/std inputs: see ``IMAGENET``.
 
 ``masks_screen.py`` and the other scripts give LayerCAM the same scores on the
@@ -70,14 +71,21 @@ MODELS = {
 }  # fmt: skip
 STAGES = [f"stage{i}" for i in range(1, 8)]
 GATED = "shallowcam+split-gated+mass"
-#: The gated candidate at step 1792, joined by photo with the runs that hold
-#: LayerCAM, the split default and the both-signs LayerCAM on the same photos:
-#: Lite0 at all 7 stages, and Lite1 at ``stage7``; one group per photo set.
+#: The gated candidate, joined by photo with the runs that hold LayerCAM, the
+#: split default and the both-signs LayerCAM on the same photos, per model and
+#: step: Lite0 at all 7 stages (step 1792; the choice and its check), Lite1 at
+#: all 7 stages (step 7168, its table's step) and at ``stage7`` (step 1792);
+#: one group per photo set.
 GATED_RUNS = {
-    "efficientnet-lite0": [("scale_a_1792", "candidate_lite0_a_1792", "gated_lite0_a_1792"),
-                           ("scale_b_1792", "candidate_lite0_b_1792", "gated_lite0_b_1792")],
-    "efficientnet-lite1": [("lite1_stage7_a_1792", "gated_lite1_stage7_a_1792"),
-                           ("lite1_stage7_b_1792", "gated_lite1_stage7_b_1792")],
+    "lite0": ("efficientnet-lite0",
+              [("scale_a_1792", "candidate_lite0_a_1792", "gated_lite0_a_1792"),
+               ("scale_b_1792", "candidate_lite0_b_1792", "gated_lite0_b_1792")]),
+    "lite1": ("efficientnet-lite1",
+              [("masks_lite1_own_a_1-100_7168", "gated_lite1_a_7168"),
+               ("masks_lite1_own_b_1-100_7168", "gated_lite1_b_7168")]),
+    "lite1_stage7": ("efficientnet-lite1",
+                     [("lite1_stage7_a_1792", "gated_lite1_stage7_a_1792"),
+                      ("lite1_stage7_b_1792", "gated_lite1_stage7_b_1792")]),
 }  # fmt: skip
 #: Lite1 at the issue's step 1792, where its step-7168 table is not ahead:
 #: ``stage7`` only, LayerCAM and the split reading, one run per photo set.
@@ -335,14 +343,14 @@ def fine_check() -> str:
 
 
 @cache
-def gated_runs() -> dict[str, tuple[list[EvaluationResult], EvaluationResult]]:
-    """Per model: each photo set's joined run of the gated candidate, and both
-    sets merged."""
+def gated_runs() -> dict[str, tuple[str, list[EvaluationResult], EvaluationResult]]:
+    """Per entry of ``GATED_RUNS``: the model, each photo set's joined run of
+    the gated candidate, and both sets merged."""
     out = {}
-    for model, groups in GATED_RUNS.items():
+    for key, (model, groups) in GATED_RUNS.items():
         layers = list(load(groups[0][-1]).settings["layers"])
         sets = [joined(group, layers) for group in groups]
-        out[model] = (sets, merge_results(sets))
+        out[key] = (model, sets, merge_results(sets))
     return out
 
 
@@ -354,13 +362,14 @@ def gated_table(table) -> str:
     """Per model and stage: the gated candidate's Δ to the split default, to
     its mask alone (the both-signs LayerCAM) and to LayerCAM, with the split
     default's Δ to its mask alone beside it."""
-    heads = ["model", "stage", *(f"Δ gated vs {b}" for b in GATED_BASES.values()),
+    heads = ["model", "stage", "step",
+             *(f"Δ gated vs {b}" for b in GATED_BASES.values()),
              "Δ split vs both-signs LayerCAM"]  # fmt: skip
     table_rows = []
-    for model, (_, run) in gated_runs().items():
+    for model, _, run in gated_runs().values():
         for lay in run.settings["layers"]:
             table_rows.append(
-                [_short(model), lay]
+                [_short(model), lay, str(run.settings["step"])]
                 + [layer_cell(run, GATED, base, lay) if base in run.scores else "—"
                    for base in GATED_BASES]
                 + [layer_cell(run, SPLIT, BOTH_SIGNS, lay) if BOTH_SIGNS in run.scores
@@ -379,7 +388,7 @@ def gated_says() -> str:
     all photos and on each set apart), its mask alone and every mask-only
     LayerCAM, and LayerCAM."""
     parts = []
-    for model, (sets, run) in gated_runs().items():
+    for model, sets, run in gated_runs().values():
         layers = run.settings["layers"]
         of = f"of {len(layers)} stage{'s' if len(layers) > 1 else ''}"
 
