@@ -87,9 +87,6 @@ GATED_RUNS = {
                      [("lite1_stage7_a_1792", "gated_lite1_stage7_a_1792"),
                       ("lite1_stage7_b_1792", "gated_lite1_stage7_b_1792")]),
 }  # fmt: skip
-#: Lite1 at the issue's step 1792, where its step-7168 table is not ahead:
-#: ``stage7`` only, LayerCAM and the split reading, one run per photo set.
-LITE1_FINE = ("lite1_stage7_a_1792", "lite1_stage7_b_1792")
 #: The model whose table joins the screens (no runs of its own in this section).
 LITE1 = "efficientnet-lite1"
 #: ImageNet mean and std inputs (``--normalization imagenet``), ``stage1`` to
@@ -311,11 +308,13 @@ def summary() -> str:
     )
 
 
+@cache
 def fine_check() -> str:
-    """Lite1 ``stage7`` at step 1792 on the 200 photos: LayerCAM's score and
-    the split reading's Δ to it, on all photos and on each set apart."""
-    sets = [load(name) for name in LITE1_FINE]
-    run = merge_results(sets)
+    """Lite1 ``stage7`` at step 1792 on the 200 photos (the runs the gated
+    candidate is joined with there): LayerCAM's score and the split reading's
+    Δ to it, on all photos and on each set apart."""
+    _, sets, run = gated_runs()["lite1_stage7"]
+    files = [group[0] for group in GATED_RUNS["lite1_stage7"][1]]
     layers = list(run.settings["layers"])
     cells = "; ".join(
         f"``{lay}``: LayerCAM {np.mean(run.scores[PLAIN][lay]['overall']):.1f}, "
@@ -335,7 +334,7 @@ def fine_check() -> str:
         f"{len(run.images)} photos, ``benchmarks/masks_screen.py --model "
         f"efficientnet-lite1 --step {run.settings['step']} --layers "
         f"{','.join(layers)} --methods layercam,shallowcam+split+mass``; "
-        f"{', '.join(f'``{n}.json``' for n in LITE1_FINE)}): {cells} ({apart}). "
+        f"{', '.join(f'``{n}.json``' for n in files)}): {cells} ({apart}). "
         f"The other {len(STAGES) - len(layers)} stages of {_short(LITE1)} were not "
         f"run at step {run.settings['step']}, so the count above stays at the "
         "tables' steps."
@@ -383,6 +382,7 @@ def _where(found: list[str], layers: list[str]) -> str:
     return f" ({listed(found)})" if found and len(layers) > 1 else ""
 
 
+@cache
 def gated_says() -> str:
     """Where the gated candidate is ahead of / behind the split default (on
     all photos and on each set apart), its mask alone and every mask-only
@@ -393,6 +393,7 @@ def gated_says() -> str:
         of = f"of {len(layers)} stage{'s' if len(layers) > 1 else ''}"
 
         up, down = ahead(run, GATED, SPLIT)
+        apart = [(r, ahead(r, GATED, SPLIT)) for r in sets]
         text = (
             f"{_short(model)} (``{layers[0]}``"
             + (f" to ``{layers[-1]}``" if len(layers) > 1 else "")
@@ -401,23 +402,23 @@ def gated_says() -> str:
             f"reading is ahead of the split default at {len(up)} {of}{_where(up, layers)} "
             f"and behind at {len(down)}; photo sets apart, ahead at "
             + " and ".join(
-                f"{len(ahead(r, GATED, SPLIT)[0])} on the {len(r.images)} of "
-                f"``{_set_name(r)}``"
-                for r in sets
+                f"{len(u)} on the {len(r.images)} of ``{_set_name(r)}``"
+                for r, (u, _) in apart
             )
             + ", behind at "
-            + " and ".join(str(len(ahead(r, GATED, SPLIT)[1])) for r in sets)
+            + " and ".join(str(len(d)) for _, (_, d) in apart)
             + "."
         )
         if BOTH_SIGNS in run.scores:
             mine = ahead(run, GATED, BOTH_SIGNS)[0]
+            gated_up, n, names = _masks_beaten(run, GATED)
+            split_up = _masks_beaten(run)[0]
             text += (
                 " Its relevance weights are ahead of their mask alone (the "
                 f"both-signs LayerCAM) at {len(mine)} {of}{_where(mine, layers)}, the split "
                 f"default's at {len(ahead(run, SPLIT, BOTH_SIGNS)[0])}. Ahead of "
-                "every mask-only LayerCAM of these runs at once: "
-                f"{_over_masks(model, run, GATED).split(' ', 1)[1]}; the split "
-                f"default {_over_masks(model, run).split(' ', 1)[1].split(' (')[0]}."
+                f"every mask-only LayerCAM of these runs at once: {gated_up} of {n} "
+                f"(against {names}); the split default {split_up} of {n}."
             )
         up_plain = ahead(run, GATED, PLAIN)[0]
         text += f" Ahead of LayerCAM at {len(up_plain)} {of}" + (
@@ -435,14 +436,21 @@ def gated_says() -> str:
     return " ".join(parts)
 
 
-def _over_masks(model: str, run: EvaluationResult, method: str = SPLIT) -> str:
-    """ "Lite0 5 of 7 (LayerCAM, sign-aware, both-signs)": the stages where
-    ``method`` is ahead of each mask-only LayerCAM of ``run``."""
+def _masks_beaten(run: EvaluationResult, method: str = SPLIT) -> tuple[int, int, str]:
+    """The stages where ``method`` is ahead of each mask-only LayerCAM of
+    ``run`` at once: their count, the number of stages, and the masks' names."""
     masks = [m for m in (PLAIN, SIGN_AWARE, BOTH_SIGNS) if m in run.scores]
     layers = run.settings["layers"]
     up = [s for s in layers if all(delta(run, method, m, s)[2] > 0 for m in masks)]
     names = ", ".join("LayerCAM" if m == PLAIN else LABELS[m] for m in masks)
-    return f"{_short(model)} {len(up)} of {len(layers)} (against {names})"
+    return len(up), len(layers), names
+
+
+def _over_masks(model: str, run: EvaluationResult) -> str:
+    """ "Lite0 5 of 7 (against LayerCAM, sign-aware, both-signs)": the split
+    reading against each mask-only LayerCAM of ``run`` at once."""
+    up, n, names = _masks_beaten(run)
+    return f"{_short(model)} {up} of {n} (against {names})"
 
 
 def _verdicts(runs: dict[str, EvaluationResult], layers: list[str]) -> str:
