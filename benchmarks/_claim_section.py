@@ -24,7 +24,8 @@ with each model's own inputs ([-1, 1]) and the labelled class:
 Also at step 1792: Lite1 ``stage7`` (``lite1_stage7_a_1792.json``,
 ``lite1_stage7_b_1792.json``), and the gated candidate
 (``gated_lite0_{a,b}_1792.json``, ``gated_lite1_stage7_{a,b}_1792.json``;
-at step 7168 ``gated_lite1_{a,b}_7168.json``);
+at step 7168 ``gated_lite1_{a,b}_7168.json``, on Lite2 at step 3584
+``gated_lite2_{a,b}_3584.json``);
 ImageNet mean/std inputs: see ``IMAGENET``.
 
 ``masks_screen.py`` and the other scripts give LayerCAM the same scores on the
@@ -86,18 +87,26 @@ GATED_RUNS = {
     "lite1_stage7": ("efficientnet-lite1",
                      [("lite1_stage7_a_1792", "gated_lite1_stage7_a_1792"),
                       ("lite1_stage7_b_1792", "gated_lite1_stage7_b_1792")]),
+    "lite2": ("efficientnet-lite2",
+              [(*MODELS["efficientnet-lite2"][1][0], "gated_lite2_a_3584"),
+               (*MODELS["efficientnet-lite2"][1][1], "gated_lite2_b_3584")]),
 }  # fmt: skip
 #: The model whose table joins the screens (no runs of its own in this section).
 LITE1 = "efficientnet-lite1"
 #: ImageNet mean and std inputs (``--normalization imagenet``), ``stage1`` to
-#: ``stage3``, step 7168, one run per photo set: the 100 of ``imagenet-samples``
-#: (the first 16 from the screens, the other 84 run later with LayerCAM and the
-#: default only) and the 100 of ``imagenet-samples-b``.
+#: ``stage3``, step 7168, the runs joined by photo, one group per photo set: the
+#: 100 of ``imagenet-samples`` (the first 16 from the screens, the other 84 run
+#: later with LayerCAM and the default only) and the 100 of
+#: ``imagenet-samples-b``, each with the gated candidate's run (made later).
 IMAGENET = {
-    "efficientnet-lite0": ("masks_lite0_imagenet_a_1-100_7168",
-                           "masks_lite0_imagenet_b_7168"),
-    "efficientnet-lite1": ("masks_lite1_imagenet_a_1-100_7168",
-                           "masks_lite1_imagenet_b_7168"),
+    "efficientnet-lite0": (("masks_lite0_imagenet_a_1-100_7168",
+                            "gated_lite0_imagenet_a_7168"),
+                           ("masks_lite0_imagenet_b_7168",
+                            "gated_lite0_imagenet_b_7168")),
+    "efficientnet-lite1": (("masks_lite1_imagenet_a_1-100_7168",
+                            "gated_lite1_imagenet_a_7168"),
+                           ("masks_lite1_imagenet_b_7168",
+                            "gated_lite1_imagenet_b_7168")),
 }  # fmt: skip
 
 
@@ -453,10 +462,12 @@ def _over_masks(model: str, run: EvaluationResult) -> str:
     return f"{_short(model)} {up} of {n} (against {names})"
 
 
-def _verdicts(runs: dict[str, EvaluationResult], layers: list[str]) -> str:
+def _verdicts(
+    runs: dict[str, EvaluationResult], layers: list[str], method: str = SPLIT
+) -> str:
     """ "behind LayerCAM ... at no stage; ahead ... at Lite0 3 of 3, ...": where
-    the split reading is behind and ahead of LayerCAM in each model's run."""
-    verdicts = {_short(m): ahead(run, SPLIT, PLAIN) for m, run in runs.items()}
+    ``method`` is behind and ahead of LayerCAM in each model's run."""
+    verdicts = {_short(m): ahead(run, method, PLAIN) for m, run in runs.items()}
     behind = [f"{m} ``{s}``" for m, (_, down) in verdicts.items() for s in down]
     return (
         f"behind LayerCAM (interval below 0) at {', '.join(behind) or 'no stage'}; "
@@ -467,23 +478,34 @@ def _verdicts(runs: dict[str, EvaluationResult], layers: list[str]) -> str:
     )
 
 
+#: The readings of the ImageNet-input table, by column label.
+IMAGENET_READINGS = {SPLIT: "split, mass", GATED: "gated"}
+
+
 @cache
 def _imagenet() -> tuple:
-    """The ImageNet-input runs' layers, table heads and rows, where the split
-    reading is behind / ahead of LayerCAM on all photos and on each set apart,
-    and the photos (computed once for the page and the README)."""
-    sets = {model: [load(name) for name in names] for model, names in IMAGENET.items()}
+    """The ImageNet-input runs' layers, table heads and rows, where each
+    reading is behind / ahead of LayerCAM on all photos (and the split reading
+    on each set apart), and the photos (computed once for the page and the
+    README)."""
+    layers = list(load(IMAGENET[LITE1][0][0]).settings["layers"])
+    sets = {
+        model: [joined(group, layers) for group in groups]
+        for model, groups in IMAGENET.items()
+    }
     runs = {model: merge_results(group) for model, group in sets.items()}
-    layers = list(next(iter(runs.values())).settings["layers"])
     heads = ["stage"] + [
-        f"{_short(m)}: {col}" for m in runs for col in ("LayerCAM", "Δ split, mass")
+        f"{_short(m)}: {col}"
+        for m in runs
+        for col in ("LayerCAM", *(f"Δ {x}" for x in IMAGENET_READINGS.values()))
     ]
     table_rows = []
     for layer in layers:
         row = [layer]
         for run in runs.values():
             plain = run.scores[PLAIN][layer]["overall"]
-            row += [f"{np.mean(plain):.1f}", layer_cell(run, SPLIT, PLAIN, layer)]
+            row += [f"{np.mean(plain):.1f}"]
+            row += [layer_cell(run, m, PLAIN, layer) for m in IMAGENET_READINGS]
         table_rows.append(row)
     first = next(iter(sets.values()))
     per_set = "; ".join(
@@ -492,20 +514,22 @@ def _imagenet() -> tuple:
         for i, run in enumerate(first)
     )
     photos = f"{len(next(iter(runs.values())).images)} photos ({_photo_counts(first)})"
-    return layers, heads, table_rows, _verdicts(runs, layers), per_set, photos
+    says = {m: _verdicts(runs, layers, m) for m in IMAGENET_READINGS}
+    return layers, heads, table_rows, says, per_set, photos
 
 
 def imagenet_values(table) -> dict:
     """The ImageNet-input check: per stage and model, LayerCAM's overall score
-    and the split reading's Δ to it (``table``: the rst or markdown table
-    writer), and where the split reading is behind and ahead, on all photos
-    and on each set apart."""
-    layers, heads, table_rows, says_all, per_set, photos = _imagenet()
+    and the split and gated readings' Δ to it (``table``: the rst or markdown
+    table writer), and where each is behind and ahead, on all photos (the
+    split reading on each set apart too)."""
+    layers, heads, table_rows, says, per_set, photos = _imagenet()
     return dict(
         imagenet_photos=photos,
         imagenet_layers=f"``{layers[0]}`` to ``{layers[-1]}``",
         imagenet_table=table(heads, table_rows),
-        imagenet_says=says_all,
+        imagenet_says=says[SPLIT],
+        imagenet_gated_says=says[GATED],
         imagenet_sets=per_set,
     )
 
