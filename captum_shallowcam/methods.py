@@ -312,7 +312,8 @@ for _spec in (
         "shallowcam",
         LayerShallowCam,
         "LayerShallowCam's default: LayerCAM's mask of both signs, split by the "
-        "activation's sign, each part adding up to its inter-layer relevance",
+        "activation's sign, each part adding up to its inter-layer relevance "
+        "where it has evidence",
         _SHALLOW_CAM,
         options=(*_RELEVANCE, *_MASK, *_SPLIT),
         relevance=True,

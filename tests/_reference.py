@@ -135,8 +135,16 @@ def relevance_cam_map(
 
 
 def shallow_cam_v1_map(
-    activation: Tensor, gradient: Tensor, relevance: Tensor, relu: bool = True
+    activation: Tensor,
+    gradient: Tensor,
+    relevance: Tensor,
+    relu: bool = True,
+    gated: bool = False,
 ) -> Tensor:
+    """The paper's plain form on a layer with A >= 0; ``gated``: alpha_k counts
+    the relevance only where G_k > 0 and A_k > 0 (the split-gated mask there)."""
+    if gated:
+        relevance = relevance * ((gradient > 0) & (activation > 0))
     alpha = relevance.sum(dim=(2, 3), keepdim=True)
     out = (alpha * torch.relu(gradient) * activation).sum(1, keepdim=True)
     return torch.relu(out) if relu else out

@@ -302,7 +302,11 @@ def test_shallow_cam_v2_is_one_lrp_step_from_next_layer_evidence(c):
     # lower layer: one z+ step through conv2 from E = ReLU(G2) A2 at relu2's output
     evidence = torch.relu(g2) * a2
     r1 = ref.zplus_conv2d(a1, w2, evidence)
-    as_in_reference = {"initial_relevance": "contrastive", "channel_weights": "signed"}
+    as_in_reference = {
+        "initial_relevance": "contrastive",
+        "channel_weights": "signed",
+        "mask": "plain",  # the reference's form (the next layer's evidence too)
+    }
     lower, upper = LayerShallowCam(model, [model.relu1, model.relu2]).attribute(
         x, target=c, variant="v2", relu_attributions=False, **as_in_reference
     )

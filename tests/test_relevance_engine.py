@@ -101,17 +101,21 @@ def test_shallow_cam_equals_explicit_relevance_and_gradient(
     g = ref.small_vgg_gradient(small_vgg_seed_11, x_small, target, layer_name)
     cam = LayerShallowCam(small_vgg_seed_11, _layer(small_vgg_seed_11, layer_name))
     contrastive = {"initial_relevance": "contrastive"}
+    signed = {"relu_attributions": False, "channel_weights": "signed", **contrastive}
     ref.assert_close(
-        cam.attribute(
-            x_small,
-            target=2,
-            relu_attributions=False,
-            channel_weights="signed",
-            **contrastive,
-        ),
+        cam.attribute(x_small, target=2, mask="plain", **signed),
         ref.shallow_cam_v1_map(a, g, r, relu=False),
         rtol=ref.REL_RTOL,
     )
+    # the default mask (split-gated) on this ReLU output: alpha_k over the
+    # positions with G_k > 0 only
+    gated = ref.shallow_cam_v1_map(a, g, r, relu=False, gated=True)
+    ref.assert_close(cam.attribute(x_small, target=2, **signed), gated, rtol=ref.REL_RTOL)
+    # it differs from the plain form where a channel's gradient has both signs
+    # (not at the last layer, whose gradient is constant per channel)
+    mixed = bool(((g > 0).flatten(2).any(2) & (g < 0).flatten(2).any(2)).any())
+    plain = ref.shallow_cam_v1_map(a, g, r, relu=False)
+    assert torch.allclose(gated, plain) != mixed
     ref.assert_close(
         cam.attribute(
             x_small, target=2, variant="v3", channel_weights="signed", **contrastive
@@ -122,12 +126,14 @@ def test_shallow_cam_equals_explicit_relevance_and_gradient(
     positive = r.sum(dim=(2, 3), keepdim=True).clamp(min=0)
     expected_positive = torch.relu((positive * torch.relu(g) * a).sum(1, keepdim=True))
     ref.assert_close(
-        cam.attribute(x_small, target=2, channel_weights="positive", **contrastive),
+        cam.attribute(
+            x_small, target=2, mask="plain", channel_weights="positive", **contrastive
+        ),
         expected_positive,
         rtol=ref.REL_RTOL,
     )
     # The defaults (chosen by the benchmark): v1, CLRP relevance, mass weights,
-    # the split mask.
+    # the split-gated mask.
     ref.assert_close(
         cam.attribute(x_small, target=2),
         cam.attribute(
@@ -136,7 +142,7 @@ def test_shallow_cam_equals_explicit_relevance_and_gradient(
             variant="v1",
             initial_relevance="clrp",
             channel_weights="mass",
-            mask="split",
+            mask="split-gated",
         ),
         rtol=0,
         atol=0,

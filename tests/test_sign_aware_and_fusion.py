@@ -185,8 +185,10 @@ def test_shallow_cam_sign_aware_hand_computed(c):
 @pytest.mark.parametrize("variant", ["v1", "v2", "v3"])
 def test_shallow_cam_masks_agree_on_relu_outputs(variant):
     """Where A >= 0 the plain, sign-aware, both-signs and split masks are one
-    mask: the default (split; both-signs for v3) equals the others up to the
-    order of float operations."""
+    mask: the split mask (both-signs for v3, the default there) equals the
+    others up to the order of float operations. The default (split-gated) is
+    not one of them there: it counts the relevance where the gradient is
+    positive only."""
     torch.manual_seed(2)
     net = nn.Sequential(
         nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU6(),
@@ -198,13 +200,16 @@ def test_shallow_cam_masks_agree_on_relu_outputs(variant):
     def maps(**options):
         return explainer.attribute(x, target=[2, 4], variant=variant, **options)
 
-    default = maps()
+    split = maps(mask="split") if variant != "v3" else maps()
     others = [maps(mask=m) for m in ("plain", "sign-aware", "both-signs")]
-    others += [maps(mask="split")] if variant != "v3" else []
-    for i, d in enumerate(default):
+    for i, d in enumerate(split):
         assert d.abs().sum() > 0
         for m in others:
             torch.testing.assert_close(d, m[i], rtol=1e-5, atol=1e-7)
+    if variant != "v3":
+        gated = maps()
+        torch.testing.assert_close(gated, maps(mask="split-gated"), rtol=0, atol=0)
+        assert any(not torch.allclose(g, s) for g, s in zip(gated, split))
 
 
 @pytest.mark.parametrize("c", [0, 1])
@@ -281,13 +286,14 @@ def test_compute_layer_passes_rebuild_the_methods_maps():
     for a, g, r, s_map, lc_map in zip(
         passes.activations, passes.gradients, passes.relevances, shallow, layer_cam
     ):
-        # the default, by hand: the split mask with mass weights
+        # the default, by hand: the split mask with mass weights, each part's
+        # relevance counted where the part is positive
         terms = []
-        for part, on in (
-            (g.clamp(min=0) * a.clamp(min=0), a >= 0),
-            ((-g).clamp(min=0) * (-a).clamp(min=0), a < 0),
+        for part in (
+            g.clamp(min=0) * a.clamp(min=0),
+            (-g).clamp(min=0) * (-a).clamp(min=0),
         ):
-            alpha = (r * on).sum((2, 3), keepdim=True).clamp(min=0)
+            alpha = (r * (part > 0)).sum((2, 3), keepdim=True).clamp(min=0)
             totals = part.sum((2, 3), keepdim=True)
             weights = torch.where(totals > 0, alpha / totals.clamp_min(1e-30), 0.0)
             terms.append((weights * part).sum(1, keepdim=True))
@@ -435,8 +441,8 @@ def test_mass_weights_zero_where_the_term_has_no_positive_total():
 def test_shallow_cam_split_mask_hand_computed(c, channel_weights):
     """``mask="split"``: the positive-activation part ReLU(G) ReLU(A) and the
     negative-activation part ReLU(-G) ReLU(-A) of each channel, each weighted
-    by the CLRP relevance on its own positions. With mass weights it is the
-    default."""
+    by the CLRP relevance on its own positions (with mass weights, the
+    previous default)."""
     net, x, a, r = _hand_clrp_case(c)
     assert bool((a < 0).any()) and bool((a > 0).any())
     g = (net.fc.weight[c] / a[0, 0].numel()).view(1, -1, 1, 1)
@@ -461,8 +467,10 @@ def test_shallow_cam_split_mask_hand_computed(c, channel_weights):
     registry = make_explainer(net, [net.conv], f"shallowcam+split+{channel_weights}")
     torch.testing.assert_close(registry(x, torch.tensor([c]))[0], got)
     if channel_weights == "mass":
-        default = LayerShallowCam(net, net.conv).attribute(x, target=c)
-        torch.testing.assert_close(default, expected)
+        previous = LayerShallowCam(net, net.conv).attribute(
+            x, target=c, mask="split", channel_weights="mass"
+        )
+        torch.testing.assert_close(previous, expected)
 
 
 def _mixed_gradient_net() -> nn.Module:
@@ -476,9 +484,10 @@ def _mixed_gradient_net() -> nn.Module:
 
 
 def test_split_gated_mask_hand_computed():
-    """``mask="split-gated"``: the split mask, each part weighted by the
-    relevance only where that part is positive (G A > 0 with the part's
-    activation sign), not on all positions of the activation's sign."""
+    """``mask="split-gated"``, the default with mass weights: the split mask,
+    each part weighted by the relevance only where that part is positive (G A >
+    0 with the part's activation sign), not on all positions of the
+    activation's sign."""
     from captum_shallowcam.attr import compute_layer_passes
 
     net = _mixed_gradient_net()
@@ -503,6 +512,10 @@ def test_split_gated_mask_hand_computed():
     expected = expected.clamp(min=0)
     got = LayerShallowCam(net, net[1]).attribute(x, target=t, mask="split-gated")
     torch.testing.assert_close(got, expected)
+    default = LayerShallowCam(net, net[1]).attribute(x, target=t)
+    torch.testing.assert_close(default, expected)
+    shallowcam = make_explainer(net, [net[1]], "shallowcam")
+    torch.testing.assert_close(shallowcam(x, t)[0], expected)
     split = LayerShallowCam(net, net[1]).attribute(x, target=t, mask="split")
     assert not torch.allclose(got, split)  # the gate changes the weights here
     registry = make_explainer(net, [net[1]], "shallowcam+split-gated+mass")

@@ -41,8 +41,8 @@ class LayerShallowCam(_RelevanceCamBase):
         S^+_k = \mathrm{ReLU}(G^c_k) \odot \mathrm{ReLU}(A_k), \qquad
         S^-_k = \mathrm{ReLU}(-G^c_k) \odot \mathrm{ReLU}(-A_k),
 
-        \alpha^+_k = \sum_{ij} R_k(i,j)\, [A_k(i,j) \ge 0], \qquad
-        \alpha^-_k = \sum_{ij} R_k(i,j)\, [A_k(i,j) < 0],
+        \alpha^+_k = \sum_{ij} R_k(i,j)\, [S^+_k(i,j) > 0], \qquad
+        \alpha^-_k = \sum_{ij} R_k(i,j)\, [S^-_k(i,j) > 0],
 
         L^c = \mathrm{ReLU}\Big(\sum_k
             \frac{\mathrm{ReLU}(\alpha^+_k)}{\sum_{ij} S^+_k(i,j)}\, S^+_k +
@@ -56,29 +56,32 @@ class LayerShallowCam(_RelevanceCamBase):
     residual sums have negative activations, and a negative activation under a
     negative gradient raises the class score as a positive one under a
     positive gradient does. The mask is split by the sign
-    of the activation (``mask="split"``), and each part adds up to exactly the
-    relevance on its own positions (``channel_weights="mass"``), the mask only
-    spreading it: the relevance decides, per channel, how much each sign
-    carries.
+    of the activation, and each part adds up to exactly the relevance on the
+    positions where it has evidence (``mask="split-gated"``,
+    ``channel_weights="mass"``), the mask only spreading it: the relevance
+    decides, per channel, how much each sign carries. The (z+) relevance is
+    about :math:`|G_k A_k|` whatever the gradient's sign, so the gate leaves out
+    the relevance of positions whose activation, to first order, lowers the
+    class score.
 
-    Other readings are options. ``mask="sign-aware"`` keeps the positive part
-    only, :math:`S^+_k` with :math:`\alpha^+_k` (LayerCAM with the sign-aware
+    Other readings are options. ``mask="split"`` (the previous development
+    default) counts each part's relevance over all positions of its activation
+    sign, :math:`\bar\alpha^+_k = \sum_{ij} R_k(i,j)\,[A_k(i,j) \ge 0]` and
+    :math:`\bar\alpha^-_k = \sum_{ij} R_k(i,j)\,[A_k(i,j) < 0]`.
+    ``mask="sign-aware"`` keeps the positive part
+    only, :math:`S^+_k` with :math:`\bar\alpha^+_k` (LayerCAM with the sign-aware
     mask, ``LayerCam(...).attribute(..., relu_activations=True)``);
     ``mask="both-signs"`` takes :math:`\mathrm{ReLU}(G^c_k A_k)` unsplit with
     :math:`\alpha_k = \sum_{ij} R_k(i,j)`; ``mask="plain"`` is LayerCAM's
     :math:`S_k = \mathrm{ReLU}(G^c_k) \odot A_k` with :math:`\alpha_k`. All
-    four are equal where :math:`A \ge 0` (ReLU outputs, the paper's VGG16
-    setting), where the plain form reads
+    four and ``"split"`` are equal where :math:`A \ge 0` (ReLU outputs, the
+    paper's VGG16 setting), where the plain form reads
 
     .. math::
         L^c = \mathrm{ReLU}\Big(\sum_k w(\alpha_k)\, S_k\Big).
 
-    ``mask="split-gated"`` is the split mask with each part's relevance
-    counted only where that part is positive, :math:`\alpha^\pm_k =
-    \sum_{ij} R_k(i,j)\,[S^\pm_k(i,j) > 0]`: the (z+) relevance is about
-    :math:`|G_k A_k|` whatever the gradient's sign, and this leaves out the
-    relevance of positions whose activation, to first order, lowers the class
-    score. It differs from ``"split"`` even where :math:`A \ge 0`.
+    The default differs from them even where :math:`A \ge 0`: there it counts
+    :math:`\alpha_k` over the positions with a positive gradient only.
 
     The weights :math:`w`: ``"mass"`` :math:`\mathrm{ReLU}(\alpha_k) / \sum_{ij}
     S_k`; ``"geometric"`` its square root, so that each channel adds up to
@@ -90,8 +93,9 @@ class LayerShallowCam(_RelevanceCamBase):
     The default was chosen on deletion/insertion scores (see the docs' results
     page). Earlier defaults stay reachable: the 0.1 release's
     ``mask="plain", channel_weights="positive"``, and the development defaults
-    ``mask="sign-aware", channel_weights="sqrt"`` and then
-    ``mask="sign-aware", channel_weights="geometric"``.
+    ``mask="sign-aware", channel_weights="sqrt"``, then
+    ``mask="sign-aware", channel_weights="geometric"``, then ``mask="split"``
+    (with the default ``channel_weights="mass"``).
 
     Method of CHENG Yan et al., "Study on Interpretable Shallow Class Activation
     Mapping Algorithm Based on Spatial Weights and Inter-Layer Relevance",
@@ -182,7 +186,7 @@ class LayerShallowCam(_RelevanceCamBase):
             relu_activations (bool, optional): True is ``mask="sign-aware"``,
                         False ``mask="plain"``. Default: None (see ``mask``)
             mask (str, optional): ``"sign-aware"``: the mask and weights
-                        :math:`S^+_k`, :math:`\alpha^+_k` (see above);
+                        :math:`S^+_k`, :math:`\bar\alpha^+_k` (see above);
                         ``"plain"``: :math:`S_k`, :math:`\alpha_k`;
                         ``"both-signs"``: the mask
                         :math:`S^\pm_k = \mathrm{ReLU}(G^c_k A_k)` and
@@ -195,12 +199,12 @@ class LayerShallowCam(_RelevanceCamBase):
                         ``"split-gated"``: the split mask with each part's
                         weight from the relevance only where that part is
                         positive, :math:`\alpha^\pm_k = \sum_{ij} R_k(i,j)\,
-                        [S^\pm_k(i,j) > 0]` (a candidate, see the docs'
-                        results page; not with ``"v3"``).
+                        [S^\pm_k(i,j) > 0]` (not with ``"v3"``).
                         Give ``mask`` or
                         ``relu_activations``, not both. Default: None, which is
-                        ``"split"`` (``"both-signs"`` with ``variant="v3"``),
-                        chosen by the benchmark (see the docs' results page)
+                        ``"split-gated"`` (``"both-signs"`` with
+                        ``variant="v3"``), chosen by the benchmark (see the
+                        docs' results page)
 
         Returns:
             *Tensor* or *list[Tensor]* of **attributions** (N x 1 x h x w per
@@ -255,11 +259,11 @@ class LayerShallowCam(_RelevanceCamBase):
 def _mask_kind(
     variant: Variant, mask: MaskKind | None, relu_activations: bool | None
 ) -> MaskKind:
-    """The mask of ``attribute``'s options; the default is ``"split"``, and
+    """The mask of ``attribute``'s options; the default is ``"split-gated"``, and
     ``"both-signs"`` with ``variant="v3"``, which has no per-channel mask to
     split."""
     check_choice("variant", variant, ("v1", "v2", "v3"))
-    default = "both-signs" if variant == "v3" else "split"
+    default = "both-signs" if variant == "v3" else "split-gated"
     mask_kind = resolve_mask(mask, relu_activations, default, (*MASKS, *SPLIT_MASKS))
     if mask_kind in SPLIT_MASKS and variant == "v3":
         raise ValueError(
