@@ -1,42 +1,41 @@
-"""The results page's section on the claim per model: the sign-aware geometric
-reading and the split mass reading against LayerCAM, on as many development
-photos as each model has been measured on.
+"""The results page's section on the claim per model: the default (the
+split-gated mass reading) and the readings it replaced (the split mass reading,
+the sign-aware geometric reading) against LayerCAM, on the 200 development
+photos of each model.
 
 Read by ``benchmarks/results_page.py``. Runs (``benchmarks/results/``), all
 with each model's own inputs ([-1, 1]) and the labelled class:
 
-* EfficientNet-Lite0, step 1792, 200 photos: ``scale_a_1792.json`` and
-  ``scale_b_1792.json`` (LayerCAM, the sign-aware LayerCAM and the sign-aware
-  geometric reading; ``benchmarks/fusion_benchmark.py``), joined by photo with
-  ``candidate_lite0_a_1792.json`` and ``candidate_lite0_b_1792.json`` (the
-  split mass reading and the both-signs LayerCAM; ``benchmarks/masks_screen.py``);
-* EfficientNet-Lite2, step 3584, 200 photos: ``lite2_geometric_a_3584.json``
-  and ``lite2_geometric_b_3584.json`` (``python -m captum_shallowcam
-  benchmark``), joined with ``candidate_lite2_a_3584.json`` and
-  ``candidate_lite2_b_3584.json`` (the split mass reading) and
-  ``bothsigns_lite2_a_3584.json`` and ``bothsigns_lite2_b_3584.json`` (the
-  both-signs LayerCAM, run later);
-* EfficientNet-Lite1, step 7168, 200 photos: ``masks_lite1_own_a_1-100_7168.json``
+* EfficientNet-Lite0, step 1792: ``scale_{a,b}_1792.json`` (LayerCAM, the
+  sign-aware LayerCAM and the sign-aware geometric reading;
+  ``benchmarks/fusion_benchmark.py``), joined by photo with
+  ``candidate_lite0_{a,b}_1792.json`` (the split mass reading and the
+  both-signs LayerCAM) and ``gated_lite0_{a,b}_1792.json`` (the default; both
+  ``benchmarks/masks_screen.py``);
+* EfficientNet-Lite2, step 3584: ``lite2_geometric_{a,b}_3584.json``
+  (``python -m captum_shallowcam benchmark``), joined with
+  ``candidate_lite2_{a,b}_3584.json`` (the split mass reading),
+  ``bothsigns_lite2_{a,b}_3584.json`` (the both-signs LayerCAM) and
+  ``gated_lite2_{a,b}_3584.json`` (the default), run in that order;
+* EfficientNet-Lite1, step 7168: ``masks_lite1_own_a_1-100_7168.json``
   (the 100 of ``imagenet-samples``: the 24-photo screen
   ``masks_lite1_own_a_7168.json`` and the other 76, five of its readings) and
-  ``masks_lite1_own_b_1-100_7168.json`` (the 100 of ``imagenet-samples-b``).
+  ``masks_lite1_own_b_1-100_7168.json`` (the 100 of ``imagenet-samples-b``),
+  joined with ``gated_lite1_{a,b}_7168.json`` (the default).
 
-Also at step 1792: Lite1 ``stage7`` (``lite1_stage7_a_1792.json``,
-``lite1_stage7_b_1792.json``), and the gated candidate
-(``gated_lite0_{a,b}_1792.json``, ``gated_lite1_stage7_{a,b}_1792.json``;
-at step 7168 ``gated_lite1_{a,b}_7168.json``, on Lite2 at step 3584
-``gated_lite2_{a,b}_3584.json``);
-ImageNet mean/std inputs: see ``IMAGENET``.
+Also Lite1 ``stage7`` at step 1792 (``LITE1_STAGE7``) and ImageNet mean/std
+inputs (``IMAGENET``).
 
 ``masks_screen.py`` and the other scripts give LayerCAM the same scores on the
 same photos (checked here when the runs are joined), so the joined runs pair
 photo by photo.
 """
 
+import re
 from functools import cache
 
 import numpy as np
-from _sign_aware_section import ahead, cell, delta, layer_cell, listed, load
+from _sign_aware_section import RUNS, ahead, cell, delta, layer_cell, listed, load
 
 from captum_shallowcam.experiments import EvaluationResult, merge_results
 
@@ -44,11 +43,15 @@ PLAIN = "layercam"
 SIGN_AWARE = "layercam+sign-aware"
 GEOMETRIC = "shallowcam+sign-aware+geometric"
 SPLIT = "shallowcam+split+mass"
+GATED = "shallowcam+split-gated+mass"
+#: LayerShallowCam's default (``shallowcam``), stored under its options.
+DEFAULT = GATED
 BOTH_SIGNS = "layercam+both-signs"
 LABELS = {
     SIGN_AWARE: "sign-aware LayerCAM",
     GEOMETRIC: "sign-aware, geometric",
     SPLIT: "split, mass",
+    GATED: "split-gated, mass (default)",
     BOTH_SIGNS: "both-signs LayerCAM",
 }
 #: The name of the sign-aware geometric reading in the runs of the main table.
@@ -57,40 +60,27 @@ SCREEN_NAMES = {"shallowcam-v1+clrp+geometric+sign-aware": GEOMETRIC}
 MODELS = {
     "efficientnet-lite0": (
         "EfficientNet-Lite0",
-        [("scale_a_1792", "candidate_lite0_a_1792"),
-         ("scale_b_1792", "candidate_lite0_b_1792")],
+        [("scale_a_1792", "candidate_lite0_a_1792", "gated_lite0_a_1792"),
+         ("scale_b_1792", "candidate_lite0_b_1792", "gated_lite0_b_1792")],
     ),
     "efficientnet-lite1": (
         "EfficientNet-Lite1",
-        [("masks_lite1_own_a_1-100_7168",), ("masks_lite1_own_b_1-100_7168",)],
+        [("masks_lite1_own_a_1-100_7168", "gated_lite1_a_7168"),
+         ("masks_lite1_own_b_1-100_7168", "gated_lite1_b_7168")],
     ),
     "efficientnet-lite2": (
         "EfficientNet-Lite2",
-        [("lite2_geometric_a_3584", "candidate_lite2_a_3584", "bothsigns_lite2_a_3584"),
-         ("lite2_geometric_b_3584", "candidate_lite2_b_3584", "bothsigns_lite2_b_3584")],
+        [("lite2_geometric_a_3584", "candidate_lite2_a_3584", "bothsigns_lite2_a_3584",
+          "gated_lite2_a_3584"),
+         ("lite2_geometric_b_3584", "candidate_lite2_b_3584", "bothsigns_lite2_b_3584",
+          "gated_lite2_b_3584")],
     ),
 }  # fmt: skip
 STAGES = [f"stage{i}" for i in range(1, 8)]
-GATED = "shallowcam+split-gated+mass"
-#: The gated candidate, joined by photo with the runs that hold LayerCAM, the
-#: split default and the both-signs LayerCAM on the same photos, per model and
-#: step: Lite0 at all 7 stages (step 1792; the choice and its check), Lite1 at
-#: all 7 stages (step 7168, its table's step) and at ``stage7`` (step 1792);
-#: one group per photo set.
-GATED_RUNS = {
-    "lite0": ("efficientnet-lite0",
-              [("scale_a_1792", "candidate_lite0_a_1792", "gated_lite0_a_1792"),
-               ("scale_b_1792", "candidate_lite0_b_1792", "gated_lite0_b_1792")]),
-    "lite1": ("efficientnet-lite1",
-              [("masks_lite1_own_a_1-100_7168", "gated_lite1_a_7168"),
-               ("masks_lite1_own_b_1-100_7168", "gated_lite1_b_7168")]),
-    "lite1_stage7": ("efficientnet-lite1",
-                     [("lite1_stage7_a_1792", "gated_lite1_stage7_a_1792"),
-                      ("lite1_stage7_b_1792", "gated_lite1_stage7_b_1792")]),
-    "lite2": ("efficientnet-lite2",
-              [(*MODELS["efficientnet-lite2"][1][0], "gated_lite2_a_3584"),
-               (*MODELS["efficientnet-lite2"][1][1], "gated_lite2_b_3584")]),
-}  # fmt: skip
+#: Lite1 ``stage7`` at step 1792 (where its step-7168 table is not ahead):
+#: LayerCAM and the split reading, joined with the gated reading's run.
+LITE1_STAGE7 = [("lite1_stage7_a_1792", "gated_lite1_stage7_a_1792"),
+                ("lite1_stage7_b_1792", "gated_lite1_stage7_b_1792")]  # fmt: skip
 #: The model whose table joins the screens (no runs of its own in this section).
 LITE1 = "efficientnet-lite1"
 #: ImageNet mean and std inputs (``--normalization imagenet``), ``stage1`` to
@@ -183,17 +173,17 @@ def model_run(model: str) -> EvaluationResult:
 
 
 def rows(result: EvaluationResult) -> list[list[str]]:
-    """Per stage: LayerCAM's overall score, each reading's Δ to it, the split
-    reading's Δ to its own mask alone (the both-signs LayerCAM) and to the
-    sign-aware geometric reading."""
+    """Per stage: LayerCAM's overall score, each reading's Δ to it, and the
+    default's Δ to its own mask alone (the both-signs LayerCAM) and to the
+    split reading it replaced."""
     out = []
     for layer in STAGES:
         s = {m: result.scores[m][layer]["overall"] for m in result.scores}
         row = [layer, f"{np.mean(s[PLAIN]):.1f}"]
         row += [cell(s[m], s[PLAIN]) if m in s else "—" for m in LABELS]
         row += [
-            cell(s[SPLIT], s[base]) if base in s else "—"
-            for base in (BOTH_SIGNS, GEOMETRIC)
+            cell(s[DEFAULT], s[base]) if base in s else "—"
+            for base in (BOTH_SIGNS, SPLIT)
         ]
         out.append(row)
     return out
@@ -203,46 +193,55 @@ HEADS = [
     "stage",
     "LayerCAM",
     *(f"Δ {label}" for label in LABELS.values()),
-    "Δ split, mass vs both-signs LayerCAM",
-    "Δ split, mass vs sign-aware, geometric",
+    "Δ default vs both-signs LayerCAM",
+    "Δ default vs split, mass",
 ]
 
 
+def _not_ahead(result: EvaluationResult, method: str) -> str:
+    """ "ahead of LayerCAM at 6 of 7 stages (not ahead: ``stage7`` +0.49 [...])"."""
+    up, down = ahead(result, method, PLAIN)
+    layers = result.settings["layers"]
+    rest = [s for s in layers if s not in up]
+    of = f"{len(layers)} stage{'s' if len(layers) > 1 else ''}"
+    return (
+        f"ahead of LayerCAM at {len(up)} of {of}"
+        + (f", behind at {listed(down)}" if down else "")
+        + (
+            " (not ahead: "
+            + "; ".join(f"``{s}`` {layer_cell(result, method, PLAIN, s)}" for s in rest)
+            + ")"
+            if rest
+            else ""
+        )
+    )
+
+
 def says(result: EvaluationResult) -> str:
-    """Where each reading is ahead of LayerCAM, where the split reading's
-    weights are ahead of their mask alone, and how it compares with the
-    sign-aware geometric reading."""
-    parts = []
-    for method in (GEOMETRIC, SPLIT):
-        up, down = ahead(result, method, PLAIN)
-        rest = [s for s in STAGES if s not in up]
-        parts.append(
-            f"The {LABELS[method]} reading is ahead of LayerCAM at {len(up)} of 7 "
-            "stages"
-            + (f", behind at {listed(down)}" if down else "")
-            + (
-                " (not ahead: "
-                + "; ".join(
-                    f"``{s}`` {layer_cell(result, method, PLAIN, s)}" for s in rest
-                )
-                + ")"
-                if rest
-                else ""
-            )
-            + "."
-        )
-    if BOTH_SIGNS in result.scores:
-        up, down = ahead(result, SPLIT, BOTH_SIGNS)
-        parts.append(
-            "Its relevance weights are ahead of their mask alone (the both-signs "
-            f"LayerCAM) at {len(up)} stages ({listed(up)})"
-            + (f" and behind at {listed(down)}" if down else "")
-            + "."
-        )
-    up, down = ahead(result, SPLIT, GEOMETRIC)
+    """Where the default and the readings it replaced are ahead of LayerCAM,
+    where the default's weights are ahead of their mask alone and of every
+    mask-only LayerCAM, and how it compares with the split reading."""
+    parts = [f"The default is {_not_ahead(result, DEFAULT)}."]
     parts.append(
-        f"Against the sign-aware geometric reading it is ahead at {listed(up)} and "
-        f"behind at {listed(down)}."
+        "The readings it replaced: the split reading "
+        f"{_not_ahead(result, SPLIT)}; the sign-aware geometric reading "
+        f"{_not_ahead(result, GEOMETRIC)}."
+    )
+    if BOTH_SIGNS in result.scores:
+        up, down = ahead(result, DEFAULT, BOTH_SIGNS)
+        beaten, n, names = _masks_beaten(result)
+        parts.append(
+            "The default's relevance weights are ahead of their mask alone (the "
+            f"both-signs LayerCAM) at {len(up)} stages ({listed(up)})"
+            + (f" and behind at {listed(down)}" if down else "")
+            + f", the split reading's at {len(ahead(result, SPLIT, BOTH_SIGNS)[0])}; "
+            f"ahead of every mask-only LayerCAM at once ({names}) at {beaten} of {n}."
+        )
+    up, down = ahead(result, DEFAULT, SPLIT)
+    parts.append(
+        f"Against the split reading the default is ahead at {len(up)} stages"
+        + (f" ({listed(up)})" if up else "")
+        + f" and behind at {listed(down) if down else 'none'}."
     )
     return " ".join(parts)
 
@@ -258,15 +257,21 @@ def _photo_counts(runs: list[EvaluationResult]) -> str:
 
 
 def per_set(model: str) -> str:
-    """How many stages the split reading is ahead of LayerCAM at on each photo
-    set apart (``imagenet-samples-b`` played no part in any choice)."""
+    """On each photo set apart (``imagenet-samples-b`` played no part in any
+    choice): how many stages the default is ahead of LayerCAM at, and where it
+    is ahead of and behind the split reading."""
     _, groups = MODELS[model]
     parts = []
     for group in groups:
         run = set_run(group)
-        up = ahead(run, SPLIT, PLAIN)[0]
-        parts.append(f"{len(up)} of 7 on the {len(run.images)} of ``{_set_name(run)}``")
-    return "Photo sets apart, the split reading is ahead at " + ", ".join(parts) + "."
+        up = ahead(run, DEFAULT, PLAIN)[0]
+        above, below = ahead(run, DEFAULT, SPLIT)
+        parts.append(
+            f"on the {len(run.images)} of ``{_set_name(run)}`` ahead of LayerCAM "
+            f"at {len(up)} of 7, of the split reading at {len(above)}, behind it at "
+            f"{len(below)}"
+        )
+    return "Photo sets apart, the default is " + "; ".join(parts) + "."
 
 
 def setting(model: str) -> str:
@@ -284,54 +289,74 @@ def _short(model: str) -> str:
 
 def summary() -> str:
     """Over the three models: how many stages each reading is ahead of
-    LayerCAM at, and where the split reading is not."""
+    LayerCAM at, where the default is not, and what its relevance weights add
+    to its mask."""
     runs = {model: model_run(model) for model in MODELS}
     ahead_of = {
         m: {model: ahead(run, m, PLAIN)[0] for model, run in runs.items()}
-        for m in (GEOMETRIC, SPLIT)
+        for m in (GEOMETRIC, SPLIT, DEFAULT)
     }
     total = 7 * len(MODELS)
+
+    def count(method: str) -> str:
+        per = ahead_of[method]
+        return (
+            f"{sum(map(len, per.values()))} of {total} stages ("
+            + ", ".join(f"{_short(m)} {len(v)}" for m, v in per.items())
+            + ")"
+        )
+
     misses = "; ".join(
-        f"{_short(model)} ``{s}`` {layer_cell(runs[model], SPLIT, PLAIN, s)}"
+        f"{_short(model)} ``{s}`` {layer_cell(runs[model], DEFAULT, PLAIN, s)}"
         for model in MODELS
         for s in STAGES
-        if s not in ahead_of[SPLIT][model]
+        if s not in ahead_of[DEFAULT][model]
     )
-    measured = [m for m, run in runs.items() if BOTH_SIGNS in run.scores]
     weights = "; ".join(
-        f"ahead at {len(ahead(runs[m], SPLIT, BOTH_SIGNS)[0])} of 7 stages on {_short(m)}"
-        for m in measured
-    ) + "".join(f"; not measured on {_short(m)}" for m in runs if m not in measured)
-    masks_only = "; ".join(_over_masks(model, run) for model, run in runs.items())
+        f"{_short(m)} {len(ahead(run, DEFAULT, BOTH_SIGNS)[0])} of 7"
+        for m, run in runs.items()
+    )
+    masks_only = "; ".join(
+        f"{_short(m)} {_masks_beaten(run)[0]} of 7" for m, run in runs.items()
+    )
+    split_masks = "; ".join(
+        f"{_short(m)} {_masks_beaten(run, SPLIT)[0]} of 7" for m, run in runs.items()
+    )
     return (
-        f"Over the three models the split reading is ahead of LayerCAM (interval "
-        f"above 0) at {sum(map(len, ahead_of[SPLIT].values()))} of {total} stages "
-        f"({', '.join(f'{_short(m)} {len(v)}' for m, v in ahead_of[SPLIT].items())}), "
-        "the sign-aware geometric reading at "
-        f"{sum(map(len, ahead_of[GEOMETRIC].values()))} "
-        f"({', '.join(f'{_short(m)} {len(v)}' for m, v in ahead_of[GEOMETRIC].items())}). "
-        f"Where the split reading is not ahead: {misses or 'nowhere'}. "
-        "Its relevance weights against their own mask alone (the both-signs "
-        f"LayerCAM): {weights}. Ahead of every mask-only LayerCAM measured on the "
-        f"model at once (interval above 0 against each): {masks_only}."
+        "Over the three models the default is ahead of LayerCAM (interval above "
+        f"0) at {count(DEFAULT)}, the split reading at {count(SPLIT)}, the "
+        f"sign-aware geometric reading at {count(GEOMETRIC)}. Where the default "
+        f"is not ahead: {misses or 'nowhere'}. Its relevance weights against their "
+        f"own mask alone (the both-signs LayerCAM), stages ahead: {weights}; "
+        "against every mask-only LayerCAM at once (LayerCAM, sign-aware, "
+        f"both-signs): {masks_only} (the split reading: {split_masks})."
     )
 
 
 @cache
+def _lite1_stage7() -> tuple[list[EvaluationResult], EvaluationResult]:
+    """``LITE1_STAGE7``: each photo set's joined run, and both merged."""
+    layers = list(load(LITE1_STAGE7[0][-1]).settings["layers"])
+    sets = [joined(group, layers) for group in LITE1_STAGE7]
+    return sets, merge_results(sets)
+
+
+@cache
 def fine_check() -> str:
-    """Lite1 ``stage7`` at step 1792 on the 200 photos (the runs the gated
-    candidate is joined with there): LayerCAM's score and the split reading's
-    Δ to it, on all photos and on each set apart."""
-    _, sets, run = gated_runs()["lite1_stage7"]
-    files = [group[0] for group in GATED_RUNS["lite1_stage7"][1]]
+    """Lite1 ``stage7`` at step 1792 on the 200 photos: LayerCAM's score and
+    the default's and the split reading's Δ to it, on all photos and (the
+    default) on each set apart."""
+    sets, run = _lite1_stage7()
+    files = [n for group in LITE1_STAGE7 for n in group]
     layers = list(run.settings["layers"])
     cells = "; ".join(
         f"``{lay}``: LayerCAM {np.mean(run.scores[PLAIN][lay]['overall']):.1f}, "
-        f"Δ {layer_cell(run, SPLIT, PLAIN, lay)}"
+        f"Δ default {layer_cell(run, DEFAULT, PLAIN, lay)}, Δ split reading "
+        f"{layer_cell(run, SPLIT, PLAIN, lay)}"
         for lay in layers
     )
     apart = ", ".join(
-        f"{layer_cell(r, SPLIT, PLAIN, lay)} on the {len(r.images)} of "
+        f"{layer_cell(r, DEFAULT, PLAIN, lay)} on the {len(r.images)} of "
         f"``{_set_name(r)}``"
         for r in sets
         for lay in layers
@@ -342,110 +367,45 @@ def fine_check() -> str:
         f"{model_run(LITE1).settings['step']} table is not ahead; "
         f"{len(run.images)} photos, ``benchmarks/masks_screen.py --model "
         f"efficientnet-lite1 --step {run.settings['step']} --layers "
-        f"{','.join(layers)} --methods layercam,shallowcam+split+mass``; "
-        f"{', '.join(f'``{n}.json``' for n in files)}): {cells} ({apart}). "
-        f"The other {len(STAGES) - len(layers)} stages of {_short(LITE1)} were not "
-        f"run at step {run.settings['step']}, so the count above stays at the "
-        "tables' steps."
+        f"{','.join(layers)} --methods layercam,shallowcam+split+mass``, and "
+        "``--methods shallowcam+split-gated+mass`` later; "
+        f"{', '.join(f'``{n}.json``' for n in files)}): {cells} (the default "
+        f"{apart}). The other {len(STAGES) - len(layers)} stages of {_short(LITE1)} "
+        f"were not run at step {run.settings['step']}, so the count above stays at "
+        "the tables' steps."
     )
 
 
 @cache
-def gated_runs() -> dict[str, tuple[str, list[EvaluationResult], EvaluationResult]]:
-    """Per entry of ``GATED_RUNS``: the model, each photo set's joined run of
-    the gated candidate, and both sets merged."""
-    out = {}
-    for key, (model, groups) in GATED_RUNS.items():
-        layers = list(load(groups[0][-1]).settings["layers"])
-        sets = [joined(group, layers) for group in groups]
-        out[key] = (model, sets, merge_results(sets))
-    return out
-
-
-GATED_BASES = {SPLIT: "the split default", BOTH_SIGNS: "both-signs LayerCAM",
-               PLAIN: "LayerCAM"}  # fmt: skip
-
-
-def gated_table(table) -> str:
-    """Per model and stage: the gated candidate's Δ to the split default, to
-    its mask alone (the both-signs LayerCAM) and to LayerCAM, with the split
-    default's Δ to its mask alone beside it."""
-    heads = ["model", "stage", "step",
-             *(f"Δ gated vs {b}" for b in GATED_BASES.values()),
-             "Δ split vs both-signs LayerCAM"]  # fmt: skip
-    table_rows = []
-    for model, _, run in gated_runs().values():
-        for lay in run.settings["layers"]:
-            table_rows.append(
-                [_short(model), lay, str(run.settings["step"])]
-                + [layer_cell(run, GATED, base, lay) if base in run.scores else "—"
-                   for base in GATED_BASES]
-                + [layer_cell(run, SPLIT, BOTH_SIGNS, lay) if BOTH_SIGNS in run.scores
-                   else "—"]
-            )  # fmt: skip
-    return table(heads, table_rows)
-
-
-def _where(found: list[str], layers: list[str]) -> str:
-    """ " (``stage2``, ``stage3``)", or nothing for none or a single stage."""
-    return f" ({listed(found)})" if found and len(layers) > 1 else ""
-
-
-@cache
-def gated_says() -> str:
-    """Where the gated candidate is ahead of / behind the split default (on
-    all photos and on each set apart), its mask alone and every mask-only
-    LayerCAM, and LayerCAM."""
+def switch_says() -> str:
+    """The switching rule's first test: per model, where the default is ahead
+    of and behind the split reading, on all photos and on each set apart
+    (and Lite1 ``stage7`` at step 1792)."""
+    entries = [
+        (model, [set_run(g) for g in MODELS[model][1]], model_run(model))
+        for model in MODELS
+    ]
+    entries.append((LITE1, *_lite1_stage7()))
     parts = []
-    for model, sets, run in gated_runs().values():
+    for model, sets, run in entries:
         layers = run.settings["layers"]
-        of = f"of {len(layers)} stage{'s' if len(layers) > 1 else ''}"
-
-        up, down = ahead(run, GATED, SPLIT)
-        apart = [(r, ahead(r, GATED, SPLIT)) for r in sets]
-        text = (
+        up, down = ahead(run, DEFAULT, SPLIT)
+        apart = [ahead(r, DEFAULT, SPLIT) for r in sets]
+        parts.append(
             f"{_short(model)} (``{layers[0]}``"
             + (f" to ``{layers[-1]}``" if len(layers) > 1 else "")
-            + f"; "
-            f"{len(run.images)} photos, step {run.settings['step']}): the gated "
-            f"reading is ahead of the split default at {len(up)} {of}{_where(up, layers)} "
-            f"and behind at {len(down)}; photo sets apart, ahead at "
-            + " and ".join(
-                f"{len(u)} on the {len(r.images)} of ``{_set_name(r)}``"
-                for r, (u, _) in apart
-            )
+            + f", {len(run.images)} photos, step {run.settings['step']}): ahead at "
+            f"{len(up)} of {len(layers)}"
+            + (f" ({listed(up)})" if up and len(layers) > 1 else "")
+            + f", behind at {len(down)}; photo sets apart ahead at "
+            + " and ".join(str(len(u)) for u, _ in apart)
             + ", behind at "
-            + " and ".join(str(len(d)) for _, (_, d) in apart)
-            + "."
+            + " and ".join(str(len(d)) for _, d in apart)
         )
-        if BOTH_SIGNS in run.scores:
-            mine = ahead(run, GATED, BOTH_SIGNS)[0]
-            gated_up, n, names = _masks_beaten(run, GATED)
-            split_up = _masks_beaten(run)[0]
-            text += (
-                " Its relevance weights are ahead of their mask alone (the "
-                f"both-signs LayerCAM) at {len(mine)} {of}{_where(mine, layers)}, the split "
-                f"default's at {len(ahead(run, SPLIT, BOTH_SIGNS)[0])}. Ahead of "
-                f"every mask-only LayerCAM of these runs at once: {gated_up} of {n} "
-                f"(against {names}); the split default {split_up} of {n}."
-            )
-        up_plain = ahead(run, GATED, PLAIN)[0]
-        text += f" Ahead of LayerCAM at {len(up_plain)} {of}" + (
-            ""
-            if len(up_plain) == len(layers)
-            else " (not ahead: "
-            + "; ".join(
-                f"``{lay}`` {layer_cell(run, GATED, PLAIN, lay)}"
-                for lay in layers
-                if lay not in up_plain
-            )
-            + ")"
-        )
-        parts.append(text + ".")
-    return " ".join(parts)
+    return "; ".join(parts) + "."
 
 
-def _masks_beaten(run: EvaluationResult, method: str = SPLIT) -> tuple[int, int, str]:
+def _masks_beaten(run: EvaluationResult, method: str = DEFAULT) -> tuple[int, int, str]:
     """The stages where ``method`` is ahead of each mask-only LayerCAM of
     ``run`` at once: their count, the number of stages, and the masks' names."""
     masks = [m for m in (PLAIN, SIGN_AWARE, BOTH_SIGNS) if m in run.scores]
@@ -455,15 +415,8 @@ def _masks_beaten(run: EvaluationResult, method: str = SPLIT) -> tuple[int, int,
     return len(up), len(layers), names
 
 
-def _over_masks(model: str, run: EvaluationResult) -> str:
-    """ "Lite0 5 of 7 (against LayerCAM, sign-aware, both-signs)": the split
-    reading against each mask-only LayerCAM of ``run`` at once."""
-    up, n, names = _masks_beaten(run)
-    return f"{_short(model)} {up} of {n} (against {names})"
-
-
 def _verdicts(
-    runs: dict[str, EvaluationResult], layers: list[str], method: str = SPLIT
+    runs: dict[str, EvaluationResult], layers: list[str], method: str = DEFAULT
 ) -> str:
     """ "behind LayerCAM ... at no stage; ahead ... at Lite0 3 of 3, ...": where
     ``method`` is behind and ahead of LayerCAM in each model's run."""
@@ -479,14 +432,14 @@ def _verdicts(
 
 
 #: The readings of the ImageNet-input table, by column label.
-IMAGENET_READINGS = {SPLIT: "split, mass", GATED: "gated"}
+IMAGENET_READINGS = {DEFAULT: "default", SPLIT: "split, mass"}
 
 
 @cache
 def _imagenet() -> tuple:
     """The ImageNet-input runs' layers, table heads and rows, where each
-    reading is behind / ahead of LayerCAM on all photos (and the split reading
-    on each set apart), and the photos (computed once for the page and the
+    reading is behind / ahead of LayerCAM on all photos (and the default on
+    each set apart), and the photos (computed once for the page and the
     README)."""
     layers = list(load(IMAGENET[LITE1][0][0]).settings["layers"])
     sets = {
@@ -520,43 +473,70 @@ def _imagenet() -> tuple:
 
 def imagenet_values(table) -> dict:
     """The ImageNet-input check: per stage and model, LayerCAM's overall score
-    and the split and gated readings' Δ to it (``table``: the rst or markdown
-    table writer), and where each is behind and ahead, on all photos (the
-    split reading on each set apart too)."""
+    and the default's and the split reading's Δ to it (``table``: the rst or
+    markdown table writer), and where each is behind and ahead, on all photos
+    (the default on each set apart too)."""
     layers, heads, table_rows, says, per_set, photos = _imagenet()
     return dict(
         imagenet_photos=photos,
         imagenet_layers=f"``{layers[0]}`` to ``{layers[-1]}``",
         imagenet_table=table(heads, table_rows),
-        imagenet_says=says[SPLIT],
-        imagenet_gated_says=says[GATED],
+        imagenet_says=says[DEFAULT],
+        imagenet_split_says=says[SPLIT],
         imagenet_sets=per_set,
+    )
+
+
+#: ``benchmarks/speed_ab.py --base 7b80a0d`` (the split reading the default's
+#: code then had), this tree the gated default; several runs.
+SPEED_AB = "speed_ab_gated_vs_7b80a0d"
+
+
+def speed_ab() -> str:
+    """The A/B runs' ShallowCam and LayerCam ratios (this / base), per layer."""
+    text = (RUNS / f"{SPEED_AB}.txt").read_text()
+    runs = re.findall(
+        r"at (\w+), batch \d+, (\d+) interleaved rounds.*?"
+        r"shallowcam: this / base ([\d.]+)\s+layercam: this / base ([\d.]+)",
+        text,
+        re.S,
+    )
+    layers = dict.fromkeys(layer for layer, *_ in runs)
+    shallow = "; ".join(
+        f"``{lay}`` "
+        + ", ".join(f"{s} ({n} rounds)" for la, n, s, _ in runs if la == lay)
+        for lay in layers
+    )
+    plain = [float(p) for *_, p in runs]
+    within = sum(float(s) <= 1.05 for _, _, s, _ in runs)
+    return (
+        f"at most 1.05 in {within} of {len(runs)} runs; this tree over the split "
+        f"reading's commit, ShallowCam: {shallow}; "
+        "LayerCam, whose code is the same in both, "
+        f"{min(plain):.3f} to {max(plain):.3f} in the same runs (its spread is "
+        f"the noise; ``benchmarks/results/{SPEED_AB}.txt``)"
     )
 
 
 def values(rst_table) -> dict:
     """The section's template values (``page/claim.rst``)."""
-    files = sorted(
-        {
-            f"``{n}.json``"
-            for _, groups in MODELS.values()
-            for g in groups
-            for n in g[1:]
-        }
-    )
+    later = {n for _, groups in MODELS.values() for g in groups for n in g[1:]}
+    files = sorted(f"``{n}.json``" for n in later if GATED not in load(n).scores)
+    default_files = sorted(f"``{n}.json``" for n in later if GATED in load(n).scores)
     with_both = [
         _short(m) for m in MODELS if m != LITE1 and BOTH_SIGNS in model_run(m).scores
     ]
     return dict(
         claim_files=", ".join(files),
+        default_files=", ".join(default_files),
         both_signs=f" (and ``layercam+both-signs`` on {', '.join(with_both)})"
         if with_both
         else "",
         tables=section(rst_table),
         summary=summary(),
         fine_check=fine_check(),
-        gated_table=gated_table(rst_table),
-        gated_says=gated_says(),
+        switch_says=switch_says(),
+        speed_ab=speed_ab(),
         **imagenet_values(rst_table),
     )
 
@@ -574,15 +554,15 @@ def section(rst_table) -> str:
 
 
 def readme_values(md_table) -> dict:
-    """The README's table (stage x model: the split reading's Δ to LayerCAM)
-    and summary, in markdown."""
+    """The README's table (stage x model: the default's Δ to LayerCAM) and
+    summary, in markdown."""
     runs = {model: model_run(model) for model in MODELS}
     heads = ["stage"] + [
         f"{_short(model)} ({len(run.images)} photos, step {run.settings['step']})"
         for model, run in runs.items()
     ]
     table_rows = [
-        [f"`{s}`"] + [layer_cell(run, SPLIT, PLAIN, s) for run in runs.values()]
+        [f"`{s}`"] + [layer_cell(run, DEFAULT, PLAIN, s) for run in runs.values()]
         for s in STAGES
     ]
     imagenet = {k: v.replace("``", "`") for k, v in imagenet_values(md_table).items()}
@@ -590,6 +570,6 @@ def readme_values(md_table) -> dict:
         table=md_table(heads, table_rows),
         summary=summary().replace("``", "`"),
         fine_check=fine_check().replace("``", "`"),
-        gated_says=gated_says().replace("``", "`"),
+        switch_says=switch_says().replace("``", "`"),
         **imagenet,
     )

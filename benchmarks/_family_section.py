@@ -7,17 +7,18 @@ EfficientNet-Lite0, its own inputs ([-1, 1]), the labelled class:
   ``family_lite0_a_1792.json`` (LayerCAM and the eight other registered
   methods besides the default, ``python -m captum_shallowcam benchmark`` in
   runs of 10 photos, merged), each joined by photo with the runs of the
-  claim section: ``scale_*_1792.json`` (the geometric default the split one
-  replaced) and ``candidate_lite0_*_1792.json`` (the split default);
+  claim section: ``scale_*_1792.json`` (the geometric default the split
+  reading replaced) and ``candidate_lite0_*_1792.json`` (the split reading,
+  the default when the family ran; the split-gated default came later);
 * step 7168, ``stage4`` to ``stage7``: ``family_lite0_b_7168_stages4-7.json``
   and ``family_lite0_a_1-100_7168_stages4-7.json`` (the nine and the
   geometric default, in runs of 10 photos, merged; set A's first 16 photos
-  are the first look's), each joined by photo with the split default's run,
+  are the first look's), each joined by photo with the split reading's run,
   ``family_split_lite0_*_7168_stages4-7.json``;
 * step 7168, the first look: ``family_lite0_a_1-96_7168.json`` (96 photos,
   ``stage1`` to ``stage3``) and ``family_lite0_a_7168_stages4-7.json`` (the
   first 16 of them, ``stage4`` to ``stage7``), joined with the split
-  default's runs on the same photos, ``family_split_lite0_a_*.json``.
+  reading's runs on the same photos, ``family_split_lite0_a_*.json``.
 
 Every join checks that the runs give LayerCAM the same scores
 (``_claim_section.joined``).
@@ -31,13 +32,14 @@ from _sign_aware_section import RUNS, delta, layer_cell, load
 
 from captum_shallowcam.experiments import merge_results
 
-#: The default, and the geometric default it replaced.
+#: The split reading (the default when the family ran; ``DEFAULT`` in this
+#: section), and the geometric default it replaced.
 DEFAULT = "shallowcam+split+mass"
 GEOMETRIC = "shallowcam+sign-aware+geometric"
 FAMILY = "family_lite0_a_1-96_7168"
 #: The same methods at ``stage4`` to ``stage7`` on the first 16 of those photos.
 FAMILY_DEEP = "family_lite0_a_7168_stages4-7"
-#: The default (the split mask) on the same photos and stages, with LayerCAM
+#: The split reading on the same photos and stages, with LayerCAM
 #: again to check the pairing (``benchmarks/masks_screen.py``).
 FAMILY_SPLIT = {
     FAMILY: "family_split_lite0_a_1-96_7168",
@@ -52,7 +54,7 @@ FAMILY_1792 = [
 LAYERS_1792 = ["stage1", "stage2", "stage3"]
 #: Step 7168, ``stage4`` to ``stage7``, per photo set (the held-out set
 #: first): the family run (the nine and the geometric default), then the split
-#: default's run (``benchmarks/masks_screen.py``, with LayerCAM again).
+#: reading's run (``benchmarks/masks_screen.py``, with LayerCAM again).
 FAMILY_DEEP_200 = [
     ("family_lite0_b_7168_stages4-7", "family_split_lite0_b_7168_stages4-7"),
     (
@@ -206,7 +208,7 @@ def values(rst_table, as_run) -> dict:
     n_deep = len(deep.images)
     if (family.images[:n_deep], family.targets[:n_deep]) != (deep.images, deep.targets):
         raise ValueError(f"{FAMILY_DEEP} must hold the first photos of {FAMILY}")
-    heads = ["layer", "method", "overall", "rank", "Δ default vs method"]
+    heads = ["layer", "method", "overall", "rank", "Δ split vs method"]
     whole = family_rows(run_of(FINE), step=True) + family_rows(run_of(DEEP), step=True)
     return dict(
         **_table_values(FINE),
@@ -230,8 +232,9 @@ def values(rst_table, as_run) -> dict:
 def readme_line() -> str:
     """The README's paragraph on the family (markdown)."""
     return (
-        f"**The CAM family** (EfficientNet-Lite0, all ten registered methods and "
-        f"the geometric default): at step {run_of(FINE).settings['step']} on "
+        f"**The CAM family** (EfficientNet-Lite0, all ten registered methods with "
+        "the split reading, the default when the family ran, and the geometric "
+        f"default): at step {run_of(FINE).settings['step']} on "
         f"{photos(FINE)}, stage1 to "
         f"stage3: {says(FINE)}. At stage4 to stage7, step "
         f"{run_of(DEEP).settings['step']}, on {photos(DEEP)}: {says(DEEP)}."

@@ -26,12 +26,14 @@ from _every_model_section import (
     CANDIDATE,
     GEOMETRIC,
     SANITY_CANDIDATES,
+    SANITY_GATED,
     candidate_table,
     largest_screen_values,
     less_sensitive_than_layercam,
     readme_lines,
     screen_photos,
 )
+from _every_model_section import DEFAULT as GATED_DEFAULT
 from _every_model_section import section as every_model_section
 from _family_section import values as family_values
 from _geometric_section import section as geometric_section
@@ -434,6 +436,10 @@ def sensitivity_values() -> dict:
         sanity_candidates=SANITY_CANDIDATES,
         candidate_n_less_sensitive=len(
             less_sensitive_than_layercam(CANDIDATE, SANITY_CANDIDATES)
+        ),
+        sanity_gated=SANITY_GATED,
+        default_n_less_sensitive=len(
+            less_sensitive_than_layercam(GATED_DEFAULT, SANITY_GATED)
         ),
         n_less_sensitive=len(less_sensitive),
         less_sensitive=", ".join(f"``{s}``" for s in less_sensitive) or "none",

@@ -110,7 +110,9 @@ def test_shallow_cam_equals_explicit_relevance_and_gradient(
     # the default mask (split-gated) on this ReLU output: alpha_k over the
     # positions with G_k > 0 only
     gated = ref.shallow_cam_v1_map(a, g, r, relu=False, gated=True)
-    ref.assert_close(cam.attribute(x_small, target=2, **signed), gated, rtol=ref.REL_RTOL)
+    ref.assert_close(
+        cam.attribute(x_small, target=2, **signed), gated, rtol=ref.REL_RTOL
+    )
     # it differs from the plain form where a channel's gradient has both signs
     # (not at the last layer, whose gradient is constant per channel)
     mixed = bool(((g > 0).flatten(2).any(2) & (g < 0).flatten(2).any(2)).any())
