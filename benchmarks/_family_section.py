@@ -7,14 +7,15 @@ EfficientNet-Lite0, its own inputs ([-1, 1]), the labelled class:
   ``family_lite0_a_1792.json`` (LayerCAM and the eight other registered
   methods besides the default, ``python -m captum_shallowcam benchmark`` in
   runs of 10 photos, merged), each joined by photo with the runs of the
-  claim section: ``scale_*_1792.json`` (the geometric default the split
-  reading replaced) and ``candidate_lite0_*_1792.json`` (the split reading,
-  the default when the family ran; the split-gated default came later);
+  claim section: ``scale_*_1792.json`` (the geometric default),
+  ``candidate_lite0_*_1792.json`` (the split reading, the default when the
+  family ran) and ``gated_lite0_*_1792.json`` (the split-gated default);
 * step 7168, ``stage4`` to ``stage7``: ``family_lite0_b_7168_stages4-7.json``
   and ``family_lite0_a_1-100_7168_stages4-7.json`` (the nine and the
   geometric default, in runs of 10 photos, merged; set A's first 16 photos
   are the first look's), each joined by photo with the split reading's run,
-  ``family_split_lite0_*_7168_stages4-7.json``;
+  ``family_split_lite0_*_7168_stages4-7.json``, and the default's,
+  ``family_gated_lite0_*_7168_stages4-7.json``;
 * step 7168, the first look: ``family_lite0_a_1-96_7168.json`` (96 photos,
   ``stage1`` to ``stage3``) and ``family_lite0_a_7168_stages4-7.json`` (the
   first 16 of them, ``stage4`` to ``stage7``), joined with the split
@@ -32,9 +33,11 @@ from _sign_aware_section import RUNS, delta, layer_cell, load
 
 from captum_shallowcam.experiments import merge_results
 
-#: The split reading (the default when the family ran; ``DEFAULT`` in this
-#: section), and the geometric default it replaced.
-DEFAULT = "shallowcam+split+mass"
+#: LayerShallowCam's default (the split-gated reading), the split reading it
+#: replaced (the default when the family ran, and the reading of the first
+#: look), and the geometric default before it.
+DEFAULT = "shallowcam+split-gated+mass"
+SPLIT = "shallowcam+split+mass"
 GEOMETRIC = "shallowcam+sign-aware+geometric"
 FAMILY = "family_lite0_a_1-96_7168"
 #: The same methods at ``stage4`` to ``stage7`` on the first 16 of those photos.
@@ -46,28 +49,31 @@ FAMILY_SPLIT = {
     FAMILY_DEEP: "family_split_lite0_a_7168_stages4-7",
 }
 #: Step 1792, per photo set (the held-out set first): the family run, then the
-#: runs it is joined with. A set whose family run is not stored is left out.
+#: runs it is joined with (the geometric default, the split reading, the
+#: default). A set whose family run is not stored is left out.
 FAMILY_1792 = [
-    ("family_lite0_b_1792", "scale_b_1792", "candidate_lite0_b_1792"),
-    ("family_lite0_a_1792", "scale_a_1792", "candidate_lite0_a_1792"),
-]
+    ("family_lite0_b_1792", "scale_b_1792", "candidate_lite0_b_1792",
+     "gated_lite0_b_1792"),
+    ("family_lite0_a_1792", "scale_a_1792", "candidate_lite0_a_1792",
+     "gated_lite0_a_1792"),
+]  # fmt: skip
 LAYERS_1792 = ["stage1", "stage2", "stage3"]
 #: Step 7168, ``stage4`` to ``stage7``, per photo set (the held-out set
 #: first): the family run (the nine and the geometric default), then the split
-#: reading's run (``benchmarks/masks_screen.py``, with LayerCAM again).
+#: reading's run (``benchmarks/masks_screen.py``, with LayerCAM again) and the
+#: default's (the same script, run later).
 FAMILY_DEEP_200 = [
-    ("family_lite0_b_7168_stages4-7", "family_split_lite0_b_7168_stages4-7"),
-    (
-        "family_lite0_a_1-100_7168_stages4-7",
-        "family_split_lite0_a_1-100_7168_stages4-7",
-    ),
-]
+    ("family_lite0_b_7168_stages4-7", "family_split_lite0_b_7168_stages4-7",
+     "family_gated_lite0_b_7168_stages4-7"),
+    ("family_lite0_a_1-100_7168_stages4-7", "family_split_lite0_a_1-100_7168_stages4-7",
+     "family_gated_lite0_a_1-100_7168_stages4-7"),
+]  # fmt: skip
 LAYERS_DEEP = ["stage4", "stage5", "stage6", "stage7"]
 
 
 @cache
 def family_run(name: str):
-    """The family run ``name`` joined with the default's run on its photos."""
+    """The family run ``name`` joined with the split reading's run on its photos."""
     layers = list(load(name).settings["layers"])
     return joined((name, FAMILY_SPLIT[name]), layers)
 
@@ -99,7 +105,7 @@ def sets_of(table: str) -> tuple:
     layers = TABLES[table][1]
     runs = []
     for group in _stored(table):
-        methods = {*load(group[0]).scores, DEFAULT, GEOMETRIC}
+        methods = {*load(group[0]).scores, DEFAULT, SPLIT, GEOMETRIC}
         runs.append(_family_only(joined(group, layers, on_first=True), methods))
     return tuple(runs)
 
@@ -160,7 +166,9 @@ def family_says(result, default: str = DEFAULT) -> str:
 def says(name: str) -> str:
     """``family_says`` of the run ``name`` (``FAMILY``, ``FAMILY_DEEP``, or a
     table, ``FINE`` or ``DEEP``), computed once for the page and the README."""
-    return family_says(run_of(name) if name in TABLES else family_run(name))
+    if name in TABLES:
+        return family_says(run_of(name))
+    return family_says(family_run(name), SPLIT)
 
 
 def _set_name(result) -> str:
@@ -190,7 +198,12 @@ def _table_values(table: str) -> dict:
         step=run_of(table).settings["step"],
         methods=",".join(load(stored[0][0]).scores),
         runs=", ".join(f"``{g[0]}.json``" for g in stored),
-        split_runs=", ".join(f"``{g[-1]}.json``" for g in stored),
+        split_runs=", ".join(
+            f"``{n}.json``" for g in stored for n in g[1:] if SPLIT in load(n).scores
+        ),
+        default_runs=", ".join(
+            f"``{n}.json``" for g in stored for n in g[1:] if DEFAULT in load(n).scores
+        ),
         agreement=f"{max(v[0] for v in agreement):.2f}",
         says=says(table),
         per_set="".join(
@@ -208,7 +221,7 @@ def values(rst_table, as_run) -> dict:
     n_deep = len(deep.images)
     if (family.images[:n_deep], family.targets[:n_deep]) != (deep.images, deep.targets):
         raise ValueError(f"{FAMILY_DEEP} must hold the first photos of {FAMILY}")
-    heads = ["layer", "method", "overall", "rank", "Δ split vs method"]
+    heads = ["layer", "method", "overall", "rank", "Δ default vs method"]
     whole = family_rows(run_of(FINE), step=True) + family_rows(run_of(DEEP), step=True)
     return dict(
         **_table_values(FINE),
@@ -225,16 +238,18 @@ def values(rst_table, as_run) -> dict:
         family_agreement=f"{max(AGREEMENT[(n, FAMILY_SPLIT[n])][0] for n in FAMILY_SPLIT):.2f}",
         family_says=says(FAMILY),
         family_deep_says=says(FAMILY_DEEP),
-        family_table=rst_table(heads, family_rows(family) + family_rows(deep)),
+        family_table=rst_table(
+            heads[:-1] + ["Δ split vs method"],
+            family_rows(family, SPLIT) + family_rows(deep, SPLIT),
+        ),
     )
 
 
 def readme_line() -> str:
     """The README's paragraph on the family (markdown)."""
     return (
-        f"**The CAM family** (EfficientNet-Lite0, all ten registered methods with "
-        "the split reading, the default when the family ran, and the geometric "
-        f"default): at step {run_of(FINE).settings['step']} on "
+        f"**The CAM family** (EfficientNet-Lite0, all ten registered methods, the "
+        f"default, and the split and geometric readings it replaced): at step {run_of(FINE).settings['step']} on "
         f"{photos(FINE)}, stage1 to "
         f"stage3: {says(FINE)}. At stage4 to stage7, step "
         f"{run_of(DEEP).settings['step']}, on {photos(DEEP)}: {says(DEEP)}."
