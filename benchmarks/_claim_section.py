@@ -56,7 +56,8 @@ LABELS = {
 }
 #: The name of the sign-aware geometric reading in the runs of the main table.
 SCREEN_NAMES = {"shallowcam-v1+clrp+geometric+sign-aware": GEOMETRIC}
-#: Per model: its label, and the runs joined by photo, one group per photo set.
+#: Per model: its label, and the runs joined by photo, one group per photo set
+#: (the main run first, the default's run last).
 MODELS = {
     "efficientnet-lite0": (
         "EfficientNet-Lite0",
@@ -86,8 +87,8 @@ LITE1 = "efficientnet-lite1"
 #: ImageNet mean and std inputs (``--normalization imagenet``), ``stage1`` to
 #: ``stage3``, step 7168, the runs joined by photo, one group per photo set: the
 #: 100 of ``imagenet-samples`` (the first 16 from the screens, the other 84 run
-#: later with LayerCAM and the default only) and the 100 of
-#: ``imagenet-samples-b``, each with the gated candidate's run (made later).
+#: later with LayerCAM and the split reading only) and the 100 of
+#: ``imagenet-samples-b``, each with the default's run (made later).
 IMAGENET = {
     "efficientnet-lite0": (("masks_lite0_imagenet_a_1-100_7168",
                             "gated_lite0_imagenet_a_7168"),
@@ -198,7 +199,7 @@ HEADS = [
 ]
 
 
-def _not_ahead(result: EvaluationResult, method: str) -> str:
+def _against_layercam(result: EvaluationResult, method: str) -> str:
     """ "ahead of LayerCAM at 6 of 7 stages (not ahead: ``stage7`` +0.49 [...])"."""
     up, down = ahead(result, method, PLAIN)
     layers = result.settings["layers"]
@@ -221,11 +222,11 @@ def says(result: EvaluationResult) -> str:
     """Where the default and the readings it replaced are ahead of LayerCAM,
     where the default's weights are ahead of their mask alone and of every
     mask-only LayerCAM, and how it compares with the split reading."""
-    parts = [f"The default is {_not_ahead(result, DEFAULT)}."]
+    parts = [f"The default is {_against_layercam(result, DEFAULT)}."]
     parts.append(
         "The readings it replaced: the split reading "
-        f"{_not_ahead(result, SPLIT)}; the sign-aware geometric reading "
-        f"{_not_ahead(result, GEOMETRIC)}."
+        f"{_against_layercam(result, SPLIT)}; the sign-aware geometric reading "
+        f"{_against_layercam(result, GEOMETRIC)}."
     )
     if BOTH_SIGNS in result.scores:
         up, down = ahead(result, DEFAULT, BOTH_SIGNS)
@@ -246,14 +247,14 @@ def says(result: EvaluationResult) -> str:
     return " ".join(parts)
 
 
-def _set_name(result: EvaluationResult) -> str:
+def set_name(result: EvaluationResult) -> str:
     """The photo folder's name, e.g. ``imagenet-samples-b``."""
     return str(result.settings["images"]).rstrip("/").split("/")[-1]
 
 
 def _photo_counts(runs: list[EvaluationResult]) -> str:
     """ "100 of ``imagenet-samples`` and 100 of ``imagenet-samples-b``"."""
-    return " and ".join(f"{len(r.images)} of ``{_set_name(r)}``" for r in runs)
+    return " and ".join(f"{len(r.images)} of ``{set_name(r)}``" for r in runs)
 
 
 def per_set(model: str) -> str:
@@ -267,7 +268,7 @@ def per_set(model: str) -> str:
         up = ahead(run, DEFAULT, PLAIN)[0]
         above, below = ahead(run, DEFAULT, SPLIT)
         parts.append(
-            f"on the {len(run.images)} of ``{_set_name(run)}`` ahead of LayerCAM "
+            f"on the {len(run.images)} of ``{set_name(run)}`` ahead of LayerCAM "
             f"at {len(up)} of 7, of the split reading at {len(above)}, behind it at "
             f"{len(below)}"
         )
@@ -287,6 +288,7 @@ def _short(model: str) -> str:
     return MODELS[model][0].replace("EfficientNet-", "")
 
 
+@cache
 def summary() -> str:
     """Over the three models: how many stages each reading is ahead of
     LayerCAM at, where the default is not, and what its relevance weights add
@@ -357,7 +359,7 @@ def fine_check() -> str:
     )
     apart = ", ".join(
         f"{layer_cell(r, DEFAULT, PLAIN, lay)} on the {len(r.images)} of "
-        f"``{_set_name(r)}``"
+        f"``{set_name(r)}``"
         for r in sets
         for lay in layers
     )
@@ -462,7 +464,7 @@ def _imagenet() -> tuple:
         table_rows.append(row)
     first = next(iter(sets.values()))
     per_set = "; ".join(
-        f"on the {len(run.images)} of ``{_set_name(run)}`` "
+        f"on the {len(run.images)} of ``{set_name(run)}`` "
         + _verdicts({m: group[i] for m, group in sets.items()}, layers)
         for i, run in enumerate(first)
     )
@@ -520,9 +522,9 @@ def speed_ab() -> str:
 
 def values(rst_table) -> dict:
     """The section's template values (``page/claim.rst``)."""
-    later = {n for _, groups in MODELS.values() for g in groups for n in g[1:]}
-    files = sorted(f"``{n}.json``" for n in later if GATED not in load(n).scores)
-    default_files = sorted(f"``{n}.json``" for n in later if GATED in load(n).scores)
+    groups = [g for _, model_groups in MODELS.values() for g in model_groups]
+    files = sorted({f"``{n}.json``" for g in groups for n in g[1:-1]})
+    default_files = sorted(f"``{g[-1]}.json``" for g in groups)
     with_both = [
         _short(m) for m in MODELS if m != LITE1 and BOTH_SIGNS in model_run(m).scores
     ]

@@ -22,8 +22,9 @@ step), the labelled class:
 import json
 
 import numpy as np
+from _claim_section import DEFAULT
 from _family_section import readme_line as family_readme_line
-from _sanity_section import randomization_line
+from _sanity_section import randomization_line, with_rerun
 from _sign_aware_section import RUNS, ahead, cell, delta, layer_cell, listed, load
 
 PLAIN = "layercam"
@@ -57,8 +58,6 @@ SCREENS = {
 SANITY = "sanity_lite0_50_class"
 SANITY_CANDIDATES = "sanity_lite0_50_class_candidates"
 SANITY_GATED = "sanity_lite0_50_class_gated"
-#: LayerShallowCam's default, stored under its options.
-DEFAULT = "shallowcam+split-gated+mass"
 
 
 def screen_rows(result) -> list[list[str]]:
@@ -230,27 +229,15 @@ def section(rst_table) -> tuple[str, str, int]:
 
 def candidate_sensitivity_rows(sanity: dict) -> list[list[str]]:
     """The rows of the candidate readings and of the default from the
-    ``sanity`` command's runs (``python -m captum_shallowcam sanity
-    --granularity none``) on the same photos; each refused unless it gives the
-    values stored before it for the methods both have."""
-    known = dict(sanity["scores"])
-    rows = []
+    ``sanity`` command's later runs (``python -m captum_shallowcam sanity
+    --granularity none``) on the same photos, each checked against the values
+    stored before it (:func:`_sanity_section.with_rerun`)."""
+    known, rows = sanity, []
     for name in (SANITY_CANDIDATES, SANITY_GATED):
-        run = json.loads((RUNS / f"{name}.json").read_text())
-        shared = [m for m in run["scores"] if m in known]
-        if run["images"] != sanity["images"] or not shared:
-            raise ValueError(f"{name} is not a run on the same photos")
-        for method in shared:
-            if run["scores"][method] != {
-                lay: {
-                    k: v for k, v in fields.items() if k in run["scores"][method][lay]
-                }
-                for lay, fields in known[method].items()
-            }:
-                raise ValueError(f"{name} does not reproduce {method}")
-        new = {m: v for m, v in run["scores"].items() if m not in known}
+        merged = with_rerun(known, name)
+        new = {m: v for m, v in merged["scores"].items() if m not in known["scores"]}
         rows += sensitivity_rows({"settings": sanity["settings"], "scores": new})
-        known.update(new)
+        known = merged
     return rows
 
 

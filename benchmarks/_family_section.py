@@ -28,16 +28,14 @@ Every join checks that the runs give LayerCAM the same scores
 from functools import cache
 
 import numpy as np
-from _claim_section import AGREEMENT, joined
+from _claim_section import AGREEMENT, DEFAULT, SPLIT, joined, set_name
 from _sign_aware_section import RUNS, delta, layer_cell, load
 
 from captum_shallowcam.experiments import merge_results
 
-#: LayerShallowCam's default (the split-gated reading), the split reading it
-#: replaced (the default when the family ran, and the reading of the first
-#: look), and the geometric default before it.
-DEFAULT = "shallowcam+split-gated+mass"
-SPLIT = "shallowcam+split+mass"
+#: The geometric default the split reading (``SPLIT``, the default when the
+#: family ran and the reading of the first look) replaced; ``DEFAULT`` replaced
+#: the split reading.
 GEOMETRIC = "shallowcam+sign-aware+geometric"
 FAMILY = "family_lite0_a_1-96_7168"
 #: The same methods at ``stage4`` to ``stage7`` on the first 16 of those photos.
@@ -50,7 +48,8 @@ FAMILY_SPLIT = {
 }
 #: Step 1792, per photo set (the held-out set first): the family run, then the
 #: runs it is joined with (the geometric default, the split reading, the
-#: default). A set whose family run is not stored is left out.
+#: default). A set whose family run is not stored is left out. In both tables'
+#: groups the split reading's run is the last but one and the default's last.
 FAMILY_1792 = [
     ("family_lite0_b_1792", "scale_b_1792", "candidate_lite0_b_1792",
      "gated_lite0_b_1792"),
@@ -171,16 +170,12 @@ def says(name: str) -> str:
     return family_says(family_run(name), SPLIT)
 
 
-def _set_name(result) -> str:
-    return str(result.settings["images"]).rstrip("/").split("/")[-1]
-
-
 def photos(table: str) -> str:
     """ "the 100 photos of ``imagenet-samples-b`` and the first 40 of
     ``imagenet-samples``"."""
     parts = []
     for run in sets_of(table):
-        n, name = len(run.images), _set_name(run)
+        n, name = len(run.images), set_name(run)
         parts.append(
             f"the {n} photos of ``{name}``" if n == 100 else f"{n} photos of ``{name}``"
         )
@@ -198,16 +193,12 @@ def _table_values(table: str) -> dict:
         step=run_of(table).settings["step"],
         methods=",".join(load(stored[0][0]).scores),
         runs=", ".join(f"``{g[0]}.json``" for g in stored),
-        split_runs=", ".join(
-            f"``{n}.json``" for g in stored for n in g[1:] if SPLIT in load(n).scores
-        ),
-        default_runs=", ".join(
-            f"``{n}.json``" for g in stored for n in g[1:] if DEFAULT in load(n).scores
-        ),
+        split_runs=", ".join(f"``{g[-2]}.json``" for g in stored),
+        default_runs=", ".join(f"``{g[-1]}.json``" for g in stored),
         agreement=f"{max(v[0] for v in agreement):.2f}",
         says=says(table),
         per_set="".join(
-            f" On the {len(run.images)} of ``{_set_name(run)}`` alone: "
+            f" On the {len(run.images)} of ``{set_name(run)}`` alone: "
             f"{family_says(run)}."
             for run in (sets if len(sets) > 1 else ())
         ),

@@ -23,6 +23,7 @@ import json
 from functools import cache
 
 import numpy as np
+from _claim_section import GATED, SPLIT
 from _sign_aware_section import RUNS, listed
 
 CASCADE = "sanity_lite0_a_50_cascade"
@@ -32,10 +33,6 @@ WHOLE_GATED = "sanity_lite0_a_50_whole_gated"
 PLAIN, SIGN_AWARE = "layercam", "layercam+sign-aware"
 #: The default when these runs were made (``shallowcam`` then; renamed since).
 DEFAULT = "shallowcam+sign-aware+geometric"
-#: The split reading, the default before the split-gated one.
-SPLIT = "shallowcam+split+mass"
-#: The default now.
-GATED = "shallowcam+split-gated+mass"
 
 
 def as_run(methods) -> str:
@@ -93,20 +90,31 @@ def _verdict(run: dict, method: str = DEFAULT) -> tuple[list[str], str]:
     return kept, verdict
 
 
+def with_rerun(stored: dict, name: str) -> dict:
+    """``stored`` (a ``sanity`` run) with the methods of the later run ``name``
+    that it lacks; refused unless ``name`` is on the same photos and gives the
+    stored values (on the fields it has) for at least one method and every
+    method both hold."""
+    run = _load(name)
+    shared = [m for m in run["scores"] if m in stored["scores"]]
+    if run["images"] != stored["images"] or not shared:
+        raise ValueError(f"{name} is not a run on the same photos")
+    for method in shared:
+        if run["scores"][method] != {
+            lay: {k: v for k, v in fields.items() if k in run["scores"][method][lay]}
+            for lay, fields in stored["scores"][method].items()
+        }:
+            raise ValueError(f"{name} does not reproduce {method}")
+    new = [m for m in run["scores"] if m not in stored["scores"]]
+    settings = dict(stored["settings"], methods=[*stored["settings"]["methods"], *new])
+    scores = {**stored["scores"], **{m: run["scores"][m] for m in new}}
+    return dict(stored, settings=settings, scores=scores)
+
+
 @cache
 def whole_run() -> dict:
-    """The one-step draw with the split-gated default added from its rerun;
-    refused unless the rerun gives the stored run's values for the methods
-    both have."""
-    whole, gated = _load(WHOLE), _load(WHOLE_GATED)
-    if gated["images"] != whole["images"]:
-        raise ValueError(f"{WHOLE_GATED} is not a run on {WHOLE}'s photos")
-    for method in gated["settings"]["methods"]:
-        if method != GATED and gated["scores"][method] != whole["scores"][method]:
-            raise ValueError(f"{WHOLE_GATED} does not reproduce {method}")
-    settings = dict(whole["settings"], methods=[*whole["settings"]["methods"], GATED])
-    scores = {**whole["scores"], GATED: gated["scores"][GATED]}
-    return dict(whole, settings=settings, scores=scores)
+    """The one-step draw with the split-gated default added from its rerun."""
+    return with_rerun(_load(WHOLE), WHOLE_GATED)
 
 
 def randomization_values(rst_table) -> dict:

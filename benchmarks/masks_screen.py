@@ -15,9 +15,9 @@ the maps of eight registered methods, scored by deletion/insertion:
   channel adds up to its relevance ``ReLU(alpha_k)`` (``channel_weights="mass"``);
 * ``shallowcam+split+mass``: the both-signs mask split by the sign of the
   activations, each part adding up to the relevance on its own positions
-  (``mask="split"``, :func:`captum_shallowcam.attr.split_terms`): the default;
+  (``mask="split"``, :func:`captum_shallowcam.attr.split_terms`);
 * ``shallowcam+split-gated+mass``: the same, each part's relevance counted
-  only where the part is positive (``mask="split-gated"``).
+  only where the part is positive (``mask="split-gated"``): the default.
 
 Runs made before the split mask became the default name the sign-aware
 geometric reading ``shallowcam`` and the both-signs one ``shallowcam+both-signs``;

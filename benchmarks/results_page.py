@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from _claim_section import GATED
 from _claim_section import readme_values as claim_readme_values
 from _claim_section import values as claim_values
 from _every_model_section import (
@@ -33,7 +34,6 @@ from _every_model_section import (
     readme_lines,
     screen_photos,
 )
-from _every_model_section import DEFAULT as GATED_DEFAULT
 from _every_model_section import section as every_model_section
 from _family_section import values as family_values
 from _geometric_section import section as geometric_section
@@ -438,9 +438,7 @@ def sensitivity_values() -> dict:
             less_sensitive_than_layercam(CANDIDATE, SANITY_CANDIDATES)
         ),
         sanity_gated=SANITY_GATED,
-        default_n_less_sensitive=len(
-            less_sensitive_than_layercam(GATED_DEFAULT, SANITY_GATED)
-        ),
+        default_n_less_sensitive=len(less_sensitive_than_layercam(GATED, SANITY_GATED)),
         n_less_sensitive=len(less_sensitive),
         less_sensitive=", ".join(f"``{s}``" for s in less_sensitive) or "none",
         **randomization_values(rst_table),

@@ -26,6 +26,8 @@ ChannelWeights = Literal["signed", "positive", "sqrt", "geometric", "mass"]
 MaskKind = Literal["plain", "sign-aware", "both-signs", "split", "split-gated"]
 #: LayerCam's masks; LayerShallowCam also takes ``"split"`` and ``"split-gated"``.
 MASKS = ("plain", "sign-aware", "both-signs")
+#: The masks LayerShallowCam weights per sign part (:func:`split_terms`).
+SPLIT_MASKS = ("split", "split-gated")
 CHANNEL_WEIGHTS = ("signed", "positive", "sqrt", "geometric", "mass")
 LayerOrLayers = nn.Module | Sequence[nn.Module]
 
@@ -356,7 +358,7 @@ def spatial_mask(
     :math:`A \ge 0`."""
     if mask is True or mask == "sign-aware":
         return torch.relu(gradient) * torch.relu(activation)
-    if mask in ("both-signs", "split", "split-gated"):
+    if mask == "both-signs" or mask in SPLIT_MASKS:
         return torch.relu(gradient * activation)
     return torch.relu(gradient) * activation
 

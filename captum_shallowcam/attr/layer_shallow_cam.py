@@ -9,6 +9,7 @@ from torch import Tensor
 from captum_shallowcam._captum_compat import TargetType
 from captum_shallowcam.attr._base import (
     MASKS,
+    SPLIT_MASKS,
     CamPasses,
     ChannelWeights,
     InitialRelevance,
@@ -26,8 +27,6 @@ from captum_shallowcam.attr._base import (
 from captum_shallowcam.attr._engine import _Engine
 
 Variant = Literal["v1", "v2", "v3"]
-#: The masks weighted per sign part (:func:`split_terms`).
-SPLIT_MASKS = ("split", "split-gated")
 
 
 class LayerShallowCam(_RelevanceCamBase):
