@@ -116,7 +116,7 @@ def run_of(table: str):
     return merge_results(list(runs)) if len(runs) > 1 else runs[0]
 
 
-def _ranked(result, layer: str) -> tuple[dict[str, float], list[str]]:
+def ranked(result, layer: str) -> tuple[dict[str, float], list[str]]:
     """Each method's mean overall score at ``layer``, and the methods best first."""
     means = {m: float(np.mean(s[layer]["overall"])) for m, s in result.scores.items()}
     return means, sorted(means, key=lambda m: -means[m])
@@ -127,7 +127,7 @@ def family_rows(result, default: str = DEFAULT, step: bool = False) -> list[list
     the ``default``'s paired Δ to it; ``step``: the run's step after the layer."""
     rows = []
     for layer in result.settings["layers"]:
-        means, order = _ranked(result, layer)
+        means, order = ranked(result, layer)
         head = [layer] + ([str(result.settings["step"])] if step else [])
         for method in order:
             delta_cell = (
@@ -142,7 +142,7 @@ def family_says(result, default: str = DEFAULT) -> str:
     """Where ``default`` ranks at each layer, and whom it is ahead of / behind."""
     parts = []
     for layer in result.settings["layers"]:
-        _, order = _ranked(result, layer)
+        _, order = ranked(result, layer)
         ahead, level, behind = [], [], []
         for method in order:
             if method == default:

@@ -23,6 +23,8 @@ import numpy as np
 from _claim_section import GATED
 from _claim_section import readme_values as claim_readme_values
 from _claim_section import values as claim_values
+from _deepest_section import readme_line as deepest_readme_line
+from _deepest_section import values as deepest_values
 from _every_model_section import (
     CANDIDATE,
     GEOMETRIC,
@@ -487,7 +489,13 @@ def page_values(runs: dict, geometric_rst: str) -> list[dict]:
     intro = dict(
         setting=setting_text(fine),
         n_images=len(fine.images),
-        claim=render("claim.rst", claim_values(rst_table)),
+        claim=render(
+            "claim.rst",
+            {
+                **claim_values(rst_table),
+                "deepest": render("deepest.rst", deepest_values(rst_table)),
+            },
+        ),
         geometric=geometric_rst,
     )
     sensitivity = sensitivity_values()
@@ -512,7 +520,10 @@ def readme_block(runs: dict, geometric_md: str) -> str:
     ahead, behind, _ = verdict(fine, DEFAULT)
     _, paper_stats = paper_step_rows(runs["paper"], fine)
     values = dict(
-        claim=render("claim.md", claim_readme_values(md_table)),
+        claim=render(
+            "claim.md",
+            {**claim_readme_values(md_table), "deepest": deepest_readme_line()},
+        ),
         geometric=geometric_md,
         every_model=readme_lines(),
         setting=setting_text(fine).replace("``", "`"),
