@@ -23,7 +23,7 @@ with each model's own inputs ([-1, 1]) and the labelled class:
   ``masks_lite1_own_b_1-100_7168.json`` (the 100 of ``imagenet-samples-b``),
   joined with ``gated_lite1_{a,b}_7168.json`` (the default).
 
-Also Lite1 ``stage7`` at step 1792 (``LITE1_STAGE7``) and ImageNet mean/std
+Also Lite1 ``stage7`` and ``stage2`` at step 1792 (``LITE1_FINE``) and ImageNet mean/std
 inputs (``IMAGENET``).
 
 ``masks_screen.py`` and the other scripts give LayerCAM the same scores on the
@@ -78,10 +78,19 @@ MODELS = {
     ),
 }  # fmt: skip
 STAGES = [f"stage{i}" for i in range(1, 8)]
-#: Lite1 ``stage7`` at step 1792 (where its step-7168 table is not ahead):
-#: LayerCAM and the split reading, joined with the gated reading's run.
-LITE1_STAGE7 = [("lite1_stage7_a_1792", "gated_lite1_stage7_a_1792"),
-                ("lite1_stage7_b_1792", "gated_lite1_stage7_b_1792")]  # fmt: skip
+#: Lite1 at step 1792, per stage run there: the runs joined by photo, one
+#: group per photo set, and why that stage. ``stage7``: LayerCAM and the split
+#: reading, joined with the gated reading's run; ``stage2``: LayerCAM and the
+#: default in one run (``masks_screen.py --methods
+#: layercam,shallowcam+split-gated+mass``).
+LITE1_FINE = {
+    "stage7": ([("lite1_stage7_a_1792", "gated_lite1_stage7_a_1792"),
+                ("lite1_stage7_b_1792", "gated_lite1_stage7_b_1792")],
+               "where the step-7168 table is not ahead"),
+    "stage2": ([("lite1_stage2_a_1792",), ("lite1_stage2_b_1792",)],
+               "where the issue found the default of then behind LayerCAM"),
+}  # fmt: skip
+LITE1_STAGE7 = LITE1_FINE["stage7"][0]
 #: The model whose table joins the screens (no runs of its own in this section).
 LITE1 = "efficientnet-lite1"
 #: ImageNet mean and std inputs (``--normalization imagenet``), ``stage1`` to
@@ -336,45 +345,61 @@ def summary() -> str:
 
 
 @cache
-def _lite1_stage7() -> tuple[list[EvaluationResult], EvaluationResult]:
-    """``LITE1_STAGE7``: each photo set's joined run, and both merged."""
-    layers = list(load(LITE1_STAGE7[0][-1]).settings["layers"])
-    sets = [joined(group, layers) for group in LITE1_STAGE7]
+@cache
+def _lite1_fine(stage: str) -> tuple[list[EvaluationResult], EvaluationResult]:
+    """``LITE1_FINE[stage]``: each photo set's joined run, and both merged."""
+    groups, _ = LITE1_FINE[stage]
+    sets = [joined(group, [stage]) for group in groups]
     return sets, merge_results(sets)
+
+
+def _lite1_stage7() -> tuple[list[EvaluationResult], EvaluationResult]:
+    return _lite1_fine("stage7")
+
+
+def _fine_stage(stage: str) -> str:
+    """One stage of ``LITE1_FINE``: why it was run, the command and files,
+    LayerCAM's score and each reading's Δ to it, and the default's on each
+    set apart."""
+    groups, why = LITE1_FINE[stage]
+    sets, run = _lite1_fine(stage)
+    files = ", ".join(f"``{n}.json``" for group in groups for n in group)
+    methods = [m for m in (DEFAULT, SPLIT) if m in run.scores]
+    first = ",".join([PLAIN] + [m for m in methods if m in load(groups[0][0]).scores])
+    later = [m for m in methods if m not in first.split(",")]
+    cells = ", ".join(
+        f"Δ {'default' if m == DEFAULT else 'split reading'} "
+        f"{layer_cell(run, m, PLAIN, stage)}"
+        for m in methods
+    )
+    apart = ", ".join(
+        f"{layer_cell(r, DEFAULT, PLAIN, stage)} on the {len(r.images)} of "
+        f"``{set_name(r)}``"
+        for r in sets
+    )
+    return (
+        f"``{stage}`` ({why}; {len(run.images)} photos, ``benchmarks/masks_screen.py "
+        f"--model efficientnet-lite1 --step {run.settings['step']} --layers {stage} "
+        f"--methods {first}``"
+        + "".join(f", and ``--methods {m}`` later" for m in later)
+        + f"; {files}): LayerCAM "
+        f"{np.mean(run.scores[PLAIN][stage]['overall']):.1f}, {cells} (the default "
+        f"{apart})"
+    )
 
 
 @cache
 def fine_check() -> str:
-    """Lite1 ``stage7`` at step 1792 on the 200 photos: LayerCAM's score and
-    the default's and the split reading's Δ to it, on all photos and (the
-    default) on each set apart."""
-    sets, run = _lite1_stage7()
-    files = [n for group in LITE1_STAGE7 for n in group]
-    layers = list(run.settings["layers"])
-    cells = "; ".join(
-        f"``{lay}``: LayerCAM {np.mean(run.scores[PLAIN][lay]['overall']):.1f}, "
-        f"Δ default {layer_cell(run, DEFAULT, PLAIN, lay)}, Δ split reading "
-        f"{layer_cell(run, SPLIT, PLAIN, lay)}"
-        for lay in layers
-    )
-    apart = ", ".join(
-        f"{layer_cell(r, DEFAULT, PLAIN, lay)} on the {len(r.images)} of "
-        f"``{set_name(r)}``"
-        for r in sets
-        for lay in layers
-    )
+    """Lite1 at step 1792 on the 200 photos, at the stages of ``LITE1_FINE``:
+    LayerCAM's score and the default's (and the split reading's) Δ to it, on
+    all photos and (the default) on each set apart."""
+    step = _lite1_fine("stage7")[1].settings["step"]
     return (
-        f"At the issue's step {run.settings['step']}, {_short(LITE1)} at "
-        f"{', '.join(f'``{lay}``' for lay in layers)} only (where the step-"
-        f"{model_run(LITE1).settings['step']} table is not ahead; "
-        f"{len(run.images)} photos, ``benchmarks/masks_screen.py --model "
-        f"efficientnet-lite1 --step {run.settings['step']} --layers "
-        f"{','.join(layers)} --methods layercam,shallowcam+split+mass``, and "
-        "``--methods shallowcam+split-gated+mass`` later; "
-        f"{', '.join(f'``{n}.json``' for n in files)}): {cells} (the default "
-        f"{apart}). The other {len(STAGES) - len(layers)} stages of {_short(LITE1)} "
-        f"were not run at step {run.settings['step']}, so the count above stays at "
-        "the tables' steps."
+        f"At the issue's step {step}, {_short(LITE1)} at "
+        + "; and at ".join(_fine_stage(stage) for stage in LITE1_FINE)
+        + f". The other {len(STAGES) - len(LITE1_FINE)} stages of {_short(LITE1)} "
+        f"were not run at step {step}, so the count above stays at the tables' "
+        "steps."
     )
 
 
