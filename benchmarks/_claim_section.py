@@ -23,7 +23,7 @@ with each model's own inputs ([-1, 1]) and the labelled class:
   ``masks_lite1_own_b_1-100_7168.json`` (the 100 of ``imagenet-samples-b``),
   joined with ``gated_lite1_{a,b}_7168.json`` (the default).
 
-Also Lite1 ``stage7`` and ``stage2`` at step 1792 (``LITE1_FINE``) and ImageNet mean/std
+Also Lite1 ``stage7``, ``stage2`` and ``stage1`` at step 1792 (``LITE1_FINE``) and ImageNet mean/std
 inputs (``IMAGENET``).
 
 ``masks_screen.py`` and the other scripts give LayerCAM the same scores on the
@@ -80,8 +80,8 @@ MODELS = {
 STAGES = [f"stage{i}" for i in range(1, 8)]
 #: Lite1 at step 1792, per stage run there: the runs joined by photo, one
 #: group per photo set, and why that stage. ``stage7``: LayerCAM and the split
-#: reading, joined with the gated reading's run; ``stage2``: LayerCAM and the
-#: default in one run (``masks_screen.py --methods
+#: reading, joined with the gated reading's run; ``stage2`` and ``stage1``:
+#: LayerCAM and the default in one run each (``masks_screen.py --methods
 #: layercam,shallowcam+split-gated+mass``).
 LITE1_FINE = {
     "stage7": ([("lite1_stage7_a_1792", "gated_lite1_stage7_a_1792"),
@@ -89,6 +89,8 @@ LITE1_FINE = {
                "where the step-7168 table is not ahead"),
     "stage2": ([("lite1_stage2_a_1792",), ("lite1_stage2_b_1792",)],
                "where the issue found the default of then behind LayerCAM"),
+    "stage1": ([("lite1_stage1_a_1792",), ("lite1_stage1_b_1792",)],
+               "the shallowest stage"),
 }  # fmt: skip
 LITE1_STAGE7 = LITE1_FINE["stage7"][0]
 #: The model whose table joins the screens (no runs of its own in this section).
