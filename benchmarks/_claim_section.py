@@ -92,7 +92,6 @@ LITE1_FINE = {
     "stage1": ([("lite1_stage1_a_1792",), ("lite1_stage1_b_1792",)],
                "the shallowest stage"),
 }  # fmt: skip
-LITE1_STAGE7 = LITE1_FINE["stage7"][0]
 #: The model whose table joins the screens (no runs of its own in this section).
 LITE1 = "efficientnet-lite1"
 #: ImageNet mean and std inputs (``--normalization imagenet``), ``stage1`` to
@@ -347,16 +346,11 @@ def summary() -> str:
 
 
 @cache
-@cache
 def _lite1_fine(stage: str) -> tuple[list[EvaluationResult], EvaluationResult]:
     """``LITE1_FINE[stage]``: each photo set's joined run, and both merged."""
     groups, _ = LITE1_FINE[stage]
     sets = [joined(group, [stage]) for group in groups]
     return sets, merge_results(sets)
-
-
-def _lite1_stage7() -> tuple[list[EvaluationResult], EvaluationResult]:
-    return _lite1_fine("stage7")
 
 
 def _fine_stage(stage: str) -> str:
@@ -367,8 +361,9 @@ def _fine_stage(stage: str) -> str:
     sets, run = _lite1_fine(stage)
     files = ", ".join(f"``{n}.json``" for group in groups for n in group)
     methods = [m for m in (DEFAULT, SPLIT) if m in run.scores]
-    first = ",".join([PLAIN] + [m for m in methods if m in load(groups[0][0]).scores])
-    later = [m for m in methods if m not in first.split(",")]
+    in_first = load(groups[0][0]).scores
+    first = ",".join([PLAIN] + [m for m in methods if m in in_first])
+    later = [m for m in methods if m not in in_first]
     cells = ", ".join(
         f"Δ {'default' if m == DEFAULT else 'split reading'} "
         f"{layer_cell(run, m, PLAIN, stage)}"
@@ -414,7 +409,7 @@ def switch_says() -> str:
         (model, [set_run(g) for g in MODELS[model][1]], model_run(model))
         for model in MODELS
     ]
-    entries.append((LITE1, *_lite1_stage7()))
+    entries.append((LITE1, *_lite1_fine("stage7")))
     parts = []
     for model, sets, run in entries:
         layers = run.settings["layers"]

@@ -20,7 +20,16 @@ import json
 from functools import cache
 
 import numpy as np
-from _claim_section import DEFAULT, LITE1, MODELS, PLAIN, joined, model_run, set_name
+from _claim_section import (
+    DEFAULT,
+    LITE1,
+    MODELS,
+    PLAIN,
+    _short,
+    joined,
+    model_run,
+    set_name,
+)
 from _family_section import family_rows, family_says, ranked
 from _sign_aware_section import RUNS, ahead, layer_cell, load
 
@@ -129,10 +138,13 @@ def agreement() -> dict:
     }
 
 
-def family_ahead_of_layercam() -> list[str]:
+@cache
+def family_ahead_of_layercam() -> tuple[str, ...]:
     """The family's methods ahead of LayerCAM at Lite1 ``stage7`` (interval above 0)."""
     run = family_run()
-    return [m for m in run.scores if m != PLAIN and LAYER in ahead(run, m, PLAIN)[0]]
+    return tuple(
+        m for m in run.scores if m != PLAIN and LAYER in ahead(run, m, PLAIN)[0]
+    )
 
 
 def _span(values: list[float]) -> str:
@@ -215,9 +227,7 @@ def reading() -> str:
                     f"at {LAYER}; rewrite the reading in _deepest_section.reading"
                 )
     ahead_models = [
-        MODELS[m][0].removeprefix("EfficientNet-")
-        for m in MODELS
-        if LAYER in ahead(model_run(m), DEFAULT, PLAIN)[0]
+        _short(m) for m in MODELS if LAYER in ahead(model_run(m), DEFAULT, PLAIN)[0]
     ]
     family_ahead = family_ahead_of_layercam()
     return (
