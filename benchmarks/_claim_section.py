@@ -23,7 +23,7 @@ with each model's own inputs ([-1, 1]) and the labelled class:
   ``masks_lite1_own_b_1-100_7168.json`` (the 100 of ``imagenet-samples-b``),
   joined with ``gated_lite1_{a,b}_7168.json`` (the default).
 
-Also Lite1 ``stage7``, ``stage2`` and ``stage1`` at step 1792 (``LITE1_FINE``) and ImageNet mean/std
+Also Lite1 at step 1792, every stage (``LITE1_FINE``), and ImageNet mean/std
 inputs (``IMAGENET``).
 
 ``masks_screen.py`` and the other scripts give LayerCAM the same scores on the
@@ -78,10 +78,11 @@ MODELS = {
     ),
 }  # fmt: skip
 STAGES = [f"stage{i}" for i in range(1, 8)]
-#: Lite1 at step 1792, per stage run there: the runs joined by photo, one
-#: group per photo set, and why that stage. ``stage7``: LayerCAM and the split
-#: reading, joined with the gated reading's run; ``stage2`` and ``stage1``:
-#: LayerCAM and the default in one run each (``masks_screen.py --methods
+#: Lite1 at step 1792, per stage, in the order run: the runs joined by photo,
+#: one group per photo set, and why that stage was run first ("" for the
+#: stages run after, to finish the model). ``stage7``: LayerCAM and the split
+#: reading, joined with the gated reading's run; the others: LayerCAM and the
+#: default in one run each (``masks_screen.py --methods
 #: layercam,shallowcam+split-gated+mass``).
 LITE1_FINE = {
     "stage7": ([("lite1_stage7_a_1792", "gated_lite1_stage7_a_1792"),
@@ -91,6 +92,10 @@ LITE1_FINE = {
                "where the issue found the default of then behind LayerCAM"),
     "stage1": ([("lite1_stage1_a_1792",), ("lite1_stage1_b_1792",)],
                "the shallowest stage"),
+    "stage3": ([("lite1_stage3_a_1792",), ("lite1_stage3_b_1792",)], ""),
+    "stage4": ([("lite1_stage4_a_1792",), ("lite1_stage4_b_1792",)], ""),
+    "stage5": ([("lite1_stage5_a_1792",), ("lite1_stage5_b_1792",)], ""),
+    "stage6": ([("lite1_stage6_a_1792",), ("lite1_stage6_b_1792",)], ""),
 }  # fmt: skip
 #: The model whose table joins the screens (no runs of its own in this section).
 LITE1 = "efficientnet-lite1"
@@ -353,50 +358,123 @@ def _lite1_fine(stage: str) -> tuple[list[EvaluationResult], EvaluationResult]:
     return sets, merge_results(sets)
 
 
-def _fine_stage(stage: str) -> str:
-    """One stage of ``LITE1_FINE``: why it was run, the command and files,
-    LayerCAM's score and each reading's Δ to it, and the default's on each
-    set apart."""
-    groups, why = LITE1_FINE[stage]
-    sets, run = _lite1_fine(stage)
-    files = ", ".join(f"``{n}.json``" for group in groups for n in group)
+def _fine_methods(stage: str) -> tuple[str, list[str]]:
+    """How ``LITE1_FINE[stage]`` was run: ``--methods`` of the first run, and
+    the methods run later."""
+    groups, _ = LITE1_FINE[stage]
+    _, run = _lite1_fine(stage)
     methods = [m for m in (DEFAULT, SPLIT) if m in run.scores]
     in_first = load(groups[0][0]).scores
     first = ",".join([PLAIN] + [m for m in methods if m in in_first])
-    later = [m for m in methods if m not in in_first]
-    cells = ", ".join(
-        f"Δ {'default' if m == DEFAULT else 'split reading'} "
-        f"{layer_cell(run, m, PLAIN, stage)}"
-        for m in methods
-    )
-    apart = ", ".join(
-        f"{layer_cell(r, DEFAULT, PLAIN, stage)} on the {len(r.images)} of "
-        f"``{set_name(r)}``"
-        for r in sets
-    )
-    return (
-        f"``{stage}`` ({why}; {len(run.images)} photos, ``benchmarks/masks_screen.py "
-        f"--model efficientnet-lite1 --step {run.settings['step']} --layers {stage} "
-        f"--methods {first}``"
-        + "".join(f", and ``--methods {m}`` later" for m in later)
-        + f"; {files}): LayerCAM "
-        f"{np.mean(run.scores[PLAIN][stage]['overall']):.1f}, {cells} (the default "
-        f"{apart})"
-    )
+    return first, [m for m in methods if m not in in_first]
 
 
 @cache
-def fine_check() -> str:
+def _fine() -> tuple:
+    """Lite1 at step 1792: the stages run, the table's heads and rows (per
+    stage LayerCAM's score, the default's Δ on all photos, on each set apart
+    and in the step-7168 table), the stages where it is ahead, and the largest
+    difference of its Δ between the two steps (computed once for the page and
+    the README)."""
+    stages = [s for s in STAGES if s in LITE1_FINE]
+    table = model_run(LITE1)
+    sets = _lite1_fine(stages[0])[0]
+    heads = [
+        "stage",
+        "LayerCAM",
+        "Δ default",
+        *(f"Δ default, {set_name(r)}" for r in sets),
+        f"Δ default, step {table.settings['step']} (table above)",
+    ]
+    table_rows, up, gap = [], [], 0.0
+    for stage in stages:
+        apart, run = _lite1_fine(stage)
+        plain = run.scores[PLAIN][stage]["overall"]
+        table_rows.append(
+            [stage, f"{np.mean(plain):.1f}"]
+            + [layer_cell(r, DEFAULT, PLAIN, stage) for r in [run, *apart]]
+            + [layer_cell(table, DEFAULT, PLAIN, stage)]
+        )
+        if stage in ahead(run, DEFAULT, PLAIN)[0]:
+            up.append(stage)
+        fine, coarse = (delta(r, DEFAULT, PLAIN, stage)[0] for r in (run, table))
+        gap = max(gap, abs(fine - coarse))
+    return stages, heads, table_rows, up, gap
+
+
+def fine_check(table) -> str:
     """Lite1 at step 1792 on the 200 photos, at the stages of ``LITE1_FINE``:
-    LayerCAM's score and the default's (and the split reading's) Δ to it, on
-    all photos and (the default) on each set apart."""
-    step = _lite1_fine("stage7")[1].settings["step"]
+    how they were run, a table (``table``: the rst or markdown table writer)
+    and where the default is ahead of LayerCAM there and over the three
+    models."""
+    stages, heads, table_rows, up, gap = _fine()
+    sets, run = _lite1_fine(stages[0])
+    step = run.settings["step"]
+    usual = [s for s in stages if len(LITE1_FINE[s][0][0]) == 1]
+    other = [s for s in stages if s not in usual]
+    for stage in usual:
+        names = [group[0] for group in LITE1_FINE[stage][0]]
+        if names != [f"lite1_{stage}_{x}_{step}" for x in ("a", "b")]:
+            raise ValueError(
+                f"{stage}: the runs {names} are not named as the page says"
+            )
+    span = STAGES[STAGES.index(stages[0]) : STAGES.index(stages[-1]) + 1]
+    how = f"``{stages[0]}`` to ``{stages[-1]}``" if stages == span else listed(stages)
+    command = (
+        "``benchmarks/masks_screen.py --model efficientnet-lite1 --step "
+        f"{step} --layers STAGE --methods {{}}``"
+    )
+    text = (
+        f"**{_short(LITE1)} at the issue's step {step}**, {how} "
+        f"({len(run.images)} photos, {_photo_counts(sets)}): "
+        + (
+            command.format(_fine_methods(usual[0])[0])
+            + f" (``lite1_STAGE_{{a,b}}_{step}.json``); "
+            if usual
+            else ""
+        )
+        + "; ".join(
+            f"at ``{s}`` "
+            + command.format(_fine_methods(s)[0]).replace("STAGE", s)
+            + "".join(f", and ``--methods {m}`` later" for m in _fine_methods(s)[1])
+            + " ("
+            + ", ".join(f"``{n}.json``" for g in LITE1_FINE[s][0] for n in g)
+            + "; each file's settings give the command)"
+            for s in other
+        )
+        + ". Run first, in this order: "
+        + "; ".join(f"``{s}`` ({why})" for s, (_, why) in LITE1_FINE.items() if why)
+        + ("; the others after" if not all(w for _, w in LITE1_FINE.values()) else "")
+        + ".\n\n"
+        + table(heads, table_rows)
+        + f"\nAt step {step} the default is ahead of LayerCAM (interval above 0) "
+        f"at {len(up)} of {len(stages)} stages of {_short(LITE1)}"
+        + (
+            " (not ahead: " + "; ".join(f"``{s}``" for s in stages if s not in up) + ")"
+            if len(up) < len(stages)
+            else ""
+        )
+        + f"; its Δ differs from the step-{model_run(LITE1).settings['step']} "
+        f"table's by {gap:.2f} points at most"
+    )
+    if len(stages) < len(STAGES):
+        return (
+            text + f". The other {len(STAGES) - len(stages)} stages were not run "
+            f"at step {step}, so the count above stays at the tables' steps."
+        )
+    counts = {
+        m: len(up) if m == LITE1 else len(ahead(model_run(m), DEFAULT, PLAIN)[0])
+        for m in MODELS
+    }
     return (
-        f"At the issue's step {step}, {_short(LITE1)} at "
-        + "; and at ".join(_fine_stage(stage) for stage in LITE1_FINE)
-        + f". The other {len(STAGES) - len(LITE1_FINE)} stages of {_short(LITE1)} "
-        f"were not run at step {step}, so the count above stays at the tables' "
-        "steps."
+        text + f"; with {_short(LITE1)} at this step, over the three models at "
+        f"{sum(counts.values())} of {7 * len(MODELS)} stages ("
+        + ", ".join(
+            f"{_short(m)} {n} at step "
+            f"{step if m == LITE1 else model_run(m).settings['step']}"
+            for m, n in counts.items()
+        )
+        + ")."
     )
 
 
@@ -558,7 +636,7 @@ def values(rst_table) -> dict:
         else "",
         tables=section(rst_table),
         summary=summary(),
-        fine_check=fine_check(),
+        fine_check=fine_check(rst_table),
         switch_says=switch_says(),
         speed_ab=speed_ab(),
         **imagenet_values(rst_table),
@@ -593,7 +671,7 @@ def readme_values(md_table) -> dict:
     return dict(
         table=md_table(heads, table_rows),
         summary=summary().replace("``", "`"),
-        fine_check=fine_check().replace("``", "`"),
+        fine_check=fine_check(md_table).replace("``", "`"),
         switch_says=switch_says().replace("``", "`"),
         **imagenet,
     )
