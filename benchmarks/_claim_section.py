@@ -424,24 +424,27 @@ def fine_check(table) -> str:
         "``benchmarks/masks_screen.py --model efficientnet-lite1 --step "
         f"{step} --layers STAGE --methods {{}}``"
     )
+    runs = (
+        [
+            command.format(_fine_methods(usual[0])[0])
+            + f" (``lite1_STAGE_{{a,b}}_{step}.json``)"
+        ]
+        if usual
+        else []
+    )
+    runs += [
+        f"at ``{s}`` "
+        + command.format(_fine_methods(s)[0]).replace("STAGE", s)
+        + "".join(f", and ``--methods {m}`` later" for m in _fine_methods(s)[1])
+        + " ("
+        + ", ".join(f"``{n}.json``" for g in LITE1_FINE[s][0] for n in g)
+        + "; each file's settings give the command)"
+        for s in other
+    ]
     text = (
         f"**{_short(LITE1)} at the issue's step {step}**, {how} "
         f"({len(run.images)} photos, {_photo_counts(sets)}): "
-        + (
-            command.format(_fine_methods(usual[0])[0])
-            + f" (``lite1_STAGE_{{a,b}}_{step}.json``); "
-            if usual
-            else ""
-        )
-        + "; ".join(
-            f"at ``{s}`` "
-            + command.format(_fine_methods(s)[0]).replace("STAGE", s)
-            + "".join(f", and ``--methods {m}`` later" for m in _fine_methods(s)[1])
-            + " ("
-            + ", ".join(f"``{n}.json``" for g in LITE1_FINE[s][0] for n in g)
-            + "; each file's settings give the command)"
-            for s in other
-        )
+        + "; ".join(runs)
         + ". Run first, in this order: "
         + "; ".join(f"``{s}`` ({why})" for s, (_, why) in LITE1_FINE.items() if why)
         + ("; the others after" if not all(w for _, w in LITE1_FINE.values()) else "")
@@ -454,7 +457,8 @@ def fine_check(table) -> str:
             if len(up) < len(stages)
             else ""
         )
-        + f"; its Δ differs from the step-{model_run(LITE1).settings['step']} "
+        + f"; the default's Δ differs from the step-"
+        f"{model_run(LITE1).settings['step']} "
         f"table's by {gap:.2f} points at most"
     )
     if len(stages) < len(STAGES):
