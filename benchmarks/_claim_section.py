@@ -304,13 +304,20 @@ def _short(model: str) -> str:
 
 
 @cache
+def stages_ahead(model: str, method: str = DEFAULT) -> tuple[str, ...]:
+    """The stages of ``model``'s table where ``method`` is ahead of LayerCAM
+    (interval above 0); bootstrapped once for every section that asks."""
+    return tuple(ahead(model_run(model), method, PLAIN)[0])
+
+
+@cache
 def summary() -> str:
     """Over the three models: how many stages each reading is ahead of
     LayerCAM at, where the default is not, and what its relevance weights add
     to its mask."""
     runs = {model: model_run(model) for model in MODELS}
     ahead_of = {
-        m: {model: ahead(run, m, PLAIN)[0] for model, run in runs.items()}
+        m: {model: stages_ahead(model, m) for model in MODELS}
         for m in (GEOMETRIC, SPLIT, DEFAULT)
     }
     total = 7 * len(MODELS)
@@ -432,15 +439,16 @@ def fine_check(table) -> str:
         if usual
         else []
     )
-    runs += [
-        f"at ``{s}`` "
-        + command.format(_fine_methods(s)[0]).replace("STAGE", s)
-        + "".join(f", and ``--methods {m}`` later" for m in _fine_methods(s)[1])
-        + " ("
-        + ", ".join(f"``{n}.json``" for g in LITE1_FINE[s][0] for n in g)
-        + "; each file's settings give the command)"
-        for s in other
-    ]
+    for s in other:
+        first, later = _fine_methods(s)
+        runs.append(
+            f"at ``{s}`` "
+            + command.format(first).replace("STAGE", s)
+            + "".join(f", and ``--methods {m}`` later" for m in later)
+            + " ("
+            + ", ".join(f"``{n}.json``" for g in LITE1_FINE[s][0] for n in g)
+            + "; each file's settings give the command)"
+        )
     text = (
         f"**{_short(LITE1)} at the issue's step {step}**, {how} "
         f"({len(run.images)} photos, {_photo_counts(sets)}): "
@@ -466,10 +474,7 @@ def fine_check(table) -> str:
             text + f". The other {len(STAGES) - len(stages)} stages were not run "
             f"at step {step}, so the count above stays at the tables' steps."
         )
-    counts = {
-        m: len(up) if m == LITE1 else len(ahead(model_run(m), DEFAULT, PLAIN)[0])
-        for m in MODELS
-    }
+    counts = {m: len(up) if m == LITE1 else len(stages_ahead(m)) for m in MODELS}
     return (
         text + f"; with {_short(LITE1)} at this step, over the three models at "
         f"{sum(counts.values())} of {7 * len(MODELS)} stages ("

@@ -27,8 +27,8 @@ from _claim_section import (
     PLAIN,
     _short,
     joined,
-    model_run,
     set_name,
+    stages_ahead,
 )
 from _family_section import family_rows, family_says, ranked
 from _sign_aware_section import RUNS, ahead, layer_cell, load
@@ -226,9 +226,7 @@ def reading() -> str:
                     f"{model}: {measure} is not {'highest' if sign > 0 else 'lowest'} "
                     f"at {LAYER}; rewrite the reading in _deepest_section.reading"
                 )
-    ahead_models = [
-        _short(m) for m in MODELS if LAYER in ahead(model_run(m), DEFAULT, PLAIN)[0]
-    ]
+    ahead_models = [_short(m) for m in MODELS if LAYER in stages_ahead(m)]
     family_ahead = family_ahead_of_layercam()
     return (
         f"A reading of these numbers, not a proof: at ``{LAYER}`` only {HEAD} "
