@@ -23,7 +23,7 @@ with each model's own inputs ([-1, 1]) and the labelled class:
   ``masks_lite1_own_b_1-100_7168.json`` (the 100 of ``imagenet-samples-b``),
   joined with ``gated_lite1_{a,b}_7168.json`` (the default).
 
-Also Lite1 at step 1792, every stage (``LITE1_FINE``), and ImageNet mean/std
+Also Lite1 and Lite2 at step 1792 (``FINE``), and ImageNet mean/std
 inputs (``IMAGENET``).
 
 ``masks_screen.py`` and the other scripts give LayerCAM the same scores on the
@@ -78,24 +78,32 @@ MODELS = {
     ),
 }  # fmt: skip
 STAGES = [f"stage{i}" for i in range(1, 8)]
-#: Lite1 at step 1792, per stage, in the order run: the runs joined by photo,
-#: one group per photo set, and why that stage was run first ("" for the
-#: stages run after, to finish the model). ``stage7``: LayerCAM and the split
-#: reading, joined with the gated reading's run; the others: LayerCAM and the
-#: default in one run each (``masks_screen.py --methods
-#: layercam,shallowcam+split-gated+mass``).
-LITE1_FINE = {
-    "stage7": ([("lite1_stage7_a_1792", "gated_lite1_stage7_a_1792"),
-                ("lite1_stage7_b_1792", "gated_lite1_stage7_b_1792")],
-               "where the step-7168 table is not ahead"),
-    "stage2": ([("lite1_stage2_a_1792",), ("lite1_stage2_b_1792",)],
-               "where the issue found the default of then behind LayerCAM"),
-    "stage1": ([("lite1_stage1_a_1792",), ("lite1_stage1_b_1792",)],
-               "the shallowest stage"),
-    "stage3": ([("lite1_stage3_a_1792",), ("lite1_stage3_b_1792",)], ""),
-    "stage4": ([("lite1_stage4_a_1792",), ("lite1_stage4_b_1792",)], ""),
-    "stage5": ([("lite1_stage5_a_1792",), ("lite1_stage5_b_1792",)], ""),
-    "stage6": ([("lite1_stage6_a_1792",), ("lite1_stage6_b_1792",)], ""),
+#: Per model at the issue's step 1792, per stage, in the order run: the runs
+#: joined by photo, one group per photo set, and why that stage was run first
+#: ("" for the stages run after). Lite1 ``stage7``: LayerCAM and the split
+#: reading, joined with the gated reading's run; every other stage: LayerCAM
+#: and the default in one run each (``masks_screen.py --methods
+#: layercam,shallowcam+split-gated+mass``), named ``{model}_{stage}_{a,b}_1792``.
+#: Lite2's stages were run in the order of the lower end of the default's
+#: interval in its step-3584 table, smallest first.
+FINE = {
+    "efficientnet-lite1": {
+        "stage7": ([("lite1_stage7_a_1792", "gated_lite1_stage7_a_1792"),
+                    ("lite1_stage7_b_1792", "gated_lite1_stage7_b_1792")],
+                   "where the step-7168 table is not ahead"),
+        "stage2": ([("lite1_stage2_a_1792",), ("lite1_stage2_b_1792",)],
+                   "where the issue found the default of then behind LayerCAM"),
+        "stage1": ([("lite1_stage1_a_1792",), ("lite1_stage1_b_1792",)],
+                   "the shallowest stage"),
+        "stage3": ([("lite1_stage3_a_1792",), ("lite1_stage3_b_1792",)], ""),
+        "stage4": ([("lite1_stage4_a_1792",), ("lite1_stage4_b_1792",)], ""),
+        "stage5": ([("lite1_stage5_a_1792",), ("lite1_stage5_b_1792",)], ""),
+        "stage6": ([("lite1_stage6_a_1792",), ("lite1_stage6_b_1792",)], ""),
+    },
+    "efficientnet-lite2": {
+        "stage7": ([("lite2_stage7_a_1792",), ("lite2_stage7_b_1792",)],
+                   "the lowest end of the default's interval in the step-3584 table"),
+    },
 }  # fmt: skip
 #: The model whose table joins the screens (no runs of its own in this section).
 LITE1 = "efficientnet-lite1"
@@ -358,18 +366,20 @@ def summary() -> str:
 
 
 @cache
-def _lite1_fine(stage: str) -> tuple[list[EvaluationResult], EvaluationResult]:
-    """``LITE1_FINE[stage]``: each photo set's joined run, and both merged."""
-    groups, _ = LITE1_FINE[stage]
+def _fine_run(
+    model: str, stage: str
+) -> tuple[list[EvaluationResult], EvaluationResult]:
+    """``FINE[model][stage]``: each photo set's joined run, and both merged."""
+    groups, _ = FINE[model][stage]
     sets = [joined(group, [stage]) for group in groups]
     return sets, merge_results(sets)
 
 
-def _fine_methods(stage: str) -> tuple[str, list[str]]:
-    """How ``LITE1_FINE[stage]`` was run: ``--methods`` of the first run, and
+def _fine_methods(model: str, stage: str) -> tuple[str, list[str]]:
+    """How ``FINE[model][stage]`` was run: ``--methods`` of the first run, and
     the methods run later."""
-    groups, _ = LITE1_FINE[stage]
-    _, run = _lite1_fine(stage)
+    groups, _ = FINE[model][stage]
+    _, run = _fine_run(model, stage)
     methods = [m for m in (DEFAULT, SPLIT) if m in run.scores]
     in_first = load(groups[0][0]).scores
     first = ",".join([PLAIN] + [m for m in methods if m in in_first])
@@ -377,15 +387,15 @@ def _fine_methods(stage: str) -> tuple[str, list[str]]:
 
 
 @cache
-def _fine() -> tuple:
-    """Lite1 at step 1792: the stages run, the table's heads and rows (per
+def _fine(model: str) -> tuple:
+    """``model`` at step 1792: the stages run, the table's heads and rows (per
     stage LayerCAM's score, the default's Δ on all photos, on each set apart
-    and in the step-7168 table), the stages where it is ahead, and the largest
+    and in the model's table), the stages where it is ahead, and the largest
     difference of its Δ between the two steps (computed once for the page and
     the README)."""
-    stages = [s for s in STAGES if s in LITE1_FINE]
-    table = model_run(LITE1)
-    sets = _lite1_fine(stages[0])[0]
+    stages = [s for s in STAGES if s in FINE[model]]
+    table = model_run(model)
+    sets = _fine_run(model, stages[0])[0]
     heads = [
         "stage",
         "LayerCAM",
@@ -395,7 +405,7 @@ def _fine() -> tuple:
     ]
     table_rows, up, gap = [], [], 0.0
     for stage in stages:
-        apart, run = _lite1_fine(stage)
+        apart, run = _fine_run(model, stage)
         plain = run.scores[PLAIN][stage]["overall"]
         table_rows.append(
             [stage, f"{np.mean(plain):.1f}"]
@@ -409,82 +419,122 @@ def _fine() -> tuple:
     return stages, heads, table_rows, up, gap
 
 
-def fine_check(table) -> str:
-    """Lite1 at step 1792 on the 200 photos, at the stages of ``LITE1_FINE``:
-    how they were run, a table (``table``: the rst or markdown table writer)
-    and where the default is ahead of LayerCAM there and over the three
-    models."""
-    stages, heads, table_rows, up, gap = _fine()
-    sets, run = _lite1_fine(stages[0])
+def _fine_model(model: str, table) -> str:
+    """``model`` at step 1792 on the 200 photos, at the stages of
+    ``FINE[model]``: how they were run, a table (``table``: the rst or
+    markdown table writer) and where the default is ahead of LayerCAM."""
+    stages, heads, table_rows, up, gap = _fine(model)
+    sets, run = _fine_run(model, stages[0])
     step = run.settings["step"]
-    usual = [s for s in stages if len(LITE1_FINE[s][0][0]) == 1]
+    short = _short(model)
+    fine = FINE[model]
+    usual = [s for s in stages if len(fine[s][0][0]) == 1]
     other = [s for s in stages if s not in usual]
     for stage in usual:
-        names = [group[0] for group in LITE1_FINE[stage][0]]
-        if names != [f"lite1_{stage}_{x}_{step}" for x in ("a", "b")]:
+        names = [group[0] for group in fine[stage][0]]
+        if names != [f"{short.lower()}_{stage}_{x}_{step}" for x in ("a", "b")]:
             raise ValueError(
                 f"{stage}: the runs {names} are not named as the page says"
             )
     span = STAGES[STAGES.index(stages[0]) : STAGES.index(stages[-1]) + 1]
-    how = f"``{stages[0]}`` to ``{stages[-1]}``" if stages == span else listed(stages)
+    how = (
+        f"``{stages[0]}`` to ``{stages[-1]}``"
+        if stages == span and len(stages) > 1
+        else listed(stages)
+    )
     command = (
-        "``benchmarks/masks_screen.py --model efficientnet-lite1 --step "
+        f"``benchmarks/masks_screen.py --model {model} --step "
         f"{step} --layers STAGE --methods {{}}``"
     )
     runs = (
         [
-            command.format(_fine_methods(usual[0])[0])
-            + f" (``lite1_STAGE_{{a,b}}_{step}.json``)"
+            command.format(_fine_methods(model, usual[0])[0])
+            + f" (``{short.lower()}_STAGE_{{a,b}}_{step}.json``)"
         ]
         if usual
         else []
     )
     for s in other:
-        first, later = _fine_methods(s)
+        first, later = _fine_methods(model, s)
         runs.append(
             f"at ``{s}`` "
             + command.format(first).replace("STAGE", s)
             + "".join(f", and ``--methods {m}`` later" for m in later)
             + " ("
-            + ", ".join(f"``{n}.json``" for g in LITE1_FINE[s][0] for n in g)
+            + ", ".join(f"``{n}.json``" for g in fine[s][0] for n in g)
             + "; each file's settings give the command)"
         )
+    whys = [f"``{s}`` ({why})" for s, (_, why) in fine.items() if why]
+    order = (
+        (
+            ". Run first, in this order: "
+            if len(whys) < len(fine)
+            else ". Run in this order: "
+        )
+        + "; ".join(whys)
+        + ("; the others after" if len(whys) < len(fine) else "")
+        if whys
+        else ""
+    )
     text = (
-        f"**{_short(LITE1)} at the issue's step {step}**, {how} "
+        f"**{short} at the issue's step {step}**, {how} "
         f"({len(run.images)} photos, {_photo_counts(sets)}): "
         + "; ".join(runs)
-        + ". Run first, in this order: "
-        + "; ".join(f"``{s}`` ({why})" for s, (_, why) in LITE1_FINE.items() if why)
-        + ("; the others after" if not all(w for _, w in LITE1_FINE.values()) else "")
+        + order
         + ".\n\n"
         + table(heads, table_rows)
         + f"\nAt step {step} the default is ahead of LayerCAM (interval above 0) "
-        f"at {len(up)} of {len(stages)} stages of {_short(LITE1)}"
+        f"at {len(up)} of {len(stages)} stage{'s' if len(stages) > 1 else ''} "
+        f"of {short} run there"
         + (
             " (not ahead: " + "; ".join(f"``{s}``" for s in stages if s not in up) + ")"
             if len(up) < len(stages)
             else ""
         )
         + f"; the default's Δ differs from the step-"
-        f"{model_run(LITE1).settings['step']} "
+        f"{model_run(model).settings['step']} "
         f"table's by {gap:.2f} points at most"
     )
     if len(stages) < len(STAGES):
-        return (
-            text + f". The other {len(STAGES) - len(stages)} stages were not run "
-            f"at step {step}, so the count above stays at the tables' steps."
+        text += (
+            f". The other {len(STAGES) - len(stages)} stages of {short} were not "
+            f"run at step {step}"
         )
-    counts = {m: len(up) if m == LITE1 else len(stages_ahead(m)) for m in MODELS}
-    return (
-        text + f"; with {_short(LITE1)} at this step, over the three models at "
-        f"{sum(counts.values())} of {7 * len(MODELS)} stages ("
-        + ", ".join(
-            f"{_short(m)} {n} at step "
-            f"{step if m == LITE1 else model_run(m).settings['step']}"
-            for m, n in counts.items()
+    return text + "."
+
+
+def fine_check(table) -> str:
+    """Each model of ``FINE`` at step 1792 (``_fine_model``), and over the
+    three models where the default is ahead of LayerCAM: at step 1792 where
+    that stage was run there, at its table's step elsewhere."""
+    parts = [_fine_model(model, table) for model in FINE]
+    counts, where = {}, []
+    for model in MODELS:
+        fine, up = (
+            (_fine(model)[0], set(_fine(model)[3])) if model in FINE else ([], set())
         )
-        + ")."
+        up |= {s for s in stages_ahead(model) if s not in fine}
+        counts[model] = len(up)
+        steps: dict[int, int] = {}
+        for s in sorted(STAGES, key=lambda s: s not in fine):
+            run = _fine_run(model, s)[1] if s in fine else model_run(model)
+            steps[run.settings["step"]] = steps.get(run.settings["step"], 0) + 1
+        where.append(
+            f"{_short(model)} {len(up)} ("
+            + ", ".join(
+                f"{'all 7 stages' if n == len(STAGES) else n} at step {step}"
+                for step, n in steps.items()
+            )
+            + ")"
+        )
+    fine_step = _fine_run(LITE1, "stage7")[1].settings["step"]
+    parts.append(
+        f"Over the three models, each stage at step {fine_step} where it was run there "
+        "and at its table's step elsewhere, the default is ahead of LayerCAM "
+        f"(interval above 0) at {sum(counts.values())} of {7 * len(MODELS)} "
+        "stages: " + ", ".join(where) + "."
     )
+    return "\n\n".join(parts)
 
 
 @cache
@@ -496,7 +546,7 @@ def switch_says() -> str:
         (model, [set_run(g) for g in MODELS[model][1]], model_run(model))
         for model in MODELS
     ]
-    entries.append((LITE1, *_lite1_fine("stage7")))
+    entries.append((LITE1, *_fine_run(LITE1, "stage7")))
     parts = []
     for model, sets, run in entries:
         layers = run.settings["layers"]
