@@ -508,29 +508,29 @@ def fine_check(table) -> str:
     three models where the default is ahead of LayerCAM: at step 1792 where
     that stage was run there, at its table's step elsewhere."""
     parts = [_fine_model(model, table) for model in FINE]
+    first = next(iter(FINE))
+    fine_step = _fine_run(first, _fine(first)[0][0])[1].settings["step"]
     counts, where = {}, []
     for model in MODELS:
-        fine, up = (
-            (_fine(model)[0], set(_fine(model)[3])) if model in FINE else ([], set())
-        )
+        fine = _fine(model)[0] if model in FINE else []
+        up = set(_fine(model)[3]) if fine else set()
         up |= {s for s in stages_ahead(model) if s not in fine}
         counts[model] = len(up)
-        steps: dict[int, int] = {}
-        for s in sorted(STAGES, key=lambda s: s not in fine):
-            run = _fine_run(model, s)[1] if s in fine else model_run(model)
-            steps[run.settings["step"]] = steps.get(run.settings["step"], 0) + 1
+        steps = {fine_step: len(fine)}
+        coarse = model_run(model).settings["step"]
+        steps[coarse] = steps.get(coarse, 0) + len(STAGES) - len(fine)
         where.append(
             f"{_short(model)} {len(up)} ("
             + ", ".join(
                 f"{'all 7 stages' if n == len(STAGES) else n} at step {step}"
                 for step, n in steps.items()
+                if n
             )
             + ")"
         )
-    fine_step = _fine_run(LITE1, "stage7")[1].settings["step"]
     parts.append(
-        f"Over the three models, each stage at step {fine_step} where it was run there "
-        "and at its table's step elsewhere, the default is ahead of LayerCAM "
+        f"Over the three models, each stage at step {fine_step} where it was run "
+        "there and at its table's step elsewhere, the default is ahead of LayerCAM "
         f"(interval above 0) at {sum(counts.values())} of {7 * len(MODELS)} "
         "stages: " + ", ".join(where) + "."
     )
