@@ -103,6 +103,8 @@ FINE = {
     "efficientnet-lite2": {
         "stage7": ([("lite2_stage7_a_1792",), ("lite2_stage7_b_1792",)],
                    "the lowest end of the default's interval in the step-3584 table"),
+        "stage3": ([("lite2_stage3_a_1792",), ("lite2_stage3_b_1792",)],
+                   "the second lowest"),
     },
 }  # fmt: skip
 #: The model whose table joins the screens (no runs of its own in this section).
