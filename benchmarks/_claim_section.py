@@ -105,6 +105,8 @@ FINE = {
                    "the lowest end of the default's interval in the step-3584 table"),
         "stage3": ([("lite2_stage3_a_1792",), ("lite2_stage3_b_1792",)],
                    "the second lowest"),
+        "stage5": ([("lite2_stage5_a_1792",), ("lite2_stage5_b_1792",)],
+                   "the third lowest"),
     },
 }  # fmt: skip
 #: The model whose table joins the screens (no runs of its own in this section).
