@@ -395,8 +395,9 @@ def _fine(model: str) -> tuple:
     """``model`` at step 1792: the stages run, the table's heads and rows (per
     stage LayerCAM's score, the default's Δ on all photos, on each set apart
     and in the model's table), the stages where it is ahead, and the largest
-    difference of its Δ between the two steps (computed once for the page and
-    the README)."""
+    difference of its Δ between the two steps, and a note where the sets apart
+    give the same Δ to two decimals, which reads like a copied number (computed
+    once for the page and the README)."""
     stages = [s for s in STAGES if s in FINE[model]]
     table = model_run(model)
     sets = _fine_run(model, stages[0])[0]
@@ -407,7 +408,8 @@ def _fine(model: str) -> tuple:
         *(f"Δ default, {set_name(r)}" for r in sets),
         f"Δ default, step {table.settings['step']} (table above)",
     ]
-    table_rows, up, gap = [], [], 0.0
+    table_rows, up, gap, same = [], [], 0.0, []
+    coarse_sets = [set_run(group) for group in MODELS[model][1]]
     for stage in stages:
         apart, run = _fine_run(model, stage)
         plain = run.scores[PLAIN][stage]["overall"]
@@ -420,14 +422,23 @@ def _fine(model: str) -> tuple:
             up.append(stage)
         fine, coarse = (delta(r, DEFAULT, PLAIN, stage)[0] for r in (run, table))
         gap = max(gap, abs(fine - coarse))
-    return stages, heads, table_rows, up, gap
+        means = [delta(r, DEFAULT, PLAIN, stage)[0] for r in apart]
+        if len({f"{m:.2f}" for m in means}) == 1:
+            at = [delta(r, DEFAULT, PLAIN, stage)[0] for r in coarse_sets]
+            same.append(
+                f"at ``{stage}`` the sets apart agree to two decimals by chance: "
+                f"to four, {' and '.join(f'{m:.4f}' for m in means)} "
+                f"(step {table.settings['step']}: "
+                f"{' and '.join(f'{m:.4f}' for m in at)})"
+            )
+    return stages, heads, table_rows, up, gap, same
 
 
 def _fine_model(model: str, table) -> str:
     """``model`` at step 1792 on the 200 photos, at the stages of
     ``FINE[model]``: how they were run, a table (``table``: the rst or
     markdown table writer) and where the default is ahead of LayerCAM."""
-    stages, heads, table_rows, up, gap = _fine(model)
+    stages, heads, table_rows, up, gap, same = _fine(model)
     sets, run = _fine_run(model, stages[0])
     step = run.settings["step"]
     short = _short(model)
@@ -497,7 +508,7 @@ def _fine_model(model: str, table) -> str:
         )
         + f"; the default's Δ differs from the step-"
         f"{model_run(model).settings['step']} "
-        f"table's by {gap:.2f} points at most"
+        f"table's by {gap:.2f} points at most" + "".join(f"; {note}" for note in same)
     )
     if len(stages) < len(STAGES):
         text += (
