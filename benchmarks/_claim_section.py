@@ -107,6 +107,8 @@ FINE = {
                    "the second lowest"),
         "stage5": ([("lite2_stage5_a_1792",), ("lite2_stage5_b_1792",)],
                    "the third lowest"),
+        "stage4": ([("lite2_stage4_a_1792",), ("lite2_stage4_b_1792",)],
+                   "the fourth lowest"),
     },
 }  # fmt: skip
 #: The model whose table joins the screens (no runs of its own in this section).
