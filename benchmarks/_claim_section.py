@@ -35,7 +35,16 @@ import re
 from functools import cache
 
 import numpy as np
-from _sign_aware_section import RUNS, ahead, cell, delta, layer_cell, listed, load
+from _sign_aware_section import (
+    RUNS,
+    ahead,
+    cell,
+    delta,
+    layer_cell,
+    listed,
+    load,
+    shown,
+)
 
 from captum_shallowcam.experiments import EvaluationResult, merge_results
 
@@ -415,16 +424,18 @@ def _fine(model: str) -> tuple:
     for stage in stages:
         apart, run = _fine_run(model, stage)
         plain = run.scores[PLAIN][stage]["overall"]
+        # the default's Δ on all photos, each set apart, and in the table
+        fine, *sets_apart, coarse = (
+            delta(r, DEFAULT, PLAIN, stage) for r in [run, *apart, table]
+        )
         table_rows.append(
             [stage, f"{np.mean(plain):.1f}"]
-            + [layer_cell(r, DEFAULT, PLAIN, stage) for r in [run, *apart]]
-            + [layer_cell(table, DEFAULT, PLAIN, stage)]
+            + [shown(d) for d in (fine, *sets_apart, coarse)]
         )
-        if stage in ahead(run, DEFAULT, PLAIN)[0]:
+        if fine[2] > 0:
             up.append(stage)
-        fine, coarse = (delta(r, DEFAULT, PLAIN, stage)[0] for r in (run, table))
-        gap = max(gap, abs(fine - coarse))
-        means = [delta(r, DEFAULT, PLAIN, stage)[0] for r in apart]
+        gap = max(gap, abs(fine[0] - coarse[0]))
+        means = [d[0] for d in sets_apart]
         if len({f"{m:.2f}" for m in means}) == 1:
             at = [delta(r, DEFAULT, PLAIN, stage)[0] for r in coarse_sets]
             same.append(

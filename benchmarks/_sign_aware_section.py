@@ -44,7 +44,12 @@ def listed(layers) -> str:
 
 
 def cell(values, baseline) -> str:
-    diff, _, low, high = paired_difference(values, baseline)
+    return shown(paired_difference(values, baseline))
+
+
+def shown(difference) -> str:
+    """A ``paired_difference`` result as "+1.23 [+0.4, +2.0]"."""
+    diff, _, low, high = difference
     return f"{diff:+.2f} [{low:+.1f}, {high:+.1f}]"
 
 
