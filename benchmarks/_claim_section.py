@@ -118,6 +118,8 @@ FINE = {
                    "the third lowest"),
         "stage4": ([("lite2_stage4_a_1792",), ("lite2_stage4_b_1792",)],
                    "the fourth lowest"),
+        "stage2": ([("lite2_stage2_a_1792",), ("lite2_stage2_b_1792",)],
+                   "the fifth lowest"),
     },
 }  # fmt: skip
 #: The model whose table joins the screens (no runs of its own in this section).
