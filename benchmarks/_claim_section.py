@@ -120,6 +120,8 @@ FINE = {
                    "the fourth lowest"),
         "stage2": ([("lite2_stage2_a_1792",), ("lite2_stage2_b_1792",)],
                    "the fifth lowest"),
+        "stage6": ([("lite2_stage6_a_1792",), ("lite2_stage6_b_1792",)],
+                   "the sixth lowest"),
     },
 }  # fmt: skip
 #: The model whose table joins the screens (no runs of its own in this section).
@@ -525,9 +527,10 @@ def _fine_model(model: str, table) -> str:
         f"{model_run(model).settings['step']} "
         f"table's by {gap:.2f} points at most" + "".join(f"; {note}" for note in same)
     )
-    if len(stages) < len(STAGES):
+    rest = [s for s in STAGES if s not in stages]
+    if rest:
         text += (
-            f". The other {len(STAGES) - len(stages)} stages of {short} were not "
+            f". {short} {listed(rest)} {'was' if len(rest) == 1 else 'were'} not "
             f"run at step {step}"
         )
     return text + "."
