@@ -127,10 +127,12 @@ FINE = {
 #: The model whose table joins the screens (no runs of its own in this section).
 LITE1 = "efficientnet-lite1"
 #: ImageNet mean and std inputs (``--normalization imagenet``), ``stage1`` to
-#: ``stage3``, step 7168, the runs joined by photo, one group per photo set: the
-#: 100 of ``imagenet-samples`` (the first 16 from the screens, the other 84 run
-#: later with LayerCAM and the split reading only) and the 100 of
-#: ``imagenet-samples-b``, each with the default's run (made later).
+#: ``stage3``, step 7168, the runs joined by photo, one group per photo set.
+#: Lite0 and Lite1: the 100 of ``imagenet-samples`` (the first 16 from the
+#: screens, the other 84 run later with LayerCAM and the split reading only)
+#: and the 100 of ``imagenet-samples-b``, each with the default's run (made
+#: later). Lite2, run after the default was chosen: one run per set with all
+#: three methods.
 IMAGENET = {
     "efficientnet-lite0": (("masks_lite0_imagenet_a_1-100_7168",
                             "gated_lite0_imagenet_a_7168"),
@@ -140,6 +142,7 @@ IMAGENET = {
                             "gated_lite1_imagenet_a_7168"),
                            ("masks_lite1_imagenet_b_7168",
                             "gated_lite1_imagenet_b_7168")),
+    "efficientnet-lite2": (("lite2_imagenet_a_7168",), ("lite2_imagenet_b_7168",)),
 }  # fmt: skip
 
 
