@@ -178,6 +178,13 @@ def _on(result: EvaluationResult, images: list[str]) -> EvaluationResult:
     return EvaluationResult(settings, list(images), targets, scores)
 
 
+def _same_photos(run: EvaluationResult, other: EvaluationResult, what) -> None:
+    """Refused unless ``run`` scores ``other``'s photos for the same targets,
+    in the same order (``what`` names the runs in the message)."""
+    if run.images != other.images or run.targets != other.targets:
+        raise ValueError(f"{what}: the runs are not on the same photos")
+
+
 def joined(
     names: tuple[str, ...], layers: list[str] = STAGES, on_first: bool = False
 ) -> EvaluationResult:
@@ -192,8 +199,7 @@ def joined(
     if on_first:
         runs = runs[:1] + [_on(run, runs[0].images) for run in runs[1:]]
     for run in runs[1:]:
-        if run.images != runs[0].images or run.targets != runs[0].targets:
-            raise ValueError(f"{names}: the runs are not on the same photos")
+        _same_photos(run, runs[0], names)
         if PLAIN in run.scores and PLAIN in runs[0].scores:
             a = np.array([run.scores[PLAIN][s]["overall"] for s in layers])
             b = np.array([runs[0].scores[PLAIN][s]["overall"] for s in layers])
@@ -549,25 +555,30 @@ def fine_check(table) -> str:
     parts = [_fine_model(model, table) for model in FINE]
     first = next(iter(FINE))
     fine_step = _fine_run(first, _fine(first)[0][0])[1].settings["step"]
-    counts, where, everywhere = {}, [], True
+    ahead_at, at_steps = {}, {}
     for model in MODELS:
         fine = _fine(model)[0] if model in FINE else []
         up = set(_fine(model)[3]) if fine else set()
-        up |= {s for s in stages_ahead(model) if s not in fine}
-        counts[model] = len(up)
+        ahead_at[model] = up | {s for s in stages_ahead(model) if s not in fine}
         steps = {fine_step: len(fine)}
         coarse = model_run(model).settings["step"]
         steps[coarse] = steps.get(coarse, 0) + len(STAGES) - len(fine)
-        everywhere &= steps[fine_step] == len(STAGES)
-        where.append(
-            f"{_short(model)} {len(up)} ("
+        at_steps[model] = {step: n for step, n in steps.items() if n}
+    everywhere = all(steps == {fine_step: len(STAGES)} for steps in at_steps.values())
+    where = [
+        f"{_short(model)} {len(ahead_at[model])}"
+        + (
+            ""
+            if everywhere
+            else " ("
             + ", ".join(
                 f"{'all 7 stages' if n == len(STAGES) else n} at step {step}"
-                for step, n in steps.items()
-                if n
+                for step, n in at_steps[model].items()
             )
             + ")"
         )
+        for model in MODELS
+    ]
     parts.append(
         "Over the three models, "
         + (
@@ -577,8 +588,8 @@ def fine_check(table) -> str:
             "its table's step elsewhere"
         )
         + ", the default is ahead of LayerCAM "
-        f"(interval above 0) at {sum(counts.values())} of {7 * len(MODELS)} "
-        "stages: " + ", ".join(where) + "."
+        f"(interval above 0) at {sum(map(len, ahead_at.values()))} of "
+        f"{len(STAGES) * len(MODELS)} stages: " + ", ".join(where) + "."
     )
     return "\n\n".join(parts)
 
@@ -653,6 +664,11 @@ def _imagenet() -> tuple:
         model: [joined(group, layers) for group in groups]
         for model, groups in IMAGENET.items()
     }
+    first = next(iter(sets.values()))
+    # the photo counts and the per-set verdicts below hold for every model
+    for model, group in sets.items():
+        for run, base in zip(group, first, strict=True):
+            _same_photos(run, base, f"{model}'s ImageNet-input runs and the first's")
     runs = {model: merge_results(group) for model, group in sets.items()}
     heads = ["stage"] + [
         f"{_short(m)}: {col}"
@@ -667,7 +683,6 @@ def _imagenet() -> tuple:
             row += [f"{np.mean(plain):.1f}"]
             row += [layer_cell(run, m, PLAIN, layer) for m in IMAGENET_READINGS]
         table_rows.append(row)
-    first = next(iter(sets.values()))
     per_set = "; ".join(
         f"on the {len(run.images)} of ``{set_name(run)}`` "
         + _verdicts({m: group[i] for m, group in sets.items()}, layers)
