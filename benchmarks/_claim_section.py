@@ -23,8 +23,9 @@ with each model's own inputs ([-1, 1]) and the labelled class:
   ``masks_lite1_own_b_1-100_7168.json`` (the 100 of ``imagenet-samples-b``),
   joined with ``gated_lite1_{a,b}_7168.json`` (the default).
 
-Also Lite1 and Lite2 at step 1792 (``FINE``), and ImageNet mean/std
-inputs (``IMAGENET``).
+Also Lite1 and Lite2 at step 1792 (``FINE``; on Lite1 the sign-aware
+LayerCAM was run there later, ``FINE_LATER``), and ImageNet mean/std inputs
+(``IMAGENET``).
 
 ``masks_screen.py`` and the other scripts give LayerCAM the same scores on the
 same photos (checked here when the runs are joined), so the joined runs pair
@@ -126,6 +127,13 @@ FINE = {
                    "the highest"),
     },
 }  # fmt: skip
+#: Per model at step 1792: a method run later at each stage of ``FINE``, alone
+#: (``masks_screen.py --methods METHOD``), one run per stage and photo set, named
+#: by the pattern with ``STAGE`` and ``SET`` (``a``, ``b``) filled in; joined by
+#: photo with that stage's runs where both sets' runs are there.
+FINE_LATER = {
+    "efficientnet-lite1": (SIGN_AWARE, "lite1_signaware_STAGE_SET_1792"),
+}
 #: The model whose table joins the screens (no runs of its own in this section).
 LITE1 = "efficientnet-lite1"
 #: ImageNet mean and std inputs (``--normalization imagenet``), ``stage1`` to
@@ -401,8 +409,24 @@ def _fine_run(
 ) -> tuple[list[EvaluationResult], EvaluationResult]:
     """``FINE[model][stage]``: each photo set's joined run, and both merged."""
     groups, _ = FINE[model][stage]
-    sets = [joined(group, [stage]) for group in groups]
+    later = _later(model, stage)
+    sets = [
+        joined(group + tuple(later[i : i + 1]), [stage])
+        for i, group in enumerate(groups)
+    ]
     return sets, merge_results(sets)
+
+
+def _later(model: str, stage: str) -> list[str]:
+    """``FINE_LATER[model]``'s runs at ``stage``, one per photo set, where
+    every set's run is there; else none."""
+    if model not in FINE_LATER:
+        return []
+    names = [
+        FINE_LATER[model][1].replace("STAGE", stage).replace("SET", x)
+        for x in ("a", "b")
+    ]
+    return names if all((RUNS / f"{n}.json").exists() for n in names) else []
 
 
 def _fine_methods(model: str, stage: str) -> tuple[str, list[str]]:
@@ -427,12 +451,16 @@ def _fine(model: str) -> tuple:
     stages = [s for s in STAGES if s in FINE[model]]
     table = model_run(model)
     sets = _fine_run(model, stages[0])[0]
+    later = FINE_LATER[model][0] if model in FINE_LATER else None
+    with_later = [s for s in stages if later in _fine_run(model, s)[1].scores]
     heads = [
         "stage",
         "LayerCAM",
+        *([f"Δ {LABELS[later]}"] if with_later else []),
         "Δ default",
         *(f"Δ default, {set_name(r)}" for r in sets),
         f"Δ default, step {table.settings['step']} (table above)",
+        *([f"Δ default vs {LABELS[later]}"] if with_later else []),
     ]
     table_rows, up, gap, same = [], [], 0.0, []
     coarse_sets = [set_run(group) for group in MODELS[model][1]]
@@ -443,9 +471,16 @@ def _fine(model: str) -> tuple:
         fine, *sets_apart, coarse = (
             delta(r, DEFAULT, PLAIN, stage) for r in [run, *apart, table]
         )
+        # the later method's Δ to LayerCAM, and the default's Δ to it
+        pair = [
+            layer_cell(run, *methods, stage) if stage in with_later else "—"
+            for methods in ((later, PLAIN), (DEFAULT, later))
+        ]
         table_rows.append(
             [stage, f"{np.mean(plain):.1f}"]
+            + pair[:1] * bool(with_later)
             + [shown(d) for d in (fine, *sets_apart, coarse)]
+            + pair[1:] * bool(with_later)
         )
         if fine[2] > 0:
             up.append(stage)
@@ -459,14 +494,57 @@ def _fine(model: str) -> tuple:
                 f"(step {table.settings['step']}: "
                 f"{' and '.join(f'{m:.4f}' for m in at)})"
             )
-    return stages, heads, table_rows, up, gap, same
+    return stages, heads, table_rows, up, gap, same, _later_says(model, with_later)
+
+
+def _later_says(model: str, stages: list[str]) -> str:
+    """Where ``FINE_LATER[model]``'s method is ahead of and behind LayerCAM at
+    ``stages`` (200 photos, each set apart too), and the default ahead of and
+    behind it; "" where it was run at no stage."""
+    if not stages:
+        return ""
+    later = FINE_LATER[model][0]
+    runs = [_fine_run(model, s) for s in stages]
+
+    def where(method: str, baseline: str) -> str:
+        # each stage's verdict on all photos, then on each photo set apart
+        verdicts = [ahead(run, method, baseline) for _, run in runs]
+        up = [s for s, (u, _) in zip(stages, verdicts) if u]
+        down = [s for s, (_, d) in zip(stages, verdicts) if d]
+        apart = [
+            sum(bool(ahead(sets[i], method, baseline)[0]) for sets, _ in runs)
+            for i in range(len(runs[0][0]))
+        ]
+        return (
+            f"ahead at {len(up)} of {len(stages)}"
+            + (f" ({listed(up)})" if up else "")
+            + f", behind at {len(down)}"
+            + (f" ({listed(down)})" if down else "")
+            + ", on each photo set apart ahead at "
+            + " and ".join(map(str, apart))
+        )
+
+    both = [
+        s
+        for s, (_, run) in zip(stages, runs)
+        if all(delta(run, DEFAULT, m, s)[2] > 0 for m in (PLAIN, later))
+    ]
+    return (
+        f"The {LABELS[later]} against LayerCAM: {where(later, PLAIN)}. The "
+        f"default against the {LABELS[later]}: {where(DEFAULT, later)}; ahead "
+        f"of LayerCAM and the {LABELS[later]} at once at {len(both)} of "
+        f"{len(stages)}"
+        + (f" ({listed(both)})" if both else "")
+        + f"; the {LABELS[BOTH_SIGNS]}, the default's own mask, was not run at "
+        f"step {runs[0][1].settings['step']}"
+    )
 
 
 def _fine_model(model: str, table) -> str:
     """``model`` at step 1792 on the 200 photos, at the stages of
     ``FINE[model]``: how they were run, a table (``table``: the rst or
     markdown table writer) and where the default is ahead of LayerCAM."""
-    stages, heads, table_rows, up, gap, same = _fine(model)
+    stages, heads, table_rows, up, gap, same, later_says = _fine(model)
     sets, run = _fine_run(model, stages[0])
     step = run.settings["step"]
     short = _short(model)
@@ -507,6 +585,15 @@ def _fine_model(model: str, table) -> str:
             + ", ".join(f"``{n}.json``" for g in fine[s][0] for n in g)
             + "; each file's settings give the command)"
         )
+    ran_later = [s for s in stages if _later(model, s)]
+    if ran_later:
+        method, pattern = FINE_LATER[model]
+        runs.append(
+            f"``--methods {method}`` later, "
+            + ("at every stage" if ran_later == stages else f"at {listed(ran_later)}")
+            + f", one run per stage and photo set (``{pattern.replace('SET', '{a,b}')}"
+            ".json``)"
+        )
     whys = [f"``{s}`` ({why})" for s, (_, why) in fine.items() if why]
     order = (
         (
@@ -544,7 +631,7 @@ def _fine_model(model: str, table) -> str:
             f". {short} {listed(rest)} {'was' if len(rest) == 1 else 'were'} not "
             f"run at step {step}"
         )
-    return text + "."
+    return text + "." + (f" {later_says}." if later_says else "")
 
 
 def fine_check(table) -> str:
