@@ -23,8 +23,8 @@ with each model's own inputs ([-1, 1]) and the labelled class:
   ``masks_lite1_own_b_1-100_7168.json`` (the 100 of ``imagenet-samples-b``),
   joined with ``gated_lite1_{a,b}_7168.json`` (the default).
 
-Also Lite1 and Lite2 at step 1792 (``FINE``; on Lite1 the sign-aware
-LayerCAM was run there later, ``FINE_LATER``), and ImageNet mean/std inputs
+Also Lite1 and Lite2 at step 1792 (``FINE``; the sign-aware LayerCAM was
+run there later, ``FINE_LATER``), and ImageNet mean/std inputs
 (``IMAGENET``).
 
 ``masks_screen.py`` and the other scripts give LayerCAM the same scores on the
@@ -133,6 +133,7 @@ FINE = {
 #: photo with that stage's runs where both sets' runs are there.
 FINE_LATER = {
     "efficientnet-lite1": (SIGN_AWARE, "lite1_signaware_STAGE_SET_1792"),
+    "efficientnet-lite2": (SIGN_AWARE, "lite2_signaware_STAGE_SET_1792"),
 }
 #: The model whose table joins the screens (no runs of its own in this section).
 LITE1 = "efficientnet-lite1"
