@@ -447,13 +447,14 @@ def _fine(model: str) -> tuple:
     stage LayerCAM's score, the default's Δ on all photos, on each set apart
     and in the model's table), the stages where it is ahead, and the largest
     difference of its Δ between the two steps, and a note where the sets apart
-    give the same Δ to two decimals, which reads like a copied number (computed
-    once for the page and the README)."""
+    give the same Δ to two decimals, which reads like a copied number, and the
+    stages where ``FINE_LATER[model]``'s method was run (computed once for the
+    page and the README)."""
     stages = [s for s in STAGES if s in FINE[model]]
     table = model_run(model)
     sets = _fine_run(model, stages[0])[0]
     later = FINE_LATER[model][0] if model in FINE_LATER else None
-    with_later = [s for s in stages if later in _fine_run(model, s)[1].scores]
+    with_later = [s for s in stages if _later(model, s)]
     heads = [
         "stage",
         "LayerCAM",
@@ -478,10 +479,9 @@ def _fine(model: str) -> tuple:
             for methods in ((later, PLAIN), (DEFAULT, later))
         ]
         table_rows.append(
-            [stage, f"{np.mean(plain):.1f}"]
-            + pair[:1] * bool(with_later)
+            [stage, f"{np.mean(plain):.1f}", *(pair[:1] if with_later else [])]
             + [shown(d) for d in (fine, *sets_apart, coarse)]
-            + pair[1:] * bool(with_later)
+            + (pair[1:] if with_later else [])
         )
         if fine[2] > 0:
             up.append(stage)
@@ -495,7 +495,7 @@ def _fine(model: str) -> tuple:
                 f"(step {table.settings['step']}: "
                 f"{' and '.join(f'{m:.4f}' for m in at)})"
             )
-    return stages, heads, table_rows, up, gap, same, _later_says(model, with_later)
+    return stages, heads, table_rows, up, gap, same, with_later
 
 
 def _later_says(model: str, stages: list[str]) -> str:
@@ -545,7 +545,7 @@ def _fine_model(model: str, table) -> str:
     """``model`` at step 1792 on the 200 photos, at the stages of
     ``FINE[model]``: how they were run, a table (``table``: the rst or
     markdown table writer) and where the default is ahead of LayerCAM."""
-    stages, heads, table_rows, up, gap, same, later_says = _fine(model)
+    stages, heads, table_rows, up, gap, same, ran_later = _fine(model)
     sets, run = _fine_run(model, stages[0])
     step = run.settings["step"]
     short = _short(model)
@@ -586,7 +586,6 @@ def _fine_model(model: str, table) -> str:
             + ", ".join(f"``{n}.json``" for g in fine[s][0] for n in g)
             + "; each file's settings give the command)"
         )
-    ran_later = [s for s in stages if _later(model, s)]
     if ran_later:
         method, pattern = FINE_LATER[model]
         runs.append(
@@ -632,6 +631,7 @@ def _fine_model(model: str, table) -> str:
             f". {short} {listed(rest)} {'was' if len(rest) == 1 else 'were'} not "
             f"run at step {step}"
         )
+    later_says = _later_says(model, ran_later)
     return text + "." + (f" {later_says}." if later_says else "")
 
 
