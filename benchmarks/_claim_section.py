@@ -23,8 +23,8 @@ with each model's own inputs ([-1, 1]) and the labelled class:
   ``masks_lite1_own_b_1-100_7168.json`` (the 100 of ``imagenet-samples-b``),
   joined with ``gated_lite1_{a,b}_7168.json`` (the default).
 
-Also Lite1 and Lite2 at step 1792 (``FINE``; the sign-aware LayerCAM was
-run there later, ``FINE_LATER``), and ImageNet mean/std inputs
+Also Lite1 and Lite2 at step 1792 (``FINE``; the sign-aware and the
+both-signs LayerCAM were run there later, ``FINE_LATER``), and ImageNet mean/std inputs
 (``IMAGENET``).
 
 ``masks_screen.py`` and the other scripts give LayerCAM the same scores on the
@@ -127,14 +127,17 @@ FINE = {
                    "the highest"),
     },
 }  # fmt: skip
-#: Per model at step 1792: a method run later at each stage of ``FINE``, alone
-#: (``masks_screen.py --methods METHOD``), one run per stage and photo set, named
-#: by the pattern with ``STAGE`` and ``SET`` (``a``, ``b``) filled in; joined by
-#: photo with that stage's runs where both sets' runs are there.
+#: Per model at step 1792: the methods run later at each stage of ``FINE``, in
+#: the order run, each alone (``masks_screen.py --methods METHOD``), one run per
+#: stage and photo set, named by the pattern with ``STAGE`` and ``SET`` (``a``,
+#: ``b``) filled in; joined by photo with that stage's runs where both sets'
+#: runs are there.
 FINE_LATER = {
-    "efficientnet-lite1": (SIGN_AWARE, "lite1_signaware_STAGE_SET_1792"),
-    "efficientnet-lite2": (SIGN_AWARE, "lite2_signaware_STAGE_SET_1792"),
-}
+    "efficientnet-lite1": ((SIGN_AWARE, "lite1_signaware_STAGE_SET_1792"),
+                           (BOTH_SIGNS, "lite1_bothsigns_STAGE_SET_1792")),
+    "efficientnet-lite2": ((SIGN_AWARE, "lite2_signaware_STAGE_SET_1792"),
+                           (BOTH_SIGNS, "lite2_bothsigns_STAGE_SET_1792")),
+}  # fmt: skip
 #: The model whose table joins the screens (no runs of its own in this section).
 LITE1 = "efficientnet-lite1"
 #: ImageNet mean and std inputs (``--normalization imagenet``), ``stage1`` to
@@ -410,24 +413,23 @@ def _fine_run(
 ) -> tuple[list[EvaluationResult], EvaluationResult]:
     """``FINE[model][stage]``: each photo set's joined run, and both merged."""
     groups, _ = FINE[model][stage]
-    later = _later(model, stage)
+    later = _later(model, stage).values()
     sets = [
-        joined(group + tuple(later[i : i + 1]), [stage])
+        joined(group + tuple(names[i] for names in later), [stage])
         for i, group in enumerate(groups)
     ]
     return sets, merge_results(sets)
 
 
-def _later(model: str, stage: str) -> list[str]:
-    """``FINE_LATER[model]``'s runs at ``stage``, one per photo set, where
-    every set's run is there; else none."""
-    if model not in FINE_LATER:
-        return []
-    names = [
-        FINE_LATER[model][1].replace("STAGE", stage).replace("SET", x)
-        for x in ("a", "b")
-    ]
-    return names if all((RUNS / f"{n}.json").exists() for n in names) else []
+def _later(model: str, stage: str) -> dict[str, list[str]]:
+    """Per method of ``FINE_LATER[model]`` run at ``stage``: its runs, one per
+    photo set (a method is left out unless every set's run is there)."""
+    found = {}
+    for method, pattern in FINE_LATER.get(model, ()):
+        names = [pattern.replace("STAGE", stage).replace("SET", x) for x in "ab"]
+        if all((RUNS / f"{n}.json").exists() for n in names):
+            found[method] = names
+    return found
 
 
 def _fine_methods(model: str, stage: str) -> tuple[str, list[str]]:
@@ -447,22 +449,25 @@ def _fine(model: str) -> tuple:
     stage LayerCAM's score, the default's Δ on all photos, on each set apart
     and in the model's table), the stages where it is ahead, and the largest
     difference of its Δ between the two steps, and a note where the sets apart
-    give the same Δ to two decimals, which reads like a copied number, and the
-    stages where ``FINE_LATER[model]``'s method was run (computed once for the
-    page and the README)."""
+    give the same Δ to two decimals, which reads like a copied number, and per
+    method of ``FINE_LATER[model]`` run at some stage, the stages where it was
+    run (computed once for the page and the README)."""
     stages = [s for s in STAGES if s in FINE[model]]
     table = model_run(model)
     sets = _fine_run(model, stages[0])[0]
-    later = FINE_LATER[model][0] if model in FINE_LATER else None
-    with_later = [s for s in stages if _later(model, s)]
+    with_later = {
+        method: [s for s in stages if method in _later(model, s)]
+        for method, _ in FINE_LATER.get(model, ())
+    }
+    with_later = {method: ran for method, ran in with_later.items() if ran}
     heads = [
         "stage",
         "LayerCAM",
-        *([f"Δ {LABELS[later]}"] if with_later else []),
+        *(f"Δ {LABELS[m]}" for m in with_later),
         "Δ default",
         *(f"Δ default, {set_name(r)}" for r in sets),
         f"Δ default, step {table.settings['step']} (table above)",
-        *([f"Δ default vs {LABELS[later]}"] if with_later else []),
+        *(f"Δ default vs {LABELS[m]}" for m in with_later),
     ]
     table_rows, up, gap, same = [], [], 0.0, []
     coarse_sets = [set_run(group) for group in MODELS[model][1]]
@@ -473,15 +478,18 @@ def _fine(model: str) -> tuple:
         fine, *sets_apart, coarse = (
             delta(r, DEFAULT, PLAIN, stage) for r in [run, *apart, table]
         )
-        # the later method's Δ to LayerCAM, and the default's Δ to it
-        pair = [
-            layer_cell(run, *methods, stage) if stage in with_later else "—"
-            for methods in ((later, PLAIN), (DEFAULT, later))
-        ]
+        # each later method's Δ to LayerCAM, and the default's Δ to it
+        to_plain, to_default = (
+            [
+                layer_cell(run, *pair(m), stage) if stage in ran else "—"
+                for m, ran in with_later.items()
+            ]
+            for pair in (lambda m: (m, PLAIN), lambda m: (DEFAULT, m))
+        )
         table_rows.append(
-            [stage, f"{np.mean(plain):.1f}", *(pair[:1] if with_later else [])]
+            [stage, f"{np.mean(plain):.1f}", *to_plain]
             + [shown(d) for d in (fine, *sets_apart, coarse)]
-            + (pair[1:] if with_later else [])
+            + to_default
         )
         if fine[2] > 0:
             up.append(stage)
@@ -498,17 +506,18 @@ def _fine(model: str) -> tuple:
     return stages, heads, table_rows, up, gap, same, with_later
 
 
-def _later_says(model: str, stages: list[str]) -> str:
-    """Where ``FINE_LATER[model]``'s method is ahead of and behind LayerCAM at
-    ``stages`` (200 photos, each set apart too), and the default ahead of and
-    behind it; "" where it was run at no stage."""
-    if not stages:
+def _later_says(model: str, later: dict[str, list[str]]) -> str:
+    """Per method of ``later`` (the methods of ``FINE_LATER[model]`` run, and
+    their stages): where it is ahead of and behind LayerCAM (200 photos, each
+    set apart too), and the default ahead of and behind it; then where the
+    default is ahead of every mask-only LayerCAM at once; "" where none was
+    run."""
+    if not later:
         return ""
-    later = FINE_LATER[model][0]
-    runs = [_fine_run(model, s) for s in stages]
 
-    def where(method: str, baseline: str) -> str:
+    def where(stages: list[str], method: str, baseline: str) -> str:
         # each stage's verdict on all photos, then on each photo set apart
+        runs = [_fine_run(model, s) for s in stages]
         verdicts = [ahead(run, method, baseline) for _, run in runs]
         up = [s for s, (u, _) in zip(stages, verdicts) if u]
         down = [s for s, (_, d) in zip(stages, verdicts) if d]
@@ -525,19 +534,35 @@ def _later_says(model: str, stages: list[str]) -> str:
             + " and ".join(map(str, apart))
         )
 
-    both = [
-        s
-        for s, (_, run) in zip(stages, runs)
-        if all(delta(run, DEFAULT, m, s)[2] > 0 for m in (PLAIN, later))
+    parts = [
+        f"The {LABELS[m]} against LayerCAM: {where(ran, m, PLAIN)}. The default "
+        f"against the {LABELS[m]}: {where(ran, DEFAULT, m)}"
+        for m, ran in later.items()
+    ]
+    # the stages where every later method was run, in the order of the table
+    every = [s for s in STAGES if all(s in ran for ran in later.values())]
+    at_once = [s for s in every if _masks_beaten(_fine_run(model, s)[1])[0]]
+    step = _fine_run(model, next(iter(FINE[model])))[1].settings["step"]
+    names = ["LayerCAM", *(f"the {LABELS[m]}" for m in later)]
+    missing = [
+        s for s in STAGES if s in FINE[model] and s not in later.get(BOTH_SIGNS, [])
     ]
     return (
-        f"The {LABELS[later]} against LayerCAM: {where(later, PLAIN)}. The "
-        f"default against the {LABELS[later]}: {where(DEFAULT, later)}; ahead "
-        f"of LayerCAM and the {LABELS[later]} at once at {len(both)} of "
-        f"{len(stages)}"
-        + (f" ({listed(both)})" if both else "")
-        + f"; the {LABELS[BOTH_SIGNS]}, the default's own mask, was not run at "
-        f"step {runs[0][1].settings['step']}"
+        ". ".join(parts)
+        + (
+            f". The default is ahead of {', '.join(names[:-1])} and {names[-1]} "
+            f"at once at {len(at_once)} of {len(every)}"
+            + (f" ({listed(at_once)})" if at_once else "")
+            if every
+            else ""
+        )
+        + (
+            f"; the {LABELS[BOTH_SIGNS]}, the default's own mask, was not run at "
+            f"step {step}"
+            + ("" if len(missing) == len(FINE[model]) else f" at {listed(missing)}")
+            if missing
+            else ""
+        )
     )
 
 
@@ -586,13 +611,14 @@ def _fine_model(model: str, table) -> str:
             + ", ".join(f"``{n}.json``" for g in fine[s][0] for n in g)
             + "; each file's settings give the command)"
         )
-    if ran_later:
-        method, pattern = FINE_LATER[model]
+    patterns = dict(FINE_LATER.get(model, ()))
+    for method, ran in ran_later.items():
         runs.append(
             f"``--methods {method}`` later, "
-            + ("at every stage" if ran_later == stages else f"at {listed(ran_later)}")
-            + f", one run per stage and photo set (``{pattern.replace('SET', '{a,b}')}"
-            ".json``)"
+            + ("at every stage" if ran == stages else f"at {listed(ran)}")
+            + ", one run per stage and photo set (``"
+            + patterns[method].replace("SET", "{a,b}")
+            + ".json``)"
         )
     whys = [f"``{s}`` ({why})" for s, (_, why) in fine.items() if why]
     order = (
@@ -667,6 +693,7 @@ def fine_check(table) -> str:
         )
         for model in MODELS
     ]
+    masks = {model: _masks_at(model, fine_step) for model in MODELS}
     parts.append(
         "Over the three models, "
         + (
@@ -677,9 +704,34 @@ def fine_check(table) -> str:
         )
         + ", the default is ahead of LayerCAM "
         f"(interval above 0) at {sum(map(len, ahead_at.values()))} of "
-        f"{len(STAGES) * len(MODELS)} stages: " + ", ".join(where) + "."
+        f"{len(STAGES) * len(MODELS)} stages: "
+        + ", ".join(where)
+        + (
+            f"; ahead of every mask-only LayerCAM at once (LayerCAM, sign-aware, "
+            f"both-signs) at step {fine_step}: "
+            + "; ".join(f"{_short(m)} {n} of {len(STAGES)}" for m, n in masks.items())
+            if None not in masks.values()
+            else ""
+        )
+        + "."
     )
     return "\n\n".join(parts)
+
+
+def _masks_at(model: str, step: int) -> int | None:
+    """The stages of ``model`` where the default is ahead of every mask-only
+    LayerCAM at once at ``step``; None unless each was run at every stage
+    there (in ``model``'s table or in ``FINE``)."""
+    masks = {PLAIN, SIGN_AWARE, BOTH_SIGNS}
+    if model not in FINE:
+        run = model_run(model)
+        whole = run.settings["step"] == step and masks <= set(run.scores)
+        return _masks_beaten(run)[0] if whole else None
+    stages = _fine(model)[0]
+    runs = [_fine_run(model, s)[1] for s in stages]
+    if stages != STAGES or any(not masks <= set(run.scores) for run in runs):
+        return None
+    return sum(_masks_beaten(run)[0] for run in runs)
 
 
 @cache
