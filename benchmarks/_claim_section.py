@@ -543,15 +543,15 @@ def _later_says(model: str, later: dict[str, list[str]]) -> str:
     every = [s for s in STAGES if all(s in ran for ran in later.values())]
     at_once = [s for s in every if _masks_beaten(_fine_run(model, s)[1])[0]]
     step = _fine_run(model, next(iter(FINE[model])))[1].settings["step"]
-    names = ["LayerCAM", *(f"the {LABELS[m]}" for m in later)]
     missing = [
         s for s in STAGES if s in FINE[model] and s not in later.get(BOTH_SIGNS, [])
     ]
     return (
         ". ".join(parts)
         + (
-            f". The default is ahead of {', '.join(names[:-1])} and {names[-1]} "
-            f"at once at {len(at_once)} of {len(every)}"
+            ". The default is ahead of every mask-only LayerCAM at once ("
+            + _masks_beaten(_fine_run(model, every[0])[1])[2]
+            + f") at {len(at_once)} of {len(every)}"
             + (f" ({listed(at_once)})" if at_once else "")
             if every
             else ""
