@@ -57,6 +57,8 @@ GATED = "shallowcam+split-gated+mass"
 #: LayerShallowCam's default (``shallowcam``), stored under its options.
 DEFAULT = GATED
 BOTH_SIGNS = "layercam+both-signs"
+#: The mask-only LayerCAMs: LayerCAM and its masks without relevance weights.
+MASKS_ONLY = (PLAIN, SIGN_AWARE, BOTH_SIGNS)
 LABELS = {
     SIGN_AWARE: "sign-aware LayerCAM",
     GEOMETRIC: "sign-aware, geometric",
@@ -421,6 +423,7 @@ def _fine_run(
     return sets, merge_results(sets)
 
 
+@cache
 def _later(model: str, stage: str) -> dict[str, list[str]]:
     """Per method of ``FINE_LATER[model]`` run at ``stage``: its runs, one per
     photo set (a method is left out unless every set's run is there)."""
@@ -479,13 +482,14 @@ def _fine(model: str) -> tuple:
             delta(r, DEFAULT, PLAIN, stage) for r in [run, *apart, table]
         )
         # each later method's Δ to LayerCAM, and the default's Δ to it
-        to_plain, to_default = (
-            [
-                layer_cell(run, *pair(m), stage) if stage in ran else "—"
-                for m, ran in with_later.items()
-            ]
-            for pair in (lambda m: (m, PLAIN), lambda m: (DEFAULT, m))
-        )
+        to_plain = [
+            layer_cell(run, m, PLAIN, stage) if stage in ran else "—"
+            for m, ran in with_later.items()
+        ]
+        to_default = [
+            layer_cell(run, DEFAULT, m, stage) if stage in ran else "—"
+            for m, ran in with_later.items()
+        ]
         table_rows.append(
             [stage, f"{np.mean(plain):.1f}", *to_plain]
             + [shown(d) for d in (fine, *sets_apart, coarse)]
@@ -539,9 +543,7 @@ def _later_says(model: str, later: dict[str, list[str]]) -> str:
         f"against the {LABELS[m]}: {where(ran, DEFAULT, m)}"
         for m, ran in later.items()
     ]
-    # the stages where every later method was run, in the order of the table
-    every = [s for s in STAGES if all(s in ran for ran in later.values())]
-    at_once = [s for s in every if _masks_beaten(_fine_run(model, s)[1])[0]]
+    every, at_once = _fine_at_once(model)
     step = _fine_run(model, next(iter(FINE[model])))[1].settings["step"]
     missing = [
         s for s in STAGES if s in FINE[model] and s not in later.get(BOTH_SIGNS, [])
@@ -564,6 +566,18 @@ def _later_says(model: str, later: dict[str, list[str]]) -> str:
             else ""
         )
     )
+
+
+@cache
+def _fine_at_once(model: str) -> tuple[list[str], list[str]]:
+    """The stages of ``FINE[model]`` where every mask-only LayerCAM (LayerCAM,
+    sign-aware, both-signs) was run at step 1792, and those where the default
+    is ahead of them all at once (bootstrapped once for the page, the README
+    and the summary)."""
+    masks = set(MASKS_ONLY)
+    runs = {s: _fine_run(model, s)[1] for s in _fine(model)[0]}
+    every = [s for s, run in runs.items() if masks <= set(run.scores)]
+    return every, [s for s in every if _masks_beaten(runs[s])[0]]
 
 
 def _fine_model(model: str, table) -> str:
@@ -722,16 +736,13 @@ def _masks_at(model: str, step: int) -> int | None:
     """The stages of ``model`` where the default is ahead of every mask-only
     LayerCAM at once at ``step``; None unless each was run at every stage
     there (in ``model``'s table or in ``FINE``)."""
-    masks = {PLAIN, SIGN_AWARE, BOTH_SIGNS}
+    masks = set(MASKS_ONLY)
     if model not in FINE:
         run = model_run(model)
         whole = run.settings["step"] == step and masks <= set(run.scores)
         return _masks_beaten(run)[0] if whole else None
-    stages = _fine(model)[0]
-    runs = [_fine_run(model, s)[1] for s in stages]
-    if stages != STAGES or any(not masks <= set(run.scores) for run in runs):
-        return None
-    return sum(_masks_beaten(run)[0] for run in runs)
+    every, at_once = _fine_at_once(model)
+    return len(at_once) if every == STAGES else None
 
 
 @cache
@@ -766,7 +777,7 @@ def switch_says() -> str:
 def _masks_beaten(run: EvaluationResult, method: str = DEFAULT) -> tuple[int, int, str]:
     """The stages where ``method`` is ahead of each mask-only LayerCAM of
     ``run`` at once: their count, the number of stages, and the masks' names."""
-    masks = [m for m in (PLAIN, SIGN_AWARE, BOTH_SIGNS) if m in run.scores]
+    masks = [m for m in MASKS_ONLY if m in run.scores]
     layers = run.settings["layers"]
     up = [s for s in layers if all(delta(run, method, m, s)[2] > 0 for m in masks)]
     names = ", ".join("LayerCAM" if m == PLAIN else LABELS[m] for m in masks)
