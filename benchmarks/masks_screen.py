@@ -19,6 +19,21 @@ the maps of eight registered methods, scored by deletion/insertion:
 * ``shallowcam+split-gated+mass``: the same, each part's relevance counted
   only where the part is positive (``mask="split-gated"``): the default.
 
+Three more maps are diagnostics, not options of the package (issue #25: does
+LayerCAM's subtraction of ``a-g+``, a negative activation under a positive
+gradient, help the default?). With the default's split-gated mass weights
+``w+_k``, ``w-_k`` unchanged:
+
+* ``diagnostic:subtraction``: ``ReLU(sum_k [w+_k S+_k + w-_k G_k A_k [A_k < 0]])``,
+  LayerCAM's own subtraction kept on the negative side (``a+g-`` ignored, as
+  LayerCAM does);
+* ``diagnostic:signed``: ``ReLU(sum_k w_k G_k A_k)`` with ``w+_k`` where
+  ``A_k >= 0`` and ``w-_k`` where ``A_k < 0``: every counter-evidence
+  subtracted at its side's scale;
+* ``diagnostic:quadrant-mass``: ``ReLU(sum_k [w+_k S+_k + w-_k S-_k - wd_k D_k])``
+  with ``D_k = ReLU(G_k) ReLU(-A_k)`` (LayerCAM's subtracted part) carrying its
+  own gated relevance, ``wd_k = ReLU(sum_ij R_k [D_k > 0]) / sum_ij D_k``.
+
 Runs made before the split mask became the default name the sign-aware
 geometric reading ``shallowcam`` and the both-signs one ``shallowcam+both-signs``;
 the stored ones were renamed (their settings say so).
@@ -27,7 +42,7 @@ the stored ones were renamed (their settings say so).
 ``--methods`` to an earlier result of this script (same photos, targets and
 settings, checked) instead of starting a new one.
 
-The maps equal what ``make_explainer(model, layers, name)`` returns (tested in
+The eight registered maps equal what ``make_explainer(model, layers, name)`` returns (tested in
 ``tests/test_sign_aware_and_fusion.py``); computing them from one set of passes
 costs an eighth. The result is the benchmark's JSON, so ``python -m
 captum_shallowcam report`` and the results page read it. Usage::
@@ -94,6 +109,41 @@ def maps(a: torch.Tensor, g: torch.Tensor, r: torch.Tensor) -> dict[str, torch.T
     }
 
 
+DIAGNOSTICS = (
+    "diagnostic:subtraction",
+    "diagnostic:signed",
+    "diagnostic:quadrant-mass",
+)
+
+
+def diagnostic_maps(
+    a: torch.Tensor, g: torch.Tensor, r: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The three diagnostic maps of one layer (see the module docstring)."""
+    positive_part = torch.relu(g) * torch.relu(a)
+    negative_part = torch.relu(-g) * torch.relu(-a)
+    subtracted = torch.relu(g) * torch.relu(-a)
+    w_positive, w_negative, w_subtracted = (
+        inter_layer_weights(r * (part > 0), "mass", part)
+        for part in (positive_part, negative_part, subtracted)
+    )
+    negative_side = (w_negative * g * a).masked_fill(a >= 0, 0.0)
+    return {
+        "diagnostic:subtraction": channel_sum(
+            w_positive * positive_part + negative_side, True
+        ),
+        "diagnostic:signed": channel_sum(
+            torch.where(a >= 0, w_positive * g * a, w_negative * g * a), True
+        ),
+        "diagnostic:quadrant-mass": channel_sum(
+            w_positive * positive_part
+            + w_negative * negative_part
+            - w_subtracted * subtracted,
+            True,
+        ),
+    }
+
+
 def print_signs(model, layers, names, items, preprocess, batch_size) -> None:
     """Per layer: the share of negative activations, and the share of the CLRP
     relevance that falls on them, over all photos."""
@@ -149,9 +199,12 @@ def main() -> None:
     items = read_image_folder(args.images)[args.start : args.start + args.limit]
     metric_kwargs = protocol_kwargs("captum-shallowcam", step=args.step)
     methods = args.methods.split(",")
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in (*METHODS, *DIAGNOSTICS)]
     if unknown:
-        p.error(f"--methods: unknown {unknown}; choose among {', '.join(METHODS)}")
+        p.error(
+            f"--methods: unknown {unknown}; choose among "
+            f"{', '.join((*METHODS, *DIAGNOSTICS))}"
+        )
     result = EvaluationResult(
         settings={
             "model": args.model,
@@ -182,7 +235,10 @@ def main() -> None:
         )
         for i, name in enumerate(names):
             a, g, r = passes.activations[i], passes.gradients[i], passes.relevances[i]
-            for method, layer_map in maps(a, g, r).items():
+            built = maps(a, g, r)
+            if any(m in DIAGNOSTICS for m in methods):
+                built |= diagnostic_maps(a, g, r)
+            for method, layer_map in built.items():
                 if method not in methods:
                     continue
                 scores = deletion_insertion(

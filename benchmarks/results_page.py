@@ -43,6 +43,7 @@ from _page import render
 from _quadrants_section import section as quadrants_section
 from _sanity_section import as_run, perturbation_values, randomization_values
 from _sign_aware_section import section as sign_aware_section
+from _subtraction_section import values as subtraction_values
 
 from captum_shallowcam.experiments import (
     EvaluationResult,
@@ -501,6 +502,7 @@ def page_values(runs: dict, geometric_rst: str) -> list[dict]:
     sensitivity = sensitivity_values()
     screens = {k: sensitivity.pop(k) for k in ("screens", "candidate_table")}
     screens["quadrants"] = quadrants_section(rst_table)
+    screens["subtraction"] = render("subtraction.rst", subtraction_values(rst_table))
     screens["screen_photos"] = screen_photos()
     screens.update(largest_screen_values())
     sensitivity["sign_aware"] = sign_aware_section(rst_table)

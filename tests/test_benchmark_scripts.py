@@ -78,6 +78,8 @@ SCRIPTS = [
            ("n.json",)),
     Script("masks_screen.py",
            _photo_run("--step", COARSEST, "--batch-size", "1", "--layers", "stage1",
+                      "--methods", "layercam,shallowcam+split-gated+mass,"
+                      "diagnostic:subtraction,diagnostic:signed,diagnostic:quadrant-mass",
                       "--out", "{tmp}/m.json"),
            ("m.json",)),
     Script("readings_screen.py",

@@ -600,16 +600,10 @@ def test_mask_and_relu_activations_are_one_choice(cls):
 def test_the_masks_screen_builds_the_registered_methods_maps():
     """benchmarks/masks_screen.py builds five maps from one set of passes; each
     equals the map of the registered method of the same name."""
-    import importlib.util
-    from pathlib import Path
-
     from captum_shallowcam.attr import compute_layer_passes
     from captum_shallowcam.methods import make_explainer
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "masks_screen.py"
-    spec = importlib.util.spec_from_file_location("masks_screen", path)
-    screen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(screen)
+    screen = _masks_screen()
     net = _small_signed_net()
     x, t = torch.randn(3, 3, 8, 8), torch.tensor([0, 3, 1])
     passes = compute_layer_passes(net, [net[2]], x, target=t, check_conservation=False)
@@ -620,3 +614,76 @@ def test_the_masks_screen_builds_the_registered_methods_maps():
     for name, layer_map in built.items():
         (expected,) = make_explainer(net, [net[2]], name)(x, t)
         torch.testing.assert_close(layer_map, expected, rtol=1e-5, atol=1e-7)
+
+
+def _masks_screen():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "masks_screen.py"
+    spec = importlib.util.spec_from_file_location("masks_screen", path)
+    screen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screen)
+    return screen
+
+
+def _diagnostics_by_position(a, g, r):
+    """The three diagnostic maps of benchmarks/masks_screen.py, one position and
+    one channel at a time, from their formulas (an independent reference)."""
+    n, k, h, w = a.shape
+    out = {name: torch.zeros(n, 1, h, w, dtype=torch.float64) for name in
+           ("subtraction", "signed", "quadrant-mass")}  # fmt: skip
+    for i in range(n):
+        for c in range(k):
+            cells = [(y, x) for y in range(h) for x in range(w)]
+            A = {p: float(a[i, c][p]) for p in cells}
+            G = {p: float(g[i, c][p]) for p in cells}
+            R = {p: float(r[i, c][p]) for p in cells}
+            # a+g+, a-g-, a-g+: each part's weight is the relevance where the
+            # part is positive over the part's total (0 when it has none).
+            parts = {
+                "pos": {p: max(G[p], 0) * max(A[p], 0) for p in cells},
+                "neg": {p: max(-G[p], 0) * max(-A[p], 0) for p in cells},
+                "sub": {p: max(G[p], 0) * max(-A[p], 0) for p in cells},
+            }
+            wt = {}
+            for name, part in parts.items():
+                total = sum(part.values())
+                mass = max(sum(R[p] for p in cells if part[p] > 0), 0)
+                wt[name] = mass / total if total > 0 else 0.0
+            for p in cells:
+                side = wt["pos"] if A[p] >= 0 else wt["neg"]
+                out["subtraction"][i, 0][p] += (
+                    wt["pos"] * parts["pos"][p] if A[p] >= 0 else side * G[p] * A[p]
+                )
+                out["signed"][i, 0][p] += side * G[p] * A[p]
+                out["quadrant-mass"][i, 0][p] += (
+                    wt["pos"] * parts["pos"][p]
+                    + wt["neg"] * parts["neg"][p]
+                    - wt["sub"] * parts["sub"][p]
+                )
+    return {f"diagnostic:{k}": torch.relu(v) for k, v in out.items()}
+
+
+def test_the_masks_screens_diagnostic_maps_follow_their_formulas():
+    """The diagnostic maps (LayerCAM's subtraction added to the default's
+    weights) against a position-by-position reference, and on a layer with
+    non-negative activations the subtraction readings equal the default."""
+    screen = _masks_screen()
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64)
+    g = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64)
+    r = torch.rand(2, 3, 4, 5, generator=gen, dtype=torch.float64)
+    built = screen.diagnostic_maps(a, g, r)
+    assert set(built) == set(screen.DIAGNOSTICS)
+    expected = _diagnostics_by_position(a, g, r)
+    for name in screen.DIAGNOSTICS:
+        torch.testing.assert_close(built[name], expected[name])
+        assert built[name].abs().sum() > 0
+    relu_a = a.abs()
+    default = screen.maps(relu_a, g, r)["shallowcam+split-gated+mass"]
+    relu_built = screen.diagnostic_maps(relu_a, g, r)
+    torch.testing.assert_close(relu_built["diagnostic:subtraction"], default)
+    torch.testing.assert_close(relu_built["diagnostic:quadrant-mass"], default)
+    assert not torch.allclose(built["diagnostic:subtraction"], screen.maps(a, g, r)[
+        "shallowcam+split-gated+mass"])  # fmt: skip
