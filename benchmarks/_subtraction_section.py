@@ -38,8 +38,13 @@ RUNS_A = (
     "subtraction_lite1_stage2_a_1792",
     "subtraction_lite1_stage1-6_a_1792",
     "quadrant_mass_lite1_stage6-7_a_1792",
+    "subtraction_lite1_stage3-5_a_1792",
 )
-RUNS_B = ("subtraction_lite1_stage7_b_1792", "quadrant_mass_lite1_stage7_b_1792")
+RUNS_B = (
+    "subtraction_lite1_stage7_b_1792",
+    "quadrant_mass_lite1_stage7_b_1792",
+    "subtraction_lite1_stage1-2_b_1792",
+)
 SETS = {"a": RUNS_A, "b": RUNS_B}
 
 
@@ -96,13 +101,23 @@ def _table_rows() -> tuple[list[list[str]], dict]:
 def _where(method: str, side: int, against: int) -> str:
     """The stages and photo sets where ``method``'s interval against LayerCAM
     (``against`` 0) or the default (1) is above (``side`` 1) or below (-1) 0."""
-    _, verdicts = _table_rows()
     found = [
         f"``{stage}`` ({photos})"
-        for (m, stage, photos), pair in verdicts.items()
+        for (m, stage, photos), pair in _widest().items()
         if m == method and (pair[against][2] > 0 if side > 0 else pair[against][3] < 0)
     ]
     return ", ".join(found) or "nowhere"
+
+
+def _widest() -> dict:
+    """The verdicts of each map and stage on the most photos run there: both
+    sets together where both were run, else the one set."""
+    _, verdicts = _table_rows()
+    return {
+        key: pair
+        for key, pair in verdicts.items()
+        if key[2] == "a+b" or (key[0], key[1], "a+b") not in verdicts
+    }
 
 
 def _rule() -> str:
@@ -150,6 +165,12 @@ def values(rst_table) -> dict:
                         ("qm", "diagnostic:quadrant-mass")):  # fmt: skip
         out[f"{key}_above_default"] = _where(method, 1, 1)
         out[f"{key}_below_default"] = _where(method, -1, 1)
+    out["sub_above_layercam"] = _where("diagnostic:subtraction", 1, 0)
+    out["sub_not_above_layercam"] = ", ".join(
+        f"``{stage}`` ({photos})"
+        for (m, stage, photos), pair in _widest().items()
+        if m == "diagnostic:subtraction" and pair[0][2] <= 0
+    )
     out["qm_rule"] = _rule()
     out["stage7_vs_default"] = "; ".join(
         f"{LABELS[m]} {shown(pair[1])}"
