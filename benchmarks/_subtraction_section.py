@@ -40,6 +40,7 @@ RUNS_A = (
     "quadrant_mass_lite1_stage6-7_a_1792",
     "subtraction_lite1_stage3-5_a_1792",
     "quadrant_mass_lite1_stage1-2_a_1792",
+    "quadrant_mass_lite1_stage3-4_a_1792",
 )
 RUNS_B = (
     "subtraction_lite1_stage7_b_1792",
@@ -47,6 +48,7 @@ RUNS_B = (
     "subtraction_lite1_stage1-2_b_1792",
     "subtraction_lite1_stage3-6_b_1792",
     "quadrant_mass_lite1_stage1-2_b_1792",
+    "quadrant_mass_lite1_stage3-4_b_1792",
 )
 SETS = {"a": RUNS_A, "b": RUNS_B}
 
