@@ -103,15 +103,23 @@ def _table_rows() -> tuple[list[list[str]], dict]:
     return rows, verdicts
 
 
-def _where(method: str, side: int, against: int) -> str:
-    """The stages and photo sets where ``method``'s interval against LayerCAM
-    (``against`` 0) or the default (1) is above (``side`` 1) or below (-1) 0."""
+def _where(method: str, against: int, holds) -> str:
+    """The stages and photo sets where ``holds`` is true of ``method``'s
+    difference to LayerCAM (``against`` 0) or the default (1)."""
     found = [
         f"``{stage}`` ({photos})"
         for (m, stage, photos), pair in _widest().items()
-        if m == method and (pair[against][2] > 0 if side > 0 else pair[against][3] < 0)
+        if m == method and holds(pair[against])
     ]
     return ", ".join(found) or "nowhere"
+
+
+def _above(difference) -> bool:
+    return difference[2] > 0
+
+
+def _below(difference) -> bool:
+    return difference[3] < 0
 
 
 def _widest() -> dict:
@@ -142,11 +150,11 @@ def _rule() -> str:
         if not all(k in verdicts for k in keys):
             said.append(f"{text}: not run yet")
             continue
-        behind = [k[1] for k in keys if verdicts[k][1][3] < 0]
+        behind = [k[1] for k in keys if _below(verdicts[k][1])]
         said.append(f"{text}: {'not met' if behind else 'met'}")
     key = (method, "stage7", "a+b")
     if key in verdicts:
-        above = verdicts[key][0][2] > 0
+        above = _above(verdicts[key][0])
         said.append(
             "(3) ahead of LayerCAM at ``stage7`` on the 200 photos (interval above "
             f"0): {'met' if above else 'not met'} ({shown(verdicts[key][0])})"
@@ -168,13 +176,11 @@ def values(rst_table) -> dict:
     for key, method in (("sub", "diagnostic:subtraction"),
                         ("signed", "diagnostic:signed"),
                         ("qm", "diagnostic:quadrant-mass")):  # fmt: skip
-        out[f"{key}_above_default"] = _where(method, 1, 1)
-        out[f"{key}_below_default"] = _where(method, -1, 1)
-    out["sub_above_layercam"] = _where("diagnostic:subtraction", 1, 0)
-    out["sub_not_above_layercam"] = ", ".join(
-        f"``{stage}`` ({photos})"
-        for (m, stage, photos), pair in _widest().items()
-        if m == "diagnostic:subtraction" and pair[0][2] <= 0
+        out[f"{key}_above_default"] = _where(method, 1, _above)
+        out[f"{key}_below_default"] = _where(method, 1, _below)
+    out["sub_above_layercam"] = _where("diagnostic:subtraction", 0, _above)
+    out["sub_not_above_layercam"] = _where(
+        "diagnostic:subtraction", 0, lambda d: not _above(d)
     )
     out["qm_rule"] = _rule()
     out["stage7_vs_default"] = "; ".join(

@@ -127,13 +127,14 @@ def diagnostic_maps(
         inter_layer_weights(r * (part > 0), "mass", part)
         for part in (positive_part, negative_part, subtracted)
     )
-    negative_side = (w_negative * g * a).masked_fill(a >= 0, 0.0)
+    ga = g * a
+    negative_side = (w_negative * ga).masked_fill(a >= 0, 0.0)
     return {
         "diagnostic:subtraction": channel_sum(
             w_positive * positive_part + negative_side, True
         ),
         "diagnostic:signed": channel_sum(
-            torch.where(a >= 0, w_positive * g * a, w_negative * g * a), True
+            torch.where(a >= 0, w_positive * ga, w_negative * ga), True
         ),
         "diagnostic:quadrant-mass": channel_sum(
             w_positive * positive_part
