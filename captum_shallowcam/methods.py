@@ -86,6 +86,11 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
             "part is positive (G A > 0)",
             {"mask": "split-gated"},
         ),
+        "split-subtracted": Option(
+            "the split-gated mask less LayerCAM's subtracted part ReLU(G) ReLU(-A), "
+            "weighted by the relevance where that part is positive",
+            {"mask": "split-subtracted"},
+        ),
         "no-conserve": Option(
             "the z+ rule without its conserving fall-back",
             {"check_conservation": False},
@@ -94,7 +99,7 @@ OPTIONS: Mapping[str, Option] = MappingProxyType(
     }
 )
 _MASK = ("sign-aware", "plain-mask", "both-signs")
-_SPLIT = ("split", "split-gated")
+_SPLIT = ("split", "split-gated", "split-subtracted")
 _RELEVANCE = (
     "positive", "signed", "sqrt", "geometric", "mass", "target", "contrastive",
     "clrp", "no-conserve",

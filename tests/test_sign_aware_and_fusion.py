@@ -533,7 +533,7 @@ def test_split_gated_equals_split_where_each_channel_has_one_gradient_sign():
     torch.testing.assert_close(gated, explainer.attribute(x, target=0, mask="split"))
 
 
-@pytest.mark.parametrize("mask", ["split", "split-gated"])
+@pytest.mark.parametrize("mask", ["split", "split-gated", "split-subtracted"])
 def test_split_mask_refused_where_it_has_no_meaning(mask):
     net = _positive_head_net()
     x = torch.randn(1, 1, 7, 7)
@@ -687,3 +687,29 @@ def test_the_masks_screens_diagnostic_maps_follow_their_formulas():
     torch.testing.assert_close(relu_built["diagnostic:quadrant-mass"], default)
     assert not torch.allclose(built["diagnostic:subtraction"], screen.maps(a, g, r)[
         "shallowcam+split-gated+mass"])  # fmt: skip
+
+
+def test_split_subtracted_mask_follows_the_position_by_position_reference():
+    """``mask="split-subtracted"``: the default less LayerCAM's subtracted part
+    ReLU(G) ReLU(-A), weighted by the relevance where that part is positive;
+    the package's map equals the reference of the masks screen's
+    ``diagnostic:quadrant-mass`` on a layer whose gradient and activation take
+    both signs, and differs from the default there."""
+    from captum_shallowcam.attr import compute_layer_passes
+
+    net = _mixed_gradient_net()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    t = torch.tensor([0, 3])
+    passes = compute_layer_passes(net, [net[1]], x, target=t, check_conservation=False)
+    a, g, r = passes.activations[0], passes.gradients[0], passes.relevances[0]
+    assert bool(((g > 0) & (a < 0)).any())  # the subtracted part is there
+    expected = _diagnostics_by_position(a.double(), g.double(), r.double())[
+        "diagnostic:quadrant-mass"
+    ]
+    got = LayerShallowCam(net, net[1]).attribute(x, target=t, mask="split-subtracted")
+    assert got.abs().sum() > 0
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
+    default = LayerShallowCam(net, net[1]).attribute(x, target=t)
+    assert not torch.allclose(got, default)
+    registry = make_explainer(net, [net[1]], "shallowcam+split-subtracted+mass")
+    torch.testing.assert_close(registry(x, t)[0], got)

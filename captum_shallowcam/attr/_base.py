@@ -23,11 +23,13 @@ from captum_shallowcam.attr.rules import RuleMap, validate_rules
 
 InitialRelevance = Literal["contrastive", "target", "clrp"]
 ChannelWeights = Literal["signed", "positive", "sqrt", "geometric", "mass"]
-MaskKind = Literal["plain", "sign-aware", "both-signs", "split", "split-gated"]
-#: LayerCam's masks; LayerShallowCam also takes ``"split"`` and ``"split-gated"``.
+MaskKind = Literal[
+    "plain", "sign-aware", "both-signs", "split", "split-gated", "split-subtracted"
+]
+#: LayerCam's masks; LayerShallowCam also takes the ``SPLIT_MASKS``.
 MASKS = ("plain", "sign-aware", "both-signs")
 #: The masks LayerShallowCam weights per sign part (:func:`split_terms`).
-SPLIT_MASKS = ("split", "split-gated")
+SPLIT_MASKS = ("split", "split-gated", "split-subtracted")
 CHANNEL_WEIGHTS = ("signed", "positive", "sqrt", "geometric", "mass")
 LayerOrLayers = nn.Module | Sequence[nn.Module]
 
@@ -431,6 +433,7 @@ def split_terms(
     relevance: Tensor,
     channel_weights: str,
     gated: bool = False,
+    subtract: bool = False,
 ) -> Tensor:
     r""":math:`w(\alpha^+_k) S^+_k + w(\alpha^-_k) S^-_k` (N x K x h x w): each
     channel's mask split by the sign of its activations,
@@ -443,18 +446,28 @@ def split_terms(
     ``gated``: only the positions where the part itself is positive count,
     :math:`\alpha^\pm_k = \sum_{ij} R_k(i,j)\, [S^\pm_k(i,j) > 0]`: the
     relevance where the gradient's sign disagrees with the activation's (to first
-    order the activation lowers the class score there) is left out."""
+    order the activation lowers the class score there) is left out.
+
+    ``subtract`` (with ``gated``): LayerCAM's subtracted part
+    :math:`D_k = \mathrm{ReLU}(G_k)\,\mathrm{ReLU}(-A_k)` (a negative activation
+    under a positive gradient) is taken away again, weighted by the relevance on
+    its own positions, :math:`- w(\alpha^D_k) D_k` with
+    :math:`\alpha^D_k = \sum_{ij} R_k(i,j)\, [D_k(i,j) > 0]`."""
     positive = activation >= 0
-    terms = []
-    for part, side in (
+    parts = [
         (torch.relu(gradient) * torch.relu(activation), positive),
         (torch.relu(-gradient) * torch.relu(-activation), ~positive),
-    ):
+    ]
+    if subtract:
+        parts.append((torch.relu(gradient) * torch.relu(-activation), ~positive))
+    terms = []
+    for part, side in parts:
         where = part > 0 if gated else side
         terms.append(
             inter_layer_weights(relevance * where, channel_weights, part) * part
         )
-    return terms[0] + terms[1]
+    total = terms[0] + terms[1]
+    return total - terms[2] if subtract else total
 
 
 def unit_range(maps: Tensor) -> Tensor:

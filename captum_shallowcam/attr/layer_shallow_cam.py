@@ -72,8 +72,13 @@ class LayerShallowCam(_RelevanceCamBase):
     mask, ``LayerCam(...).attribute(..., relu_activations=True)``);
     ``mask="both-signs"`` takes :math:`\mathrm{ReLU}(G^c_k A_k)` unsplit with
     :math:`\alpha_k = \sum_{ij} R_k(i,j)`; ``mask="plain"`` is LayerCAM's
-    :math:`S_k = \mathrm{ReLU}(G^c_k) \odot A_k` with :math:`\alpha_k`. All
-    four and ``"split"`` are equal where :math:`A \ge 0` (ReLU outputs, the
+    :math:`S_k = \mathrm{ReLU}(G^c_k) \odot A_k` with :math:`\alpha_k`.
+    ``mask="split-subtracted"`` is the default less LayerCAM's subtracted part
+    :math:`D_k = \mathrm{ReLU}(G^c_k) \odot \mathrm{ReLU}(-A_k)` (a negative
+    activation under a positive gradient), which carries the relevance on its
+    own positions, :math:`- \frac{\mathrm{ReLU}(\alpha^D_k)}{\sum_{ij} D_k(i,j)}
+    D_k` inside the sum with :math:`\alpha^D_k = \sum_{ij} R_k(i,j)\,
+    [D_k(i,j) > 0]`. All four and ``"split"`` are equal where :math:`A \ge 0` (ReLU outputs, the
     paper's VGG16 setting), where the plain form reads
 
     .. math::
@@ -198,7 +203,11 @@ class LayerShallowCam(_RelevanceCamBase):
                         ``"split-gated"``: the split mask with each part's
                         weight from the relevance only where that part is
                         positive, :math:`\alpha^\pm_k = \sum_{ij} R_k(i,j)\,
-                        [S^\pm_k(i,j) > 0]` (not with ``"v3"``).
+                        [S^\pm_k(i,j) > 0]` (not with ``"v3"``);
+                        ``"split-subtracted"``: ``"split-gated"`` less
+                        LayerCAM's subtracted part :math:`D_k`, weighted by the
+                        relevance on its own positions (see above; not with
+                        ``"v3"``).
                         Give ``mask`` or
                         ``relu_activations``, not both. Default: None, which is
                         ``"split-gated"`` (``"both-signs"`` with
@@ -234,7 +243,12 @@ class LayerShallowCam(_RelevanceCamBase):
         for a, g, r in zip(passes.activations, passes.gradients, passes.relevances):
             if mask_kind in SPLIT_MASKS:
                 terms = split_terms(
-                    a, g, r, channel_weights, gated=mask_kind == "split-gated"
+                    a,
+                    g,
+                    r,
+                    channel_weights,
+                    gated=mask_kind != "split",
+                    subtract=mask_kind == "split-subtracted",
                 )
                 maps.append(channel_sum(terms, relu_attributions))
                 continue
