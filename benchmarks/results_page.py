@@ -40,6 +40,7 @@ from _every_model_section import section as every_model_section
 from _family_section import values as family_values
 from _geometric_section import section as geometric_section
 from _page import render
+from _quadrant_mass_section import values as quadrant_mass_values
 from _quadrants_section import section as quadrants_section
 from _sanity_section import as_run, perturbation_values, randomization_values
 from _sign_aware_section import section as sign_aware_section
@@ -503,6 +504,9 @@ def page_values(runs: dict, geometric_rst: str) -> list[dict]:
     screens = {k: sensitivity.pop(k) for k in ("screens", "candidate_table")}
     screens["quadrants"] = quadrants_section(rst_table)
     screens["subtraction"] = render("subtraction.rst", subtraction_values(rst_table))
+    screens["quadrant_mass"] = render(
+        "quadrant_mass.rst", quadrant_mass_values(rst_table)
+    )
     screens["screen_photos"] = screen_photos()
     screens.update(largest_screen_values())
     sensitivity["sign_aware"] = sign_aware_section(rst_table)

@@ -1,0 +1,196 @@
+"""The results page's paragraph on the second rule for the relevance-carrying
+subtraction (``diagnostic:quadrant-mass`` of ``benchmarks/masks_screen.py``):
+its runs on every stage of the three models and with ImageNet inputs, against
+LayerCAM, the default and the mask-only LayerCAMs on the same photos, and
+which of the rule's conditions hold.
+
+Read by ``benchmarks/results_page.py``. Runs (``benchmarks/results/``): the
+Lite1 runs of ``_subtraction_section`` that hold the map, then ``RUNS`` in the
+order made; each file's settings give its model, photos, input regime and
+layers. Each is joined by photo with the claim section's run of the same
+model, stage, photo set and input regime.
+"""
+
+from functools import cache
+
+from _claim_section import (
+    DEFAULT,
+    IMAGENET,
+    MASKS_ONLY,
+    MODELS,
+    PLAIN,
+    STAGES,
+    _fine_run,
+    _renamed,
+    _same_photos,
+    _short,
+    joined,
+    set_run,
+)
+from _sign_aware_section import RUNS as RUNS_DIR
+from _sign_aware_section import delta, load, shown
+from _subtraction_section import RUNS_A, RUNS_B
+
+from captum_shallowcam.experiments import EvaluationResult, merge_results
+
+METHOD = "diagnostic:quadrant-mass"
+#: The runs made for the second rule, in the order made.
+RUNS = (
+    "quadrant_mass_lite1_stage6_b_1792",
+    "quadrant_mass_lite2_stage6-7_a_1792",
+    "quadrant_mass_lite1_imagenet_a_7168",
+    "quadrant_mass_lite1_stage5_a_1792",
+    "quadrant_mass_lite2_stage6-7_b_1792",
+    "quadrant_mass_lite1_stage5_b_1792",
+    "quadrant_mass_lite0_imagenet_a_7168",
+    "quadrant_mass_lite0_stage6-7_a_1792",
+    "quadrant_mass_lite1_imagenet_b_7168",
+    "quadrant_mass_lite0_stage6-7_b_1792",
+    "quadrant_mass_lite0_imagenet_b_7168",
+    "quadrant_mass_lite2_imagenet_a_7168",
+    "quadrant_mass_lite2_imagenet_b_7168",
+    "quadrant_mass_lite0_stage4-5_a_1792",
+    "quadrant_mass_lite0_stage4-5_b_1792",
+    "quadrant_mass_lite2_stage4-5_a_1792",
+    "quadrant_mass_lite2_stage4-5_b_1792",
+    "quadrant_mass_lite0_stage1-3_a_1792",
+    "quadrant_mass_lite0_stage1-3_b_1792",
+    "quadrant_mass_lite2_stage1-3_a_1792",
+    "quadrant_mass_lite2_stage1-3_b_1792",
+)
+#: The ImageNet-input stages of the claim section's runs.
+IMAGENET_STAGES = STAGES[:3]
+
+
+@cache
+def _made() -> tuple[EvaluationResult, ...]:
+    """Every stored run of the map (a run of ``RUNS`` not made yet is left out)."""
+    earlier = [n for n in RUNS_A + RUNS_B if n.startswith("quadrant_mass")]
+    names = earlier + [n for n in RUNS if (RUNS_DIR / f"{n}.json").exists()]
+    return tuple(load(n) for n in names)
+
+
+def _photo_set(run: EvaluationResult) -> int:
+    """0 for ``imagenet-samples``, 1 for ``imagenet-samples-b``."""
+    return int(run.settings["images"].rstrip("/").endswith("-b"))
+
+
+def _claim_run(model: str, photo_set: int, stage: str, imagenet: bool):
+    """The claim section's run of LayerCAM, the default (and the mask-only
+    LayerCAMs where run) at ``stage`` on one photo set."""
+    if imagenet:
+        return _renamed(joined(IMAGENET[model][photo_set], IMAGENET_STAGES), [stage])
+    if model == "efficientnet-lite0":
+        return _renamed(set_run(MODELS[model][1][photo_set]), [stage])
+    sets, _ = _fine_run(model, stage)
+    return sets[photo_set]
+
+
+@cache
+def _cell(model: str, stage: str, imagenet: bool = False) -> EvaluationResult | None:
+    """The map joined by photo with the claim's runs at ``stage``, both photo
+    sets merged; None unless the map was run there on both sets."""
+    per_set = {}
+    for run in _made():
+        here = run.settings["normalization"] == ("imagenet" if imagenet else "own")
+        if run.settings["model"] == model and here and stage in run.settings["layers"]:
+            per_set[_photo_set(run)] = _renamed(run, [stage])
+    if len(per_set) < 2:
+        return None
+    sets = []
+    for i, run in sorted(per_set.items()):
+        claim = _claim_run(model, i, stage, imagenet)
+        _same_photos(run, claim, (model, stage, i, imagenet))
+        sets.append(merge_results([claim, run]))
+    return merge_results(sets)
+
+
+def _masks_beaten(run: EvaluationResult, stage: str) -> bool:
+    """Ahead of every mask-only LayerCAM run at ``stage`` (interval above 0)."""
+    return all(
+        delta(run, METHOD, m, stage)[2] > 0 for m in MASKS_ONLY if m in run.scores
+    )
+
+
+@cache
+def _grid() -> tuple[list[list[str]], list[list[str]], dict, dict]:
+    """The table rows (own inputs, then ImageNet inputs) and, per (model,
+    stage), the differences: with own inputs, to LayerCAM, the default's to
+    LayerCAM, to the default, and whether it is ahead of every mask-only
+    LayerCAM; with ImageNet inputs, the first two."""
+    rows, imagenet_rows, own, imagenet = [], [], {}, {}
+    for model in MODELS:
+        for stage in STAGES:
+            run = _cell(model, stage)
+            if run is None:
+                continue
+            diffs = [delta(run, METHOD, PLAIN, stage), delta(run, DEFAULT, PLAIN, stage),
+                     delta(run, METHOD, DEFAULT, stage)]  # fmt: skip
+            own[model, stage] = (*diffs, _masks_beaten(run, stage))
+            rows.append([_short(model), f"``{stage}``", str(len(run.images)),
+                         *map(shown, diffs), "yes" if own[model, stage][3] else "no"])  # fmt: skip
+        for stage in IMAGENET_STAGES:
+            run = _cell(model, stage, imagenet=True)
+            if run is None:
+                continue
+            diffs = [
+                delta(run, METHOD, PLAIN, stage),
+                delta(run, DEFAULT, PLAIN, stage),
+            ]
+            imagenet[model, stage] = tuple(diffs)
+            imagenet_rows.append([_short(model), f"``{stage}``", str(len(run.images)),
+                                  *map(shown, diffs)])  # fmt: skip
+    return rows, imagenet_rows, own, imagenet
+
+
+def _listed(cells) -> str:
+    return ", ".join(f"{_short(m)} ``{s}``" for m, s in cells)
+
+
+def _condition(text: str, cells: list, found: dict, fails) -> str:
+    """One condition over ``cells``: not met where ``fails`` holds of a cell
+    run (even before every cell is run), met once every cell is run, else how
+    many are not run yet."""
+    failed = [c for c in cells if c in found and fails(found[c])]
+    missing = [c for c in cells if c not in found]
+    if failed:
+        return f"{text}: not met ({_listed(failed)})"
+    if not missing:
+        return f"{text}: met"
+    return f"{text}: not failed so far, {len(missing)} of its cells not run yet"
+
+
+def _conditions() -> str:
+    _, _, own, imagenet = _grid()
+    cells = [(m, s) for m in MODELS for s in STAGES]
+    said = [
+        _condition("behind the default nowhere on the 21 stages", cells, own,
+                   lambda d: d[2][3] < 0),
+        _condition("ahead of LayerCAM wherever the default is", cells, own,
+                   lambda d: d[1][2] > 0 and not d[0][2] > 0),
+        _condition("behind LayerCAM nowhere with ImageNet inputs (``stage1`` to "
+                   "``stage3``)", [(m, s) for m in MODELS for s in IMAGENET_STAGES],
+                   imagenet, lambda d: d[0][3] < 0),
+    ]  # fmt: skip
+    counts = []
+    for model in MODELS:
+        run = [own[model, s] for s in STAGES if (model, s) in own]
+        counts.append(f"{_short(model)} {sum(d[3] for d in run)} of {len(run)} run")
+    said.append("ahead of every mask-only LayerCAM at 4 or more stages of each "
+                f"model: {', '.join(counts)}")  # fmt: skip
+    return "; ".join(said)
+
+
+def values(rst_table) -> dict:
+    rows, imagenet_rows, _, _ = _grid()
+    heads = ["model", "stage", "photos", "Δ vs LayerCAM", "default Δ vs LayerCAM",
+             "Δ vs default", "ahead of every mask-only"]  # fmt: skip
+
+    def table(heads, rows):
+        return rst_table(heads, rows) if rows else "(No stage run on both sets yet.)\n"
+
+    return {
+        "qm_grid_table": table(heads, rows),
+        "qm_imagenet_table": table(heads[:5], imagenet_rows),
+        "qm_rule2": _conditions(),
+    }
