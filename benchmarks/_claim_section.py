@@ -865,15 +865,26 @@ def imagenet_values(table) -> dict:
 SPEED_AB = "speed_ab_gated_vs_7b80a0d"
 
 
-def speed_ab() -> str:
-    """The A/B runs' ShallowCam and LayerCam ratios (this / base), per layer."""
-    text = (RUNS / f"{SPEED_AB}.txt").read_text()
+def speed_ab_runs(name: str) -> list[tuple[str, str, str | None, str, str]]:
+    """The runs of a stored ``benchmarks/speed_ab.py`` output: per run, the
+    layer, the rounds, this tree's mask (None: its default) and the ShallowCam
+    and LayerCam ratios (this / base)."""
+    text = (RUNS / f"{name}.txt").read_text()
     runs = re.findall(
-        r"at (\w+), batch \d+, (\d+) interleaved rounds.*?"
+        r"at (\w+), batch \d+, (\d+) interleaved rounds([^\n]*)\n.*?"
         r"shallowcam: this / base ([\d.]+)\s+layercam: this / base ([\d.]+)",
         text,
         re.S,
     )
+    return [
+        (layer, n, (re.findall(r"mask='([\w-]+)'", head) or [None])[0], s, p)
+        for layer, n, head, s, p in runs
+    ]
+
+
+def speed_ab() -> str:
+    """The A/B runs' ShallowCam and LayerCam ratios (this / base), per layer."""
+    runs = [(lay, n, s, p) for lay, n, _, s, p in speed_ab_runs(SPEED_AB)]
     layers = dict.fromkeys(layer for layer, *_ in runs)
     shallow = "; ".join(
         f"``{lay}`` "

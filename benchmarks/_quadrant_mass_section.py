@@ -26,6 +26,7 @@ from _claim_section import (
     _short,
     joined,
     set_run,
+    speed_ab_runs,
 )
 from _sign_aware_section import RUNS as RUNS_DIR
 from _sign_aware_section import delta, load, shown
@@ -58,6 +59,9 @@ RUNS = (
     "quadrant_mass_lite2_stage1-3_a_1792",
     "quadrant_mass_lite2_stage1-3_b_1792",
 )
+#: ``benchmarks/speed_ab.py --base fe0c7eb`` (before the option was added):
+#: this tree's default, and ``--mask split-subtracted``; several runs.
+SPEED_AB = "speed_ab_subtracted_vs_fe0c7eb"
 #: The ImageNet-input stages of the claim section's runs.
 IMAGENET_STAGES = STAGES[:3]
 
@@ -181,6 +185,24 @@ def _conditions() -> str:
     return "; ".join(said)
 
 
+def _speed() -> str:
+    """The A/B runs' ShallowCam ratios (this / base), per mask and layer."""
+    runs = speed_ab_runs(SPEED_AB)
+    said = []
+    for mask, label in ((None, "the default"), ("split-subtracted", "the option")):
+        mine = [(lay, s) for lay, _, m, s, _ in runs if m == mask]
+        layers = dict.fromkeys(lay for lay, _ in mine)
+        said.append(f"{label} " + "; ".join(
+            f"``{lay}`` " + ", ".join(s for la, s in mine if la == lay) for lay in layers
+        ))  # fmt: skip
+    plain = [float(p) for *_, p in runs]
+    return (
+        "; ".join(said) + f" (16 rounds each; LayerCam, whose code is the same in "
+        f"both, {min(plain):.3f} to {max(plain):.3f}: the noise; "
+        f"``benchmarks/results/{SPEED_AB}.txt``)"
+    )
+
+
 def values(rst_table) -> dict:
     rows, imagenet_rows, _, _ = _grid()
     heads = ["model", "stage", "photos", "Δ vs LayerCAM", "default Δ vs LayerCAM",
@@ -193,4 +215,5 @@ def values(rst_table) -> dict:
         "qm_grid_table": table(heads, rows),
         "qm_imagenet_table": table(heads[:5], imagenet_rows),
         "qm_rule2": _conditions(),
+        "qm_speed": _speed(),
     }

@@ -13,6 +13,9 @@ each method (the medians of the per-round ratios).
 Usage (from the repository root)::
 
     python benchmarks/speed_ab.py --base b38764f --layer stage1 --repeats 12
+
+``--mask`` times this tree's LayerShallowCam with another mask (an option
+against the base commit's default).
 """
 
 import argparse
@@ -57,7 +60,14 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="the other commit")
     parser.add_argument("--layer", default="stage1")
     parser.add_argument("--repeats", type=int, default=12)
+    parser.add_argument(
+        "--mask",
+        default=None,
+        help="this tree's LayerShallowCam mask (default: its default); the base "
+        "commit's runs its default",
+    )
     args = parser.parse_args()
+    options = {} if args.mask is None else {"mask": args.mask}
     steady_allocator()
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,14 +82,15 @@ def main() -> None:
             "base.shallowcam": other.LayerShallowCam(model, layer),
             "base.layercam": other.LayerCam(model, layer),
         }
+        kwargs = {name: {} for name in functions} | {"this.shallowcam": options}
         for _ in range(2):  # warm-up
-            for explainer in functions.values():
-                explainer.attribute(x, target=1)
+            for name, explainer in functions.items():
+                explainer.attribute(x, target=1, **kwargs[name])
         times: dict[str, list[float]] = {name: [] for name in functions}
         for _ in range(args.repeats):
             for name, explainer in functions.items():
                 start = time.perf_counter()
-                explainer.attribute(x, target=1)
+                explainer.attribute(x, target=1, **kwargs[name])
                 times[name].append(time.perf_counter() - start)
 
     def ratio(a: str, b: str) -> float:
@@ -88,6 +99,7 @@ def main() -> None:
     print(
         f"efficientnet-lite0 at {args.layer}, batch 8, {args.repeats} interleaved "
         f"rounds, {torch.get_num_threads()} threads, steady allocator; base {args.base}"
+        + (f"; this tree's mask={args.mask!r}" if args.mask else "")
     )
     for name, seconds in times.items():
         print(f"  {name:<16} {statistics.median(seconds):.4f} s")
