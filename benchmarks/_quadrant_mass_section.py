@@ -13,6 +13,7 @@ model, stage, photo set and input regime.
 
 from functools import cache
 
+import numpy as np
 from _claim_section import (
     DEFAULT,
     IMAGENET,
@@ -28,6 +29,7 @@ from _claim_section import (
     set_run,
     speed_ab_runs,
 )
+from _sanity_section import _end_points, _load
 from _sign_aware_section import RUNS as RUNS_DIR
 from _sign_aware_section import delta, load, shown
 from _subtraction_section import RUNS_A, RUNS_B
@@ -35,6 +37,8 @@ from _subtraction_section import RUNS_A, RUNS_B
 from captum_shallowcam.experiments import EvaluationResult, merge_results
 
 METHOD = "diagnostic:quadrant-mass"
+#: The same map as the package's option, in the sanity runs.
+SUBTRACTED = "shallowcam+split-subtracted+mass"
 #: The runs made for the second rule, in the order made.
 RUNS = (
     "quadrant_mass_lite1_stage6_b_1792",
@@ -62,6 +66,17 @@ RUNS = (
 #: ``benchmarks/speed_ab.py --base fe0c7eb`` (before the option was added):
 #: this tree's default, and ``--mask split-subtracted``; several runs.
 SPEED_AB = "speed_ab_subtracted_vs_fe0c7eb"
+#: Adebayo et al.'s checks of the option on Lite0's first 50 photos of
+#: ``imagenet-samples`` (``python -m captum_shallowcam sanity``; each file's
+#: settings give its command), against the stored runs of the default and
+#: LayerCAM on the same photos (the same random draw, seed 0).
+SANITY = {
+    "class": ("sanity_lite0_50_class_subtracted", "sanity_lite0_50_class_gated"),
+    "whole": ("sanity_lite0_a_50_whole_subtracted", "sanity_lite0_a_50_whole_gated"),
+}
+#: LayerCAM's values in a rerun and the stored run may differ by float order
+#: (tied map values rank either way): at most this on any photo.
+SANITY_AGREEMENT = 0.01
 #: The ImageNet-input stages of the claim section's runs.
 IMAGENET_STAGES = STAGES[:3]
 
@@ -203,6 +218,45 @@ def _speed() -> str:
     )
 
 
+def _sanity_runs(kind: str) -> tuple[dict, dict]:
+    """The option's ``kind`` sanity run and the stored run of the default;
+    refused unless they are on the same photos and targets and give LayerCAM
+    the same values within ``SANITY_AGREEMENT``."""
+    new, stored = (_load(name) for name in SANITY[kind])
+    if new["images"] != stored["images"] or new["targets"] != stored["targets"]:
+        raise ValueError(f"{SANITY[kind]}: not the same photos")
+    for layer, fields in new["scores"][PLAIN].items():
+        for field, values in fields.items():
+            a = _end_points(values) if kind == "whole" else np.array(values, float)
+            b = stored["scores"][PLAIN][layer][field]
+            b = _end_points(b) if kind == "whole" else np.array(b, float)
+            if np.nanmax(np.abs(a - b)) > SANITY_AGREEMENT:
+                raise ValueError(f"{SANITY[kind]}: LayerCAM differs at {layer}")
+    return new, stored
+
+
+def _sanity_rows() -> list[list[str]]:
+    """Per stage: the rank correlation between the maps of the top and the
+    least likely class, and between the trained and the randomized model's
+    maps, for the option, the default and LayerCAM (lower: more sensitive)."""
+    runs = {kind: _sanity_runs(kind) for kind in SANITY}
+    rows = []
+    for stage in STAGES:
+        row = [f"``{stage}``"]
+        for kind, field in (("class", "class_sensitivity_last"), ("whole", "spearman")):
+            new, stored = runs[kind]
+            for run, method in ((new, SUBTRACTED), (stored, DEFAULT), (new, PLAIN)):
+                values = run["scores"][method].get(stage)
+                if values is None:
+                    row.append("—")
+                    continue
+                ends = values[field]
+                ends = _end_points(ends) if kind == "whole" else np.array(ends, float)
+                row.append(f"{np.nanmean(ends):.2f}")
+        rows.append(row)
+    return rows
+
+
 def values(rst_table) -> dict:
     rows, imagenet_rows, _, _ = _grid()
     heads = ["model", "stage", "photos", "Δ vs LayerCAM", "default Δ vs LayerCAM",
@@ -216,4 +270,17 @@ def values(rst_table) -> dict:
         "qm_imagenet_table": table(heads[:5], imagenet_rows),
         "qm_rule2": _conditions(),
         "qm_speed": _speed(),
+        "qm_agreement": f"{SANITY_AGREEMENT}",
+        "qm_sanity_table": rst_table(
+            [
+                "stage",
+                "class: option",
+                "class: default",
+                "class: LayerCAM",
+                "randomized: option",
+                "randomized: default",
+                "randomized: LayerCAM",
+            ],
+            _sanity_rows(),
+        ),  # fmt: skip
     }
