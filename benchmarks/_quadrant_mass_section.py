@@ -242,26 +242,46 @@ def _sanity_runs(kind: str) -> tuple[dict, dict]:
     return new, stored
 
 
-def _sanity_rows() -> list[list[str]]:
-    """Per stage: the rank correlation between the maps of the top and the
-    least likely class, and between the trained and the randomized model's
-    maps, for the option, the default and LayerCAM (lower: more sensitive)."""
+@cache
+def _sanity_means() -> dict:
+    """Per check ("class", "randomized"), stage and map ("option", "default",
+    "LayerCAM"): the mean rank correlation over the photos (lower: more
+    sensitive), where run."""
     runs = {kind: _sanity_runs(kind) for kind in SANITY}
-    rows = []
-    for stage in STAGES:
-        row = [f"``{stage}``"]
-        for kind, field in (("class", "class_sensitivity_last"), ("whole", "spearman")):
-            new, stored = runs[kind]
-            for run, method in ((new, SUBTRACTED), (stored, DEFAULT), (new, PLAIN)):
-                values = run["scores"][method].get(stage)
-                if values is None:
-                    row.append("—")
-                    continue
+    means = {}
+    for kind, field, label in (("class", "class_sensitivity_last", "class"),
+                               ("whole", "spearman", "randomized")):  # fmt: skip
+        new, stored = runs[kind]
+        for run, method, name in ((new, SUBTRACTED, "option"),
+                                  (stored, DEFAULT, "default"),
+                                  (new, PLAIN, "LayerCAM")):  # fmt: skip
+            for stage, values in run["scores"][method].items():
                 ends = values[field]
                 ends = _end_points(ends) if kind == "whole" else np.array(ends, float)
-                row.append(f"{np.nanmean(ends):.2f}")
-        rows.append(row)
-    return rows
+                means[label, stage, name] = float(np.nanmean(ends))
+    return means
+
+
+def _sanity_rows() -> list[list[str]]:
+    """Per stage, the means of ``_sanity_means`` ("—": not run there)."""
+    means = _sanity_means()
+    return [
+        [f"``{stage}``"]
+        + [
+            f"{means[check, stage, name]:.2f}" if (check, stage, name) in means else "—"
+            for check in ("class", "randomized")
+            for name in ("option", "default", "LayerCAM")
+        ]
+        for stage in STAGES
+    ]
+
+
+def _more_sensitive(check: str, than: str) -> str:
+    """The stages where the option's mean is below ``than``'s, of those run."""
+    means = _sanity_means()
+    run = [s for s in STAGES if (check, s, "option") in means]
+    below = [s for s in run if means[check, s, "option"] < means[check, s, than]]
+    return f"{len(below)} of {len(run)} ({', '.join(f'``{s}``' for s in below)})"
 
 
 def values(rst_table) -> dict:
@@ -285,6 +305,10 @@ def values(rst_table) -> dict:
         ),
         "qm_speed": _speed(),
         "qm_agreement": f"{SANITY_AGREEMENT}",
+        "qm_class_default": _more_sensitive("class", "default"),
+        "qm_class_layercam": _more_sensitive("class", "LayerCAM"),
+        "qm_random_default": _more_sensitive("randomized", "default"),
+        "qm_random_layercam": _more_sensitive("randomized", "LayerCAM"),
         "qm_sanity_table": rst_table(
             [
                 "stage",
