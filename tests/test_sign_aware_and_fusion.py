@@ -713,3 +713,8 @@ def test_split_subtracted_mask_follows_the_position_by_position_reference():
     assert not torch.allclose(got, default)
     registry = make_explainer(net, [net[1]], "shallowcam+split-subtracted+mass")
     torch.testing.assert_close(registry(x, t)[0], got)
+    # on a ReLU output there is no negative activation to subtract
+    on_relu = LayerShallowCam(net, net[3])
+    relu_map = on_relu.attribute(x, target=t, mask="split-subtracted")
+    assert relu_map.abs().sum() > 0
+    torch.testing.assert_close(relu_map, on_relu.attribute(x, target=t))

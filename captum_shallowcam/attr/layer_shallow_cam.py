@@ -72,13 +72,8 @@ class LayerShallowCam(_RelevanceCamBase):
     mask, ``LayerCam(...).attribute(..., relu_activations=True)``);
     ``mask="both-signs"`` takes :math:`\mathrm{ReLU}(G^c_k A_k)` unsplit with
     :math:`\alpha_k = \sum_{ij} R_k(i,j)`; ``mask="plain"`` is LayerCAM's
-    :math:`S_k = \mathrm{ReLU}(G^c_k) \odot A_k` with :math:`\alpha_k`.
-    ``mask="split-subtracted"`` is the default less LayerCAM's subtracted part
-    :math:`D_k = \mathrm{ReLU}(G^c_k) \odot \mathrm{ReLU}(-A_k)` (a negative
-    activation under a positive gradient), which carries the relevance on its
-    own positions, :math:`- \frac{\mathrm{ReLU}(\alpha^D_k)}{\sum_{ij} D_k(i,j)}
-    D_k` inside the sum with :math:`\alpha^D_k = \sum_{ij} R_k(i,j)\,
-    [D_k(i,j) > 0]`. All four and ``"split"`` are equal where :math:`A \ge 0` (ReLU outputs, the
+    :math:`S_k = \mathrm{ReLU}(G^c_k) \odot A_k` with :math:`\alpha_k`. All
+    four and ``"split"`` are equal where :math:`A \ge 0` (ReLU outputs, the
     paper's VGG16 setting), where the plain form reads
 
     .. math::
@@ -86,6 +81,13 @@ class LayerShallowCam(_RelevanceCamBase):
 
     The default differs from them even where :math:`A \ge 0`: there it counts
     :math:`\alpha_k` over the positions with a positive gradient only.
+
+    ``mask="split-subtracted"`` is the default less LayerCAM's subtracted part
+    :math:`D_k = \mathrm{ReLU}(G^c_k) \odot \mathrm{ReLU}(-A_k)` (a negative
+    activation under a positive gradient), which carries the relevance on its
+    own positions: :math:`- \frac{\mathrm{ReLU}(\alpha^D_k)}{\sum_{ij} D_k(i,j)}
+    D_k` inside the sum, with :math:`\alpha^D_k = \sum_{ij} R_k(i,j)\,
+    [D_k(i,j) > 0]`; where :math:`A \ge 0` it equals the default.
 
     The weights :math:`w`: ``"mass"`` :math:`\mathrm{ReLU}(\alpha_k) / \sum_{ij}
     S_k`; ``"geometric"`` its square root, so that each channel adds up to
