@@ -280,7 +280,7 @@ def _more_sensitive(check: str, than: str) -> str:
 
 
 def values(rst_table) -> dict:
-    rows, imagenet_rows, _, _ = _grid()
+    rows, imagenet_rows, own, _ = _grid()
     rule, failed = _conditions()
     heads = ["model", "stage", "photos", "Δ vs LayerCAM", "default Δ vs LayerCAM",
              "Δ vs default", "ahead of every mask-only"]  # fmt: skip
@@ -292,8 +292,10 @@ def values(rst_table) -> dict:
         "qm_grid_table": table(heads, rows),
         "qm_imagenet_table": table(heads[:6], imagenet_rows),
         "qm_rule2": rule,
+        "qm_ahead": _listed([c for c, d in own.items() if d[2][2] > 0]) or "nowhere",
+        "qm_behind": _listed([c for c, d in own.items() if d[2][3] < 0]) or "nowhere",
         "qm_not_run": _listed(
-            [(m, st) for m in MODELS for st in STAGES if (m, st) not in _grid()[2]]
+            [(m, st) for m in MODELS for st in STAGES if (m, st) not in own]
         )
         or "none",
         "qm_outcome": (
