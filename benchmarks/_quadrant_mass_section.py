@@ -26,6 +26,7 @@ from _claim_section import (
     _same_photos,
     _short,
     joined,
+    set_name,
     set_run,
     speed_ab_runs,
 )
@@ -92,7 +93,7 @@ def _made() -> tuple[EvaluationResult, ...]:
 
 def _photo_set(run: EvaluationResult) -> int:
     """0 for ``imagenet-samples``, 1 for ``imagenet-samples-b``."""
-    return int(run.settings["images"].rstrip("/").endswith("-b"))
+    return int(set_name(run) == "imagenet-samples-b")
 
 
 def _claim_run(model: str, photo_set: int, stage: str, imagenet: bool):
