@@ -61,7 +61,6 @@ RUNS = (
     "quadrant_mass_lite2_stage1-3_b_1792",
     "quadrant_mass_lite0_stage4-5_a_1792",
     "quadrant_mass_lite0_stage4-5_b_1792",
-    # not run yet
     "quadrant_mass_lite2_stage4-5_a_1792",
     "quadrant_mass_lite2_stage4-5_b_1792",
 )
