@@ -863,6 +863,10 @@ def imagenet_values(table) -> dict:
 #: ``benchmarks/speed_ab.py --base 7b80a0d`` (the split reading the default's
 #: code then had), this tree the gated default; several runs.
 SPEED_AB = "speed_ab_gated_vs_7b80a0d"
+#: ``benchmarks/speed_ab.py --base 08e673a`` (the sign-aware geometric default
+#: before the split reading replaced it), this tree the gated default; several
+#: runs.
+SPEED_AB_ISSUE = "speed_ab_default_vs_08e673a"
 
 
 def speed_ab_runs(name: str) -> list[tuple[str, str, str | None, str, str]]:
@@ -882,9 +886,10 @@ def speed_ab_runs(name: str) -> list[tuple[str, str, str | None, str, str]]:
     ]
 
 
-def speed_ab() -> str:
-    """The A/B runs' ShallowCam and LayerCam ratios (this / base), per layer."""
-    runs = [(lay, n, s, p) for lay, n, _, s, p in speed_ab_runs(SPEED_AB)]
+def speed_ab(name: str = SPEED_AB, base: str = "the split reading's commit") -> str:
+    """The A/B runs' ShallowCam and LayerCam ratios (this / ``base``), per
+    layer, from the stored output ``name``."""
+    runs = [(lay, n, s, p) for lay, n, _, s, p in speed_ab_runs(name)]
     layers = dict.fromkeys(layer for layer, *_ in runs)
     shallow = "; ".join(
         f"``{lay}`` "
@@ -894,11 +899,11 @@ def speed_ab() -> str:
     plain = [float(p) for *_, p in runs]
     within = sum(float(s) <= 1.05 for _, _, s, _ in runs)
     return (
-        f"at most 1.05 in {within} of {len(runs)} runs; this tree over the split "
-        f"reading's commit, ShallowCam: {shallow}; "
+        f"at most 1.05 in {within} of {len(runs)} runs; this tree over {base}, "
+        f"ShallowCam: {shallow}; "
         "LayerCam, whose code is the same in both, "
         f"{min(plain):.3f} to {max(plain):.3f} in the same runs (its spread is "
-        f"the noise; ``benchmarks/results/{SPEED_AB}.txt``)"
+        f"the noise; ``benchmarks/results/{name}.txt``)"
     )
 
 
@@ -921,6 +926,7 @@ def values(rst_table) -> dict:
         fine_check=fine_check(rst_table),
         switch_says=switch_says(),
         speed_ab=speed_ab(),
+        speed_ab_issue=speed_ab(SPEED_AB_ISSUE, "that commit"),
         **imagenet_values(rst_table),
     )
 
