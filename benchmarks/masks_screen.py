@@ -122,10 +122,9 @@ def diagnostic_maps(
     """The three diagnostic maps of one layer (see the module docstring)."""
     positive_part = torch.relu(g) * torch.relu(a)
     negative_part = torch.relu(-g) * torch.relu(-a)
-    subtracted = torch.relu(g) * torch.relu(-a)
-    w_positive, w_negative, w_subtracted = (
+    w_positive, w_negative = (
         inter_layer_weights(r * (part > 0), "mass", part)
-        for part in (positive_part, negative_part, subtracted)
+        for part in (positive_part, negative_part)
     )
     ga = g * a
     negative_side = (w_negative * ga).masked_fill(a >= 0, 0.0)
@@ -136,11 +135,9 @@ def diagnostic_maps(
         "diagnostic:signed": channel_sum(
             torch.where(a >= 0, w_positive * ga, w_negative * ga), True
         ),
+        # the package's mask="split-subtracted"
         "diagnostic:quadrant-mass": channel_sum(
-            w_positive * positive_part
-            + w_negative * negative_part
-            - w_subtracted * subtracted,
-            True,
+            split_terms(a, g, r, "mass", gated=True, subtract=True), True
         ),
     }
 

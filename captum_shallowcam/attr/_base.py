@@ -454,20 +454,20 @@ def split_terms(
     its own positions, :math:`- w(\alpha^D_k) D_k` with
     :math:`\alpha^D_k = \sum_{ij} R_k(i,j)\, [D_k(i,j) > 0]`."""
     positive = activation >= 0
-    parts = [
-        (torch.relu(gradient) * torch.relu(activation), positive),
-        (torch.relu(-gradient) * torch.relu(-activation), ~positive),
+    parts = [  # (part, where its relevance counts without ``gated``, sign)
+        (torch.relu(gradient) * torch.relu(activation), positive, 1.0),
+        (torch.relu(-gradient) * torch.relu(-activation), ~positive, 1.0),
     ]
     if subtract:
-        parts.append((torch.relu(gradient) * torch.relu(-activation), ~positive))
-    terms = []
-    for part, side in parts:
-        where = part > 0 if gated else side
-        terms.append(
-            inter_layer_weights(relevance * where, channel_weights, part) * part
+        parts.append((torch.relu(gradient) * torch.relu(-activation), ~positive, -1.0))
+    return sum(
+        sign
+        * inter_layer_weights(
+            relevance * (part > 0 if gated else side), channel_weights, part
         )
-    total = terms[0] + terms[1]
-    return total - terms[2] if subtract else total
+        * part
+        for part, side, sign in parts
+    )
 
 
 def unit_range(maps: Tensor) -> Tensor:
